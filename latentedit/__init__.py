@@ -1,0 +1,19 @@
+"""latentedit: StyleGAN2 latent-space editing.
+
+    import latentedit as le
+    G = le.load_generator("ffhq.pkl")             # bundle folder, rosinality .pt or NVlabs .pkl
+    w = G.sample_w(8, seed=0, truncation=0.7)     # [8, 512]
+    images = G.synthesize(w)                      # [8, 3, H, W] in [-1, 1]
+"""
+from latentedit.errors import FormatError, InputError, LatentEditError, UnsafeFileError
+from latentedit.formats import load_generator, load_networks, save_networks
+from latentedit.formats.latents import read_latents, write_latents
+from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Discriminator", "DiscriminatorConfig", "FormatError", "Generator", "GeneratorConfig", "InputError",
+    "LatentEditError", "UnsafeFileError", "load_generator", "load_networks", "read_latents", "save_networks",
+    "write_latents", "__version__",
+]

@@ -1,0 +1,35 @@
+"""The `latentedit` command line: one module per verb group, each thin over the Python API."""
+import sys
+
+import click
+
+from latentedit.errors import LatentEditError
+
+
+class _Main(click.Group):
+    """Turns library errors into one clear line and exit status 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LatentEditError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Main)
+@click.version_option(package_name="latentedit")
+def main():
+    """StyleGAN2 latent-space editing."""
+
+
+def _register():
+    from latentedit.cli import models, world
+
+    main.add_command(models.generate)
+    main.add_command(models.info)
+    main.add_command(models.convert)
+    main.add_command(world.world)
+
+
+_register()

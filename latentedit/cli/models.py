@@ -1,0 +1,168 @@
+"""`latentedit generate | info | convert`: images from a model, what a model file holds, format conversion."""
+import json
+from pathlib import Path
+
+import click
+import torch
+
+from latentedit.errors import InputError
+from latentedit.formats import Networks, detect_format, load_networks, save_networks
+from latentedit.formats.images import grid, save_png, to_uint8
+from latentedit.formats.latents import read_latents
+from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig
+
+
+def parse_seeds(text):
+    """'0-15' / '1,5,7-9' -> [0, ..., 15] / [1, 5, 7, 8, 9]."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0],
+                                                                             part[1:].split("-", 1)[1])
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise InputError(f"--seeds must look like 0-15 or 1,5,7-9, got {text!r}") from None
+    if not seeds or any(s < 0 or s >= 2 ** 32 for s in seeds):
+        raise InputError(f"--seeds must be non-empty and in [0, 2^32), got {text!r}")
+    return seeds
+
+
+def model_options(f):
+    """--model PATH, or --random-weights with an architecture (for trying things out)."""
+    options = [
+        click.option("--model", "model_path", type=click.Path(), default=None,
+                     help="Bundle folder, rosinality .pt or NVlabs .pkl (default: the bundled model)."),
+        click.option("--random-weights", is_flag=True, help="Use a randomly initialised generator."),
+        click.option("--resolution", type=int, default=256, show_default=True, help="With --random-weights."),
+        click.option("--channel-base", type=int, default=32768, show_default=True, help="With --random-weights."),
+        click.option("--channel-max", type=int, default=512, show_default=True, help="With --random-weights."),
+        click.option("--weights-seed", type=int, default=0, show_default=True, help="With --random-weights."),
+        click.option("--mapping-lr-mul", type=float, default=None,
+                     help="Mapping lr multiplier, for rosinality files trained with a non-default --lr_mlp."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul):
+    if random_weights:
+        if model_path:
+            raise InputError("pass either --model or --random-weights, not both")
+        torch.manual_seed(weights_seed)
+        G = Generator(GeneratorConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max))
+        return Networks("random", f"random-weights(seed={weights_seed})", G=G.eval())
+    overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul else None
+    if model_path is None:
+        from latentedit.formats import DEFAULT_BUNDLE
+
+        model_path = DEFAULT_BUNDLE
+    nets = load_networks(model_path, overrides)
+    if nets.G is None:
+        raise InputError(f"{model_path}: holds no generator")
+    return nets
+
+
+@click.command()
+@model_options
+@click.option("--seeds", default="0-15", show_default=True, help="Seeds: 0-15 or 1,5,7-9.")
+@click.option("--w-file", type=click.Path(), default=None, help="Latents (.json SD-GAN / .npy) instead of seeds.")
+@click.option("--truncation", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--truncation-cutoff", type=int, default=None, help="Truncate only the first N W+ layers.")
+@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="A folder (one PNG per image + grid.png) or a .png grid.")
+def generate(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
+             seeds, w_file, truncation, truncation_cutoff, noise_mode, batch_size, out):
+    """Generate images from seeds or a latent file."""
+    if batch_size < 1:
+        raise InputError("--batch-size must be >= 1")
+    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
+                      mapping_lr_mul).G
+    out = Path(out)
+    grid_only = out.suffix.lower() == ".png"
+    if w_file:
+        ws = torch.from_numpy(read_latents(w_file))
+        names = [f"{i:04d}" for i in range(len(ws))]
+        ws = G.broadcast_w(ws)
+    else:
+        seed_list = parse_seeds(seeds)
+        names = [f"seed{s:04d}" for s in seed_list]
+        from latentedit.models.stylegan2 import z_from_seeds
+
+        with torch.no_grad():
+            ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation, truncation_cutoff, update_w_avg=False)
+    files = [None if grid_only else out / f"{name}.png" for name in names]
+    todo = [i for i, f in enumerate(files) if f is None or not f.exists()]  # a re-run resumes
+    images = [None] * len(names)
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    with torch.no_grad(), click.progressbar(batches, label=f"generating {len(todo)} images", file=None) as bar:
+        for batch in bar:
+            imgs = G.synthesize(ws[batch], noise_mode=noise_mode)
+            for i, img in zip(batch, imgs):
+                images[i] = img
+                if files[i] is not None:
+                    save_png(files[i], to_uint8(img[None])[0])
+    if not grid_only:
+        from PIL import Image
+        import numpy as np
+
+        for i in range(len(names)):
+            if images[i] is None:  # written by an earlier, interrupted run
+                arr = np.asarray(Image.open(files[i]).convert("RGB"), dtype=np.float32)
+                images[i] = torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
+    sheet = grid(torch.stack(images))
+    grid_path = out if grid_only else out / "grid.png"
+    save_png(grid_path, sheet)
+    click.echo(f"wrote {len(names)} images" + ("" if grid_only else f" to {out}/") + f" and the grid {grid_path}")
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(path, as_json):
+    """What a model file holds: format, architecture, parameter counts, w_avg."""
+    fmt = detect_format(path)
+    nets = load_networks(path)
+    report = {"path": str(path), "format": nets.format if fmt != "pickle" else nets.format, **nets.info}
+    for name in ("G", "D"):
+        net = getattr(nets, name)
+        if net is not None:
+            report[name] = {"config": net.cfg.to_dict(), "parameters": sum(p.numel() for p in net.parameters())}
+    if nets.G is not None:
+        report["G"]["num_ws"] = nets.G.num_ws
+        report["G"]["w_avg_norm"] = round(float(nets.G.w_avg.norm()), 4)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    click.echo(f"{report['path']}: {report['format']}")
+    for key, value in report.items():
+        if key in ("G", "D"):
+            cfg = value["config"]
+            click.echo(f"  {key}: {value['parameters']:,} parameters, {cfg['resolution']} px, "
+                       f"channel_base={cfg['channel_base']} channel_max={cfg['channel_max']}, "
+                       f"fp16 resolutions={cfg['num_fp16_res']}, conv_clamp={cfg['conv_clamp']}")
+            if key == "G":
+                click.echo(f"     z_dim={cfg['z_dim']} w_dim={cfg['w_dim']} n_mlp={cfg['n_mlp']} "
+                           f"num_ws={value['num_ws']} |w_avg|={value['w_avg_norm']}")
+        elif key not in ("path", "format"):
+            click.echo(f"  {key}: {value}")
+
+
+@click.command()
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path())
+@click.option("--fp16", is_flag=True, help="Store bundle weights in fp16 (half the size).")
+@click.option("--mapping-lr-mul", type=float, default=None,
+              help="Mapping lr multiplier, for rosinality files trained with a non-default --lr_mlp.")
+def convert(src, dst, fp16, mapping_lr_mul):
+    """Convert SRC (bundle / rosinality .pt / NVlabs .pkl) to DST (bundle folder or rosinality .pt)."""
+    overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul else None
+    nets = load_networks(src, overrides)
+    save_networks(nets, dst, fp16=fp16)
+    held = "+".join(n for n in ("G", "D") if getattr(nets, n) is not None)
+    click.echo(f"converted {nets.format} ({held}) -> {dst}")

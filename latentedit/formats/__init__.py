@@ -1,0 +1,170 @@
+"""Every model file format in and out: our bundles, rosinality .pt, NVlabs .pkl.
+
+`load_networks(path)` detects the format and returns our modules; `save_networks(nets, dst)`
+writes a bundle folder or a rosinality-layout .pt. Architecture is read from the file; what a
+file cannot tell (rosinality's mapping lr multiplier) comes from `overrides`.
+"""
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from latentedit.errors import FormatError, UnsafeFileError
+from latentedit.formats import bundle, nvlabs, rosinality
+from latentedit.formats.atomic import atomic_path
+from latentedit.formats.safe_pickle import restricted_load
+from latentedit.formats.weights import load_weights
+from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+FORMATS = ("bundle", "rosinality", "nvlabs")
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+W_AVG_SAMPLES = 10_000  # rosinality files without latent_avg: estimate w_avg from this many z (fixed seed)
+
+
+@dataclass
+class Networks:
+    format: str
+    path: str
+    G: Generator = None
+    D: Discriminator = None
+    info: dict = field(default_factory=dict)
+
+
+def detect_format(path):
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if bundle.is_bundle(path):
+            return "bundle"
+        raise FormatError(f"{path}: a folder without bundle.json is not a latentedit bundle")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if zipfile.is_zipfile(path):
+        return "rosinality"  # torch.save's zip container
+    if head[:1] == b"\x80":
+        return "pickle"  # an NVlabs pickle, or a legacy (non-zip) torch.save file: told apart on load
+    raise FormatError(f"{path}: unknown format (expected a bundle folder, a rosinality .pt or an NVlabs .pkl)")
+
+
+def _build(cls, cfg_cls, cfg, sd, what, overrides=None):
+    cfg = cfg_cls.from_dict({**cfg.to_dict(), **(overrides or {})}) if overrides else cfg
+    return load_weights(cls(cfg), sd, what).eval()
+
+
+def _estimate_w_avg(G):
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z = torch.randn([W_AVG_SAMPLES, G.z_dim], generator=g)
+        return G.mapping(z, update_w_avg=False)[:, 0].mean(0)
+
+
+def _load_rosinality(path, ckpt, overrides):
+    nets = Networks("rosinality", str(path))
+    g_key = "g_ema" if "g_ema" in ckpt else "g"
+    latent_avg = ckpt.get("latent_avg")
+    cfg, sd = rosinality.generator_from_rosinality(ckpt[g_key], latent_avg)
+    nets.G = _build(Generator, GeneratorConfig, cfg, sd, f"{path} [{g_key}]", overrides)
+    if latent_avg is None:
+        nets.G.mapping.w_avg.copy_(_estimate_w_avg(nets.G))
+    nets.info["w_avg"] = "stored (latent_avg)" if latent_avg is not None else f"estimated from {W_AVG_SAMPLES} z"
+    nets.info["generator_key"] = g_key
+    if isinstance(ckpt.get("d"), dict):
+        dcfg, dsd = rosinality.discriminator_from_rosinality(ckpt["d"])
+        nets.D = _build(Discriminator, DiscriminatorConfig, dcfg, dsd, f"{path} [d]")
+    if "args" in ckpt:
+        nets.info["training_args"] = {k: v for k, v in vars(ckpt["args"]).items()
+                                      if isinstance(v, (int, float, str, bool, type(None)))}
+    return nets
+
+
+def _load_nvlabs(path, data, overrides):
+    nets = Networks("nvlabs", str(path))
+    g_key = "G_ema" if isinstance(data.get("G_ema"), nvlabs.PersistentObject) else "G"
+    if isinstance(data.get(g_key), nvlabs.PersistentObject):
+        cfg = nvlabs.generator_config(data[g_key])
+        nets.G = _build(Generator, GeneratorConfig, cfg, nvlabs.network_weights(data[g_key]),
+                        f"{path} [{g_key}]", overrides)
+        nets.info["generator_key"] = g_key
+        nets.info["w_avg"] = "stored (mapping.w_avg)"
+    if isinstance(data.get("D"), nvlabs.PersistentObject):
+        dcfg = nvlabs.discriminator_config(data["D"])
+        nets.D = _build(Discriminator, DiscriminatorConfig, dcfg, nvlabs.network_weights(data["D"]), f"{path} [D]")
+    return nets
+
+
+def _load_bundle(path, overrides):
+    nets = Networks("bundle", str(path))
+    manifest = bundle.read_manifest(path)
+    for name, (cls, cfg_cls) in {"G": (Generator, GeneratorConfig), "D": (Discriminator, DiscriminatorConfig)}.items():
+        if name in manifest["networks"]:
+            entry, sd = bundle.read_network(path, name)
+            cfg = cfg_cls.from_dict(entry["config"])
+            setattr(nets, name, _build(cls, cfg_cls, cfg, sd, f"{path} [{name}]", overrides if name == "G" else None))
+    nets.info["provenance"] = manifest.get("provenance", {})
+    nets.info["figures"] = manifest.get("figures", {})
+    nets.info["w_avg"] = "stored"
+    return nets
+
+
+def load_networks(path, overrides=None):
+    """Loads the generator (and discriminator, when the file has one) from any supported format.
+    overrides: GeneratorConfig fields the file cannot tell, e.g. {"mapping_lr_multiplier": 0.01}."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "bundle":
+        return _load_bundle(path, overrides)
+    if fmt == "pickle":
+        with open(path, "rb") as f:
+            try:
+                data = restricted_load(f)
+            except UnsafeFileError:
+                raise
+            except FormatError:
+                data = None
+        if isinstance(data, dict):
+            data = nvlabs.load_pkl(path)  # re-validates that it is a network pickle
+            return _load_nvlabs(path, data, overrides)
+        # Not a network pickle: perhaps a legacy torch.save file; that loader is weights-only too.
+    ckpt = rosinality.load_pt(path)
+    if not rosinality.is_rosinality(ckpt):
+        keys = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise FormatError(f"{path}: a torch file, but not a rosinality StyleGAN2 checkpoint (found {keys})")
+    return _load_rosinality(path, ckpt, overrides)
+
+
+def load_generator(path=None, device="cpu", overrides=None):
+    """The generator from `path` (bundle folder, rosinality .pt, NVlabs .pkl); the bundled default
+    when path is None."""
+    if path is None:
+        if not bundle.is_bundle(DEFAULT_BUNDLE):
+            raise FormatError("no bundled default model is installed; pass a model path")
+        path = DEFAULT_BUNDLE
+    nets = load_networks(path, overrides)
+    if nets.G is None:
+        raise FormatError(f"{path}: holds no generator")
+    return nets.G.to(device)
+
+
+def save_networks(nets: Networks, dst, fp16=False, provenance=None):
+    """Writes a bundle folder (dst without a suffix) or a rosinality-layout .pt (dst ending in .pt)."""
+    dst = Path(dst)
+    if dst.suffix == ".pkl":
+        raise FormatError("writing NVlabs .pkl is not supported (their loader executes embedded source); "
+                          "convert to a bundle folder or a rosinality .pt")
+    if dst.suffix == ".pt":
+        ckpt = {"g_ema": rosinality.generator_to_rosinality(nets.G.cfg, nets.G.state_dict()),
+                "latent_avg": nets.G.w_avg.detach().clone()}
+        if nets.D is not None:
+            ckpt["d"] = rosinality.discriminator_to_rosinality(nets.D.cfg, nets.D.state_dict())
+        with atomic_path(dst) as tmp:
+            torch.save(ckpt, tmp)
+        return dst
+    if dst.suffix:
+        raise FormatError(f"{dst}: unknown output format (a folder for a bundle, or a .pt file)")
+    networks = {"G": ("stylegan2-generator", nets.G.cfg.to_dict(), nets.G.state_dict())}
+    if nets.D is not None:
+        networks["D"] = ("stylegan2-discriminator", nets.D.cfg.to_dict(), nets.D.state_dict())
+    prov = {"converted_from": {"format": nets.format, "path": str(nets.path)}, **(provenance or {})}
+    return bundle.write_bundle(dst, networks, provenance=prov, dtype=torch.float16 if fp16 else torch.float32)

@@ -1,0 +1,81 @@
+"""Our own model format: a folder with `bundle.json` and one `.safetensors` file per network.
+
+bundle.json: {"format": "latentedit-bundle", "version": 1, "networks": {name: {"file", "kind",
+"config", "sha256", "dtype"}}, "provenance": {...}, "figures": {...}}. No pickle anywhere; the
+sha256 of each weight file is checked on load.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from latentedit.errors import FormatError
+from latentedit.formats.atomic import write_bytes, write_text
+from latentedit.formats.weights import strip_derived
+
+BUNDLE_FORMAT = "latentedit-bundle"
+BUNDLE_VERSION = 1
+
+
+def is_bundle(path):
+    return Path(path).is_dir() and (Path(path) / "bundle.json").is_file()
+
+
+def read_manifest(path):
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "bundle.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path / 'bundle.json'}: unreadable bundle manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise FormatError(f"{path / 'bundle.json'}: not a latentedit bundle manifest")
+    if manifest.get("version", 0) > BUNDLE_VERSION:
+        raise FormatError(f"{path}: bundle version {manifest['version']} is newer than this latentedit reads")
+    if not isinstance(manifest.get("networks"), dict):
+        raise FormatError(f"{path / 'bundle.json'}: no 'networks' entry")
+    return manifest
+
+
+def read_network(path, name):
+    """-> (entry from bundle.json, float32 state dict) after checking the file's sha256."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if name not in manifest["networks"]:
+        raise FormatError(f"{path}: bundle has no network {name!r} (has {sorted(manifest['networks'])})")
+    entry = manifest["networks"][name]
+    file = path / entry["file"]
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise FormatError(f"{file}: cannot read weights ({e.strerror})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if entry.get("sha256") and digest != entry["sha256"]:
+        raise FormatError(f"{file}: sha256 mismatch (file corrupt or replaced)")
+    try:
+        sd = load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise FormatError(f"{file}: not a readable safetensors file ({e})") from None
+    return entry, {k: v.float() for k, v in sd.items()}
+
+
+def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.float32):
+    """networks: {name: (kind, config dict, state dict)}. Weight files first, manifest last, each
+    written atomically, so an interrupted write never leaves a manifest pointing at bad files."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "networks": {},
+                "provenance": provenance or {}, "figures": figures or {}}
+    for name, (kind, config, sd) in networks.items():
+        tensors = {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).contiguous().cpu()
+                   for k, v in strip_derived(sd).items()}
+        data = save(tensors)
+        write_bytes(path / f"{name}.safetensors", data)
+        manifest["networks"][name] = {"file": f"{name}.safetensors", "kind": kind, "config": config,
+                                      "dtype": str(dtype).replace("torch.", ""),
+                                      "sha256": hashlib.sha256(data).hexdigest()}
+    write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
+    return path
+

@@ -1,0 +1,451 @@
+"""StyleGAN2 (config-f maths): mapping, synthesis, generator and residual discriminator.
+
+One code path for every size: resolution, channel_base / channel_max, n_mlp and latent dims
+are configuration (config-f at 1024 px is GeneratorConfig(resolution=1024)). Module and
+parameter names follow the NVlabs stylegan2-ada layout, so their state dicts load by name and
+rosinality's by rename + reshape (latentedit.formats).
+"""
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from latentedit.errors import InputError
+from latentedit.models.layers import Conv2dLayer, FullyConnectedLayer, conv2d_resample, normalize_2nd_moment
+from latentedit.ops import bias_act, setup_filter, upsample2d
+
+NOISE_MODES = ("random", "const", "none")
+
+
+@dataclass
+class GeneratorConfig:
+    resolution: int = 1024
+    z_dim: int = 512
+    w_dim: int = 512
+    img_channels: int = 3
+    channel_base: int = 32768
+    channel_max: int = 512
+    n_mlp: int = 8
+    mapping_lr_multiplier: float = 0.01
+    w_avg_beta: float = 0.995
+    num_fp16_res: int = 0  # the top resolutions that run in fp16 on CUDA (CPU is always fp32)
+    conv_clamp: float = None  # clamp pre-activations to +-conv_clamp (NVlabs uses 256 with fp16)
+    resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
+
+    def __post_init__(self):
+        log2 = math.log2(self.resolution)
+        if self.resolution < 4 or log2 != int(log2):
+            raise InputError(f"resolution must be a power of two >= 4, got {self.resolution}")
+
+    @property
+    def block_resolutions(self):
+        return [2 ** i for i in range(2, int(math.log2(self.resolution)) + 1)]
+
+    @property
+    def num_ws(self):
+        return 2 * len(self.block_resolutions)  # one per conv plus the last ToRGB: 18 at 1024 px
+
+    def channels(self, res):
+        return min(self.channel_base // res, self.channel_max)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = cls.__dataclass_fields__
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise InputError(f"unknown generator config keys: {unknown}")
+        return cls(**d)
+
+
+@dataclass
+class DiscriminatorConfig:
+    resolution: int = 1024
+    img_channels: int = 3
+    channel_base: int = 32768
+    channel_max: int = 512
+    mbstd_group_size: int = 4
+    mbstd_num_channels: int = 1
+    num_fp16_res: int = 0
+    conv_clamp: float = None
+    resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
+
+    channels = GeneratorConfig.channels
+    to_dict = GeneratorConfig.to_dict
+    from_dict = classmethod(GeneratorConfig.from_dict.__func__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping
+
+
+class MappingNetwork(nn.Module):
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws, self.num_layers = cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.n_mlp
+        self.w_avg_beta = cfg.w_avg_beta
+        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.n_mlp
+        for i in range(cfg.n_mlp):
+            layer = FullyConnectedLayer(dims[i], dims[i + 1], activation="lrelu", lr_multiplier=cfg.mapping_lr_multiplier)
+            setattr(self, f"fc{i}", layer)
+        self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
+
+    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=None):
+        """z [N, z_dim] -> ws [N, num_ws, w_dim]. Truncation pulls layers [0, cutoff) towards w_avg."""
+        x = normalize_2nd_moment(z.to(torch.float32))
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+        if update_w_avg if update_w_avg is not None else self.training:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        return truncate(x.unsqueeze(1).repeat([1, self.num_ws, 1]), self.w_avg, truncation_psi, truncation_cutoff)
+
+
+def truncate(ws, w_avg, psi=1.0, cutoff=None):
+    """ws [N, L, w_dim] -> w_avg + psi * (ws - w_avg) on layers [0, cutoff) (all when None)."""
+    if psi == 1:
+        return ws
+    cutoff = ws.shape[1] if cutoff is None else cutoff
+    ws = ws.clone()
+    ws[:, :cutoff] = w_avg.lerp(ws[:, :cutoff], psi)
+    return ws
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis
+
+
+def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
+                     fused_modconv=True):
+    """x [N, I, H, W], weight [O, I, k, k], styles [N, I]; noise broadcastable to the output.
+
+    Fused: one grouped conv with per-sample weights (cheap for small batches).
+    Non-fused: scale the activations instead of the weights and share one conv across the batch,
+    then demodulate the output (cheaper for large batches; the same maths).
+    """
+    N = x.shape[0]
+    O, I, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:
+        # Pre-normalise so that the fp16 products below cannot overflow; demodulation undoes it.
+        weight = weight * (1 / math.sqrt(I * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    dcoefs = None
+    if demodulate:
+        w = weight.unsqueeze(0) * styles.reshape(N, 1, I, 1, 1)  # [N, O, I, k, k]
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(N, I, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding)
+        if dcoefs is not None:
+            x = x * dcoefs.to(x.dtype).reshape(N, O, 1, 1)
+        if noise is not None:
+            x = x + noise.to(x.dtype)
+        return x
+    w = weight.unsqueeze(0) * styles.reshape(N, 1, I, 1, 1)
+    if dcoefs is not None:
+        w = w * dcoefs.reshape(N, O, 1, 1, 1)
+    x = conv2d_resample(x.reshape(1, N * I, *x.shape[2:]), w.reshape(N * O, I, kh, kw).to(x.dtype),
+                        f=resample_filter, up=up, padding=padding, groups=N)
+    x = x.reshape(N, O, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (+ optional 2x FIR up-sampling) + per-pixel noise + bias + lrelu."""
+
+    def __init__(self, in_channels, out_channels, w_dim, resolution, up=1, resample_filter=(1, 3, 3, 1),
+                 conv_clamp=None):
+        super().__init__()
+        self.resolution, self.up, self.conv_clamp = resolution, up, conv_clamp
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
+        self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x, w, noise_mode="random", fused_modconv=True, generator=None):
+        styles = self.affine(w)  # [N, I]
+        noise = None
+        if noise_mode == "random":
+            shape = [x.shape[0], 1, self.resolution, self.resolution]
+            noise = torch.randn(shape, device=x.device, generator=generator) * self.noise_strength
+        elif noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=1,
+                             resample_filter=self.resample_filter, fused_modconv=fused_modconv)
+        return bias_act(x, self.bias.to(x.dtype), act="lrelu", clamp=self.conv_clamp)
+
+    def scaled_noise(self, batch, noise_mode, generator=None):
+        """The noise this layer adds (fp32, strength applied), drawn exactly as `forward` draws it."""
+        if noise_mode == "random":
+            shape = [batch, 1, self.resolution, self.resolution]
+            return torch.randn(shape, device=self.noise_const.device, generator=generator) * self.noise_strength
+        if noise_mode == "const":
+            return (self.noise_const * self.noise_strength).reshape(1, 1, self.resolution, self.resolution)
+        return None
+
+    def forward_fast(self, x, w, noise, fused, dtype):
+        """CPU fast path, the same maths as `forward`: x [N, I, H, W] in `dtype` (channels_last),
+        w [N, w_dim] fp32, noise from `scaled_noise` or None. fused needs N == 1: the styles and
+        demodulation go into the weights and one ordinary conv runs; otherwise (non-fused) the
+        activations are scaled and one conv is shared by the batch. The lrelu gain is folded
+        into the weights, the bias into the conv (or FIR) bias, and the remaining element-wise
+        work runs in place where autograd allows it."""
+        return _synthesis_layer_fast(self, x, w, noise, fused, dtype)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv without demodulation, + bias."""
+
+    def __init__(self, in_channels, out_channels, w_dim, conv_clamp=None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x, w, fused_modconv=True):
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+    def forward_fast(self, x, w):
+        """CPU fast path: a per-sample 1x1 conv is a batched matmul over the channels_last pixels
+        (no scaled copy of x). Returns fp32 [N, C, H, W]."""
+        styles = self.affine(w) * self.weight_gain  # [N, I]
+        N, I, H, W = x.shape
+        wt = (self.weight.reshape(1, -1, I) * styles.unsqueeze(1)).transpose(1, 2).to(x.dtype)  # [N, I, C]
+        pixels = x.permute(0, 2, 3, 1).reshape(N, H * W, I)  # a view when x is channels_last
+        y = torch.baddbmm(self.bias.to(x.dtype).reshape(1, 1, -1), pixels, wt)  # [N, HW, C]
+        y = y.reshape(N, H, W, -1).permute(0, 3, 1, 2).to(torch.float32)
+        if self.conv_clamp is not None:
+            y = y.clamp(-self.conv_clamp, self.conv_clamp)
+        return y
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: (const | 2x up-conv) -> conv -> ToRGB, skip-connected RGB output."""
+
+    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, use_fp16,
+                 resample_filter=(1, 3, 3, 1), conv_clamp=None):
+        super().__init__()
+        self.in_channels, self.resolution, self.use_fp16 = in_channels, resolution, use_fp16
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2,
+                                        resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution,
+                                    resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
+
+    def forward(self, x, img, ws, noise_mode="random", fused_modconv=None, force_fp32=False, generator=None):
+        """ws [N, num_conv + num_torgb, w_dim]; x [N, C, r/2, r/2] or None; img [N, 3, r/2, r/2] or None."""
+        N = ws.shape[0]
+        fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+        dtype = torch.float16 if fp16 else torch.float32
+        if fused_modconv is None:
+            fused_modconv = choose_fused_modconv(N, ws.device, self.training, dtype)
+        w_iter = iter(ws.unbind(dim=1))
+        if self.in_channels == 0:
+            x = self.const.to(dtype).unsqueeze(0).repeat([N, 1, 1, 1])
+        else:
+            x = self.conv0(x.to(dtype), next(w_iter), noise_mode, fused_modconv, generator)
+        x = self.conv1(x, next(w_iter), noise_mode, fused_modconv, generator)
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+        img = y if img is None else img + y
+        return x, img
+
+
+def choose_fused_modconv(batch, device, training, dtype):
+    """Per-sample weights (fused) win at batch 1 and in inference on small batches; a shared conv
+    with activation scaling (non-fused) wins for training batches, which also need its cheaper
+    backward. Measured in benchmarks/generator_speed.py."""
+    if training:
+        return False
+    if device.type == "cuda":
+        return dtype == torch.float32 or batch == 1
+    return batch <= 2
+
+
+class SynthesisNetwork(nn.Module):
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.block_resolutions = cfg.block_resolutions
+        self.num_ws = cfg.num_ws
+        fp16_resolution = max(2 ** (int(math.log2(cfg.resolution)) + 1 - cfg.num_fp16_res), 8)
+        for res in self.block_resolutions:
+            in_ch = cfg.channels(res // 2) if res > 4 else 0
+            block = SynthesisBlock(in_ch, cfg.channels(res), cfg.w_dim, res, cfg.img_channels,
+                                   use_fp16=res >= fp16_resolution and cfg.num_fp16_res > 0,
+                                   resample_filter=cfg.resample_filter, conv_clamp=cfg.conv_clamp)
+            setattr(self, f"b{res}", block)
+
+    def forward(self, ws, noise_mode="random", fused_modconv=None, force_fp32=False, generator=None):
+        """ws [N, num_ws, w_dim] -> images [N, img_channels, R, R] (float32, about [-1, 1])."""
+        x = img = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            # Consecutive blocks share a w: a block's ToRGB uses the same w as the next block's conv0.
+            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            x, img = block(x, img, block_ws, noise_mode, fused_modconv, force_fp32, generator)
+            w_idx += block.num_conv
+        return img
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator
+
+
+def z_from_seeds(seeds, z_dim=512):
+    """The z that NVlabs' and rosinality-converted generate scripts use for each integer seed:
+    numpy RandomState(seed).randn(z_dim), so seed k draws the same face as in those tools."""
+    return torch.from_numpy(np.stack([np.random.RandomState(int(s)).randn(z_dim) for s in seeds])).float()
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: GeneratorConfig = None):
+        super().__init__()
+        self.cfg = cfg = cfg or GeneratorConfig()
+        self.z_dim, self.w_dim, self.num_ws, self.img_resolution = cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.resolution
+        self.mapping = MappingNetwork(cfg)
+        self.synthesis = SynthesisNetwork(cfg)
+
+    @property
+    def w_avg(self):
+        return self.mapping.w_avg
+
+    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, noise_mode="random", **synthesis_options):
+        ws = self.mapping(z, truncation_psi, truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode, **synthesis_options)
+
+    @torch.no_grad()
+    def sample_w(self, n=None, seed=0, truncation=1.0, seeds=None):
+        """W codes [N, w_dim] for seeds (`seeds`, or n consecutive seeds from `seed`), truncated."""
+        seeds = list(range(seed, seed + n)) if seeds is None else list(seeds)
+        z = z_from_seeds(seeds, self.z_dim).to(self.w_avg.device)
+        return self.mapping(z, truncation, update_w_avg=False)[:, 0]
+
+    def broadcast_w(self, w):
+        """[N, w_dim] (W) or [N, num_ws, w_dim] (W+) -> [N, num_ws, w_dim]; validates shape and values."""
+        if not torch.is_tensor(w):
+            w = torch.as_tensor(np.asarray(w), dtype=torch.float32)
+        if w.ndim == 2 and w.shape[1] == self.w_dim:
+            w = w.unsqueeze(1).repeat([1, self.num_ws, 1])
+        elif not (w.ndim == 3 and w.shape[1:] == (self.num_ws, self.w_dim)):
+            raise InputError(f"latents must have shape [N, {self.w_dim}] (W) or [N, {self.num_ws}, {self.w_dim}] "
+                             f"(W+), got {list(w.shape)}")
+        if not torch.isfinite(w).all():
+            raise InputError("latents contain NaN or infinite values")
+        return w.to(device=self.w_avg.device, dtype=torch.float32)
+
+    def synthesize(self, w, noise_mode="const", batch_size=None, generator=None, **synthesis_options):
+        """W [N, w_dim] or W+ [N, num_ws, w_dim] -> images [N, C, R, R] in about [-1, 1]."""
+        if noise_mode not in NOISE_MODES:
+            raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        ws = self.broadcast_w(w)
+        batch_size = batch_size or ws.shape[0]
+        return torch.cat([self.synthesis(chunk, noise_mode=noise_mode, generator=generator, **synthesis_options)
+                          for chunk in ws.split(batch_size)])
+
+    @staticmethod
+    def mix_styles(ws_a, ws_b, crossover):
+        """Style mixing: layers [0, crossover) from ws_a, the rest from ws_b (both [N, num_ws, w_dim])."""
+        out = ws_a.clone()
+        out[:, crossover:] = ws_b[:, crossover:]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminator
+
+
+class MinibatchStdLayer(nn.Module):
+    """Appends the mean standard deviation over groups of samples as extra feature maps."""
+
+    def __init__(self, group_size, num_channels=1):
+        super().__init__()
+        self.group_size, self.num_channels = group_size, num_channels
+
+    def forward(self, x):
+        N, C, H, W = x.shape
+        G = min(self.group_size, N) if self.group_size else N
+        Fc = self.num_channels
+        y = x.reshape(G, -1, Fc, C // Fc, H, W)
+        y = (y - y.mean(dim=0)).square().mean(dim=0)
+        y = (y + 1e-8).sqrt().mean(dim=[2, 3, 4])  # [N/G, F]
+        y = y.reshape(-1, Fc, 1, 1).repeat(G, 1, H, W)
+        return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block: (fromRGB) -> conv -> 2x down-conv, plus a 1x1 down-sampled skip."""
+
+    def __init__(self, in_channels, tmp_channels, out_channels, img_channels, resample_filter, conv_clamp):
+        super().__init__()
+        self.in_channels = in_channels
+        self.register_buffer("resample_filter", setup_filter(resample_filter))  # kept for the NVlabs layout
+        if in_channels == 0:
+            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv1 = Conv2dLayer(tmp_channels, out_channels, 3, activation="lrelu", down=2,
+                                 resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2, resample_filter=resample_filter)
+
+    def forward(self, x, img):
+        if self.in_channels == 0:
+            x = self.fromrgb(img)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+        return y + x
+
+
+class DiscriminatorEpilogue(nn.Module):
+    def __init__(self, in_channels, img_channels, mbstd_group_size, mbstd_num_channels, conv_clamp, resolution=4):
+        super().__init__()
+        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
+        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu",
+                                conv_clamp=conv_clamp)
+        self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu")
+        self.out = FullyConnectedLayer(in_channels, 1)
+
+    def forward(self, x):
+        if self.mbstd is not None:
+            x = self.mbstd(x)
+        x = self.conv(x)
+        return self.out(self.fc(x.flatten(1)))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: DiscriminatorConfig = None):
+        super().__init__()
+        self.cfg = cfg = cfg or DiscriminatorConfig()
+        log2 = int(math.log2(cfg.resolution))
+        self.block_resolutions = [2 ** i for i in range(log2, 2, -1)]
+        for res in self.block_resolutions:
+            in_ch = cfg.channels(res) if res < cfg.resolution else 0
+            block = DiscriminatorBlock(in_ch, cfg.channels(res), cfg.channels(res // 2), cfg.img_channels,
+                                       cfg.resample_filter, cfg.conv_clamp)
+            setattr(self, f"b{res}", block)
+        self.b4 = DiscriminatorEpilogue(cfg.channels(4), cfg.img_channels, cfg.mbstd_group_size,
+                                        cfg.mbstd_num_channels, cfg.conv_clamp)
+
+    def forward(self, img):  # [N, C, R, R] -> logits [N, 1]
+        x = None
+        for res in self.block_resolutions:
+            x = getattr(self, f"b{res}")(x, img)
+        return self.b4(x)

@@ -1,0 +1,36 @@
+"""latentedit: StyleGAN2 latent-space editing.
+
+Installing never needs torch at build time: the CUDA ops in csrc/ are built lazily on first
+CUDA use (latentedit.ops). An ahead-of-time build is opt-in: LATENTEDIT_BUILD_OPS=1.
+"""
+import os
+
+from setuptools import find_packages, setup
+
+ext_modules, cmdclass = [], {}
+if os.environ.get("LATENTEDIT_BUILD_OPS") == "1":  # opt-in only: this path imports torch
+    from latentedit.ops._build import aot_extensions  # noqa: E402
+
+    ext_modules, cmdclass = aot_extensions()
+
+setup(
+    name="latentedit",
+    version="0.1.0",
+    description="StyleGAN2 latent-space editing: generator, formats, directions, discrete attributes",
+    packages=find_packages(include=["latentedit", "latentedit.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "pillow",
+        "click>=8",
+        "ninja",
+        "safetensors",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["latentedit=latentedit.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

@@ -1,0 +1,29 @@
+import pytest
+import torch
+
+from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+TINY = dict(resolution=16, channel_base=512, channel_max=32)
+
+
+def randomize(module, seed=0):
+    """Random values for the tensors that start at zero/one (biases, noise strengths, w_avg), so
+    that a conversion dropping or misplacing any of them changes the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if name.endswith(("bias", "noise_strength", "w_avg")):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.3)
+    return module
+
+
+@pytest.fixture
+def tiny_G():
+    torch.manual_seed(0)
+    return randomize(Generator(GeneratorConfig(**TINY))).eval()
+
+
+@pytest.fixture
+def tiny_D():
+    torch.manual_seed(1)
+    return randomize(Discriminator(DiscriminatorConfig(**TINY)), seed=1).eval()

@@ -1,0 +1,103 @@
+"""Reference ops against their plain definitions, and gradients."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from latentedit.ops import bias_act, setup_filter, upfirdn2d
+from latentedit.ops.upfirdn2d import downsample2d, filter2d, upsample2d
+
+
+def upfirdn2d_by_definition(x, f, up, down, pad, flip, gain):
+    """Zero-stuff, pad (negative crops), full 2-D convolution, subsample: the textbook way."""
+    upx, upy = (up, up) if isinstance(up, int) else up
+    dx, dy = (down, down) if isinstance(down, int) else down
+    x0, x1, y0, y1 = pad
+    N, C, H, W = x.shape
+    u = torch.zeros(N, C, H * upy, W * upx, dtype=x.dtype)
+    u[:, :, ::upy, ::upx] = x
+    u = F.pad(u, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    u = u[:, :, max(-y0, 0):u.shape[2] - max(-y1, 0), max(-x0, 0):u.shape[3] - max(-x1, 0)]
+    f2 = (f if f.ndim == 2 else f.ger(f)) * gain
+    if not flip:
+        f2 = f2.flip([0, 1])  # conv2d correlates; flip to convolve
+    y = F.conv2d(u, f2[None, None].repeat(C, 1, 1, 1).to(x.dtype), groups=C)
+    return y[:, :, ::dy, ::dx]
+
+
+@pytest.mark.parametrize("taps,separable", [([1, 3, 3, 1], False), ([1, 3, 3, 1], True), ([1, 2, 1], False),
+                                            ([1, 3, 5, 3, 1, 2], True)])
+def test_upfirdn2d_matches_definition(taps, separable):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    f = setup_filter(taps, separable=separable).double()
+    combos = itertools.product([1, 2, (2, 1), 3], [1, 2, (1, 2)],
+                               [(0, 0, 0, 0), (2, 1, 2, 1), (1, 2, -1, 3), (-1, -1, 2, 2), (3, 3, 3, 3)],
+                               [False, True], [1, 4])
+    for up, down, pad, flip, gain in combos:
+        ours = upfirdn2d(x, f, up, down, pad, flip, gain)
+        ref = upfirdn2d_by_definition(x, f, up, down, pad, flip, gain)
+        assert ours.shape == ref.shape, (up, down, pad)
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12, msg=f"up={up} down={down} pad={pad}")
+
+
+def test_resampling_helpers_keep_sizes():
+    x = torch.randn(1, 2, 8, 8)
+    f = setup_filter([1, 3, 3, 1])
+    assert upsample2d(x, f).shape[-2:] == (16, 16)
+    assert downsample2d(x, f).shape[-2:] == (4, 4)
+    assert filter2d(x, f).shape[-2:] == (8, 8)
+    # Upsampling a constant image keeps it constant away from the border (gain = up^2 is right).
+    up = upsample2d(torch.ones(1, 1, 8, 8), f)
+    torch.testing.assert_close(up[..., 3:-3, 3:-3], torch.ones_like(up[..., 3:-3, 3:-3]))
+
+
+def test_upfirdn2d_gradients():
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    for f in (setup_filter([1, 3, 3, 1]).double(), setup_filter([1, 3, 3, 1], separable=True).double()):
+        for up, down, pad in [(2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1)), (1, 1, (1, 2, 0, 1))]:
+            fn = lambda t: upfirdn2d(t, f, up=up, down=down, padding=pad)  # noqa: E731
+            assert torch.autograd.gradcheck(fn, (x,))
+            assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "lrelu", "tanh", "sigmoid"])
+def test_bias_act_matches_definition(act):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4, 4, dtype=torch.float64)
+    b = torch.randn(5, dtype=torch.float64)
+    plain = {"linear": lambda v: v, "relu": torch.relu, "lrelu": lambda v: torch.where(v >= 0, v, 0.2 * v),
+             "tanh": torch.tanh, "sigmoid": torch.sigmoid}[act]
+    default_gain = 2 ** 0.5 if act in ("relu", "lrelu") else 1.0
+    ref = plain(x + b.reshape(1, 5, 1, 1)) * default_gain
+    torch.testing.assert_close(bias_act(x, b, act=act), ref)
+    torch.testing.assert_close(bias_act(x, b, act=act, gain=3.0, clamp=0.5), (plain(x + b.reshape(1, 5, 1, 1)) * 3)
+                               .clamp(-0.5, 0.5))
+    # bias along another dim
+    b2 = torch.randn(4, dtype=torch.float64)
+    torch.testing.assert_close(bias_act(x, b2, dim=2, act=act, gain=1), plain(x + b2.reshape(1, 1, 4, 1)))
+
+
+def test_bias_act_first_and_second_order_gradients():
+    x = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    for act in ("tanh", "sigmoid", "lrelu"):
+        fn = lambda t, bb: bias_act(t, bb, act=act, clamp=1.5)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, b))
+        assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+def test_bias_act_rejects_wrong_bias_shape():
+    with pytest.raises(ValueError, match="bias shape"):
+        bias_act(torch.randn(2, 3, 4), torch.randn(4))
+    with pytest.raises(ValueError, match="unknown activation"):
+        bias_act(torch.randn(2, 3), act="gelu2")
+
+
+def test_impl_override(monkeypatch):
+    monkeypatch.setenv("LATENTEDIT_OPS", "nonsense")
+    with pytest.raises(ValueError, match="LATENTEDIT_OPS"):
+        bias_act(torch.randn(2, 3))
+    monkeypatch.setenv("LATENTEDIT_OPS", "cuda")  # CPU tensors always take the reference path
+    torch.testing.assert_close(bias_act(torch.ones(2, 3), act="relu", gain=1), torch.ones(2, 3))
