@@ -147,7 +147,7 @@ def load_generator(path=None, device="cpu", overrides=None):
     return nets.G.to(device)
 
 
-def save_networks(nets: Networks, dst, fp16=False, provenance=None):
+def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None):
     """Writes a bundle folder (dst without a suffix) or a rosinality-layout .pt (dst ending in .pt)."""
     dst = Path(dst)
     if dst.suffix == ".pkl":
@@ -166,5 +166,6 @@ def save_networks(nets: Networks, dst, fp16=False, provenance=None):
     networks = {"G": ("stylegan2-generator", nets.G.cfg.to_dict(), nets.G.state_dict())}
     if nets.D is not None:
         networks["D"] = ("stylegan2-discriminator", nets.D.cfg.to_dict(), nets.D.state_dict())
-    prov = {"converted_from": {"format": nets.format, "path": str(nets.path)}, **(provenance or {})}
-    return bundle.write_bundle(dst, networks, provenance=prov, dtype=torch.float16 if fp16 else torch.float32)
+    prov = provenance or {"converted_from": {"format": nets.format, "path": str(nets.path)}}
+    return bundle.write_bundle(dst, networks, provenance=prov, figures=figures,
+                               dtype=torch.float16 if fp16 else torch.float32)

@@ -1,0 +1,42 @@
+"""`latentedit train ...`: training runs (single process, or one process per rank under torchrun)."""
+import click
+import torch
+
+from latentedit.errors import InputError
+
+
+@click.group()
+def train():
+    """Train networks on the synthetic world."""
+
+
+@train.command()
+@click.option("--out", required=True, type=click.Path(), help="Run folder: state, samples, log, bundle/.")
+@click.option("--resolution", type=int, default=64, show_default=True)
+@click.option("--channel-base", type=int, default=4096, show_default=True)
+@click.option("--channel-max", type=int, default=256, show_default=True)
+@click.option("--n-mlp", type=int, default=8, show_default=True)
+@click.option("--batch", type=int, default=32, show_default=True, help="Total over all processes.")
+@click.option("--kimg", type=float, default=500, show_default=True, help="Train until this many thousand reals.")
+@click.option("--snapshot-kimg", type=float, default=10, show_default=True)
+@click.option("--r1-gamma", type=float, default=None, help="Default: 0.0002 * resolution^2 / batch.")
+@click.option("--bf16", is_flag=True, help="bf16 autocast for the main G and D passes.")
+@click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads per process.")
+def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, r1_gamma, bf16, resume, threads):
+    """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
+    from pathlib import Path
+
+    from latentedit.train.gan import GANConfig, GANTrainer, init_distributed
+
+    if threads:
+        torch.set_num_threads(threads)
+    if (Path(out) / "state.json").exists() and not resume:
+        raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    rank, world_size, device = init_distributed()
+    cfg = GANConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
+                    batch=batch, r1_gamma=r1_gamma, bf16=bf16)
+    trainer = GANTrainer(cfg, out, device=device, rank=rank, world_size=world_size)
+    if resume and trainer.resume() and rank == 0:
+        click.echo(f"resumed at {trainer.nimg / 1000:.1f} kimg")
+    trainer.train(kimg, snapshot_kimg=snapshot_kimg, progress=click.echo)

@@ -1,0 +1,274 @@
+"""StyleGAN2 training on the synthetic world: non-saturating logistic loss, lazy R1 and path-length
+regularisation, style mixing, generator EMA, optional bf16 autocast; single process or torchrun
+(gloo on CPU, nccl on GPU). Hyper-parameters follow the StyleGAN2-ADA 'auto' configuration.
+
+Data comes from the world renderer on the fly: real sample k of the run is world sample k of the
+data seed, so a resumed run continues the exact stream it left.
+"""
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from latentedit.formats.atomic import write_text
+from latentedit.formats.images import grid, save_png
+from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.train.state import load_state, save_state
+
+
+@dataclass
+class GANConfig:
+    resolution: int = 64
+    channel_base: int = 4096
+    channel_max: int = 256
+    n_mlp: int = 8
+    batch: int = 32  # total over all processes
+    lr: float = 0.0025
+    betas: tuple = (0.0, 0.99)
+    r1_gamma: float = None  # None: the 'auto' rule 0.0002 * resolution^2 / batch
+    pl_weight: float = 2.0
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    g_reg_interval: int = 4
+    d_reg_interval: int = 16
+    style_mixing: float = 0.9
+    ema_kimg: float = None  # None: batch * 10 / 32
+    ema_rampup: float = 0.05
+    bf16: bool = False
+    data_seed: int = 0
+    world_overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.r1_gamma is None:
+            self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch
+        if self.ema_kimg is None:
+            self.ema_kimg = self.batch * 10 / 32
+
+    def generator_config(self):
+        return GeneratorConfig(resolution=self.resolution, channel_base=self.channel_base,
+                               channel_max=self.channel_max, n_mlp=self.n_mlp)
+
+    def discriminator_config(self):
+        return DiscriminatorConfig(resolution=self.resolution, channel_base=self.channel_base,
+                                   channel_max=self.channel_max)
+
+
+def _lazy_adam(params, cfg, interval):
+    # Lazy regularisation runs every `interval` steps, so the main steps' lr / betas are scaled to
+    # keep the effective optimiser the same (StyleGAN2 appendix B).
+    ratio = interval / (interval + 1)
+    return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=tuple(b ** ratio for b in cfg.betas), eps=1e-8)
+
+
+class GANTrainer:
+    def __init__(self, cfg: GANConfig, out_dir, device="cpu", rank=0, world_size=1):
+        self.cfg, self.out_dir, self.device = cfg, Path(out_dir), torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        if cfg.batch % world_size:
+            raise ValueError(f"batch {cfg.batch} is not divisible by {world_size} processes")
+        self.batch_gpu = cfg.batch // world_size
+        torch.manual_seed(0)  # identical initial weights on every rank
+        self.G = Generator(cfg.generator_config()).train().to(self.device)
+        self.D = Discriminator(cfg.discriminator_config()).train().to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G_opt = _lazy_adam(self.G.parameters(), cfg, cfg.g_reg_interval)
+        self.D_opt = _lazy_adam(self.D.parameters(), cfg, cfg.d_reg_interval)
+        self.pl_mean = torch.zeros([], device=self.device)
+        self.step = 0
+        self.nimg = 0
+        self.gen = torch.Generator(device=self.device).manual_seed(1000 + rank)  # latents, noise, mixing
+        self.fixed_z = torch.randn([32, self.G.z_dim], generator=torch.Generator().manual_seed(123)).to(self.device)
+        self.log = []
+
+    # -- data and latents ------------------------------------------------------------------------
+
+    def real_images(self):
+        from latentedit import world
+
+        start = self.nimg + self.rank * self.batch_gpu
+        batch = world.sample(self.batch_gpu, seed=self.cfg.data_seed, resolution=self.cfg.resolution, start=start,
+                             **self.cfg.world_overrides)
+        return batch.image.to(self.device)
+
+    def _z(self, n):
+        return torch.randn([n, self.G.z_dim], generator=self.gen, device=self.device)
+
+    def _ws(self, G, n):
+        ws = G.mapping(self._z(n))
+        if self.cfg.style_mixing > 0:
+            cutoff = int(torch.randint(1, ws.shape[1], [], generator=self.gen, device=self.device))
+            if float(torch.rand([], generator=self.gen, device=self.device)) >= self.cfg.style_mixing:
+                cutoff = ws.shape[1]
+            if cutoff < ws.shape[1]:
+                ws = torch.cat([ws[:, :cutoff], G.mapping(self._z(n), update_w_avg=False)[:, cutoff:]], dim=1)
+        return ws
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def _sync_grads(self, module):
+        if self.world_size == 1:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.flatten() for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            torch.nan_to_num_(flat, nan=0, posinf=1e5, neginf=-1e5)
+            for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(part.reshape(g.shape))
+
+    def _opt_step(self, module, opt):
+        self._sync_grads(module)
+        for p in module.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0, posinf=1e5, neginf=-1e5)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def train_step(self):
+        cfg, stats = self.cfg, {}
+        real = self.real_images()
+        n = self.batch_gpu
+
+        # G main: non-saturating loss on D's view of fakes.
+        self.D.requires_grad_(False)
+        with self._autocast():
+            fake = self.G.synthesis(self._ws(self.G, n), fused_modconv=False, generator=self.gen)
+            loss_g = F.softplus(-self.D(fake)).mean()
+        loss_g.backward()
+        stats["loss_G"] = float(loss_g.detach())
+        # G reg: path-length penalty, lazily.
+        if cfg.pl_weight > 0 and self.step % cfg.g_reg_interval == 0:
+            m = max(n // cfg.pl_batch_shrink, 1)
+            ws = self._ws(self.G, m)
+            img = self.G.synthesis(ws, fused_modconv=False, generator=self.gen)
+            pl_noise = torch.randn(img.shape, generator=self.gen, device=self.device) / math.sqrt(img.shape[2] * img.shape[3])
+            (grads,) = torch.autograd.grad((img * pl_noise).sum(), ws, create_graph=True)
+            lengths = grads.square().sum(2).mean(1).sqrt()
+            self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean().detach(), cfg.pl_decay))
+            loss_pl = (lengths - self.pl_mean).square().mean() * cfg.pl_weight
+            (loss_pl * cfg.g_reg_interval + img[:, 0, 0, 0].sum() * 0).backward()
+            stats["loss_pl"] = float(loss_pl.detach())
+        self.D.requires_grad_(True)
+        self._opt_step(self.G, self.G_opt)
+
+        # D main: fakes low, reals high.
+        self.G.requires_grad_(False)
+        with self._autocast():
+            with torch.no_grad():
+                fake = self.G.synthesis(self._ws(self.G, n), fused_modconv=False, generator=self.gen)
+            loss_d = F.softplus(self.D(fake.float())).mean() + F.softplus(-self.D(real)).mean()
+        loss_d.backward()
+        stats["loss_D"] = float(loss_d.detach())
+        # D reg: R1 on reals, lazily.
+        if cfg.r1_gamma > 0 and self.step % cfg.d_reg_interval == 0:
+            real_ = real.detach().requires_grad_(True)
+            logits = self.D(real_)
+            (grads,) = torch.autograd.grad(logits.sum(), real_, create_graph=True)
+            loss_r1 = grads.square().sum([1, 2, 3]).mean() * (cfg.r1_gamma / 2)
+            (loss_r1 * cfg.d_reg_interval + logits.sum() * 0).backward()
+            stats["loss_r1"] = float(loss_r1.detach())
+        self.G.requires_grad_(True)
+        self._opt_step(self.D, self.D_opt)
+
+        self._update_ema()
+        self.step += 1
+        self.nimg += cfg.batch
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self):
+        ema_nimg = self.cfg.ema_kimg * 1000
+        if self.cfg.ema_rampup:
+            ema_nimg = min(ema_nimg, (self.nimg + self.cfg.batch) * self.cfg.ema_rampup)
+        beta = 0.5 ** (self.cfg.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # -- checkpoints, samples, loop ----------------------------------------------------------------
+
+    def modules(self):
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
+
+    def save(self):
+        if self.rank != 0:
+            return
+        info = {"step": self.step, "nimg": self.nimg, "pl_mean": float(self.pl_mean), "config": asdict(self.cfg),
+                "gen_state": self.gen.get_state().tolist()}
+        save_state(self.out_dir, self.modules(), {"G_opt": self.G_opt, "D_opt": self.D_opt}, info)
+        self.export_bundle(self.out_dir / "bundle")
+
+    def export_bundle(self, path, fp16=False, figures=None):
+        """The EMA generator and the discriminator as a latentedit bundle (loadable everywhere)."""
+        from latentedit.formats import Networks, save_networks
+
+        nets = Networks("training-run", str(self.out_dir), G=self.G_ema, D=self.D)
+        provenance = {"trained_by": "latentedit.train.gan", "kimg": self.nimg / 1000, "config": asdict(self.cfg)}
+        return save_networks(nets, path, fp16=fp16, provenance=provenance, figures=figures)
+
+    def resume(self):
+        if not (self.out_dir / "state.json").exists():
+            return False
+        info = load_state(self.out_dir, self.modules(), {"G_opt": self.G_opt, "D_opt": self.D_opt})
+        self.step, self.nimg = info["step"], info["nimg"]
+        self.pl_mean.fill_(info["pl_mean"])
+        self.gen.set_state(torch.tensor(info["gen_state"], dtype=torch.uint8))
+        if self.rank:  # each rank draws its own latents
+            self.gen.manual_seed(1000 + self.rank + self.step)
+        return True
+
+    @torch.no_grad()
+    def write_samples(self):
+        if self.rank != 0:
+            return
+        images = self.G_ema(self.fixed_z, noise_mode="const")
+        save_png(self.out_dir / f"samples_{self.nimg // 1000:06d}k.png", grid(images, cols=8))
+
+    def train(self, total_kimg, snapshot_kimg=10, progress=print):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            write_text(self.out_dir / "config.json", json.dumps(asdict(self.cfg), indent=1))
+        next_snapshot = (self.nimg // (snapshot_kimg * 1000) + 1) * snapshot_kimg * 1000
+        t0, n0 = time.time(), self.nimg
+        while self.nimg < total_kimg * 1000:
+            stats = self.train_step()
+            done = self.nimg >= total_kimg * 1000
+            if self.nimg >= next_snapshot or done:
+                next_snapshot += snapshot_kimg * 1000
+                rate = (self.nimg - n0) / max(time.time() - t0, 1e-9)
+                entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), **{k: round(v, 4) for k, v in stats.items()}}
+                self.log.append(entry)
+                if self.rank == 0:
+                    with open(self.out_dir / "log.jsonl", "a") as f:
+                        f.write(json.dumps(entry) + "\n")
+                    progress(f"kimg {entry['kimg']:.2f}/{total_kimg}  {rate:.1f} img/s  " +
+                             "  ".join(f"{k} {v:.3f}" for k, v in stats.items()))
+                self.save()
+                self.write_samples()
+        return self
+
+
+def init_distributed():
+    """(rank, world_size, device) from torchrun's environment; single process without it."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if backend == "nccl" else "cpu"
+    if backend == "nccl":
+        torch.cuda.set_device(device)
+    return rank, dist.get_world_size(), device
