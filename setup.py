@@ -9,7 +9,7 @@ from setuptools import find_packages, setup
 
 ext_modules, cmdclass = [], {}
 if os.environ.get("LATENTEDIT_BUILD_OPS") == "1":  # opt-in only: this path imports torch
-    from latentedit.ops._build import aot_extensions  # noqa: E402
+    from latentedit.ops.build import aot_extensions  # noqa: E402
 
     ext_modules, cmdclass = aot_extensions()
 

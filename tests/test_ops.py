@@ -74,9 +74,10 @@ def test_bias_act_matches_definition(act):
     torch.testing.assert_close(bias_act(x, b, act=act), ref)
     torch.testing.assert_close(bias_act(x, b, act=act, gain=3.0, clamp=0.5), (plain(x + b.reshape(1, 5, 1, 1)) * 3)
                                .clamp(-0.5, 0.5))
-    # bias along another dim
+    # bias along another dim, also counted from the end
     b2 = torch.randn(4, dtype=torch.float64)
     torch.testing.assert_close(bias_act(x, b2, dim=2, act=act, gain=1), plain(x + b2.reshape(1, 1, 4, 1)))
+    torch.testing.assert_close(bias_act(x, b2, dim=-1, act=act, gain=1), plain(x + b2.reshape(1, 1, 1, 4)))
 
 
 def test_bias_act_first_and_second_order_gradients():

@@ -46,6 +46,7 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, 
     x: any shape; b: [x.shape[dim]] or None; gain defaults to the activation's (sqrt 2 for
     relu/lrelu); clamp None disables clamping. Supports first and second order gradients.
     """
+    dim = dim % x.ndim if x.ndim else 0
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(f"bias shape {tuple(b.shape)} does not match x.shape[{dim}] = {x.shape[dim]}")
     if select_impl(x, impl) == "cuda":
