@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "bias_act.h"
+#include "cuda_common.cuh"
 
 namespace latentedit {
 namespace bias_act {
@@ -21,16 +22,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // N consecutive elements moved as one (up to 128-bit) load / store.
 template <typename T, int N>
@@ -196,18 +187,6 @@ bool dispatch_act(const Params& p, cudaStream_t stream, int cap) {
     default: return false;
   }
 }
-
-// Makes `device` current for the launch and restores the caller's device afterwards.
-struct DeviceGuard {
-  int prev = -1;
-  explicit DeviceGuard(int device) {
-    if (cudaGetDevice(&prev) != cudaSuccess || prev == device) prev = -1;
-    else cudaSetDevice(device);
-  }
-  ~DeviceGuard() {
-    if (prev >= 0) cudaSetDevice(prev);
-  }
-};
 
 }  // namespace
 

@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "upfirdn2d.h"
+#include "cuda_common.cuh"
 
 namespace latentedit {
 namespace upfirdn2d {
@@ -31,16 +32,6 @@ constexpr int kThreads = 256;
 constexpr int kTile = 32;                // tiled kernel: kTile x kTile outputs per block
 constexpr int kMaxSmem = 48 * 1024;      // the default dynamic shared memory limit
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // Floor-based helpers for possibly negative numerators (b > 0).
 __host__ __device__ __forceinline__ int pmod(int a, int b) {
@@ -208,17 +199,6 @@ void launch_typed(const Params& p, cudaStream_t stream, int device) {
       direct_kernel<T, int64_t, false><<<blocks, kThreads, 0, stream>>>(p, total);
   }
 }
-
-struct DeviceGuard {  // makes `device` current for the launch, restores the caller's afterwards
-  int prev = -1;
-  explicit DeviceGuard(int device) {
-    if (cudaGetDevice(&prev) != cudaSuccess || prev == device) prev = -1;
-    else cudaSetDevice(device);
-  }
-  ~DeviceGuard() {
-    if (prev >= 0) cudaSetDevice(prev);
-  }
-};
 
 }  // namespace
 
