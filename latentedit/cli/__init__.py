@@ -24,12 +24,13 @@ def main():
 
 
 def _register():
-    from latentedit.cli import models, world
+    from latentedit.cli import models, train, world
 
     main.add_command(models.generate)
     main.add_command(models.info)
     main.add_command(models.convert)
     main.add_command(world.world)
+    main.add_command(train.train)
 
 
 _register()
