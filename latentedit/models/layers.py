@@ -14,6 +14,10 @@ from latentedit.ops import ACTIVATIONS, bias_act, setup_filter, upfirdn2d
 from latentedit.ops.upfirdn2d import filter_size, parse_padding
 
 
+FAST_CPU = True  # CPU fast path of Conv2dLayer (folded gains and bias, in-place activation)
+_POSITIVE_HOMOGENEOUS = ("linear", "lrelu", "relu")  # act(g x) = g act(x) for g > 0
+
+
 def normalize_2nd_moment(x, dim=1, eps=1e-8):
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
@@ -43,13 +47,16 @@ class FullyConnectedLayer(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, activation={self.activation}"
 
 
-def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, bias=None):
     """2-D correlation with w [O, I/groups, kh, kw], with FIR up- or down-sampling by filter f.
 
     `padding` is relative to the up-sampled image. Up-sampling runs as a strided transposed
     convolution followed by the FIR filter (never a zero-stuffed tensor), down-sampling as the
-    FIR filter followed by a strided convolution.
+    FIR filter followed by a strided convolution. `bias` [O] (optional) is added to the output
+    by the convolution itself where the convolution comes last.
     """
+    if bias is not None and up > 1:
+        return conv2d_resample(x, w, f, up, down, padding, groups) + bias.reshape(1, -1, 1, 1)
     out_ch, in_per_group, kh, kw = w.shape
     fw, fh = filter_size(f)
     px0, px1, py0, py1 = parse_padding(padding)
@@ -62,12 +69,12 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
 
     if up == 1 and down == 1:
         if px0 == px1 and py0 == py1 and min(px0, py0) >= 0:
-            return F.conv2d(x, w, padding=(py0, px0), groups=groups)
-        return F.conv2d(upfirdn2d(x, None, padding=[px0, px1, py0, py1]), w, groups=groups)
+            return F.conv2d(x, w, bias, padding=(py0, px0), groups=groups)
+        return F.conv2d(upfirdn2d(x, None, padding=[px0, px1, py0, py1]), w, bias, groups=groups)
     if down > 1 and up == 1:
         if kh == 1 and kw == 1:  # subsample first: the 1x1 conv then runs on a quarter of the pixels
-            return F.conv2d(upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1]), w, groups=groups)
-        return F.conv2d(upfirdn2d(x, f, padding=[px0, px1, py0, py1]), w, stride=down, groups=groups)
+            return F.conv2d(upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1]), w, bias, groups=groups)
+        return F.conv2d(upfirdn2d(x, f, padding=[px0, px1, py0, py1]), w, bias, stride=down, groups=groups)
     if up > 1 and down == 1:
         if kh == 1 and kw == 1:
             return upfirdn2d(F.conv2d(x, w, groups=groups), f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2)
@@ -96,6 +103,22 @@ class Conv2dLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
     def forward(self, x, gain=1.0):
+        act_gain = ACTIVATIONS[self.activation].default_gain * gain
+        if x.device.type == "cpu" and FAST_CPU and self.activation in _POSITIVE_HOMOGENEOUS and act_gain > 0:
+            # CPU fast path: act(conv(x, w) + b) * g = act(conv(x, g w) + g b) for g > 0, so the
+            # gain goes into the weights, the bias into the conv, and the activation runs in place.
+            w = self.weight * (self.weight_gain * act_gain)
+            b = self.bias * act_gain if self.bias is not None else None
+            y = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
+                                padding=self.padding, bias=None if b is None else b.to(x.dtype))
+            if self.activation == "lrelu":
+                y = F.leaky_relu_(y, 0.2)
+            elif self.activation == "relu":
+                y = F.relu_(y)
+            if self.conv_clamp is not None:
+                c = self.conv_clamp * gain
+                y = y.clamp(-c, c) if torch.is_grad_enabled() else y.clamp_(-c, c)
+            return y
         w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias.to(x.dtype) if self.bias is not None else None
         x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding)

@@ -110,8 +110,11 @@ def _fir(x, w, axis_pads, up, down):
         if down != (1, 1):
             x = x[:, :, :: down[0], :: down[1]]
         return x
+    # conv2d correlates, so flip the taps to convolve. Symmetric non-negative padding goes into
+    # the conv itself (no padded copy of x).
+    if x0 == x1 and y0 == y1 and x0 >= 0 and y0 >= 0:
+        return F.conv2d(x, w.flip([2, 3]), stride=down, padding=(y0, x0), groups=C)
     x = F.pad(x, [x0, x1, y0, y1])
-    # conv2d correlates, so flip the taps to convolve.
     return F.conv2d(x, w.flip([2, 3]), stride=down, groups=C)
 
 
