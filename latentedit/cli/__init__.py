@@ -24,13 +24,15 @@ def main():
 
 
 def _register():
-    from latentedit.cli import models, train, world
+    from latentedit.cli import evaluate, models, train, train_evaluators, world
 
     main.add_command(models.generate)
     main.add_command(models.info)
     main.add_command(models.convert)
     main.add_command(world.world)
     main.add_command(train.train)
+    train.train.add_command(train_evaluators.evaluators)
+    main.add_command(evaluate.evaluate)
 
 
 _register()

@@ -1,0 +1,90 @@
+"""Evaluator networks in bundles: kind strings, configs, loading and adding them to a bundle.
+
+Names in a bundle: "attributes" (AttributeClassifier), "identity" (IdentityEmbedder), "parser"
+(FaceParser), "face3d" (Face3D, unsup3d layout). Each entry in bundle.json carries its kind and
+its config dict; `load_evaluators(path)` builds every evaluator network the bundle holds.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save
+
+from latentedit.errors import FormatError
+from latentedit.formats import bundle
+from latentedit.formats.atomic import write_bytes, write_text
+from latentedit.formats.weights import load_weights, strip_derived
+from latentedit.models.evaluators import (AttributeClassifier, ClassifierConfig, FaceParser, IdentityConfig,
+                                          IdentityEmbedder, ParserConfig)
+from latentedit.models.face3d import Face3D, Face3DConfig
+
+KINDS = {
+    "attribute-classifier": (AttributeClassifier, ClassifierConfig),
+    "identity-embedder": (IdentityEmbedder, IdentityConfig),
+    "face-parser": (FaceParser, ParserConfig),
+    "unsup3d-face3d": (Face3D, Face3DConfig),
+}
+NAMES = {"attributes": "attribute-classifier", "identity": "identity-embedder", "parser": "face-parser",
+         "face3d": "unsup3d-face3d"}
+
+
+def kind_of(module):
+    for kind, (cls, _) in KINDS.items():
+        if type(module) is cls:
+            return kind
+    raise FormatError(f"{type(module).__name__} is not an evaluator network")
+
+
+def build(kind, config, state_dict, what):
+    if kind not in KINDS:
+        raise FormatError(f"{what}: unknown evaluator kind {kind!r} (known: {sorted(KINDS)})")
+    cls, cfg_cls = KINDS[kind]
+    try:
+        cfg = cfg_cls.from_dict(config)
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"{what}: bad {kind} config ({e})") from None
+    return load_weights(cls(cfg), state_dict, what).eval()
+
+
+def load_evaluators(path, names=None):
+    """{name: module} of the evaluator networks in bundle folder `path` (all, or `names`)."""
+    path = Path(path)
+    manifest = bundle.read_manifest(path)
+    found = {n: e for n, e in manifest["networks"].items() if e.get("kind") in KINDS}
+    if names is not None:
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise FormatError(f"{path}: bundle has no evaluator {missing} (has {sorted(found)})")
+        found = {n: found[n] for n in names}
+    out = {}
+    for name, entry in found.items():
+        _, sd = bundle.read_network(path, name)
+        out[name] = build(entry["kind"], entry.get("config", {}), sd, f"{path} [{name}]")
+    return out
+
+
+def add_evaluators(path, modules, figures=None, provenance=None, dtype=torch.float32):
+    """Writes {name: module} into bundle folder `path` (created if needed), keeping every other
+    network already listed there. Weights first, manifest last, each written atomically."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if bundle.is_bundle(path):
+        manifest = bundle.read_manifest(path)
+    else:
+        manifest = {"format": bundle.BUNDLE_FORMAT, "version": bundle.BUNDLE_VERSION, "networks": {},
+                    "provenance": {}, "figures": {}}
+    for name, module in modules.items():
+        sd = {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).contiguous().cpu()
+              for k, v in strip_derived(module.state_dict()).items()}
+        data = save(sd)
+        write_bytes(path / f"{name}.safetensors", data)
+        manifest["networks"][name] = {"file": f"{name}.safetensors", "kind": kind_of(module),
+                                      "config": module.cfg.to_dict(), "dtype": str(dtype).replace("torch.", ""),
+                                      "sha256": hashlib.sha256(data).hexdigest()}
+    if figures:
+        manifest.setdefault("figures", {}).update(figures)
+    if provenance:
+        manifest.setdefault("provenance", {}).update(provenance)
+    write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
+    return path

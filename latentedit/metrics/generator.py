@@ -1,0 +1,112 @@
+"""Quality of a generator measured against the world with the trained evaluators.
+
+    from latentedit.formats.evaluators import load_evaluators
+    report = evaluate_generator(G, load_evaluators(bundle), n=10000)
+
+Reports world-FID / KID / precision / recall of generated images against held-out renders, the
+real-vs-real floor (two disjoint sets of renders of the same size), the rate of each predicted
+attribute on generated images next to the classifier's rate on renders and the world's sampling
+prior (ground truth of the same renders), and the classifier's mean top-class confidence on
+both (and their ratio).
+"""
+import time
+
+import torch
+
+from latentedit import world
+from latentedit.errors import InputError
+from latentedit.metrics.fid import fid, kid, precision_recall
+
+REAL_SEED = 20_000_000   # renders for the reference set (disjoint from training and held-out seeds)
+# Attribute rates reported: name -> (head, class index)
+RATES = {"frame_glasses": ("glasses", 1), "sunglasses": ("glasses", 2), "mask": ("mask", 1), "hat": ("hat", 1),
+         "beard": ("beard", 1), "smile": ("smile", 1), "old": ("age", 1)}
+
+
+def _truth(p):
+    return {"frame_glasses": (p.glasses == 1), "sunglasses": (p.glasses == 2), "mask": p.mask == 1,
+            "hat": p.hat == 1, "beard": p.beard > 0, "smile": p.smile > 0.5, "old": p.age > 0.5}
+
+
+class _Accumulator:
+    def __init__(self, clf):
+        self.clf, self.feats, self.rates, self.conf, self.n = clf, [], {k: 0.0 for k in RATES}, {}, 0
+
+    @torch.no_grad()
+    def add(self, images):
+        f = self.clf.features(images)
+        out = self.clf.classify(f)
+        self.feats.append(f)
+        for name, (head, c) in RATES.items():
+            self.rates[name] += (out[head].argmax(1) == c).sum().item()
+        for head in self.clf.cfg.heads:
+            self.conf[head] = self.conf.get(head, 0.0) + out[head].softmax(1).amax(1).sum().item()
+        self.n += len(images)
+
+    def result(self):
+        conf = {k: v / self.n for k, v in self.conf.items()}
+        return (torch.cat(self.feats), {k: v / self.n for k, v in self.rates.items()}, conf,
+                sum(conf.values()) / len(conf))
+
+
+def _renders(n, seed, start, batch, acc, truth=None):
+    for s in range(start, start + n, batch):
+        b = world.sample(min(batch, start + n - s), seed=seed, start=s)
+        acc.add(b.image)
+        if truth is not None:
+            for k, v in _truth(b.params).items():
+                truth[k] = truth.get(k, 0.0) + v.float().sum().item()
+
+
+def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0, real_seed=REAL_SEED,
+                       floor=True, progress=None):
+    """Metrics dict of generator G (64 px output, or resized to the classifier's size)."""
+    clf = evaluators.get("attributes") if isinstance(evaluators, dict) else evaluators
+    if clf is None:
+        raise InputError("evaluate_generator needs the attribute classifier ('attributes')")
+    if n < 10:
+        raise InputError(f"n must be >= 10, got {n}")
+    clf = clf.eval()
+    size = clf.cfg.image_size
+    say = progress or (lambda *_: None)
+    t0 = time.time()
+    gen = _Accumulator(clf)
+    device = next(G.parameters()).device
+    for s in range(0, n, batch):
+        m = min(batch, n - s)
+        with torch.no_grad():
+            w = G.sample_w(m, seed=seed + s, truncation=truncation)
+            img = G.synthesize(w.to(device)).float().cpu().clamp(-1, 1)
+        if img.shape[-1] != size:
+            img = torch.nn.functional.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size
+                                                  else "bilinear", align_corners=None)
+        gen.add(img)
+        say(f"  generated {s + m}/{n}")
+    real, truth = _Accumulator(clf), {}
+    _renders(n, real_seed, 0, batch, real, truth)
+    say(f"  rendered {n} reference images")
+    f_gen, rates_gen, conf_gen, mconf_gen = gen.result()
+    f_real, rates_real, conf_real, mconf_real = real.result()
+    prec, rec = precision_recall(f_real, f_gen)
+    kid_mean, kid_std = kid(f_real, f_gen, subsets=50, subset_size=min(1000, n))
+    report = {
+        "n": n, "truncation": truncation, "feature_dim": int(f_gen.shape[1]),
+        "world_fid": fid(f_real, f_gen), "kid": kid_mean, "kid_std": kid_std,
+        "precision": prec, "recall": rec,
+        "rates_generated": rates_gen, "rates_real_classifier": rates_real,
+        "rates_prior": {k: v / n for k, v in truth.items()},
+        "rate_gap_points": {k: 100 * (rates_gen[k] - truth[k] / n) for k in RATES},
+        "confidence_generated": mconf_gen, "confidence_real": mconf_real,
+        "confidence_ratio": mconf_gen / mconf_real,
+        "confidence_per_head_generated": conf_gen, "confidence_per_head_real": conf_real,
+    }
+    if floor:
+        other = _Accumulator(clf)
+        _renders(n, real_seed, n, batch, other)
+        f_other = other.result()[0]
+        report["world_fid_floor"] = fid(f_real, f_other)
+        report["kid_floor"] = kid(f_real, f_other, subsets=50, subset_size=min(1000, n))[0]
+        report["precision_floor"], report["recall_floor"] = precision_recall(f_real, f_other)
+        say(f"  rendered {n} floor images")
+    report["seconds"] = round(time.time() - t0, 1)
+    return report
