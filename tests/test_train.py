@@ -26,6 +26,25 @@ def test_resume_continues_bit_exactly(tmp_path):
     assert (tmp_path / "bundle" / "bundle.json").exists()
 
 
+def test_init_from_bundle_warm_starts(tmp_path):
+    a = GANTrainer(GANConfig(**TINY), tmp_path / "a")
+    a.train_step()
+    a.export_bundle(tmp_path / "bundle")
+    b = GANTrainer(GANConfig(**TINY), tmp_path / "b")
+    b.init_from(tmp_path / "bundle")
+    for p, q in zip(a.G_ema.parameters(), b.G.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(a.D.parameters(), b.D.parameters()):
+        assert torch.equal(p, q)
+    assert torch.isfinite(torch.tensor(b.train_step()["loss_G"]))
+
+
+def test_bf16_step_runs(tmp_path):
+    t = GANTrainer(GANConfig(**TINY, bf16=True), tmp_path)
+    stats = [t.train_step() for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(v)) for s in stats for v in s.values())
+
+
 def test_training_moves_weights_and_ema_lags(tmp_path):
     t = GANTrainer(GANConfig(**TINY), tmp_path)
     g0 = [p.detach().clone() for p in t.G.parameters()]

@@ -6,7 +6,7 @@ import click
 import torch
 
 from latentedit.errors import InputError
-from latentedit.formats import Networks, detect_format, load_networks, save_networks
+from latentedit.formats import Networks, load_networks, save_networks
 from latentedit.formats.images import grid, save_png, to_uint8
 from latentedit.formats.latents import read_latents
 from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig
@@ -126,9 +126,8 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(path, as_json):
     """What a model file holds: format, architecture, parameter counts, w_avg."""
-    fmt = detect_format(path)
     nets = load_networks(path)
-    report = {"path": str(path), "format": nets.format if fmt != "pickle" else nets.format, **nets.info}
+    report = {"path": str(path), "format": nets.format, **nets.info}
     for name in ("G", "D"):
         net = getattr(nets, name)
         if net is not None:

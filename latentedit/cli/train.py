@@ -22,8 +22,11 @@ def train():
 @click.option("--r1-gamma", type=float, default=None, help="Default: 0.0002 * resolution^2 / batch.")
 @click.option("--bf16", is_flag=True, help="bf16 autocast for the main G and D passes.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
+@click.option("--init-from", type=click.Path(), default=None,
+              help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads per process.")
-def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, r1_gamma, bf16, resume, threads):
+def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, r1_gamma, bf16, resume,
+        init_from, threads):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from pathlib import Path
 
@@ -37,6 +40,9 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     cfg = GANConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
                     batch=batch, r1_gamma=r1_gamma, bf16=bf16)
     trainer = GANTrainer(cfg, out, device=device, rank=rank, world_size=world_size)
-    if resume and trainer.resume() and rank == 0:
-        click.echo(f"resumed at {trainer.nimg / 1000:.1f} kimg")
+    if resume and trainer.resume():
+        if rank == 0:
+            click.echo(f"resumed at {trainer.nimg / 1000:.1f} kimg")
+    elif init_from:
+        trainer.init_from(init_from)
     trainer.train(kimg, snapshot_kimg=snapshot_kimg, progress=click.echo)

@@ -114,6 +114,11 @@ class GANTrainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
+    def _synthesize(self, ws):
+        # bf16: the generator's own bf16 compute path (fp32 RGB skip) on CPU, autocast elsewhere.
+        opts = {"compute_dtype": torch.bfloat16} if self.cfg.bf16 and self.device.type == "cpu" else {}
+        return self.G.synthesis(ws, fused_modconv=False, generator=self.gen, **opts)
+
     # -- one step --------------------------------------------------------------------------------
 
     def _sync_grads(self, module):
@@ -144,7 +149,7 @@ class GANTrainer:
         # G main: non-saturating loss on D's view of fakes.
         self.D.requires_grad_(False)
         with self._autocast():
-            fake = self.G.synthesis(self._ws(self.G, n), fused_modconv=False, generator=self.gen)
+            fake = self._synthesize(self._ws(self.G, n))
             loss_g = F.softplus(-self.D(fake)).mean()
         loss_g.backward()
         stats["loss_G"] = float(loss_g.detach())
@@ -167,7 +172,7 @@ class GANTrainer:
         self.G.requires_grad_(False)
         with self._autocast():
             with torch.no_grad():
-                fake = self.G.synthesis(self._ws(self.G, n), fused_modconv=False, generator=self.gen)
+                fake = self._synthesize(self._ws(self.G, n))
             loss_d = F.softplus(self.D(fake.float())).mean() + F.softplus(-self.D(real)).mean()
         loss_d.backward()
         stats["loss_D"] = float(loss_d.detach())
@@ -229,6 +234,20 @@ class GANTrainer:
         if self.rank:  # each rank draws its own latents
             self.gen.manual_seed(1000 + self.rank + self.step)
         return True
+
+    def init_from(self, path):
+        """Warm start from a bundle (e.g. the shipped default): G and G_ema from its generator, D from
+        its discriminator; optimiser state starts fresh."""
+        from latentedit.formats import load_networks
+        from latentedit.formats.weights import load_weights
+
+        nets = load_networks(path)
+        if nets.G is None or nets.D is None:
+            raise ValueError(f"{path}: needs both a generator and a discriminator to continue training")
+        for target in (self.G, self.G_ema):
+            load_weights(target, nets.G.state_dict(), f"{path} [G]")
+        load_weights(self.D, nets.D.state_dict(), f"{path} [D]")
+        self.nimg = int(1000 * nets.info.get("provenance", {}).get("kimg", 0))
 
     @torch.no_grad()
     def write_samples(self):
