@@ -5,6 +5,7 @@
     w = G.sample_w(8, seed=0, truncation=0.7)     # [8, 512]
     images = G.synthesize(w)                      # [8, 3, H, W] in [-1, 1]
 """
+from latentedit.edit.directions import Direction, linear_interpolate
 from latentedit.errors import FormatError, InputError, LatentEditError, UnsafeFileError
 from latentedit.formats import load_generator, load_networks, save_networks
 from latentedit.formats.latents import read_latents, write_latents
@@ -15,5 +16,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Discriminator", "DiscriminatorConfig", "FormatError", "Generator", "GeneratorConfig", "InputError",
     "LatentEditError", "UnsafeFileError", "load_generator", "load_networks", "read_latents", "save_networks",
+    "Direction", "linear_interpolate",
     "write_latents", "__version__",
 ]

@@ -24,7 +24,7 @@ def main():
 
 
 def _register():
-    from latentedit.cli import evaluate, models, train, train_evaluators, world
+    from latentedit.cli import edit, evaluate, models, train, train_evaluators, world
 
     main.add_command(models.generate)
     main.add_command(models.info)
@@ -33,6 +33,8 @@ def _register():
     main.add_command(train.train)
     train.train.add_command(train_evaluators.evaluators)
     main.add_command(evaluate.evaluate)
+    main.add_command(edit.boundary)
+    main.add_command(edit.edit)
 
 
 _register()

@@ -1,0 +1,177 @@
+"""`latentedit boundary train | discover` and `latentedit edit`: directions in latent space and
+edit grids (rows: samples, columns: strengths)."""
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from latentedit.cli.models import model_options, parse_seeds, resolve_model
+from latentedit.errors import FormatError, InputError
+
+
+def parse_layers(text):
+    """'0-3' / '5' (W+ indices, inclusive) -> (start, stop) or None."""
+    if not text:
+        return None
+    try:
+        lo, _, hi = text.partition("-")
+        start, stop = int(lo), int(hi or lo) + 1
+    except ValueError:
+        raise InputError(f"--layers must look like 0-3 or 5, got {text!r}") from None
+    return start, stop
+
+
+def parse_strength(text):
+    """'-3..3' -> (-3.0, 3.0); '2' -> (2.0, 2.0)."""
+    try:
+        lo, sep, hi = text.partition("..")
+        return float(lo), float(hi if sep else lo)
+    except ValueError:
+        raise InputError(f"--strength must look like -3..3 or 2, got {text!r}") from None
+
+
+def _classifier(evaluators_path, model_path, required=True):
+    from latentedit.formats import DEFAULT_BUNDLE, bundle
+    from latentedit.formats.evaluators import load_evaluators
+
+    candidates = [evaluators_path] if evaluators_path else [model_path, DEFAULT_BUNDLE]
+    for path in candidates:
+        if path and bundle.is_bundle(path) and "attributes" in bundle.read_manifest(path)["networks"]:
+            return load_evaluators(path, ["attributes"])["attributes"]
+    if required:
+        raise FormatError(f"no attribute classifier found in {[str(c) for c in candidates if c]}; "
+                          "pass --evaluators BUNDLE")
+    return None
+
+
+@click.group()
+def boundary():
+    """InterfaceGAN boundaries and unsupervised directions (SeFa, GANSpace)."""
+
+
+@boundary.command()
+@model_options
+@click.option("--attribute", required=True, help="Attribute (eyeglasses, smile, age, ...); 'all' for every one.")
+@click.option("--latents", "latents_path", type=click.Path(), help="Latents .npy [N, D] (with --scores).")
+@click.option("--scores", "scores_path", type=click.Path(), help="Scores .npy [N, 1] (with --latents).")
+@click.option("--evaluators", "evaluators_path", type=click.Path(), help="Bundle with the attribute classifier.")
+@click.option("--n", type=int, default=20000, show_default=True, help="Latents to sample and score.")
+@click.option("--ratio", type=float, default=0.02, show_default=True, help="Top / bottom share (or count if > 1).")
+@click.option("--split", type=float, default=0.7, show_default=True, help="Train share of the chosen samples.")
+@click.option("--space", type=click.Choice(["w", "z"]), default="w", show_default=True)
+@click.option("--truncation", type=float, default=1.0, show_default=True)
+@click.option("--solver", type=click.Choice(["auto", "dual", "primal", "kernel"]), default="auto", show_default=True,
+              help="liblinear dual (hinge) / primal (squared hinge); auto: dual up to 10k samples; kernel: SVC.")
+@click.option("--C", "C", type=float, default=1.0, show_default=True, help="SVM regularisation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="X.npy (+ X.json); a folder with --attribute all.")
+def train(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
+          attribute, latents_path, scores_path, evaluators_path, n, ratio, split, space, truncation, solver, C,
+          seed, out):
+    """Train an InterfaceGAN boundary (unit normal of a linear SVM)."""
+    from latentedit.edit.boundaries import sample_latents, score_latents, train_boundary
+    from latentedit.formats.directions import generator_hash
+
+    if bool(latents_path) != bool(scores_path):
+        raise InputError("pass --latents and --scores together")
+    G = None
+    if model_path or random_weights or not latents_path:
+        G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
+                          mapping_lr_mul).G.eval()
+    if latents_path:
+        if attribute == "all":
+            raise InputError("--attribute all needs the classifier; with --scores name the attribute")
+        x = np.load(latents_path, allow_pickle=False)
+        table = {attribute: np.load(scores_path, allow_pickle=False)}
+    else:
+        clf = _classifier(evaluators_path, model_path)
+        x = sample_latents(G, n, space, seed, truncation)
+        with click.progressbar(length=n, label=f"scoring {n} samples") as bar:
+            table = {k: v[:, None] for k, v in score_latents(
+                G, clf, x, space, progress=lambda done, total: bar.update(done - bar.pos)).items()}
+        if attribute != "all" and attribute not in table:
+            raise InputError(f"unknown attribute {attribute!r}; the classifier scores {sorted(table)}")
+    gh = generator_hash(G) if G is not None else None
+    names = sorted(table) if attribute == "all" else [attribute]
+    for name in names:
+        b = train_boundary(x, table[name], ratio, split, C=C, solver=solver, seed=seed)
+        prov = {"truncation": truncation, "source": "latents+scores files" if latents_path else "classifier"}
+        d = b.direction(space=space, generator=gh, name=name, provenance=prov)
+        path = Path(out) / f"{name}.npy" if attribute == "all" else Path(out)
+        d.save(path)
+        click.echo(f"{name:22s} val acc {b.val_accuracy if b.val_accuracy is not None else float('nan'):.4f}  "
+                   f"remaining acc {b.rest_accuracy if b.rest_accuracy is not None else float('nan'):.4f}  "
+                   f"({2 * b.n_train} train, {b.seconds:.2f} s) -> {path}")
+
+
+@boundary.command()
+@model_options
+@click.option("--method", type=click.Choice(["sefa", "ganspace"]), required=True)
+@click.option("--k", type=int, default=10, show_default=True, help="Directions to find.")
+@click.option("--layers", default=None, help="W+ layers the directions act on, e.g. 0-3 (default: all).")
+@click.option("--n", type=int, default=20000, show_default=True, help="GANSpace: W samples for the PCA.")
+@click.option("--evaluators", "evaluators_path", type=click.Path(), help="Bundle with the attribute classifier.")
+@click.option("--no-names", is_flag=True, help="Skip naming directions with the classifier.")
+@click.option("--out", required=True, type=click.Path(), help="Folder for NAME.npy + NAME.json files.")
+def discover(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
+             method, k, layers, n, evaluators_path, no_names, out):
+    """Find directions without labels (SeFa / GANSpace), named by what the classifier sees change."""
+    from latentedit.edit.discover import ganspace, name_directions, sefa
+
+    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
+                      mapping_lr_mul).G.eval()
+    if k < 1 or k > G.w_dim:
+        raise InputError(f"--k must be in 1..{G.w_dim}, got {k}")
+    dirs = sefa(G, k, parse_layers(layers)) if method == "sefa" else ganspace(G, k, n, layers=parse_layers(layers))
+    clf = None if no_names else _classifier(evaluators_path, model_path, required=False)
+    if clf is not None:
+        dirs = name_directions(G, clf, dirs)
+    elif not no_names:
+        click.echo("no attribute classifier found: directions keep numbered names (pass --evaluators)")
+    for d in dirs:
+        d.save(Path(out) / f"{d.name}.npy")
+        click.echo(f"{d.name:28s} " + json.dumps({k: round(v, 3) for k, v in d.provenance.get("effects", {}).items()}))
+    click.echo(f"wrote {len(dirs)} directions to {out}/")
+
+
+@click.command()
+@model_options
+@click.option("--direction", required=True, help="A bundle boundary name (smile, age, ...) or a .npy path.")
+@click.option("--strength", default="-3..3", show_default=True, help="Range of strengths, e.g. -3..3.")
+@click.option("--steps", type=int, default=7, show_default=True, help="Columns of the grid.")
+@click.option("--seeds", default="0-7", show_default=True, help="Rows of the grid: 0-7 or 1,5,7-9.")
+@click.option("--condition", default=None, help="Directions to keep unchanged, e.g. age,smile.")
+@click.option("--layers", default=None, help="Only move these W+ layers, e.g. 0-5.")
+@click.option("--truncation", type=float, default=0.7, show_default=True)
+@click.option("--mode", type=click.Choice(["relative", "absolute"]), default="relative", show_default=True,
+              help="relative: w + s * n; absolute: move w to signed distance s from the boundary.")
+@click.option("--boundaries", "bundle_path", type=click.Path(), default=None,
+              help="Bundle whose boundaries/ holds named directions (default: --model, else the bundled model).")
+@click.option("--out", required=True, type=click.Path(), help="Grid PNG.")
+def edit(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
+         direction, strength, steps, seeds, condition, layers, truncation, mode, bundle_path, out):
+    """Edit grid: rows are samples, columns strengths along a direction."""
+    from latentedit.edit.directions import Direction, linear_interpolate
+    from latentedit.formats.images import grid, save_png
+
+    if steps < 1:
+        raise InputError("--steps must be >= 1")
+    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
+                      mapping_lr_mul).G.eval()
+    if bundle_path is None and model_path and Path(model_path).is_dir():
+        bundle_path = model_path
+    d = Direction.load(direction, bundle_path)
+    if condition:
+        d = d.orthogonal_to(*[Direction.load(c.strip(), bundle_path) for c in condition.split(",") if c.strip()])
+    if parse_layers(layers):
+        d = d.restrict(*parse_layers(layers), num_ws=G.num_ws)
+    d.check(G, "w")
+    lo, hi = parse_strength(strength)
+    w = G.sample_w(seeds=parse_seeds(seeds), truncation=truncation)                 # [N, D]
+    edited = linear_interpolate(w, d, lo, hi, steps, mode)                          # [N, S, (L,) D]
+    with torch.no_grad():
+        images = G.synthesize(edited.flatten(0, 1), batch_size=16)                 # [N * steps, 3, R, R]
+    save_png(out, grid(images, cols=steps))
+    click.echo(f"wrote {out}: {len(w)} samples x {steps} strengths {lo:g}..{hi:g} along {d.name}")
