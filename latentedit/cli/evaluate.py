@@ -25,7 +25,8 @@ def evaluate():
 @click.option("--no-floor", is_flag=True, help="Skip the real-vs-real floor (halves the renders).")
 @click.option("--out", type=click.Path(), default="metrics.json", show_default=True, help="JSON report.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, threads):
+@click.option("--record", is_flag=True, help="Also store the report in the model bundle's figures.")
+def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, threads, record):
     """World-FID, KID, precision / recall, attribute rates and confidence of generated samples."""
     from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
     from latentedit.formats.atomic import write_text
@@ -49,6 +50,11 @@ def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, 
     report = evaluate_generator(G, evaluators, n=n, truncation=truncation, batch=batch, floor=not no_floor,
                                 progress=click.echo)
     write_text(Path(out), json.dumps(report, indent=1) + "\n")
+    if record:
+        target = model_path or DEFAULT_BUNDLE
+        if not bundle.is_bundle(target):
+            raise FormatError(f"--record needs the model to be a bundle folder, not {target}")
+        bundle.update_manifest(target, figures={"generator": report})
     click.echo(f"world-FID {report['world_fid']:.3f}" +
                (f" (real-vs-real floor {report['world_fid_floor']:.3f})" if "world_fid_floor" in report else "") +
                f"  KID {report['kid']:.4f}  precision {report['precision']:.3f}  recall {report['recall']:.3f}")

@@ -166,6 +166,8 @@ def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None
     networks = {"G": ("stylegan2-generator", nets.G.cfg.to_dict(), nets.G.state_dict())}
     if nets.D is not None:
         networks["D"] = ("stylegan2-discriminator", nets.D.cfg.to_dict(), nets.D.state_dict())
-    prov = provenance or {"converted_from": {"format": nets.format, "path": str(nets.path)}}
-    return bundle.write_bundle(dst, networks, provenance=prov, figures=figures,
+    if provenance is None:  # a conversion: keep what the source said about itself
+        provenance = {**nets.info.get("provenance", {}), "converted_from": {"format": nets.format, "path": str(nets.path)}}
+    figures = nets.info.get("figures", {}) if figures is None else figures
+    return bundle.write_bundle(dst, networks, provenance=provenance, figures=figures,
                                dtype=torch.float16 if fp16 else torch.float32)

@@ -79,3 +79,13 @@ def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.floa
     write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
     return path
 
+
+
+def update_manifest(path, figures=None, provenance=None):
+    """Merges figures / provenance entries into a bundle's manifest (atomically)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    manifest.setdefault("figures", {}).update(figures or {})
+    manifest.setdefault("provenance", {}).update(provenance or {})
+    write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
+    return manifest
