@@ -31,7 +31,8 @@ def render(n, seed, out, labels, resolution, glasses, mask, hat, p_glasses, p_su
            p_hat, scale, cols):
     """Render N faces of SEED as a grid PNG (or a folder of PNGs), with label maps."""
     from latentedit import world as W
-    from latentedit.world.grid import colorize, save_png, tile, to_uint8
+    from latentedit.formats.images import save_png, tile, to_uint8
+    from latentedit.world.grid import colorize
 
     if not 1 <= n <= 100_000:
         raise InputError(f"--n must be in [1, 100000], not {n}")
@@ -59,19 +60,19 @@ def render(n, seed, out, labels, resolution, glasses, mask, hat, p_glasses, p_su
         import numpy as np
 
         images = np.concatenate([c[0] for c in chunks])
-        save_png(tile(images, min(cols, n), scale), out)
+        save_png(out, tile(images, min(cols, n), scale, pad=1))
         written = [out]
         if labels:
             lab_path = out[:-4] + "_labels.png"
-            save_png(tile(np.concatenate([c[1] for c in chunks]), min(cols, n), scale), lab_path)
+            save_png(lab_path, tile(np.concatenate([c[1] for c in chunks]), min(cols, n), scale, pad=1))
             written.append(lab_path)
         click.echo(" ".join(written))
     else:
         i = 0
         for images, label_maps in chunks:
             for j in range(len(images)):
-                save_png(images[j], os.path.join(folder, f"{i:04d}.png"))
+                save_png(os.path.join(folder, f"{i:04d}.png"), images[j])
                 if labels:
-                    save_png(label_maps[j], os.path.join(folder, f"{i:04d}_labels.png"))
+                    save_png(os.path.join(folder, f"{i:04d}_labels.png"), label_maps[j])
                 i += 1
         click.echo(f"{n} faces -> {folder}")

@@ -14,17 +14,25 @@ def to_uint8(images):
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def grid(images, cols=None):
-    """[N, C, H, W] in [-1, 1] -> one uint8 [rows * H, cols * W, C] contact sheet."""
-    arr = to_uint8(images)
-    n, h, w, c = arr.shape
-    cols = cols or math.ceil(math.sqrt(n))
+def tile(arrays, cols, scale=1, pad=0):
+    """uint8 [N, H, W, C] -> one contact sheet of `cols` columns, each tile upscaled by `scale`
+    (nearest) and separated by `pad` white pixels."""
+    n, h, w, c = arrays.shape
+    if scale > 1:
+        arrays = arrays.repeat(scale, axis=1).repeat(scale, axis=2)
+        h, w = h * scale, w * scale
     rows = math.ceil(n / cols)
-    sheet = np.zeros([rows * h, cols * w, c], dtype=np.uint8)
+    sheet = np.full([rows * (h + pad) + pad, cols * (w + pad) + pad, c], 255 if pad else 0, dtype=np.uint8)
     for i in range(n):
         r, k = divmod(i, cols)
-        sheet[r * h:(r + 1) * h, k * w:(k + 1) * w] = arr[i]
+        y, x = pad + r * (h + pad), pad + k * (w + pad)
+        sheet[y:y + h, x:x + w] = arrays[i]
     return sheet
+
+
+def grid(images, cols=None):
+    """[N, C, H, W] in [-1, 1] -> one uint8 [rows * H, cols * W, C] contact sheet."""
+    return tile(to_uint8(images), cols or math.ceil(math.sqrt(images.shape[0])))
 
 
 def save_png(path, array):
