@@ -1,0 +1,111 @@
+"""SD-GAN fusion checkpoints: `{"model": state dict of DataParallel(Semantic_Fusion_Network)}`,
+keys prefixed `module.` -> (FusionConfig, FusionNet), and back.
+
+Read with `torch.load(weights_only=True)`: such a file holds dicts, tensors and numbers only
+(OrderedDict is allowed by torch itself), so nothing is added to the allow-list. The
+architecture is read from the weight shapes; input resolution from the regressor's positions.
+"""
+import re
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from latentedit.errors import FormatError
+from latentedit.models.fusion import FusionConfig, FusionNet
+
+PREFIX = "module."
+
+
+def _shape(sd, key, what):
+    if key not in sd:
+        raise FormatError(f"{what}: not an SD-GAN fusion checkpoint, missing {key!r}")
+    if not torch.is_tensor(sd[key]):
+        raise FormatError(f"{what}: {key} is not a tensor")
+    return tuple(sd[key].shape)
+
+
+def _count(sd, pattern):
+    """How many distinct integers fill the `(\\d+)` of pattern among the keys."""
+    return len({m.group(1) for k in sd if isinstance(k, str) for m in [re.fullmatch(pattern, k)] if m})
+
+
+def config_from_state(sd, what="checkpoint"):
+    """FusionConfig read from the shapes of an (unprefixed) SD-GAN fusion state dict."""
+    id_w, id_d, tpl_w, tpl_d = [], [], [], []
+    for i in range(1, 5):
+        id_w.append(_shape(sd, f"arcfacenet.layer{i}.0.conv2.weight", what)[0])
+        id_d.append(_count(sd, rf"arcfacenet\.layer{i}\.(\d+)\.conv1\.weight"))
+        tpl_w.append(_shape(sd, f"masknet.layer{i}.0.conv1.weight", what)[0])
+        tpl_d.append(_count(sd, rf"masknet\.layer{i}\.(\d+)\.conv1\.weight"))
+    se_hidden = _shape(sd, "arcfacenet.layer1.0.se.fc.0.weight", what)[0]
+    maps = _shape(sd, "encoder.model.1.weight", what)               # [ngf, 9, 3, 3]
+    n_convs = _count(sd, r"encoder\.model\.(\d+)\.weight")           # stem + downs + up + last
+    lc1 = _shape(sd, "regre.tree_connect_1.0.weight", what)          # [1, w_dim, C, P, 1]
+    lc2 = _shape(sd, "regre.tree_connect_2.0.weight", what)          # [1, num_ws, P, w_dim, 1]
+    side = round(lc1[3] ** 0.5) if len(lc1) == 5 else 0
+    if len(lc1) != 5 or len(lc2) != 5 or side * side != lc1[3] or n_convs < 3:
+        raise FormatError(f"{what}: unexpected regressor / encoder shapes {list(lc1)}, {list(lc2)}")
+    try:
+        return FusionConfig(
+            resolution=16 * side, id_widths=id_w, id_depths=id_d, tpl_widths=tpl_w, tpl_depths=tpl_d,
+            se_reduction=max(1, id_w[0] // se_hidden), maps_channels=maps[1], maps_ngf=maps[0],
+            maps_down=n_convs - 3, style_dim=_shape(sd, "fusion.fc_mu0.weight", what)[0],
+            num_style_fc=_count(sd, r"fusion\.fc_mu(\d+)\.weight"),
+            spade_hidden=_shape(sd, "fusion.Spade.mlp_shared.0.weight", what)[0],
+            ace_kernel=_shape(sd, "fusion.conv_gamma.weight", what)[-1], num_ws=lc2[1], w_dim=lc1[1])
+    except ValueError as e:  # InputError from the config's own checks
+        raise FormatError(f"{what}: inconsistent SD-GAN fusion shapes ({e})") from None
+
+
+def fusion_from_state(sd, what="checkpoint"):
+    """Unprefixed SD-GAN fusion state dict -> (FusionConfig, FusionNet in eval mode)."""
+    cfg = config_from_state(sd, what)
+    with torch.device("meta"):  # no 128 M random numbers only to overwrite them
+        net = FusionNet(cfg)
+    expected = net.state_dict()
+    sd = dict(sd)
+    for k in expected:  # pre-1.0 torch checkpoints lack the BatchNorm step counters
+        if k.endswith("num_batches_tracked") and k not in sd:
+            sd[k] = torch.tensor(0, dtype=torch.long)
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing:
+        raise FormatError(f"{what}: missing {len(missing)} tensors, e.g. {missing[:3]}")
+    if unexpected:
+        raise FormatError(f"{what}: unexpected tensors, e.g. {unexpected[:3]}")
+    state = {}
+    for k, ref in expected.items():
+        v = sd[k]
+        if not torch.is_tensor(v):
+            raise FormatError(f"{what}: {k} is not a tensor")
+        if tuple(v.shape) != tuple(ref.shape):
+            raise FormatError(f"{what}: {k} has shape {list(v.shape)}, expected {list(ref.shape)}")
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise FormatError(f"{what}: {k} contains NaN or infinite values")
+        state[k] = v.to(device="cpu", dtype=ref.dtype)
+    net.load_state_dict(state, strict=True, assign=True)
+    return cfg, net.eval()
+
+
+def load_sdgan_fusion(path):
+    """An SD-GAN fusion checkpoint file -> (FusionConfig, FusionNet in eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for foreign or unsafe files
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise FormatError(f"{path}: not a weights-only torch checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise FormatError(f"{path}: not an SD-GAN fusion checkpoint (no 'model' state dict; found {found})")
+    sd = {(k[len(PREFIX):] if isinstance(k, str) and k.startswith(PREFIX) else k): v
+          for k, v in ckpt["model"].items()}
+    return fusion_from_state(sd, str(path))
+
+
+def fusion_state_dict_for_sdgan(net):
+    """FusionNet -> {"model": OrderedDict("module.<key>": tensor)}, the released layout."""
+    return {"model": OrderedDict((PREFIX + k, v.detach().clone()) for k, v in net.state_dict().items())}
