@@ -6,6 +6,7 @@
     images = G.synthesize(w)                      # [8, 3, H, W] in [-1, 1]
 """
 from latentedit.edit.directions import Direction, linear_interpolate
+from latentedit.edit.project import invert
 from latentedit.errors import FormatError, InputError, LatentEditError, UnsafeFileError
 from latentedit.formats import load_generator, load_networks, save_networks
 from latentedit.formats.latents import read_latents, write_latents
@@ -16,6 +17,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Discriminator", "DiscriminatorConfig", "FormatError", "Generator", "GeneratorConfig", "InputError",
     "LatentEditError", "UnsafeFileError", "load_generator", "load_networks", "read_latents", "save_networks",
-    "Direction", "linear_interpolate",
+    "Direction", "linear_interpolate", "invert",
     "write_latents", "__version__",
 ]

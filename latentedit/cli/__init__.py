@@ -24,7 +24,7 @@ def main():
 
 
 def _register():
-    from latentedit.cli import edit, evaluate, models, train, train_evaluators, world
+    from latentedit.cli import edit, evaluate, invert, models, train, train_evaluators, world
 
     main.add_command(models.generate)
     main.add_command(models.info)
@@ -35,6 +35,7 @@ def _register():
     main.add_command(evaluate.evaluate)
     main.add_command(edit.boundary)
     main.add_command(edit.edit)
+    main.add_command(invert.invert)
 
 
 _register()

@@ -1,0 +1,304 @@
+"""Projection (GAN inversion by optimisation): find W / W+ codes (and optionally per-layer noise)
+whose images reconstruct given target images.
+
+    result = project(G, targets, space="w+", steps=300, perceptual=clf.features, identity=embedder)
+    result.codes     # [N, num_ws, w_dim] (space "w+") or [N, w_dim] (space "w")
+    result.history   # {"total": [steps, N], "pixel": ..., ...} per-sample losses at each step
+
+Every loss is computed per sample and the batch loss is their sum, and Adam is element-wise, so a
+batch gives the same codes as separate runs; random draws come from one generator per sample,
+seeded with `seed` (or seeds[i]), so a run is deterministic and independent of the batching.
+
+The schedule follows the NVlabs StyleGAN2-ADA projector: Adam(0.9, 0.999), lr with a linear ramp-up
+over the first 5 % and a cosine ramp-down over the last 25 %, Gaussian exploration noise on the code
+of scale w_std * 0.05 decaying quadratically to zero at 75 %, and (when noise is optimised) the
+multi-scale autocorrelation penalty on the noise maps, which are re-normalised after every step.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch.nn import functional as F
+
+from latentedit.errors import InputError
+
+SPACES = ("w", "w+")
+MODES = ("project", "encoder", "hybrid")
+
+
+@dataclass
+class ProjectionResult:
+    codes: torch.Tensor                      # [N, w_dim] (w) or [N, num_ws, w_dim] (w+)
+    history: Dict[str, torch.Tensor]         # name -> [steps, N] per-sample loss at each step
+    noises: Optional[List[torch.Tensor]] = None  # optimised unit noise maps [N, 1, r, r] per layer
+    space: str = "w+"
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis with per-sample noise maps
+
+
+def noise_layers(G):
+    """The synthesis layers that take a noise map, in the order the synthesis network runs them."""
+    layers = []
+    for res in G.synthesis.block_resolutions:
+        block = getattr(G.synthesis, f"b{res}")
+        layers += [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
+    return layers
+
+
+def synthesize_with_noise(G, ws, noises=None):
+    """ws [N, num_ws, w_dim] -> images [N, 3, R, R], differentiable in ws and in `noises` (unit
+    noise maps [N, 1, r, r] per noise layer, scaled by each layer's noise_strength); noises=None
+    uses the generator's constant noise (as noise_mode="const"). Non-fused convolutions
+    throughout: one shared conv per batch, so each sample's maths is the same at any batch size."""
+    synthesis = G.synthesis
+    blocks = [getattr(synthesis, f"b{res}") for res in synthesis.block_resolutions]
+    layers = noise_layers(G)
+    if noises is None:
+        scaled = [layer.scaled_noise(ws.shape[0], "const") for layer in layers]
+    else:
+        if len(noises) != len(layers):
+            raise InputError(f"expected {len(layers)} noise maps, got {len(noises)}")
+        scaled = [n * layer.noise_strength for n, layer in zip(noises, layers)]
+    x = img = None
+    w_idx = k = 0
+    for block in blocks:
+        block_noises = scaled[k:k + block.num_conv]
+        k += block.num_conv
+        block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+        x, img = block.forward_fast(x, img, block_ws, block_noises, False, torch.float32)
+        w_idx += block.num_conv
+    return img.contiguous()
+
+
+def noise_regularizer(noises):
+    """Per-sample multi-scale autocorrelation penalty [N]: for each map and each 2x average-pooled
+    version of it down to 8 px, the squared mean product with its 1-pixel shift along x and y."""
+    total = 0
+    for n in noises:
+        while True:
+            total = total + (n * torch.roll(n, 1, dims=3)).mean((1, 2, 3)).square()
+            total = total + (n * torch.roll(n, 1, dims=2)).mean((1, 2, 3)).square()
+            if n.shape[2] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return total
+
+
+@torch.no_grad()
+def normalize_noise_(noises):
+    """Zero mean, unit variance per sample and map, in place."""
+    for n in noises:
+        n -= n.mean((1, 2, 3), keepdim=True)
+        n *= n.square().mean((1, 2, 3), keepdim=True).rsqrt()
+
+
+def lr_schedule(t, rampup=0.05, rampdown=0.25):
+    """Learning-rate factor at progress t in [0, 1): linear ramp-up, cosine ramp-down."""
+    ramp = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    return ramp * (min(1.0, t / rampup) if rampup > 0 else 1.0)
+
+
+@torch.no_grad()
+def w_stats(G, samples=2000, seed=123):
+    """Spread of the generator's W distribution: sqrt(E ||w - mean||^2) over `samples` codes."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn([samples, G.z_dim], generator=g).to(G.w_avg.device)
+    w = G.mapping(z, 1.0, update_w_avg=False)[:, 0]
+    return float((w - w.mean(0)).square().sum(1).mean().sqrt())
+
+
+def _resize_to(x, size):
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def evaluator_losses(evaluators):
+    """(perceptual, identity) callables from {"attributes": AttributeClassifier, "identity":
+    IdentityEmbedder} (either may be missing -> None); images are resized to each network's input
+    size. Perceptual = the attribute classifier's feature vector; identity = the unit embedding."""
+    evaluators = evaluators or {}
+    perceptual = identity = None
+    clf, emb = evaluators.get("attributes"), evaluators.get("identity")
+    if clf is not None:
+        def perceptual(x, _m=clf):
+            return _m.features(_resize_to(x, _m.cfg.image_size))
+    if emb is not None:
+        def identity(x, _m=emb):
+            return _m(_resize_to(x, _m.cfg.image_size))
+    return perceptual, identity
+
+
+# ---------------------------------------------------------------------------------------------
+# Projection
+
+
+def _init_codes(G, init, n, space):
+    if init is None:
+        w = G.w_avg.detach().float().reshape(1, 1, -1).repeat([n, 1, 1])  # [N, 1, w_dim]
+    else:
+        init = torch.as_tensor(init, dtype=torch.float32).to(G.w_avg.device)
+        if init.shape[0] != n:
+            raise InputError(f"init has {init.shape[0]} codes for {n} images")
+        if init.ndim == 2 and init.shape[1] == G.w_dim:
+            w = init[:, None]
+        elif init.ndim == 3 and init.shape[1:] == (G.num_ws, G.w_dim):
+            if space == "w":
+                raise InputError("space 'w' needs init codes [N, w_dim], got W+ codes; project in 'w+' instead")
+            w = init
+        else:
+            raise InputError(f"init must be [N, {G.w_dim}] or [N, {G.num_ws}, {G.w_dim}], got {list(init.shape)}")
+        if not torch.isfinite(w).all():
+            raise InputError("init codes contain NaN or infinite values")
+    if space == "w+" and w.shape[1] == 1:
+        w = w.repeat([1, G.num_ws, 1])
+    return w.clone()  # [N, 1 or num_ws, w_dim]
+
+
+def project(G, images, space="w+", steps=300, init=None, optimize_noise=False, *,
+            perceptual: Optional[Callable] = None, identity: Optional[Callable] = None,
+            pixel_weight=1.0, perceptual_weight=1.0, identity_weight=0.5, noise_weight=1e5,
+            lr=0.1, lr_rampup=0.05, lr_rampdown=0.25, initial_noise_factor=0.05, noise_ramp=0.75,
+            seed=0, progress: Optional[Callable] = None, w_std=None) -> ProjectionResult:
+    """Optimises codes so that G(codes) reconstructs `images` [N, 3, R, R] in [-1, 1].
+
+    Loss per sample: pixel_weight * MSE + perceptual_weight * ||f(x) - f(y)||^2 / ||f(y)||^2 (f =
+    `perceptual`, e.g. the attribute classifier's features) + identity_weight * (1 - cos(e(x), e(y)))
+    (e = `identity`, unit embeddings) [+ noise_weight * the noise regulariser when optimize_noise].
+    init: None (start from G.w_avg) or codes [N, w_dim] / [N, num_ws, w_dim] (e.g. an encoder's).
+    seed: an int (every sample's generator) or one seed per sample. progress(step, steps, losses [N])
+    is called after every step. Returns the final codes (without exploration noise), the per-step
+    loss history and, with optimize_noise, the unit noise maps to pass to `synthesize_with_noise`.
+    """
+    if space not in SPACES:
+        raise InputError(f"space must be one of {SPACES}, got {space!r}")
+    if steps < 1:
+        raise InputError(f"steps must be >= 1, got {steps}")
+    R = G.img_resolution
+    if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != (3, R, R):
+        shape = list(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise InputError(f"images must be a tensor [N, 3, {R}, {R}] in [-1, 1], got {shape}")
+    device = G.w_avg.device
+    target = images.detach().to(device=device, dtype=torch.float32)
+    if not torch.isfinite(target).all():
+        raise InputError("images contain NaN or infinite values")
+    n = target.shape[0]
+    seeds = [int(seed)] * n if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise InputError(f"got {len(seeds)} seeds for {n} images")
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def randn(shape):  # one draw per sample from its own generator -> [N, *shape]
+        return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+
+    with torch.no_grad():
+        target_f = perceptual(target) if perceptual is not None and perceptual_weight else None
+        target_e = identity(target) if identity is not None and identity_weight else None
+    if initial_noise_factor > 0 and w_std is None:
+        w_std = w_stats(G)
+
+    w_opt = _init_codes(G, init, n, space).requires_grad_(True)  # [N, 1 or num_ws, w_dim]
+    params = [w_opt]
+    noises = None
+    if optimize_noise:
+        noises = [randn([1, layer.resolution, layer.resolution]).requires_grad_(True) for layer in noise_layers(G)]
+        params += noises
+    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=lr)
+    names = ["total", "pixel"] + (["perceptual"] if target_f is not None else []) \
+        + (["identity"] if target_e is not None else []) + (["noise"] if optimize_noise else [])
+    history = {k: torch.zeros([steps, n]) for k in names}
+
+    for step in range(steps):
+        t = step / steps
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_schedule(t, lr_rampup, lr_rampdown)
+        explore = randn(list(w_opt.shape[1:]))
+        if initial_noise_factor > 0:
+            explore = explore * (w_std * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp) ** 2)
+        else:
+            explore = explore * 0
+        ws = (w_opt + explore).expand([n, G.num_ws, G.w_dim])
+        x = synthesize_with_noise(G, ws, noises)
+        parts = {"pixel": (x - target).square().mean((1, 2, 3))}
+        loss = pixel_weight * parts["pixel"]
+        if target_f is not None:
+            f = perceptual(x)
+            dims = tuple(range(1, f.ndim))
+            parts["perceptual"] = (f - target_f).square().sum(dims) / target_f.square().sum(dims).clamp_min(1e-8)
+            loss = loss + perceptual_weight * parts["perceptual"]
+        if target_e is not None:
+            parts["identity"] = 1 - F.cosine_similarity(identity(x).flatten(1), target_e.flatten(1), dim=1)
+            loss = loss + identity_weight * parts["identity"]
+        if optimize_noise:
+            parts["noise"] = noise_regularizer(noises)
+            loss = loss + noise_weight * parts["noise"]
+        grads = torch.autograd.grad(loss.sum(), params)  # only the codes/noise, never G's weights
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        if optimize_noise:
+            normalize_noise_(noises)
+        with torch.no_grad():
+            history["total"][step] = loss.detach().cpu()
+            for k, v in parts.items():
+                history[k][step] = v.detach().cpu()
+        if progress is not None:
+            progress(step + 1, steps, history["total"][step])
+
+    codes = w_opt.detach()
+    codes = codes[:, 0] if space == "w" else codes
+    return ProjectionResult(codes=codes, history=history,
+                            noises=[nz.detach() for nz in noises] if noises else None, space=space)
+
+
+@torch.no_grad()
+def reconstruct(G, codes, noises=None):
+    """Images of projected codes ([N, w_dim] or [N, num_ws, w_dim]), with optimised noise if given."""
+    return synthesize_with_noise(G, G.broadcast_w(codes), noises)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inversion front end
+
+
+def invert(images, mode="project", G=None, evaluators=None, encoder=None, space="w+", steps=300, seed=0,
+           optimize_noise=False, progress=None, return_result=False, **loss_options):
+    """Latent codes for `images`: a tensor [N, 3, R, R] in [-1, 1], or image paths / a folder
+    (read with `latentedit.formats.image_input.read_images`, resized / centre-cropped to G's size).
+
+    mode: "project" (optimise from w_avg), "encoder" (the encoder's codes), "hybrid" (optimise from
+    the encoder's codes). G: a Generator or None for the bundled default. evaluators: {"attributes":
+    ..., "identity": ...} for the perceptual and identity losses (pixel loss alone without them).
+    encoder: a callable images [N, 3, R, R] -> codes [N, w_dim] / [N, num_ws, w_dim].
+    Returns codes [N, num_ws, w_dim] (w+) or [N, w_dim] (w); or the ProjectionResult with
+    return_result=True (modes project / hybrid).
+    """
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode in ("encoder", "hybrid") and encoder is None:
+        raise InputError(f"mode {mode!r} needs an encoder, and no encoder is bundled yet; "
+                         "pass encoder=... or use mode='project'")
+    if G is None:
+        from latentedit.formats import load_generator
+
+        G = load_generator()
+    if not torch.is_tensor(images):
+        from latentedit.formats.image_input import read_images
+
+        images = read_images(images, G.img_resolution)
+    init = None
+    if encoder is not None and mode in ("encoder", "hybrid"):
+        with torch.no_grad():
+            init = encoder(images.to(G.w_avg.device))
+        if mode == "encoder":
+            codes = G.broadcast_w(init)
+            return codes[:, 0] if space == "w" and init.ndim == 2 else codes
+    perceptual, identity = evaluator_losses(evaluators)
+    result = project(G, images, space=space, steps=steps, init=init, optimize_noise=optimize_noise,
+                     perceptual=perceptual, identity=identity, seed=seed, progress=progress, **loss_options)
+    return result if return_result else result.codes
