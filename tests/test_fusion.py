@@ -187,9 +187,9 @@ def test_bad_files_raise_format_error(tmp_path):
         "other net": (write("other.pt", {"model": {"module.conv.weight": torch.zeros(1)}}), "missing"),
     }
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
-    cases["junk"] = (tmp_path / "junk.pt", "not a weights-only")
+    cases["junk"] = (tmp_path / "junk.pt", "not a loadable weights-only")
     (tmp_path / "code.pt").write_bytes(pickle.dumps(pytest.raises, protocol=2))  # a global outside the allow-list
-    cases["code"] = (tmp_path / "code.pt", "not a weights-only")
+    cases["code"] = (tmp_path / "code.pt", "not a loadable weights-only")
     cases["absent"] = (tmp_path / "absent.pt", "no such file")
     for name, (path, text) in cases.items():
         with pytest.raises(FormatError, match=text):

@@ -7,11 +7,11 @@ derived from the resample filter, never copied. Loading is weights-only with an 
 import argparse
 import math
 import re
-import warnings
 
 import torch
 
 from latentedit.errors import FormatError
+from latentedit.formats.torch_file import load_torch_file
 from latentedit.models.stylegan2 import DiscriminatorConfig, GeneratorConfig
 from latentedit.ops import setup_filter
 
@@ -19,15 +19,8 @@ ROSINALITY_BLUR = [1, 3, 3, 1]
 
 
 def load_pt(path):
-    """torch.load with weights_only=True; the only class allowed beyond tensors is argparse.Namespace."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing anyway
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError / RuntimeError / EOFError for foreign or truncated files
-        reason = "it holds objects outside the allow-list" if "Unsupported global" in str(e) else \
-            f"corrupt or truncated: {type(e).__name__}"
-        raise FormatError(f"{path}: not a loadable weights-only torch file ({reason})") from None
+    """Weights-only load; the only class allowed beyond tensors is argparse.Namespace (training args)."""
+    return load_torch_file(path, safe_globals=[argparse.Namespace])
 
 
 def is_rosinality(ckpt):

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from latentedit.errors import FormatError
+from latentedit.formats.torch_file import load_torch_file
 from latentedit.models.fusion import FusionConfig, FusionNet
 
 PREFIX = "module."
@@ -91,13 +92,7 @@ def fusion_from_state(sd, what="checkpoint"):
 def load_sdgan_fusion(path):
     """An SD-GAN fusion checkpoint file -> (FusionConfig, FusionNet in eval mode)."""
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for foreign or unsafe files
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise FormatError(f"{path}: not a weights-only torch checkpoint ({type(e).__name__}: {first})") from None
+    ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise FormatError(f"{path}: not an SD-GAN fusion checkpoint (no 'model' state dict; found {found})")

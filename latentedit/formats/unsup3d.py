@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from latentedit.errors import FormatError
+from latentedit.formats.torch_file import load_torch_file
 from latentedit.formats.weights import load_weights
 from latentedit.models.face3d import Face3D, Face3DConfig
 
@@ -19,13 +20,7 @@ NETS = ("netD", "netA", "netL", "netV")
 def read_checkpoint(path):
     """The checkpoint dict, loaded weights-only."""
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for foreign or unsafe files
-        raise FormatError(f"{path}: not a weights-only torch checkpoint ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict):
         raise FormatError(f"{path}: expected a dict of state dicts, found {type(ckpt).__name__}")
     return ckpt

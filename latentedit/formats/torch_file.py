@@ -1,0 +1,23 @@
+"""Reading foreign torch checkpoints safely: weights-only unpickling with an explicit allow-list."""
+import warnings
+from pathlib import Path
+
+import torch
+
+from latentedit.errors import FormatError
+
+
+def load_torch_file(path, safe_globals=()):
+    """torch.load(weights_only=True) on CPU; `safe_globals` are the only classes allowed beyond
+    tensors and plain containers. Any failure is one FormatError line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file")
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing anyway
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError / RuntimeError / EOFError ... for foreign files
+        reason = "it holds objects outside the allow-list" if "Unsupported global" in str(e) else \
+            f"corrupt or truncated: {type(e).__name__}"
+        raise FormatError(f"{path}: not a loadable weights-only torch file ({reason})") from None
