@@ -20,7 +20,7 @@ setup(
     packages=find_packages(include=["latentedit", "latentedit.*"]),
     python_requires=">=3.9",
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.6",  # weights-only loading with safe_globals, and its 2.6 security fix
         "numpy",
         "scipy",
         "scikit-learn",

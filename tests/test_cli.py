@@ -83,3 +83,19 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
         lines = [line for line in r.output.strip().splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and message in lines[0], r.output
         assert "Traceback" not in r.output
+
+
+def test_generate_refuses_to_mix_settings_in_one_folder(tmp_path):
+    out = tmp_path / "out"
+    assert run("generate", *RANDOM, "--seeds", "0-1", "--truncation", "0.5", "--out", out).exit_code == 0
+    r = CliRunner().invoke(main, [str(a) for a in ("generate", *RANDOM, "--seeds", "0-1", "--out", out)])
+    assert r.exit_code == 2 and "other settings" in r.output
+
+
+def test_train_resume_keeps_the_run_config(tmp_path):
+    small = ["--resolution", "16", "--channel-base", "512", "--channel-max", "32", "--batch", "4"]
+    assert run("train", "gan", "--out", tmp_path, *small, "--kimg", "0.004", "--snapshot-kimg", "0.004").exit_code == 0
+    r = run("train", "gan", "--out", tmp_path, "--kimg", "0.008", "--snapshot-kimg", "0.004", "--resume")
+    assert r.exit_code == 0 and "resumed at" in r.output  # 64 px defaults were not applied
+    r = CliRunner().invoke(main, ["train", "gan", "--out", str(tmp_path), "--resume", "--batch", "8"])
+    assert r.exit_code == 2 and "conflicts" in r.output

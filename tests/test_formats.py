@@ -107,6 +107,20 @@ def test_pickle_outside_allow_list_is_refused_and_nothing_runs(tmp_path):
     assert not marker.exists()
 
 
+def test_pickle_cannot_modify_allow_listed_objects(tmp_path):
+    """GLOBAL + BUILD would set attributes on a library function or class for the whole process."""
+    before = torch._utils._rebuild_tensor_v2.__defaults__
+    # protocol 2: GLOBAL torch._utils._rebuild_tensor_v2; state (None, {"__defaults__": (1,)}); BUILD;
+    # then a dict {"G_ema": None} as the result; STOP.
+    stream = (b"\x80\x02" + b"ctorch._utils\n_rebuild_tensor_v2\n" + b"N}q\x00X\x0c\x00\x00\x00__defaults__q\x01"
+              + b"K\x01\x85q\x02s\x86q\x03b" + b"}q\x04X\x04\x00\x00\x00G_emaq\x05Ns" + b".")
+    path = tmp_path / "poison.pkl"
+    path.write_bytes(stream)
+    with pytest.raises(UnsafeFileError, match="refusing to set attributes"):
+        load_networks(path)
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == before
+
+
 def test_rosinality_training_checkpoint(tmp_path, tiny_G, tiny_D):
     """A training file: g, d, g_ema, optimiser states and an argparse.Namespace of args."""
     g_sd = ros_format.generator_to_rosinality(tiny_G.cfg, tiny_G.state_dict())

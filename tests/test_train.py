@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from latentedit.train.gan import GANConfig, GANTrainer
@@ -77,3 +78,17 @@ def test_ddp_two_processes_keep_ranks_identical(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert ranks[0]["world"] == 2 and ranks[0]["nimg"] == 3 * TINY["batch"]
     assert ranks[0]["digest"] == ranks[1]["digest"]
+
+
+def test_torn_state_pair_is_detected(tmp_path):
+    from latentedit.errors import FormatError
+
+    t = GANTrainer(GANConfig(**TINY), tmp_path)
+    t.train_step()
+    t.save()
+    first = (tmp_path / "state.json").read_text()
+    t.train_step()
+    t.save()
+    (tmp_path / "state.json").write_text(first)  # as if the save stopped between its two files
+    with pytest.raises(FormatError, match="different saves"):
+        GANTrainer(GANConfig(**TINY), tmp_path).resume()

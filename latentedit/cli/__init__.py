@@ -15,6 +15,12 @@ class _Main(click.Group):
         except LatentEditError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # unwritable --out, full disk, ...: the OS's reason and the path
+            click.echo(f"error: {e.filename or ''}: {e.strerror or e}".lstrip(": "), err=True)
+            sys.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory (the input or model is larger than this machine can hold)", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Main)

@@ -5,7 +5,8 @@ from pathlib import Path
 import click
 import torch
 
-from latentedit.errors import InputError
+from latentedit.errors import FormatError, InputError
+from latentedit.formats.atomic import write_text
 from latentedit.formats import Networks, load_networks, save_networks
 from latentedit.formats.images import grid, save_png, to_uint8
 from latentedit.formats.latents import read_latents
@@ -18,10 +19,11 @@ def parse_seeds(text):
     try:
         for part in text.split(","):
             part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0],
-                                                                             part[1:].split("-", 1)[1])
-                seeds.extend(range(int(lo), int(hi) + 1))
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if lo > hi:
+                    raise ValueError(part)
+                seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
@@ -56,7 +58,7 @@ def resolve_model(model_path, random_weights, resolution, channel_base, channel_
         torch.manual_seed(weights_seed)
         G = Generator(GeneratorConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max))
         return Networks("random", f"random-weights(seed={weights_seed})", G=G.eval())
-    overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul else None
+    overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul is not None else None
     if model_path is None:
         from latentedit.formats import DEFAULT_BUNDLE
 
@@ -81,6 +83,8 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
     """Generate images from seeds or a latent file."""
     if batch_size < 1:
         raise InputError("--batch-size must be >= 1")
+    if w_file and (truncation != 1.0 or truncation_cutoff is not None):
+        raise InputError("--truncation applies to seeds; latents from --w-file are used as they are")
     G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
                       mapping_lr_mul).G
     out = Path(out)
@@ -97,6 +101,12 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
         with torch.no_grad():
             ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation, truncation_cutoff, update_w_avg=False)
     files = [None if grid_only else out / f"{name}.png" for name in names]
+    if not grid_only:
+        _check_resume_settings(out, {"model": str(model_path or ("random" if random_weights else "default")),
+                                     "weights_seed": weights_seed if random_weights else None,
+                                     "resolution": G.img_resolution, "w_file": str(w_file) if w_file else None,
+                                     "truncation": truncation, "truncation_cutoff": truncation_cutoff,
+                                     "noise_mode": noise_mode})
     todo = [i for i, f in enumerate(files) if f is None or not f.exists()]  # a re-run resumes
     images = [None] * len(names)
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -113,12 +123,32 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
 
         for i in range(len(names)):
             if images[i] is None:  # written by an earlier, interrupted run
-                arr = np.asarray(Image.open(files[i]).convert("RGB"), dtype=np.float32)
+                try:
+                    arr = np.asarray(Image.open(files[i]).convert("RGB"), dtype=np.float32)
+                except OSError as e:
+                    raise FormatError(f"{files[i]}: unreadable image from an earlier run ({e}); delete it") from None
+                if arr.shape[:2] != (G.img_resolution, G.img_resolution):
+                    raise FormatError(f"{files[i]}: {arr.shape[1]}x{arr.shape[0]} image from an earlier run, "
+                                      f"expected {G.img_resolution} px; delete it or choose another --out")
                 images[i] = torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
     sheet = grid(torch.stack(images))
     grid_path = out if grid_only else out / "grid.png"
     save_png(grid_path, sheet)
     click.echo(f"wrote {len(names)} images" + ("" if grid_only else f" to {out}/") + f" and the grid {grid_path}")
+
+
+def _check_resume_settings(out, settings):
+    """A folder resumes only the run that made it: the settings live in out/run.json."""
+    record = out / "run.json"
+    if record.exists():
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if saved != settings:
+            raise InputError(f"{out} holds images made with other settings ({record}); choose another --out")
+    else:
+        write_text(record, json.dumps(settings, indent=1) + "\n")
 
 
 @click.command()
@@ -160,7 +190,7 @@ def info(path, as_json):
               help="Mapping lr multiplier, for rosinality files trained with a non-default --lr_mlp.")
 def convert(src, dst, fp16, mapping_lr_mul):
     """Convert SRC (bundle / rosinality .pt / NVlabs .pkl) to DST (bundle folder or rosinality .pt)."""
-    overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul else None
+    overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul is not None else None
     nets = load_networks(src, overrides)
     save_networks(nets, dst, fp16=fp16)
     held = "+".join(n for n in ("G", "D") if getattr(nets, n) is not None)

@@ -1,4 +1,6 @@
 """`latentedit train ...`: training runs (single process, or one process per rank under torchrun)."""
+import json
+
 import click
 import torch
 
@@ -36,9 +38,23 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
         torch.set_num_threads(threads)
     if (Path(out) / "state.json").exists() and not resume:
         raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if snapshot_kimg <= 0 or kimg <= 0:
+        raise InputError("--kimg and --snapshot-kimg must be positive")
+    given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
+                 batch=batch, r1_gamma=r1_gamma, bf16=bf16)
+    saved_path = Path(out) / "config.json"
+    if resume and saved_path.exists():
+        # A resumed run keeps its own configuration; a flag given on the command line must agree with it.
+        saved = json.loads(saved_path.read_text())
+        ctx = click.get_current_context()
+        for name, value in given.items():
+            explicit = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+            if explicit and saved.get(name) != value:
+                raise InputError(f"--{name.replace('_', '-')} {value} conflicts with the run's saved {saved.get(name)}")
+        cfg = GANConfig(**saved)
+    else:
+        cfg = GANConfig(**given)
     rank, world_size, device = init_distributed()
-    cfg = GANConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
-                    batch=batch, r1_gamma=r1_gamma, bf16=bf16)
     trainer = GANTrainer(cfg, out, device=device, rank=rank, world_size=world_size)
     if resume and trainer.resume():
         if rank == 0:

@@ -28,14 +28,22 @@ def read_manifest(path):
     path = Path(path)
     try:
         manifest = json.loads((path / "bundle.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError covers bad JSON and bad UTF-8
         raise FormatError(f"{path / 'bundle.json'}: unreadable bundle manifest ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise FormatError(f"{path / 'bundle.json'}: not a latentedit bundle manifest")
+    if not isinstance(manifest.get("version", 0), int):
+        raise FormatError(f"{path / 'bundle.json'}: 'version' must be an integer")
     if manifest.get("version", 0) > BUNDLE_VERSION:
         raise FormatError(f"{path}: bundle version {manifest['version']} is newer than this latentedit reads")
     if not isinstance(manifest.get("networks"), dict):
         raise FormatError(f"{path / 'bundle.json'}: no 'networks' entry")
+    for name, entry in manifest["networks"].items():
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+            raise FormatError(f"{path / 'bundle.json'}: network {name!r} needs a plain 'file' name inside the bundle")
+        if not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("config", {}), dict):
+            raise FormatError(f"{path / 'bundle.json'}: network {name!r} needs a 'sha256' and a 'config' object")
     return manifest
 
 
@@ -52,7 +60,7 @@ def read_network(path, name):
     except OSError as e:
         raise FormatError(f"{file}: cannot read weights ({e.strerror})") from None
     digest = hashlib.sha256(data).hexdigest()
-    if entry.get("sha256") and digest != entry["sha256"]:
+    if digest != entry["sha256"]:
         raise FormatError(f"{file}: sha256 mismatch (file corrupt or replaced)")
     try:
         sd = load(data)

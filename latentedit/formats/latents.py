@@ -19,6 +19,8 @@ def read_latents(path):
             w = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise FormatError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
+        if not isinstance(w, np.ndarray):  # an .npz archive saved under .npy
+            raise FormatError(f"{path}: an .npz archive, not a single .npy array")
     elif path.suffix == ".json":
         try:
             data = json.loads(path.read_text())

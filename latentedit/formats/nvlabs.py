@@ -4,6 +4,8 @@ Read with the restricted unpickler (formats.safe_pickle): the embedded source is
 The architecture comes from each network's stored init kwargs; our parameter names are the
 NVlabs ones, so weights map one to one (the FIR filter buffers are derived, not copied).
 """
+import torch
+
 from latentedit.errors import FormatError
 from latentedit.formats.safe_pickle import PersistentObject, restricted_load
 from latentedit.formats.weights import strip_derived
@@ -32,8 +34,10 @@ def generator_config(net: PersistentObject):
     kw = net.init_kwargs
     if kw.get("c_dim", 0):
         raise FormatError(f"conditional generators (c_dim={kw['c_dim']}) are not supported")
-    syn = dict(kw.get("synthesis_kwargs") or {})
-    mapping = dict(kw.get("mapping_kwargs") or {})
+    try:
+        syn, mapping = dict(kw.get("synthesis_kwargs") or {}), dict(kw.get("mapping_kwargs") or {})
+    except (TypeError, ValueError):
+        raise FormatError("generator init kwargs are malformed (synthesis / mapping kwargs are not dicts)") from None
     arch = syn.get("architecture", "skip")
     if arch != "skip":
         raise FormatError(f"synthesis architecture {arch!r} is not supported (StyleGAN2 'skip' only)")
@@ -52,6 +56,8 @@ def generator_config(net: PersistentObject):
         )
     except KeyError as e:
         raise FormatError(f"generator init kwargs lack {e.args[0]!r}; pass the architecture explicitly") from None
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"generator init kwargs are malformed ({e})") from None
 
 
 def discriminator_config(net: PersistentObject):
@@ -62,7 +68,10 @@ def discriminator_config(net: PersistentObject):
         raise FormatError(f"conditional discriminators (c_dim={kw['c_dim']}) are not supported")
     if kw.get("architecture", "resnet") != "resnet":
         raise FormatError(f"discriminator architecture {kw['architecture']!r} is not supported (resnet only)")
-    epi = dict(kw.get("epilogue_kwargs") or {})
+    try:
+        epi = dict(kw.get("epilogue_kwargs") or {})
+    except (TypeError, ValueError):
+        raise FormatError("discriminator init kwargs are malformed (epilogue kwargs are not a dict)") from None
     try:
         return DiscriminatorConfig(
             resolution=int(kw["img_resolution"]), img_channels=int(kw["img_channels"]),
@@ -74,8 +83,14 @@ def discriminator_config(net: PersistentObject):
         )
     except KeyError as e:
         raise FormatError(f"discriminator init kwargs lack {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"discriminator init kwargs are malformed ({e})") from None
 
 
 def network_weights(net: PersistentObject):
     """Our state dict for a persistent network: the same names, derived buffers dropped."""
-    return {k: v.float() for k, v in strip_derived(net.state_dict()).items()}
+    sd = strip_derived(net.state_dict())
+    bad = [k for k, v in sd.items() if not torch.is_tensor(v)]
+    if bad:
+        raise FormatError(f"{net.class_name}: entries that are not tensors, e.g. {bad[:3]}")
+    return {k: v.float() for k, v in sd.items()}

@@ -10,6 +10,7 @@ other global must be on the allow-list below, so a pickle that asks for anything
 import collections
 import io
 import pickle
+import types
 
 import numpy as np
 import torch
@@ -83,14 +84,35 @@ for _name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "ui
     _ALLOWED[("torch", _name)] = getattr(torch, _name)
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, so that BUILD can be vetted too: BUILD sets attributes on the
+    object below it, and on an allow-listed class or function that would alter library code for
+    the rest of the process."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, f):
+        super().__init__(f)
+        self._shared = set()  # ids of the allow-listed objects handed out by find_class
+
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
+            obj = _ALLOWED[(module, name)]
+            self._shared.add(id(obj))
+            return obj
         raise UnsafeFileError(f"refusing to unpickle {module}.{name}: not on the allow-list of data-only types")
 
     def persistent_load(self, pid):
         raise UnsafeFileError("refusing to unpickle a persistent reference (not an NVlabs network pickle)")
+
+    def load_build(self):
+        target = self.stack[-2]
+        if id(target) in self._shared or isinstance(target, (type, types.FunctionType, types.BuiltinFunctionType)):
+            raise UnsafeFileError(f"refusing to set attributes on {getattr(target, '__name__', type(target).__name__)}"
+                                  " (a pickle may only build data)")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def restricted_load(f):
@@ -100,7 +122,7 @@ def restricted_load(f):
     except UnsafeFileError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RuntimeError) as e:
+            RuntimeError, MemoryError, RecursionError, OverflowError) as e:
         from latentedit.errors import FormatError
 
-        raise FormatError(f"corrupt or truncated pickle ({type(e).__name__}: {e})") from None
+        raise FormatError(f"corrupt or truncated pickle ({type(e).__name__}: {str(e)[:200]})") from None

@@ -21,6 +21,28 @@ NOISE_MODES = ("random", "const", "none")
 FAST_FUSED_MAX_BATCH = None  # CPU fast path, inference: per-sample fused convs up to this batch (None: any)
 
 
+# Limits on what a file may ask for, so that a corrupt or hostile config fails with a message
+# instead of allocating terabytes (config-f at 1024 px is well inside them).
+CONFIG_LIMITS = {"resolution": 4096, "z_dim": 8192, "w_dim": 8192, "img_channels": 16, "channel_base": 1 << 20,
+                 "channel_max": 8192, "n_mlp": 64, "num_fp16_res": 16, "mbstd_group_size": 1024,
+                 "mbstd_num_channels": 64}
+
+
+def check_config(cfg):
+    for name, limit in CONFIG_LIMITS.items():
+        value = getattr(cfg, name, None)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+            raise InputError(f"{type(cfg).__name__}.{name} must be an integer in [0, {limit}], got {value!r}")
+    log2 = math.log2(cfg.resolution) if cfg.resolution > 0 else 0.5
+    if cfg.resolution < 4 or log2 != int(log2):
+        raise InputError(f"resolution must be a power of two >= 4, got {cfg.resolution}")
+    if cfg.channel_base < 1 or cfg.channel_max < 1 or getattr(cfg, "z_dim", 1) < 1 or getattr(cfg, "w_dim", 1) < 1:
+        raise InputError(f"{type(cfg).__name__}: channels and latent sizes must be positive")
+
+
+
 @dataclass
 class GeneratorConfig:
     resolution: int = 1024
@@ -37,9 +59,7 @@ class GeneratorConfig:
     resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
 
     def __post_init__(self):
-        log2 = math.log2(self.resolution)
-        if self.resolution < 4 or log2 != int(log2):
-            raise InputError(f"resolution must be a power of two >= 4, got {self.resolution}")
+        check_config(self)
 
     @property
     def block_resolutions(self):
@@ -60,7 +80,7 @@ class GeneratorConfig:
         known = cls.__dataclass_fields__
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise InputError(f"unknown generator config keys: {unknown}")
+            raise InputError(f"unknown {cls.__name__} keys: {unknown}")
         return cls(**d)
 
 
@@ -78,6 +98,7 @@ class DiscriminatorConfig:
 
     channels = GeneratorConfig.channels
     to_dict = GeneratorConfig.to_dict
+    __post_init__ = check_config
     from_dict = classmethod(GeneratorConfig.from_dict.__func__)
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import grid, save_png
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
@@ -73,8 +74,10 @@ class GANTrainer:
         self.cfg, self.out_dir, self.device = cfg, Path(out_dir), torch.device(device)
         self.rank, self.world_size = rank, world_size
         if cfg.batch % world_size:
-            raise ValueError(f"batch {cfg.batch} is not divisible by {world_size} processes")
+            raise InputError(f"batch {cfg.batch} is not divisible by {world_size} processes")
         self.batch_gpu = cfg.batch // world_size
+        if self.batch_gpu % min(4, self.batch_gpu):
+            raise InputError(f"per-process batch {self.batch_gpu} must be a multiple of 4 (minibatch-std groups)")
         torch.manual_seed(0)  # identical initial weights on every rank
         self.G = Generator(cfg.generator_config()).train().to(self.device)
         self.D = Discriminator(cfg.discriminator_config()).train().to(self.device)
@@ -143,6 +146,8 @@ class GANTrainer:
 
     def train_step(self):
         cfg, stats = self.cfg, {}
+        # Latents, noise and mixing draw from (rank, step) alone, so a resumed run continues exactly on every rank.
+        self.gen.manual_seed(1_000_003 * self.step + 1000 + self.rank)
         real = self.real_images()
         n = self.batch_gpu
 
@@ -212,7 +217,7 @@ class GANTrainer:
         if self.rank != 0:
             return
         info = {"step": self.step, "nimg": self.nimg, "pl_mean": float(self.pl_mean), "config": asdict(self.cfg),
-                "gen_state": self.gen.get_state().tolist()}
+                }
         save_state(self.out_dir, self.modules(), {"G_opt": self.G_opt, "D_opt": self.D_opt}, info)
         self.export_bundle(self.out_dir / "bundle")
 
@@ -230,9 +235,6 @@ class GANTrainer:
         info = load_state(self.out_dir, self.modules(), {"G_opt": self.G_opt, "D_opt": self.D_opt})
         self.step, self.nimg = info["step"], info["nimg"]
         self.pl_mean.fill_(info["pl_mean"])
-        self.gen.set_state(torch.tensor(info["gen_state"], dtype=torch.uint8))
-        if self.rank:  # each rank draws its own latents
-            self.gen.manual_seed(1000 + self.rank + self.step)
         return True
 
     def init_from(self, path):
@@ -243,7 +245,7 @@ class GANTrainer:
 
         nets = load_networks(path)
         if nets.G is None or nets.D is None:
-            raise ValueError(f"{path}: needs both a generator and a discriminator to continue training")
+            raise InputError(f"{path}: needs both a generator and a discriminator to continue training")
         for target in (self.G, self.G_ema):
             load_weights(target, nets.G.state_dict(), f"{path} [G]")
         load_weights(self.D, nets.D.state_dict(), f"{path} [D]")

@@ -1,9 +1,11 @@
 """Training state on disk: safetensors for every tensor (networks and Adam moments) and JSON for
 the rest. Resumable, no pickle, written atomically so an interrupted save keeps the previous one."""
+import hashlib
 import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from latentedit.errors import FormatError
@@ -49,8 +51,11 @@ def save_state(path, modules, optimizers, info):
         t, m = _flatten_optimizer(name, opt)
         tensors.update(t)
         opt_meta[name] = m
-    write_bytes(path / "state.safetensors", save(tensors))
-    write_text(path / "state.json", json.dumps({"info": info, "optimizers": opt_meta}, indent=1))
+    data = save(tensors)
+    write_bytes(path / "state.safetensors", data)
+    # The JSON names the tensors file by hash: an interruption between the two writes is detected on load.
+    write_text(path / "state.json", json.dumps({"info": info, "optimizers": opt_meta,
+                                                 "tensors_sha256": hashlib.sha256(data).hexdigest()}, indent=1))
 
 
 def load_state(path, modules, optimizers):
@@ -58,8 +63,12 @@ def load_state(path, modules, optimizers):
     path = Path(path)
     try:
         meta = json.loads((path / "state.json").read_text())
-        tensors = load((path / "state.safetensors").read_bytes())
-    except (OSError, ValueError) as e:
+        data = (path / "state.safetensors").read_bytes()
+        if meta.get("tensors_sha256") != hashlib.sha256(data).hexdigest():
+            raise FormatError(f"{path}: state.json and state.safetensors are from different saves "
+                              "(interrupted save); restore a consistent pair")
+        tensors = load(data)
+    except (OSError, ValueError, SafetensorError) as e:
         raise FormatError(f"{path}: cannot read training state ({e})") from None
     for name, module in modules.items():
         sd = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
