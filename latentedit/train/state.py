@@ -64,7 +64,8 @@ def load_state(path, modules, optimizers):
     try:
         meta = json.loads((path / "state.json").read_text())
         data = (path / "state.safetensors").read_bytes()
-        if meta.get("tensors_sha256") != hashlib.sha256(data).hexdigest():
+        saved_hash = meta.get("tensors_sha256")  # absent in states written before the check existed
+        if saved_hash is not None and saved_hash != hashlib.sha256(data).hexdigest():
             raise FormatError(f"{path}: state.json and state.safetensors are from different saves "
                               "(interrupted save); restore a consistent pair")
         tensors = load(data)
