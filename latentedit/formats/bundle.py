@@ -69,13 +69,17 @@ def read_network(path, name):
     return entry, {k: v.float() for k, v in sd.items()}
 
 
-def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.float32):
+def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.float32, merge=False):
     """networks: {name: (kind, config dict, state dict)}. Weight files first, manifest last, each
-    written atomically, so an interrupted write never leaves a manifest pointing at bad files."""
+    written atomically, so an interrupted write never leaves a manifest pointing at bad files.
+    merge: keep the networks, figures and provenance an existing bundle at `path` already lists."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "networks": {},
-                "provenance": provenance or {}, "figures": figures or {}}
+    manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "networks": {}, "provenance": {}, "figures": {}}
+    if merge and is_bundle(path):
+        manifest = read_manifest(path)
+    manifest.setdefault("provenance", {}).update(provenance or {})
+    manifest.setdefault("figures", {}).update(figures or {})
     for name, (kind, config, sd) in networks.items():
         tensors = {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).contiguous().cpu()
                    for k, v in strip_derived(sd).items()}
@@ -86,7 +90,6 @@ def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.floa
                                       "sha256": hashlib.sha256(data).hexdigest()}
     write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
     return path
-
 
 
 def update_manifest(path, figures=None, provenance=None):

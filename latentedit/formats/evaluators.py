@@ -4,17 +4,13 @@ Names in a bundle: "attributes" (AttributeClassifier), "identity" (IdentityEmbed
 (FaceParser), "face3d" (Face3D, unsup3d layout). Each entry in bundle.json carries its kind and
 its config dict; `load_evaluators(path)` builds every evaluator network the bundle holds.
 """
-import hashlib
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save
 
 from latentedit.errors import FormatError
 from latentedit.formats import bundle
-from latentedit.formats.atomic import write_bytes, write_text
-from latentedit.formats.weights import load_weights, strip_derived
+from latentedit.formats.weights import load_weights
 from latentedit.models.evaluators import (AttributeClassifier, ClassifierConfig, FaceParser, IdentityConfig,
                                           IdentityEmbedder, ParserConfig)
 from latentedit.models.face3d import Face3D, Face3DConfig
@@ -67,24 +63,5 @@ def load_evaluators(path, names=None):
 def add_evaluators(path, modules, figures=None, provenance=None, dtype=torch.float32):
     """Writes {name: module} into bundle folder `path` (created if needed), keeping every other
     network already listed there. Weights first, manifest last, each written atomically."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    if bundle.is_bundle(path):
-        manifest = bundle.read_manifest(path)
-    else:
-        manifest = {"format": bundle.BUNDLE_FORMAT, "version": bundle.BUNDLE_VERSION, "networks": {},
-                    "provenance": {}, "figures": {}}
-    for name, module in modules.items():
-        sd = {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).contiguous().cpu()
-              for k, v in strip_derived(module.state_dict()).items()}
-        data = save(sd)
-        write_bytes(path / f"{name}.safetensors", data)
-        manifest["networks"][name] = {"file": f"{name}.safetensors", "kind": kind_of(module),
-                                      "config": module.cfg.to_dict(), "dtype": str(dtype).replace("torch.", ""),
-                                      "sha256": hashlib.sha256(data).hexdigest()}
-    if figures:
-        manifest.setdefault("figures", {}).update(figures)
-    if provenance:
-        manifest.setdefault("provenance", {}).update(provenance)
-    write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
-    return path
+    networks = {name: (kind_of(module), module.cfg.to_dict(), module.state_dict()) for name, module in modules.items()}
+    return bundle.write_bundle(path, networks, provenance=provenance, figures=figures, dtype=dtype, merge=True)
