@@ -1,16 +1,19 @@
 """`latentedit generate | info | convert`: images from a model, what a model file holds, format conversion."""
 import json
+import math
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
+from PIL import Image
 
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats import Networks, load_networks, save_networks
-from latentedit.formats.images import grid, save_png, to_uint8
+from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.formats.latents import read_latents
-from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig
+from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig, z_from_seeds
 
 
 def parse_seeds(text):
@@ -96,8 +99,6 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
     else:
         seed_list = parse_seeds(seeds)
         names = [f"seed{s:04d}" for s in seed_list]
-        from latentedit.models.stylegan2 import z_from_seeds
-
         with torch.no_grad():
             ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation, truncation_cutoff, update_w_avg=False)
     files = [None if grid_only else out / f"{name}.png" for name in names]
@@ -108,33 +109,32 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
                                      "truncation": truncation, "truncation_cutoff": truncation_cutoff,
                                      "noise_mode": noise_mode})
     todo = [i for i, f in enumerate(files) if f is None or not f.exists()]  # a re-run resumes
-    images = [None] * len(names)
+    arrays = [None] * len(names)  # uint8 [R, R, C] per image: what the files and the grid hold
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     with torch.no_grad(), click.progressbar(batches, label=f"generating {len(todo)} images", file=None) as bar:
         for batch in bar:
-            imgs = G.synthesize(ws[batch], noise_mode=noise_mode)
-            for i, img in zip(batch, imgs):
-                images[i] = img
+            for i, arr in zip(batch, to_uint8(G.synthesize(ws[batch], noise_mode=noise_mode))):
+                arrays[i] = arr
                 if files[i] is not None:
-                    save_png(files[i], to_uint8(img[None])[0])
-    if not grid_only:
-        from PIL import Image
-        import numpy as np
-
-        for i in range(len(names)):
-            if images[i] is None:  # written by an earlier, interrupted run
-                try:
-                    arr = np.asarray(Image.open(files[i]).convert("RGB"), dtype=np.float32)
-                except OSError as e:
-                    raise FormatError(f"{files[i]}: unreadable image from an earlier run ({e}); delete it") from None
-                if arr.shape[:2] != (G.img_resolution, G.img_resolution):
-                    raise FormatError(f"{files[i]}: {arr.shape[1]}x{arr.shape[0]} image from an earlier run, "
-                                      f"expected {G.img_resolution} px; delete it or choose another --out")
-                images[i] = torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
-    sheet = grid(torch.stack(images))
+                    save_png(files[i], arr)
+    for i, arr in enumerate(arrays):
+        if arr is None:  # written by an earlier, interrupted run
+            arrays[i] = _read_earlier_png(files[i], G.img_resolution)
+    sheet = tile(np.stack(arrays), math.ceil(math.sqrt(len(arrays))))
     grid_path = out if grid_only else out / "grid.png"
     save_png(grid_path, sheet)
     click.echo(f"wrote {len(names)} images" + ("" if grid_only else f" to {out}/") + f" and the grid {grid_path}")
+
+
+def _read_earlier_png(path, resolution):
+    try:
+        arr = np.asarray(Image.open(path).convert("RGB"))
+    except OSError as e:
+        raise FormatError(f"{path}: unreadable image from an earlier run ({e}); delete it") from None
+    if arr.shape[:2] != (resolution, resolution):
+        raise FormatError(f"{path}: {arr.shape[1]}x{arr.shape[0]} image from an earlier run, "
+                          f"expected {resolution} px; delete it or choose another --out")
+    return arr
 
 
 def _check_resume_settings(out, settings):
