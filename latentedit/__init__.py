@@ -4,12 +4,15 @@
     G = le.load_generator("ffhq.pkl")             # bundle folder, rosinality .pt or NVlabs .pkl
     w = G.sample_w(8, seed=0, truncation=0.7)     # [8, 512]
     images = G.synthesize(w)                      # [8, 3, H, W] in [-1, 1]
+    codes = le.invert("photos/", mode="encoder")  # [N, num_ws, w_dim] via the bundle's encoder
 """
 from latentedit.edit.directions import Direction, linear_interpolate
-from latentedit.edit.project import invert
+from latentedit.edit.discrete import DiscreteSynthesizer
+from latentedit.edit.project import encode_images, invert, load_encoder
 from latentedit.errors import FormatError, InputError, LatentEditError, UnsafeFileError
 from latentedit.formats import load_generator, load_networks, save_networks
 from latentedit.formats.latents import read_latents, write_latents
+from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
 __version__ = "0.1.0"
@@ -17,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Discriminator", "DiscriminatorConfig", "FormatError", "Generator", "GeneratorConfig", "InputError",
     "LatentEditError", "UnsafeFileError", "load_generator", "load_networks", "read_latents", "save_networks",
-    "Direction", "linear_interpolate", "invert",
+    "Direction", "DiscreteSynthesizer", "linear_interpolate", "invert", "encode_images", "load_encoder",
+    "Encoder", "EncoderConfig",
     "write_latents", "__version__",
 ]

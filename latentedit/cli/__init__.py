@@ -30,7 +30,7 @@ def main():
 
 
 def _register():
-    from latentedit.cli import edit, evaluate, invert, models, train, train_evaluators, world
+    from latentedit.cli import edit, evaluate, invert, models, synthesize, train, train_evaluators, world
 
     main.add_command(models.generate)
     main.add_command(models.info)
@@ -42,6 +42,7 @@ def _register():
     main.add_command(edit.boundary)
     main.add_command(edit.edit)
     main.add_command(invert.invert)
+    main.add_command(synthesize.synthesize)
 
 
 _register()

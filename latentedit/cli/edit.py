@@ -7,6 +7,8 @@ import click
 import numpy as np
 import torch
 
+from latentedit.cli.invert import (check_input_options, input_encoder, input_options, invert_inputs, read_inputs,
+                                   warning_lines)
 from latentedit.cli.models import model_options, parse_seeds, resolve_model
 from latentedit.errors import FormatError, InputError
 
@@ -149,17 +151,40 @@ def discover(model_path, random_weights, resolution, channel_base, channel_max, 
               help="relative: w + s * n; absolute: move w to signed distance s from the boundary.")
 @click.option("--boundaries", "bundle_path", type=click.Path(), default=None,
               help="Bundle whose boundaries/ holds named directions (default: --model, else the bundled model).")
-@click.option("--out", required=True, type=click.Path(), help="Grid PNG.")
+@input_options
+@click.option("--out", required=True, type=click.Path(),
+              help="Grid PNG; with --input also OUT_latents.npy / OUT_latents.json (the inverted codes).")
 def edit(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-         direction, strength, steps, seeds, condition, layers, truncation, mode, bundle_path, out):
-    """Edit grid: rows are samples, columns strengths along a direction."""
+         direction, strength, steps, seeds, condition, layers, truncation, mode, bundle_path, input_paths,
+         invert_mode, invert_steps, encoder_path, out):
+    """Edit grid: rows are samples, columns strengths along a direction.
+
+    With --input IMG|DIR the rows are those images, inverted (--invert-mode, default encoder) into
+    W+ codes; the grid then starts with a column of the input images, and the inverted codes are
+    written next to it (OUT_latents.npy, OUT_latents.json in SD-GAN's layout)."""
     from latentedit.edit.directions import Direction, linear_interpolate
-    from latentedit.formats.images import grid, save_png
+    from latentedit.formats.images import grid, save_png, tile, to_uint8
+    from latentedit.formats.latents import write_latents
 
     if steps < 1:
         raise InputError("--steps must be >= 1")
-    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                      mapping_lr_mul).G.eval()
+    check_input_options(input_paths, invert_mode, invert_steps, encoder_path)
+    if input_paths:
+        ctx = click.get_current_context()
+        for name in ("seeds", "truncation"):
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise InputError(f"--{name} is for sampling from seeds; the codes come from --input")
+        if mode == "absolute":
+            raise InputError("--mode absolute moves W codes to distances from the boundary; images from --input "
+                             "are inverted into W+ codes: use --mode relative")
+    nets = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
+                         mapping_lr_mul)
+    G = nets.G.eval()
+    images = encoder = None
+    if input_paths:
+        with warning_lines():
+            files, images = read_inputs(input_paths, G.img_resolution)
+        encoder = input_encoder(invert_mode, encoder_path, nets.path, G)[0]
     if bundle_path is None and model_path and Path(model_path).is_dir():
         bundle_path = model_path
     d = Direction.load(direction, bundle_path)
@@ -169,9 +194,23 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
         d = d.restrict(*parse_layers(layers), num_ws=G.num_ws)
     d.check(G, "w")
     lo, hi = parse_strength(strength)
-    w = G.sample_w(seeds=parse_seeds(seeds), truncation=truncation)                 # [N, D]
+    if input_paths:
+        w = invert_inputs(images, G, invert_mode, encoder, invert_steps).cpu()       # [N, L, D]
+    else:
+        w = G.sample_w(seeds=parse_seeds(seeds), truncation=truncation)             # [N, D]
     edited = linear_interpolate(w, d, lo, hi, steps, mode)                          # [N, S, (L,) D]
     with torch.no_grad():
-        images = G.synthesize(edited.flatten(0, 1), batch_size=16)                 # [N * steps, 3, R, R]
-    save_png(out, grid(images, cols=steps))
+        results = G.synthesize(edited.flatten(0, 1), batch_size=16)                # [N * steps, 3, R, R]
+    if input_paths:
+        tiles = to_uint8(results)                                                    # [N * S, R, R, C]
+        tiles = np.concatenate([to_uint8(images)[:, None], tiles.reshape(len(w), steps, *tiles.shape[1:])], 1)
+        save_png(out, tile(tiles.reshape(-1, *tiles.shape[2:]), cols=steps + 1))    # rows: input | strengths
+        stem = Path(out).with_name(Path(out).stem + "_latents")
+        write_latents(stem.with_suffix(".npy"), w.numpy())
+        write_latents(stem.with_suffix(".json"), w.numpy())
+        click.echo(f"wrote {out} (inputs | {steps} strengths {lo:g}..{hi:g} along {d.name}) for {len(w)} images "
+                   f"({', '.join(f.name for f in files[:4])}{', ...' if len(files) > 4 else ''}) and their "
+                   f"inverted codes {stem}.npy / .json")
+        return
+    save_png(out, grid(results, cols=steps))
     click.echo(f"wrote {out}: {len(w)} samples x {steps} strengths {lo:g}..{hi:g} along {d.name}")

@@ -1,4 +1,6 @@
-"""`latentedit invert IMG|DIR ... --out DIR`: latent codes for images (projection; encoder later)."""
+"""`latentedit invert IMG|DIR ... --out DIR`: latent codes for images (projection, the image -> W+
+encoder, or projection started from the encoder's codes)."""
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -6,7 +8,7 @@ import click
 import numpy as np
 
 from latentedit.cli.models import model_options, resolve_model
-from latentedit.edit.project import MODES, SPACES, evaluator_losses, invert as invert_images, reconstruct
+from latentedit.edit.project import MODES, SPACES, evaluator_losses, invert as invert_images, load_encoder, reconstruct
 from latentedit.errors import InputError
 from latentedit.formats.image_input import list_images, read_image, to_tensor
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -17,38 +19,124 @@ def _warn_line(message, category, filename, lineno, file=None, line=None):
     click.echo(f"warning: {message}", err=True)
 
 
+@contextlib.contextmanager
+def warning_lines():
+    """Python warnings (an image resized, a folder's non-image files skipped) as `warning: ...` lines."""
+    old_show = warnings.showwarning
+    warnings.showwarning = _warn_line
+    try:
+        yield
+    finally:
+        warnings.showwarning = old_show
+
+
+def input_options(f):
+    """--input IMG|DIR (repeatable), --invert-mode, --invert-steps, --encoder: edit the codes of images."""
+    options = [
+        click.option("--input", "input_paths", type=click.Path(), multiple=True,
+                     help="Image file or folder (repeatable): invert these images and edit their codes."),
+        click.option("--invert-mode", type=click.Choice(MODES), default="encoder", show_default=True,
+                     help="How --input images are inverted (see `latentedit invert`)."),
+        click.option("--invert-steps", type=int, default=300, show_default=True,
+                     help="Optimisation steps of --invert-mode project / hybrid."),
+        click.option("--encoder", "encoder_path", type=click.Path(), default=None,
+                     help="Bundle holding the encoder for --input (default: the model bundle)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def check_input_options(input_paths, invert_mode, invert_steps, encoder_path):
+    """Refuses --invert-* / --encoder without --input, and bad --invert-steps."""
+    ctx = click.get_current_context()
+    if not input_paths:
+        for name in ("invert_mode", "invert_steps", "encoder_path"):
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                flag = "--encoder" if name == "encoder_path" else "--" + name.replace("_", "-")
+                raise InputError(f"{flag} applies to images given with --input")
+    if invert_steps < 1:
+        raise InputError(f"--invert-steps must be >= 1, got {invert_steps}")
+
+
+def read_inputs(input_paths, resolution):
+    """--input files / folders -> (files, images [N, 3, R, R] in [-1, 1]); every file read up front,
+    so a file that is not an image is an error naming it before anything is written."""
+    files = list_images(list(input_paths))
+    return files, to_tensor([read_image(f, resolution) for f in files])
+
+
+def input_encoder(mode, encoder_path, model_path, G, flag="--invert-mode"):
+    """(encoder or None, its weights' sha256 or None) for --invert-mode / --mode; the encoder comes
+    from --encoder, else from the model bundle (model_path)."""
+    from latentedit.formats import bundle
+    from latentedit.formats.encoder import NAME
+
+    if mode == "project":
+        return None, None
+    if encoder_path is None:
+        if model_path is None or not bundle.is_bundle(model_path):
+            raise InputError(f"{flag} {mode} needs an encoder, and the model {model_path} is "
+                             "not a bundle that could hold one; pass --encoder BUNDLE (train one with "
+                             "`latentedit train encoder`)")
+        encoder_path = model_path
+    encoder = load_encoder(encoder_path, G)
+    return encoder, bundle.read_manifest(encoder_path)["networks"][NAME]["sha256"]
+
+
+def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverting"):
+    """W+ codes [N, num_ws, w_dim] of images [N, 3, R, R] (seed 0, pixel loss for project / hybrid)."""
+    import torch
+
+    per_image = 1 if mode == "encoder" else steps
+    parts = []
+    with click.progressbar(length=len(images) * per_image, label=f"{label} {len(images)} images ({mode})",
+                           file=None) as bar:
+        for i in range(0, len(images), batch_size):
+            batch = images[i:i + batch_size]
+
+            def progress(step, total, losses, _bar=bar, _k=len(batch)):
+                _bar.update(_k)
+
+            parts.append(invert_images(batch, mode=mode, G=G, encoder=encoder, space="w+", steps=steps,
+                                       progress=progress))
+            if mode == "encoder":
+                bar.update(len(batch))
+    return torch.cat(parts)
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @model_options
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--mode", type=click.Choice(MODES), default="project", show_default=True,
-              help="encoder / hybrid need an encoder (none is bundled yet).")
-@click.option("--steps", type=int, default=300, show_default=True, help="Optimisation steps.")
+              help="project: optimise from w_avg; encoder: the encoder's codes; hybrid: optimise from them.")
+@click.option("--encoder", "encoder_path", type=click.Path(), default=None,
+              help="Bundle folder holding the encoder (modes encoder / hybrid; default: the --model bundle).")
+@click.option("--steps", type=int, default=300, show_default=True, help="Optimisation steps (project / hybrid).")
 @click.option("--space", type=click.Choice(SPACES), default="w+", show_default=True)
 @click.option("--evaluators", "evaluators_path", type=click.Path(), default=None,
               help="Evaluator bundle: adds the perceptual (attribute features) and identity losses.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
 def invert(inputs, model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-           out, mode, steps, space, evaluators_path, seed, batch_size):
+           out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size):
     """Invert images (files or folders) into latents: NAME.npy / NAME.json (SD-GAN style),
     NAME_rec.png reconstructions and grid.png (input | reconstruction per row) in --out.
+    Modes encoder / hybrid use the encoder of --encoder, else of the --model bundle.
     A re-run skips images whose NAME.npy exists."""
     if batch_size < 1 or steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
-    old_show = warnings.showwarning
-    warnings.showwarning = _warn_line
-    try:
-        _run(inputs, resolve_model(model_path, random_weights, resolution, channel_base, channel_max,
-                                   weights_seed, mapping_lr_mul).G,
-             Path(out), mode, steps, space, evaluators_path, seed, batch_size)
-    finally:
-        warnings.showwarning = old_show
+    if encoder_path is not None and mode == "project":
+        click.echo("note: --encoder is used by modes encoder / hybrid; unused in mode project")
+    with warning_lines():
+        nets = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
+                             mapping_lr_mul)
+        encoder = input_encoder(mode, encoder_path, nets.path, nets.G, flag="--mode")[0]
+        _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size)
 
 
-def _run(inputs, G, out, mode, steps, space, evaluators_path, seed, batch_size):
-    if mode != "project":
-        raise InputError(f"--mode {mode} needs an encoder, and no encoder is bundled yet; use --mode project")
+def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size):
     files = list_images(inputs)
     names = [f.stem for f in files]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -57,7 +145,10 @@ def _run(inputs, G, out, mode, steps, space, evaluators_path, seed, batch_size):
     R = G.img_resolution
     images = to_tensor([read_image(f, R) for f in files])  # reads (and checks) every file up front
     evaluators = None
-    if evaluators_path:
+    if mode == "encoder":
+        if evaluators_path:
+            click.echo("note: --evaluators only shapes the losses of modes project / hybrid; unused in mode encoder")
+    elif evaluators_path:
         from latentedit.formats import bundle
         from latentedit.formats.evaluators import load_evaluators
 
@@ -74,14 +165,17 @@ def _run(inputs, G, out, mode, steps, space, evaluators_path, seed, batch_size):
     if len(todo) < len(names):
         click.echo(f"resuming: {len(names) - len(todo)} of {len(names)} images already inverted")
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    with click.progressbar(length=len(todo) * steps, label=f"inverting {len(todo)} images ({mode}, {space})",
+    per_image = 1 if mode == "encoder" else steps
+    with click.progressbar(length=len(todo) * per_image, label=f"inverting {len(todo)} images ({mode}, {space})",
                            file=None) as bar:
         for batch in batches:
             def progress(step, total, losses, _bar=bar, _k=len(batch)):
                 _bar.update(_k)
 
-            codes = invert_images(images[batch], mode=mode, G=G, evaluators=evaluators, space=space, steps=steps,
-                                  seed=seed, progress=progress)
+            codes = invert_images(images[batch], mode=mode, G=G, evaluators=evaluators, encoder=encoder, space=space,
+                                  steps=steps, seed=seed, progress=progress)
+            if mode == "encoder":
+                bar.update(len(batch))
             recs = reconstruct(G, codes)
             for i, code, rec in zip(batch, codes, recs):
                 stem = out / names[i]

@@ -93,7 +93,7 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
     out = Path(out)
     grid_only = out.suffix.lower() == ".png"
     if w_file:
-        ws = torch.from_numpy(read_latents(w_file))
+        ws = torch.from_numpy(read_latents(w_file, w_dim=G.w_dim, num_ws=G.num_ws))
         names = [f"{i:04d}" for i in range(len(ws))]
         ws = G.broadcast_w(ws)
     else:

@@ -62,3 +62,158 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     elif init_from:
         trainer.init_from(init_from)
     trainer.train(kimg, snapshot_kimg=snapshot_kimg, progress=click.echo)
+
+
+# -- shared by the offset and encoder runs: a run folder of one trainer over a bundle -------------
+
+def _open_run(out, resume, steps, snapshot, bundle_path, threads):
+    """Checks the flags common to bundle-based runs; returns the source bundle folder."""
+    from pathlib import Path
+
+    from latentedit.formats import DEFAULT_BUNDLE
+    from latentedit.formats import bundle as bundle_format
+
+    if threads:
+        torch.set_num_threads(threads)
+    if (Path(out) / "state.json").exists() and not resume:
+        raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if steps < 1 or snapshot < 1:
+        raise InputError("--steps and --snapshot must be positive")
+    source = Path(bundle_path) if bundle_path is not None else DEFAULT_BUNDLE
+    if not bundle_format.is_bundle(source):
+        raise InputError(f"{source}: not a bundle folder (bundle.json missing)")
+    return source
+
+
+def _saved_config(out, resume, given, what, always=()):
+    """A resumed run keeps its saved configuration: -> the saved dict (None for a new run). Flags
+    given on the command line (and those named in `always`) must agree with it."""
+    from pathlib import Path
+
+    saved_path = Path(out) / "config.json"
+    if not (resume and saved_path.exists()):
+        return None
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{saved_path}: unreadable run configuration ({e})") from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{saved_path}: not an {what} configuration")
+    ctx = click.get_current_context()
+    for name, value in given.items():
+        explicit = name in always or ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        if explicit and saved.get(name) != value:
+            raise InputError(f"--{name} {value} conflicts with the run's saved {saved.get(name)}")
+    return saved
+
+
+def _run(trainer, cfg, out, resume, train_kwargs):
+    if resume:
+        if trainer.resume():
+            click.echo(f"resumed at step {trainer.step}")
+        else:
+            click.echo(f"{out}: no saved state; starting at step 0")
+    if trainer.step >= cfg.steps:
+        click.echo(f"already at step {trainer.step} of {cfg.steps}")
+    else:
+        trainer.train(progress=click.echo, **train_kwargs)
+    last = trainer.log[-1] if trainer.log else {}
+    return {"steps": trainer.step, **{f"train_{k}": v for k, v in last.items() if k != "step"}}
+
+
+def _check_same_generator(generator, source, target, what):
+    """A trained network belongs to the generator it was trained through: exporting into another
+    bundle is refused unless that bundle holds the same generator (or no generator yet)."""
+    from latentedit.formats import bundle as bundle_format
+    from latentedit.formats import load_generator
+    from latentedit.formats.directions import generator_hash
+
+    if not bundle_format.is_bundle(target) or target.resolve() == source.resolve():
+        return
+    if "G" not in bundle_format.read_manifest(target)["networks"]:
+        return
+    if generator_hash(load_generator(target)) != generator:
+        raise InputError(f"{target}: holds another generator than {source}, the one the {what} was "
+                         "trained through; export into the training bundle or a copy of it")
+
+
+def run_options(default_steps, default_snapshot, bundle_help, export_help):
+    options = [
+        click.option("--bundle", "bundle_path", type=click.Path(), default=None, help=bundle_help),
+        click.option("--out", required=True, type=click.Path(), help="Run folder: state, samples, log."),
+        click.option("--steps", type=int, default=default_steps, show_default=True,
+                     help="Train until this step (resumed runs too)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--snapshot", type=int, default=default_snapshot, show_default=True,
+                     help="Save state and samples every N steps."),
+        click.option("--threads", type=int, default=None, help="torch CPU threads."),
+        click.option("--resume", is_flag=True, help="Continue from the run folder's last state."),
+        click.option("--export", "export_path", type=click.Path(), default=None, help=export_help),
+    ]
+
+    def wrap(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return wrap
+
+
+@train.command()
+@click.option("--kind", required=True,
+              help="mask | frame_glasses | sunglasses (or SD-GAN's glasses, with --normal for frame glasses).")
+@click.option("--normal", is_flag=True, help="With --kind glasses: frame (normal) glasses instead of sunglasses.")
+@click.option("--batch", type=int, default=16, show_default=True, help="A multiple of 4.")
+@click.option("--distance", type=float, default=3.0, show_default=True,
+              help="The prior's target signed distance from the boundary plane.")
+@run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
+             "After training, write the network, its template and prior into this bundle folder.")
+def offset(kind, normal, batch, distance, bundle_path, out, steps, seed, snapshot, threads, resume, export_path):
+    """SD-GAN offset network for one accessory: `latentedit train offset --kind mask --out runs/NAME`."""
+    from pathlib import Path
+
+    from latentedit.edit.discrete import resolve_kind
+    from latentedit.train.offset import OffsetConfig, OffsetTrainer
+
+    kind = resolve_kind(kind, normal)
+    source = _open_run(out, resume, steps, snapshot, bundle_path, threads)
+    given = dict(kind=kind, batch=batch, distance=distance, seed=seed)
+    saved = _saved_config(out, resume, given, "offset-training", always=("kind",))
+    try:
+        cfg = OffsetConfig(**{**saved, "steps": steps}) if saved is not None else OffsetConfig(steps=steps, **given)
+    except TypeError as e:
+        raise InputError(f"{out}/config.json: not an offset-training configuration ({e})") from None
+    trainer = OffsetTrainer(cfg, source, out)
+    figures = _run(trainer, cfg, out, resume, {"snapshot": snapshot})
+    if export_path is not None:
+        _check_same_generator(trainer.generator, source, Path(export_path), "offset network")
+        trainer.export(export_path, figures={f"offset.{kind}": figures})
+        click.echo(f"exported offset_{kind} to {export_path}")
+
+
+@train.command()
+@click.option("--batch", type=int, default=16, show_default=True, help="Half generated images, half world renders.")
+@run_options(20000, 500, "Bundle with G and the evaluators (attributes, identity) (default: the bundled model).",
+             "After training, write the encoder into this bundle folder (network 'encoder').")
+def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, export_path):
+    """Image -> W+ encoder (pSp / e4e): `latentedit train encoder --out runs/NAME [--export BUNDLE]`."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from latentedit.formats.directions import generator_hash
+    from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
+
+    source = _open_run(out, resume, steps, snapshot, bundle_path, threads)
+    given = dict(batch=batch, seed=seed)
+    saved = _saved_config(out, resume, given, "encoder-training")
+    try:
+        cfg = (EncoderTrainConfig.from_dict({**saved, "steps": steps, "snapshot": snapshot}) if saved is not None
+               else EncoderTrainConfig(steps=steps, snapshot=snapshot, **given))
+    except TypeError as e:
+        raise InputError(f"{out}/config.json: not an encoder-training configuration ({e})") from None
+    trainer = EncoderTrainer(cfg, source, out)
+    figures = _run(trainer, cfg, out, resume, {})
+    if export_path is not None:
+        _check_same_generator(generator_hash(trainer.G), source, Path(export_path), "encoder")
+        trainer.export(export_path, figures=figures)
+        click.echo(f"exported the encoder (step {trainer.step}, {asdict(cfg)['encoder']['mode']}, "
+                   f"progressive stage {trainer.encoder.progressive_stage}) to {export_path}")

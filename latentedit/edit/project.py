@@ -263,6 +263,87 @@ def reconstruct(G, codes, noises=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# Encoder
+
+
+def load_encoder(path, G=None):
+    """The encoder of bundle folder `path` (eval mode). InputError when `path` is not a bundle or
+    holds no encoder, or (G given) when its codes do not fit G or it was trained through another
+    generator (the provenance `latentedit train encoder` writes names the generator's hash)."""
+    from pathlib import Path
+
+    from latentedit.formats import bundle
+    from latentedit.formats.encoder import has_encoder, read_encoder
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such encoder bundle folder")
+    if not has_encoder(path):
+        what = "" if bundle.is_bundle(path) else " is not a bundle folder, so it"
+        raise InputError(f"{path}{what} has no encoder; train one with `latentedit train encoder` "
+                         "or pass --encoder BUNDLE (encoder=... in Python)")
+    encoder = read_encoder(path, device=G.w_avg.device if G is not None else "cpu")
+    if G is not None:
+        _check_fits(encoder, G)
+        trained_for = bundle.read_manifest(path).get("provenance", {}).get("encoder", {})
+        trained_for = trained_for.get("generator") if isinstance(trained_for, dict) else None
+        if trained_for:
+            from latentedit.formats.directions import generator_hash
+
+            if generator_hash(G) != trained_for:
+                raise InputError(f"the encoder in {path} was trained through another generator; "
+                                 "train one for this generator with `latentedit train encoder`")
+    return encoder
+
+
+def _check_fits(encoder, G):
+    cfg = encoder.cfg
+    if cfg.num_ws != G.num_ws or cfg.w_dim != G.w_dim:
+        raise InputError(f"the encoder makes {cfg.num_ws} x {cfg.w_dim} W+ codes, the generator takes "
+                         f"{G.num_ws} x {G.w_dim}; use an encoder trained for this generator")
+
+
+def encode_images(encoder, G, images, batch_size=32):
+    """W+ codes [N, num_ws, w_dim] of `encoder` (an `Encoder`) for images [N, 3, H, W] in [-1, 1]
+    (any square size; resized to the encoder's input resolution). Runs in eval mode without
+    gradients (the encoder's training flag is restored); codes come back on G's device."""
+    from latentedit.models.encoder import Encoder
+
+    if not isinstance(encoder, Encoder):
+        raise InputError(f"encode_images needs an Encoder, got {type(encoder).__name__}")
+    _check_fits(encoder, G)
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        shape = list(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise InputError(f"images must be a tensor [N, 3, R, R] in [-1, 1], got {shape}")
+    if not torch.isfinite(images).all():
+        raise InputError("images contain NaN or infinite values")
+    device = encoder.w_avg.device
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            parts = [encoder(_resize_to(chunk.to(device=device, dtype=torch.float32), encoder.cfg.resolution))
+                     for chunk in images.split(max(int(batch_size), 1))]
+    finally:
+        encoder.train(was_training)
+    codes = torch.cat(parts) if parts else images.new_zeros([0, G.num_ws, G.w_dim])
+    return codes.to(G.w_avg.device)  # [N, num_ws, w_dim]
+
+
+def to_w(codes, encoder=None):
+    """One W code [N, w_dim] from encoder codes: W codes as they are; W+ codes [N, L, w_dim] from an
+    `Encoder` in mode "w" or at progressive stage 0 (every layer the same code) -> layer 0, exactly;
+    any other W+ codes -> the mean over the layers (the W code nearest to them in the L2 sense)."""
+    if codes.ndim == 2:
+        return codes
+    from latentedit.models.encoder import Encoder
+
+    if isinstance(encoder, Encoder) and (encoder.cfg.mode == "w" or encoder.progressive_stage == 0):
+        return codes[:, 0]
+    return codes.mean(1)
+
+
+# ---------------------------------------------------------------------------------------------
 # Inversion front end
 
 
@@ -271,34 +352,61 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     """Latent codes for `images`: a tensor [N, 3, R, R] in [-1, 1], or image paths / a folder
     (read with `latentedit.formats.image_input.read_images`, resized / centre-cropped to G's size).
 
-    mode: "project" (optimise from w_avg), "encoder" (the encoder's codes), "hybrid" (optimise from
-    the encoder's codes). G: a Generator or None for the bundled default. evaluators: {"attributes":
-    ..., "identity": ...} for the perceptual and identity losses (pixel loss alone without them).
-    encoder: a callable images [N, 3, R, R] -> codes [N, w_dim] / [N, num_ws, w_dim].
-    Returns codes [N, num_ws, w_dim] (w+) or [N, w_dim] (w); or the ProjectionResult with
-    return_result=True (modes project / hybrid).
+    mode: "project" (optimise from w_avg), "encoder" (the encoder's codes, no optimisation),
+    "hybrid" (optimise from the encoder's codes: `steps` of projection initialised with them).
+    G: a Generator, a model path (bundle folder, rosinality .pt, NVlabs .pkl) or None for the
+    bundled default. encoder: an `Encoder`, a bundle folder holding one, any callable images
+    [N, 3, R, R] -> codes [N, w_dim] / [N, num_ws, w_dim], or None: the encoder of G's bundle
+    (G given as a path or None); an InputError says when there is none.
+    evaluators: {"attributes": ..., "identity": ...} for the perceptual and identity losses (pixel
+    loss alone without them). space "w" with a W+ encoder: see `to_w` (layer 0 for a mode-"w" or
+    stage-0 encoder, else the mean over the layers).
+    Returns codes [N, num_ws, w_dim] (w+) or [N, w_dim] (w); or, with return_result=True, a
+    ProjectionResult (mode encoder: empty history; hybrid: extra["init"] holds the encoder codes).
     """
+    from pathlib import Path
+
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode in ("encoder", "hybrid") and encoder is None:
-        raise InputError(f"mode {mode!r} needs an encoder, and no encoder is bundled yet; "
-                         "pass encoder=... or use mode='project'")
-    if G is None:
-        from latentedit.formats import load_generator
+    if space not in SPACES:
+        raise InputError(f"space must be one of {SPACES}, got {space!r}")
+    model_path = None
+    if G is None or isinstance(G, (str, Path)):
+        from latentedit.formats import DEFAULT_BUNDLE, load_generator
 
-        G = load_generator()
+        model_path = Path(G) if G is not None else DEFAULT_BUNDLE
+        G = load_generator(model_path)
+    if mode in ("encoder", "hybrid"):
+        if encoder is None and model_path is None:
+            raise InputError(f"mode {mode!r} needs an encoder: pass encoder=... (an Encoder or a bundle folder "
+                             "holding one), or G as a bundle path whose encoder is used")
+        if encoder is None or isinstance(encoder, (str, Path)):
+            encoder = load_encoder(encoder if encoder is not None else model_path, G)
     if not torch.is_tensor(images):
         from latentedit.formats.image_input import read_images
 
         images = read_images(images, G.img_resolution)
     init = None
-    if encoder is not None and mode in ("encoder", "hybrid"):
-        with torch.no_grad():
-            init = encoder(images.to(G.w_avg.device))
+    if mode in ("encoder", "hybrid"):
+        from latentedit.models.encoder import Encoder
+
+        if isinstance(encoder, Encoder):
+            init = encode_images(encoder, G, images)
+        else:
+            with torch.no_grad():
+                init = torch.as_tensor(encoder(images.to(G.w_avg.device)), dtype=torch.float32)
+            G.broadcast_w(init)  # validates shape and values
+        if init.shape[0] != images.shape[0]:
+            raise InputError(f"the encoder returned {init.shape[0]} codes for {images.shape[0]} images")
+        init = to_w(init, encoder) if space == "w" else G.broadcast_w(init)
         if mode == "encoder":
-            codes = G.broadcast_w(init)
-            return codes[:, 0] if space == "w" and init.ndim == 2 else codes
+            if return_result:
+                return ProjectionResult(codes=init, history={}, space=space, extra={"mode": mode})
+            return init
     perceptual, identity = evaluator_losses(evaluators)
     result = project(G, images, space=space, steps=steps, init=init, optimize_noise=optimize_noise,
                      perceptual=perceptual, identity=identity, seed=seed, progress=progress, **loss_options)
+    result.extra["mode"] = mode
+    if init is not None:
+        result.extra["init"] = init
     return result if return_result else result.codes

@@ -69,10 +69,11 @@ def read_network(path, name):
     return entry, {k: v.float() for k, v in sd.items()}
 
 
-def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.float32, merge=False):
+def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.float32, merge=False, keep_fp32=()):
     """networks: {name: (kind, config dict, state dict)}. Weight files first, manifest last, each
     written atomically, so an interrupted write never leaves a manifest pointing at bad files.
-    merge: keep the networks, figures and provenance an existing bundle at `path` already lists."""
+    merge: keep the networks, figures and provenance an existing bundle at `path` already lists.
+    keep_fp32: tensor names stored in float32 whatever `dtype` is (values that must stay exact)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "networks": {}, "provenance": {}, "figures": {}}
@@ -81,8 +82,8 @@ def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.floa
     manifest.setdefault("provenance", {}).update(provenance or {})
     manifest.setdefault("figures", {}).update(figures or {})
     for name, (kind, config, sd) in networks.items():
-        tensors = {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).contiguous().cpu()
-                   for k, v in strip_derived(sd).items()}
+        tensors = {k: v.detach().to(torch.float32 if k in keep_fp32 else dtype if v.is_floating_point() else v.dtype)
+                   .contiguous().cpu() for k, v in strip_derived(sd).items()}
         data = save(tensors)
         write_bytes(path / f"{name}.safetensors", data)
         manifest["networks"][name] = {"file": f"{name}.safetensors", "kind": kind, "config": config,

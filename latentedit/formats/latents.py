@@ -1,7 +1,16 @@
 """Latent files: SD-GAN JSON ({"0": [w_dim floats], ...} or nested [L][w_dim] for W+) and .npy
-([N, w_dim] or [N, L, w_dim]). Read -> float32 array; written atomically."""
+([N, w_dim] or [N, L, w_dim]). Read -> float32 array; written atomically.
+
+SD-GAN JSON is read strictly: the keys are exactly "0".."N-1" (the sample indices), every entry
+is a flat list of w_dim numbers (a W code; a single row [[w_dim numbers]] counts as one) or a
+nested [L][w_dim] list (a W+ code), all entries alike. A missing key, an entry of another length,
+or a value that is not a finite number is an error naming the key. A plain JSON list of entries
+is read the same way (the entries named by their position).
+"""
 import io
 import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +18,75 @@ import numpy as np
 from latentedit.errors import FormatError
 from latentedit.formats.atomic import write_bytes, write_text
 
+_INDEX = re.compile(r"0|[1-9][0-9]*")
 
-def read_latents(path):
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _entry(path, name, value, w_dim):
+    """One JSON entry -> float32 [w_dim] or [L, w_dim]; errors name the entry."""
+    if not isinstance(value, list) or not value:
+        raise FormatError(f"{path}: {name} must be a list of numbers (a W code) or of lists (a W+ code), "
+                          f"got {type(value).__name__ if not isinstance(value, list) else 'an empty list'}")
+    rows = value if isinstance(value[0], list) else [value]
+    nested = isinstance(value[0], list)
+    expected = w_dim if w_dim is not None else len(rows[0])
+    for j, row in enumerate(rows):
+        where = f"{name}" + (f" row {j}" if nested else "")
+        if not isinstance(row, list):
+            raise FormatError(f"{path}: {where}: mixes numbers and lists")
+        if len(row) != expected:
+            raise FormatError(f"{path}: {where} has {len(row)} values, expected {expected}")
+        for v in row:
+            if not _is_number(v):
+                raise FormatError(f"{path}: {where} holds {json.dumps(v)[:40]}, not a number")
+            try:
+                finite = math.isfinite(v)
+            except OverflowError:  # an integer too large for a float
+                finite = False
+            if not finite:
+                raise FormatError(f"{path}: {name} contains NaN or infinite values")
+    arr = np.asarray(rows, dtype=np.float32)
+    if not np.isfinite(arr).all():  # finite doubles beyond float32's range
+        raise FormatError(f"{path}: {name} has values beyond float32's range")
+    return arr[0] if len(rows) == 1 else arr  # [[w_dim numbers]]: one W code
+
+
+def _read_json(path, w_dim):
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    if isinstance(data, dict):
+        for key in data:
+            if not _INDEX.fullmatch(key):
+                raise FormatError(f"{path}: key {json.dumps(key)} is not a sample index "
+                                  f"(SD-GAN latent JSON keys are \"0\", \"1\", ...)")
+        for i in range(len(data)):
+            if str(i) not in data:
+                raise FormatError(f"{path}: missing key \"{i}\" (keys must be \"0\"..\"{len(data) - 1}\")")
+        entries = [_entry(path, f"key \"{i}\"", data[str(i)], w_dim) for i in range(len(data))]
+    elif isinstance(data, list):
+        entries = [_entry(path, f"entry {i}", v, w_dim) for i, v in enumerate(data)]
+    else:
+        raise FormatError(f"{path}: expected an SD-GAN latent object {{\"0\": [...], ...}} or a list, "
+                          f"got {type(data).__name__}")
+    if not entries:
+        raise FormatError(f"{path}: holds no latents")
+    first = entries[0].shape
+    for i, e in enumerate(entries):
+        if e.shape != first:
+            name = f"key \"{i}\"" if isinstance(data, dict) else f"entry {i}"
+            raise FormatError(f"{path}: {name} has shape {list(e.shape)}, entry 0 has {list(first)} "
+                              "(all W codes or all W+ codes of one length)")
+    return np.stack(entries)
+
+
+def read_latents(path, w_dim=None, num_ws=None):
+    """Latents [N, w_dim] or [N, L, w_dim] (float32) from .json or .npy. w_dim / num_ws (when
+    given) are the generator's: a code of another length or W+ depth is an error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: no such latent file")
@@ -21,28 +97,31 @@ def read_latents(path):
             raise FormatError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
         if not isinstance(w, np.ndarray):  # an .npz archive saved under .npy
             raise FormatError(f"{path}: an .npz archive, not a single .npy array")
+        if w.dtype.kind not in "fiu":
+            raise FormatError(f"{path}: latents must be numbers, got dtype {w.dtype}")
     elif path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise FormatError(f"{path}: not valid JSON ({e})") from None
-        if isinstance(data, dict):
-            try:
-                keys = sorted(data, key=int)
-            except ValueError:
-                raise FormatError(f"{path}: SD-GAN latent JSON keys must be integers (\"0\", \"1\", ...)") from None
-            data = [data[k] for k in keys]
-        try:
-            w = np.asarray(data, dtype=np.float32)
-        except (ValueError, TypeError):
-            raise FormatError(f"{path}: latents are not a rectangular array of numbers") from None
+        w = _read_json(path, w_dim)
     else:
         raise FormatError(f"{path}: unknown latent file type (expected .json or .npy)")
     if w.ndim not in (2, 3) or w.shape[0] == 0:
         raise FormatError(f"{path}: latents must be [N, w_dim] or [N, L, w_dim], got shape {list(w.shape)}")
     if not np.isfinite(w).all():
         raise FormatError(f"{path}: latents contain NaN or infinite values")
+    if w_dim is not None and w.shape[-1] != w_dim:
+        raise FormatError(f"{path}: codes of {w.shape[-1]} values, the generator's W has {w_dim}")
+    if num_ws is not None and w.ndim == 3 and w.shape[1] != num_ws:
+        raise FormatError(f"{path}: W+ codes of {w.shape[1]} layers, the generator has {num_ws}")
     return w.astype(np.float32)
+
+
+def read_priors(path, n, w_dim):
+    """Per-sample prior vectors [n, w_dim] (SD-GAN's interface file, .json or .npy) for n codes."""
+    p = read_latents(path, w_dim=w_dim)
+    if p.ndim != 2:
+        raise FormatError(f"{path}: priors must be one {w_dim}-vector per sample, got shape {list(p.shape)}")
+    if len(p) != n:
+        raise FormatError(f"{path}: {len(p)} prior vectors for {n} latent codes (one per code)")
+    return p
 
 
 def write_latents(path, w):

@@ -104,3 +104,89 @@ def load_sdgan_fusion(path):
 def fusion_state_dict_for_sdgan(net):
     """FusionNet -> {"model": OrderedDict("module.<key>": tensor)}, the released layout."""
     return {"model": OrderedDict((PREFIX + k, v.detach().clone()) for k, v in net.state_dict().items())}
+
+
+# ----------------------------------------------------------------------------------------------
+# Offset networks inside our own bundles: network "offset_<kind>" (kind "fusion") whose config
+# holds the FusionConfig ("net"), the prior ("prior": boundary name, intercept, distance), the
+# template's path inside the bundle and training figures; the boundary normal the network was
+# trained with is stored next to its weights as tensor "prior.normal", so a later re-training of
+# the bundle's boundaries cannot silently change an offset network's prior.
+
+OFFSET_PREFIX = "offset_"
+PRIOR_NORMAL = "prior.normal"
+
+
+def offset_network_name(kind):
+    return OFFSET_PREFIX + kind
+
+
+def read_offset_network(path, kind):
+    """-> (FusionNet in eval mode, settings {"normal", "intercept", "distance", "template", ...})."""
+    from latentedit.formats import bundle
+
+    path = Path(path)
+    name = offset_network_name(kind)
+    manifest = bundle.read_manifest(path)
+    if name not in manifest["networks"]:
+        have = sorted(n[len(OFFSET_PREFIX):] for n in manifest["networks"] if n.startswith(OFFSET_PREFIX))
+        raise FormatError(f"{path}: bundle has no offset network for {kind!r} (has {have or 'none'}); "
+                          f"train one with `latentedit train offset --kind {kind}`")
+    entry, sd = bundle.read_network(path, name)
+    cfg = entry.get("config", {})
+    what = f"{path} [{name}]"
+    try:
+        net_cfg = FusionConfig(**cfg["net"])
+        prior = cfg["prior"]
+        settings = {"intercept": float(prior["intercept"]), "distance": float(prior["distance"]),
+                    "boundary": prior.get("boundary"), "template": str(cfg["template"]),
+                    "generator": cfg.get("generator")}
+    except (KeyError, TypeError, ValueError) as e:
+        raise FormatError(f"{what}: bad offset-network config ({type(e).__name__}: {e})") from None
+    if PRIOR_NORMAL not in sd:
+        raise FormatError(f"{what}: missing tensor {PRIOR_NORMAL!r}")
+    settings["normal"] = sd.pop(PRIOR_NORMAL)
+    if settings["normal"].numel() != net_cfg.w_dim:
+        raise FormatError(f"{what}: {PRIOR_NORMAL} has {settings['normal'].numel()} values, expected {net_cfg.w_dim}")
+    if not torch.isfinite(settings["normal"]).all() or not settings["normal"].norm() > 0:
+        raise FormatError(f"{what}: {PRIOR_NORMAL} must be a finite, non-zero vector")
+    from latentedit.formats.weights import load_weights
+
+    return load_weights(FusionNet(net_cfg), sd, what).eval(), settings
+
+
+def write_offset_network(path, kind, net, template, normal, intercept, distance, boundary=None,
+                         generator=None, figures=None, provenance=None, dtype=torch.float32):
+    """Writes the offset network for `kind` and its template PNG (templates/<kind>.png) into
+    bundle folder `path`, keeping everything else there. Template [3, R, R] in [-1, 1].
+    dtype: storage of the weights (the prior's normal is always float32)."""
+    from dataclasses import asdict
+
+    from latentedit.formats import bundle
+    from latentedit.formats.images import save_png, to_uint8
+
+    path = Path(path)
+    rel = f"templates/{kind}.png"
+    save_png(path / rel, to_uint8(template[None])[0])
+    sd = dict(net.state_dict())
+    sd[PRIOR_NORMAL] = torch.as_tensor(normal, dtype=torch.float32).reshape(-1)
+    config = {"net": asdict(net.cfg), "accessory": kind, "template": rel, "generator": generator,
+              "prior": {"boundary": boundary, "intercept": float(intercept), "distance": float(distance)},
+              "figures": figures or {}, "provenance": provenance or {}}
+    return bundle.write_bundle(path, {offset_network_name(kind): ("fusion", config, sd)}, merge=True, dtype=dtype,
+                               keep_fp32=(PRIOR_NORMAL,))
+
+
+def read_template(source, resolution):
+    """A template image -> [3, R, R] in [-1, 1]; source: a path, or (bundle folder, path inside it)."""
+    from latentedit.formats.image_input import read_image, to_tensor
+
+    if isinstance(source, tuple):
+        folder, rel = Path(source[0]), Path(source[1])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise FormatError(f"{folder}: template path {str(rel)!r} must stay inside the bundle")
+        source = folder / rel
+    source = Path(source)
+    if not source.is_file():
+        raise FormatError(f"{source}: no such template image")
+    return to_tensor([read_image(source, resolution)])[0]

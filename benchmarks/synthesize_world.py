@@ -1,0 +1,125 @@
+"""Discrete attribute synthesis measured on the world: InterfaceGAN alone (the prior p) vs ours
+(p + the fusion network's offset), per accessory kind, on N sampled W codes never used in training.
+
+    python benchmarks/synthesize_world.py --model checkpoints/default --n 1000
+
+Per kind and method: success (the attribute classifier's top class is the kind), identity
+similarity (cosine of the identity embedder between origin and edit), MSE outside the accessory
+region (the face parser's accessory classes on the edited image, dilated by 2 px; pixels in
+[-1, 1]), realism (mean change of the discriminator's logit, edit minus origin) and edits/s.
+
+"At equal success": InterfaceGAN alone is also run over a sweep of target distances; its
+identity and outside-MSE are interpolated (linearly in success) at our success rate. When the
+sweep never reaches our success, its best-success point is reported instead and marked.
+"""
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from latentedit.edit.discrete import KINDS, DiscreteSynthesizer, accessory_present, prior_basis  # noqa: E402
+from latentedit.formats import load_networks  # noqa: E402
+from latentedit.formats.evaluators import load_evaluators  # noqa: E402
+from latentedit.world.templates import accessory_labels  # noqa: E402
+
+
+@torch.no_grad()
+def measure(x, y, kind, ev, D, dilate=2):
+    """Per-sample metrics of edits y of origins x (both [N, 3, R, R])."""
+    region = torch.isin(ev["parser"](y).argmax(1), accessory_labels(kind))[:, None].float()
+    region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
+    keep = 1 - region
+    mse_out = ((y - x) ** 2 * keep).sum((1, 2, 3)) / (keep.sum((1, 2, 3)) * 3).clamp(min=1)
+    return {"success": accessory_present(ev["attributes"], y, kind).float(),
+            "identity": (ev["identity"](y.clamp(-1, 1)) * ev["identity"](x.clamp(-1, 1))).sum(1),
+            "mse_outside": mse_out,
+            "realism": (D(y) - D(x)).flatten()}
+
+
+def summarise(parts):
+    return {k: float(torch.cat([p[k] for p in parts]).mean()) for k in parts[0]}
+
+
+@torch.no_grad()
+def run_kind(kind, synth, G, D, ev, w, distances, batch):
+    ours, prior_only, t_ours = [], [], 0.0
+    for i in range(0, len(w), batch):
+        c = w[i:i + batch]
+        t0 = time.perf_counter()
+        out = synth(c, batch_size=batch)
+        t_ours += time.perf_counter() - t0
+        ours.append(measure(out.origin, out.image, kind, ev, D))
+        prior_only.append(measure(out.origin, out.prior_image, kind, ev, D))
+    res = {"ours": {**summarise(ours), "edits_per_s": len(w) / t_ours},
+           "prior": summarise(prior_only), "distance": synth.distance, "sweep": []}
+    for d in distances:
+        parts, t = [], 0.0
+        for i in range(0, len(w), batch):
+            c = w[i:i + batch]
+            t0 = time.perf_counter()
+            x = G.synthesize(c)
+            y = G.synthesize(c + prior_basis(c, synth.normal, synth.intercept, d))
+            t += time.perf_counter() - t0
+            parts.append(measure(x, y, kind, ev, D))
+        res["sweep"].append({"distance": d, **summarise(parts), "edits_per_s": len(w) / t})
+        print(f"  {kind} InterfaceGAN d={d}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["sweep"][-1].items()
+                                                          if k != "distance"), flush=True)
+    res["at_equal_success"] = equal_success(res["sweep"], res["ours"]["success"])
+    return res
+
+
+def equal_success(sweep, target):
+    """InterfaceGAN's identity / outside-MSE at success `target`, interpolated along the sweep."""
+    pts = sorted(sweep, key=lambda r: r["success"])
+    if pts[-1]["success"] < target:
+        best = pts[-1]
+        return {"reached": False, **{k: best[k] for k in ("distance", "success", "identity", "mse_outside", "realism")}}
+    s = np.array([p["success"] for p in pts])
+    out = {"reached": True, "success": target}
+    for k in ("distance", "identity", "mse_outside", "realism"):
+        out[k] = float(np.interp(target, s, [p[k] for p in pts]))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="checkpoints/default", help="bundle with G, D, evaluators, offset networks")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--truncation", type=float, default=0.7)
+    ap.add_argument("--seed", type=int, default=5_000_000, help="first seed of the sampled codes (held out)")
+    ap.add_argument("--distances", default="1,2,3,4,5,6,8,10,12")
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    nets = load_networks(args.model)
+    G, D = nets.G.eval(), nets.D.eval()
+    ev = load_evaluators(args.model, ["attributes", "identity", "parser"])
+    w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)
+    distances = [float(d) for d in args.distances.split(",")]
+    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                          f"torch {torch.__version__}", "n": args.n, "truncation": args.truncation, "kinds": {}}
+    for kind in args.kinds.split(","):
+        synth = DiscreteSynthesizer.load(kind, bundle=args.model, G=G)
+        results["kinds"][kind] = r = run_kind(kind, synth, G, D, ev, w, distances, args.batch)
+        o, p, e = r["ours"], r["prior"], r["at_equal_success"]
+        print(f"{kind}: ours success {o['success']:.3f} identity {o['identity']:.3f} mse_out {o['mse_outside']:.4f} "
+              f"realism {o['realism']:+.3f} {o['edits_per_s']:.1f} edits/s | prior only (d={r['distance']}) success "
+              f"{p['success']:.3f} identity {p['identity']:.3f} mse_out {p['mse_outside']:.4f} | InterfaceGAN at "
+              f"{'equal' if e['reached'] else 'its best (lower)'} success {e['success']:.3f}: identity "
+              f"{e['identity']:.3f} mse_out {e['mse_outside']:.4f} (d={e['distance']:.2f})", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""`latentedit synthesize`: SD-GAN discrete attribute synthesis (put on frame glasses, sunglasses or
+a surgical mask) for sampled or given latent codes, into SD-GAN's output layout.
+
+    latentedit synthesize --kind glasses --normal --n 16 --seed 0 --out out/frames
+    latentedit synthesize --kind mask --w-file w.json [--interface-file prior.json] --out out/masks
+    latentedit synthesize --kind mask --input me.png --out out/me     # a photo, via the encoder
+
+The output folder:
+
+    origins/0000.png ...              G(w)                 the input faces
+    interfacegan_origins/0000.png ... G(w + p)             InterfaceGAN's prior alone
+    predict_images/0000.png ...       G(w + p + offset)    the result
+    grid.png                          contact sheet: one row per sample (the first 16),
+                                      columns origin | prior only | result
+    latents.json                      the input codes w, SD-GAN JSON {"0": [w_dim floats], ...}
+                                      (with --input: the inverted W+ codes, {"0": [[w_dim floats]
+                                      x num_ws], ...}; origins/ then holds their reconstructions)
+    inverted_latents.npy              with --input only: [N, num_ws, w_dim] the inverted codes,
+                                      written before any image; a resumed run reuses them
+    interface.json                    the priors p used, SD-GAN JSON (a valid --interface-file)
+    predict_latents.npy               [N, num_ws, w_dim] the W+ codes of predict_images
+    manifest.json                     kind, model, template, settings and, per image, w, p,
+                                      |p|, |offset| per W+ layer and the signed distances from
+                                      the boundary before and after the prior
+    records/0000.npy ...              per image [1 + num_ws, w_dim]: p, then the offset
+    run.json                          the settings; a re-run with the same settings resumes
+
+A re-run into the same folder with the same settings redoes only the images whose record or any
+of whose three PNGs is missing, then rebuilds the grid, the latent files and the manifest from the
+records; other settings are refused. Every file is written atomically.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from latentedit.cli.invert import check_input_options, input_encoder, input_options, read_inputs, warning_lines
+from latentedit.errors import FormatError, InputError
+
+FOLDERS = ("origins", "interfacegan_origins", "predict_images")
+GRID_SAMPLES = 16
+
+
+def _sha256(path):
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _compact_json(obj, indent=1, level=0):
+    """JSON with one key per line but every list of numbers on one line (readable manifests)."""
+    pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {_compact_json(v, indent, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)):
+        if all(not isinstance(v, (dict, list, tuple)) for v in obj):
+            return json.dumps(list(obj))
+        items = [f"{inner}{_compact_json(v, indent, level + 1)}" for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(obj)
+
+
+def _floats(array):
+    """float32 array -> nested lists of the shortest decimals that read back to the same float32."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 0:
+        return float(str(array[()]))
+    return [_floats(row) for row in array] if array.ndim > 1 else [float(str(v)) for v in array]
+
+
+def _load_record(path, num_ws, w_dim):
+    try:
+        rec = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise FormatError(f"{path}: unreadable record from an earlier run ({e}); delete it") from None
+    if not isinstance(rec, np.ndarray) or rec.shape != (1 + num_ws, w_dim) or not np.isfinite(rec).all():
+        raise FormatError(f"{path}: record from an earlier run is not [{1 + num_ws}, {w_dim}] finite values; delete it")
+    return rec.astype(np.float32)
+
+
+def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
+    """W+ codes [N, num_ws, w_dim] of the --input images: read back from `path` when an earlier run
+    of the same settings left them (the resume check has passed), else inverted and saved there."""
+    from latentedit.cli.invert import invert_inputs
+    from latentedit.formats.latents import write_latents
+
+    shape = (len(images), G.num_ws, G.w_dim)
+    if path.exists():
+        try:
+            codes = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise FormatError(f"{path}: unreadable inverted codes from an earlier run ({e}); delete it") from None
+        if not isinstance(codes, np.ndarray) or codes.shape != shape or not np.isfinite(codes).all():
+            raise FormatError(f"{path}: inverted codes from an earlier run are not {list(shape)} finite values; "
+                              "delete it")
+        click.echo(f"reusing the inverted codes of {path}")
+        return torch.from_numpy(codes.astype(np.float32))
+    codes = invert_inputs(images, G, mode, encoder, steps, batch_size=batch_size).cpu()
+    write_latents(path, codes.numpy())
+    return codes
+
+
+@click.command()
+@click.option("--kind", required=True,
+              help="mask | glasses (with --normal: frame glasses, without: sunglasses) | frame_glasses | sunglasses.")
+@click.option("--normal", is_flag=True, help="With --kind glasses: frame (normal) glasses instead of sunglasses.")
+@click.option("--n", "n", type=int, default=None, help="Number of samples from seeds [default: 16].")
+@click.option("--seed", type=int, default=None, help="First seed; sample i uses seed + i [default: 0].")
+@click.option("--w-file", type=click.Path(), default=None,
+              help="Latent codes instead of seeds: SD-GAN JSON {\"0\": [w_dim floats], ...} "
+                   "or .npy [N, w_dim] / [N, L, w_dim].")
+@click.option("--interface-file", type=click.Path(), default=None,
+              help="Per-sample priors p (SD-GAN's interface file, same format, [N, w_dim]) for --w-file; "
+                   "default: from the kind's boundary.")
+@click.option("--truncation", type=float, default=0.7, show_default=True, help="Truncation psi (seeds only).")
+@click.option("--template", type=click.Path(), default=None,
+              help="Accessory template image instead of the bundle's (the accessory on white).")
+@click.option("--model", "model_path", type=click.Path(), default=None,
+              help="Bundle folder with the generator and the kind's offset network (default: the bundled model).")
+@input_options
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--out", required=True, type=click.Path(),
+              help="Output folder: origins/, interfacegan_origins/, predict_images/, grid.png, manifest.json, ...")
+def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, template, model_path, input_paths,
+               invert_mode, invert_steps, encoder_path, batch_size, out):
+    """Put an accessory (frame glasses, sunglasses, a mask) on faces: SD-GAN's prior + offset edit.
+
+    Writes OUT/origins/, OUT/interfacegan_origins/, OUT/predict_images/ ({i:04d}.png), grid.png
+    (rows: samples, columns: origin | prior only | result), latents.json, interface.json,
+    predict_latents.npy and manifest.json. A re-run with the same settings resumes.
+    With --input IMG|DIR the codes are the images' inversions (--invert-mode, default encoder)."""
+    from latentedit.cli.models import _check_resume_settings, _read_earlier_png
+    from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind
+    from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
+    from latentedit.formats.atomic import write_text
+    from latentedit.formats.images import save_png, tile, to_uint8
+    from latentedit.formats.latents import read_latents, read_priors, write_latents
+    from latentedit.formats.sdgan import offset_network_name
+
+    resolved = resolve_kind(kind, normal)
+    ctx = click.get_current_context()
+    if batch_size < 1:
+        raise InputError("--batch-size must be >= 1")
+    check_input_options(input_paths, invert_mode, invert_steps, encoder_path)
+    if input_paths and w_file is not None:
+        raise InputError("pass either --w-file or --input (images to invert), not both")
+    if w_file is not None or input_paths:
+        given = f"--w-file {w_file}" if w_file is not None else "--input"
+        for name, value in (("--n", n), ("--seed", seed)):
+            if value is not None:
+                raise InputError(f"{name} is for sampling from seeds; the codes come from {given}")
+        if ctx.get_parameter_source("truncation") == click.core.ParameterSource.COMMANDLINE:
+            raise InputError(f"--truncation applies to seeds; codes from {given} are used as they are")
+    else:
+        if interface_file is not None:
+            raise InputError("--interface-file gives one prior per code: pass --w-file too (or --input images)")
+        n = 16 if n is None else n
+        seed = 0 if seed is None else seed
+        if n < 1:
+            raise InputError(f"--n must be >= 1, got {n}")
+        if not 0 <= seed or seed + n > 2 ** 32:
+            raise InputError(f"seeds {seed}..{seed + n - 1} must lie in [0, 2^32)")
+    model = Path(model_path) if model_path is not None else DEFAULT_BUNDLE
+    if not bundle.is_bundle(model):
+        raise InputError(f"{model}: synthesize needs a bundle folder (it holds the offset networks); "
+                         "convert a checkpoint with `latentedit convert` and train one with `latentedit train offset`")
+
+    G = load_generator(model)
+    input_files = encoder = encoder_sha = None
+    priors = None
+    if w_file is not None:
+        w = torch.from_numpy(read_latents(w_file, w_dim=G.w_dim, num_ws=G.num_ws))
+        N = len(w)
+    elif input_paths:
+        with warning_lines():
+            input_files, images = read_inputs(input_paths, G.img_resolution)
+        encoder, encoder_sha = input_encoder(invert_mode, encoder_path, model, G)
+        w = None  # inverted below, once the folder is known to resume this run (or is new)
+        N = len(input_files)
+    else:
+        w = G.sample_w(n, seed=seed, truncation=truncation)
+        N = len(w)
+    if interface_file is not None:
+        priors = torch.from_numpy(read_priors(interface_file, N, G.w_dim))
+    synth = DiscreteSynthesizer.load(resolved, bundle=model, template=template, G=G)
+    entry = bundle.read_manifest(model)["networks"][offset_network_name(resolved)]
+
+    out = Path(out)
+    settings = {"command": "synthesize", "kind": resolved, "model": str(model_path or "default"),
+                "generator_sha256": bundle.read_manifest(model)["networks"]["G"]["sha256"],
+                "offset_network_sha256": entry["sha256"],
+                "template": str(template) if template is not None else None,
+                "template_sha256": _sha256(template) if template is not None else None,
+                "w_file": str(w_file) if w_file is not None else None,
+                "w_sha256": _sha256(w_file) if w_file is not None else None,
+                "interface_file": str(interface_file) if interface_file is not None else None,
+                "interface_sha256": _sha256(interface_file) if interface_file is not None else None,
+                "n": N, "seed": seed, "truncation": truncation if w_file is None and not input_paths else None,
+                "noise_mode": "const"}
+    if input_paths:  # only then, so that folders of earlier versions still resume
+        settings.update({"input": [str(f) for f in input_files], "input_sha256": [_sha256(f) for f in input_files],
+                         "invert_mode": invert_mode,
+                         "invert_steps": invert_steps if invert_mode != "encoder" else None,
+                         "encoder": str(encoder_path or model) if encoder is not None else None,
+                         "encoder_sha256": encoder_sha})
+    _check_resume_settings(out, settings)
+    if input_paths:
+        w = _inverted_codes(out / "inverted_latents.npy", images, G, invert_mode, encoder, invert_steps, batch_size)
+    ws = G.broadcast_w(w)
+
+    names = [f"{i:04d}" for i in range(N)]
+    files = [[out / folder / f"{name}.png" for folder in FOLDERS] for name in names]
+    records = [out / "records" / f"{name}.npy" for name in names]
+    todo = [i for i in range(N) if not records[i].exists() or not all(f.exists() for f in files[i])]
+    shown = set(range(min(N, GRID_SAMPLES)))
+    tiles = {}  # (sample, column) -> uint8 [R, R, 3] for the grid
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    with click.progressbar(batches, label=f"synthesizing {len(todo)} of {N} images ({resolved})", file=None) as bar:
+        for batch in bar:
+            res = synth(ws[batch], None if priors is None else priors[batch], batch_size=len(batch))
+            for j, i in enumerate(batch):
+                write_latents(records[i], torch.cat([res.prior[j][None], res.offset[j]]).numpy())
+            for column, images in enumerate((res.origin, res.prior_image, res.image)):
+                for i, arr in zip(batch, to_uint8(images)):
+                    save_png(files[i][column], arr)
+                    if i in shown:
+                        tiles[i, column] = arr
+
+    # Everything below is rebuilt from the records and the PNGs, whichever run wrote them.
+    recs = np.stack([_load_record(path, G.num_ws, G.w_dim) for path in records])
+    p, offset = torch.from_numpy(recs[:, 0]), torch.from_numpy(recs[:, 1:])
+    if priors is not None and not torch.equal(p, priors):
+        raise FormatError(f"{out}/records: priors differ from --interface-file; delete the folder and re-run")
+    final = ws + p[:, None] + offset  # the same sum, in the same order, as DiscreteSynthesizer
+    arrays = []
+    for i in sorted(shown):
+        for column in range(3):
+            if (i, column) not in tiles:
+                tiles[i, column] = _read_earlier_png(files[i][column], G.img_resolution)
+            arrays.append(tiles[i, column])
+    save_png(out / "grid.png", tile(np.stack(arrays), 3, pad=2))
+    write_latents(out / "latents.json", w.numpy())
+    write_latents(out / "interface.json", p.numpy())
+    write_latents(out / "predict_latents.npy", final.numpy())
+
+    normal_unit = synth.normal / synth.normal.norm()
+    centre = ws.mean(1)
+    before = centre @ normal_unit + synth.intercept
+    after = (centre + p) @ normal_unit + synth.intercept
+    images = []
+    for i in range(N):
+        images.append({
+            "index": i, "seed": None if w_file is not None or input_paths else seed + i,
+            **({"input": str(input_files[i])} if input_paths else {}),
+            "files": {folder: f"{folder}/{names[i]}.png" for folder in FOLDERS},
+            "prior_norm": round(float(p[i].norm()), 6),
+            "offset_norm": [round(float(v), 6) for v in offset[i].norm(dim=1)],
+            "distance_before": round(float(before[i]), 6), "distance_after": round(float(after[i]), 6),
+            "w": _floats(w[i].numpy()), "prior": _floats(p[i].numpy())})
+    net_cfg = entry.get("config", {})
+    manifest = {
+        "format": "latentedit-synthesis", "version": 1, "kind": resolved, "requested_kind": kind,
+        "normal": normal, "model": str(model),
+        "template": str(template) if template is not None else f"{model}/{net_cfg.get('template')}",
+        "offset_network": {"name": offset_network_name(resolved), "sha256": entry["sha256"],
+                           "boundary": net_cfg.get("prior", {}).get("boundary"),
+                           "intercept": synth.intercept, "distance": synth.distance,
+                           "generator": net_cfg.get("generator")},
+        "settings": {k: v for k, v in settings.items() if k != "command"},
+        "generator": {"resolution": G.img_resolution, "num_ws": G.num_ws, "w_dim": G.w_dim},
+        "latents": {"inputs": "latents.json", "priors": "interface.json", "edited": "predict_latents.npy",
+                    "edited_is": "w + prior + offset, [N, num_ws, w_dim]",
+                    **({"inverted": "inverted_latents.npy", "inverted_by": invert_mode} if input_paths else {})},
+        "grid": {"file": "grid.png", "rows": f"samples 0..{len(shown) - 1}",
+                 "columns": ["origin", "prior only", "prior + offset"]},
+        "count": N, "images": images}
+    write_text(out / "manifest.json", _compact_json(manifest) + "\n")
+    click.echo(f"wrote {N} x 3 images ({resolved}, {len(todo)} new) to {out}/ with grid.png and manifest.json")

@@ -1,0 +1,170 @@
+"""SD-GAN discrete attribute synthesis: put an accessory (frame glasses, sunglasses, a surgical
+mask) on the face of a latent code.
+
+The edit is decomposed as in SD-GAN: edited = G(w + p + offset), where
+
+- p, the prior basis, is InterfaceGAN's edit for the accessory: each W code moves along the
+  unit normal n of the attribute's boundary plane (w . n + b = 0) to the signed distance d, or
+  not at all when it is already past it: p = max(d - (w . n + b), 0) n.  SD-GAN calls this the
+  "interface" vector; a file of per-sample p (SD-GAN's interface JSON) replaces it;
+- offset [num_ws, w_dim], one vector per W+ layer, is predicted by the 3D-aware fusion network
+  (`latentedit.models.fusion`) from the origin image x = G(w), the accessory template image and
+  the canonical 3D maps (normal, shading, albedo) of x from the 3D encoder.
+
+    synth = DiscreteSynthesizer.load("glasses", normal=True)     # frame glasses, bundled default
+    out = synth(G.sample_w(8, seed=0, truncation=0.7))
+    out.origin, out.prior_image, out.image                       # [8, 3, R, R] each
+
+Noise is constant (noise_mode="const") so that the three images differ only by their latents.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from latentedit.errors import InputError
+
+# kind -> (classifier head, class index in that head, boundary name in the bundle)
+KINDS = {
+    "frame_glasses": ("glasses", 1, "frame_glasses"),
+    "sunglasses": ("glasses", 2, "sunglasses"),
+    "mask": ("mask", 1, "mask"),
+}
+
+
+def resolve_kind(kind, normal=False):
+    """SD-GAN's names -> ours: `glasses` with `normal` is frame glasses, without it sunglasses;
+    `mask` is the surgical mask. Our own names (frame_glasses, sunglasses, mask) pass through."""
+    if kind == "glasses":
+        return "frame_glasses" if normal else "sunglasses"
+    if kind in KINDS:
+        if normal and kind != "frame_glasses":
+            raise InputError(f"--normal (frame glasses) does not apply to kind {kind!r}")
+        return kind
+    raise InputError(f"unknown kind {kind!r} (known: mask, glasses [--normal], {', '.join(KINDS)})")
+
+
+def prior_basis(w, normal, intercept, distance):
+    """InterfaceGAN prior p [N, w_dim] for codes w [N, w_dim] (or W+ [N, L, w_dim]: the layer
+    mean decides the distance): moves each code to signed distance `distance` from the plane
+    w . n + intercept = 0 along its unit normal n, or leaves it where it is if already past."""
+    n = torch.as_tensor(normal, dtype=torch.float32).reshape(-1).to(w.device)
+    n = n / n.norm()
+    centre = w.mean(1) if w.ndim == 3 else w
+    gap = (float(distance) - (centre @ n + float(intercept))).clamp(min=0)
+    return gap[:, None] * n
+
+
+def accessory_present(clf, images, kind):
+    """[N] bool: the attribute classifier's top class for the kind's head is the kind."""
+    head, index, _ = KINDS[kind]
+    size = clf.cfg.image_size
+    if images.shape[-1] != size:
+        images = F.interpolate(images, size=(size, size), mode="area")
+    return clf(images.clamp(-1, 1))[head].argmax(1) == index
+
+
+def resize(images, size):
+    """[N, C, H, W] -> [N, C, size, size] (area when shrinking, bilinear when growing)."""
+    if images.shape[-1] == size:
+        return images
+    if images.shape[-1] > size:
+        return F.interpolate(images, size=(size, size), mode="area")
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+@dataclass
+class SynthesisResult:
+    w: torch.Tensor             # [N, num_ws, w_dim] the input codes (W broadcast to W+)
+    prior: torch.Tensor         # [N, w_dim] p
+    offset: torch.Tensor        # [N, num_ws, w_dim] the fusion network's offset
+    origin: torch.Tensor        # [N, 3, R, R] G(w)
+    prior_image: torch.Tensor   # [N, 3, R, R] G(w + p), InterfaceGAN alone
+    image: torch.Tensor         # [N, 3, R, R] G(w + p + offset)
+
+    @property
+    def latents(self):
+        """[N, num_ws, w_dim] the codes of the edited images."""
+        return self.w + self.prior[:, None] + self.offset
+
+
+class DiscreteSynthesizer:
+    """G + fusion network + 3D encoder + template + prior for one accessory kind."""
+
+    def __init__(self, G, fusion, face3d, template, kind, normal, intercept, distance):
+        if kind not in KINDS:
+            raise InputError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        if fusion.cfg.num_ws != G.num_ws or fusion.cfg.w_dim != G.w_dim:
+            raise InputError(f"the {kind} offset network predicts {fusion.cfg.num_ws} x {fusion.cfg.w_dim} offsets, "
+                             f"the generator has {G.num_ws} x {G.w_dim} W+ codes")
+        self.G, self.fusion, self.face3d = G.eval(), fusion.eval(), face3d.eval()
+        self.kind, self.distance, self.intercept = kind, float(distance), float(intercept)
+        self.normal = torch.as_tensor(normal, dtype=torch.float32).reshape(-1)
+        self.template = self.check_template(template)
+
+    def check_template(self, template):
+        """Template [3, r, r] (or [1, 3, r, r]) in [-1, 1] -> [1, 3, R, R] at the network's size."""
+        t = torch.as_tensor(template, dtype=torch.float32)
+        t = t[None] if t.ndim == 3 else t
+        if t.ndim != 4 or t.shape[:2] != (1, 3):
+            raise InputError(f"template must be an RGB image [3, H, W], got shape {list(template.shape)}")
+        if not torch.isfinite(t).all():
+            raise InputError("template contains NaN or infinite values")
+        return resize(t, self.fusion.cfg.resolution)
+
+    @classmethod
+    def load(cls, kind, normal=False, bundle=None, template=None, G=None):
+        """The synthesizer for `kind` (mask | glasses [normal] | frame_glasses | sunglasses) from a
+        bundle folder (default: the bundled default); `template` overrides the bundled template
+        (an image path or a [3, H, W] tensor in [-1, 1]); `G` a generator already loaded."""
+        from latentedit.formats import DEFAULT_BUNDLE, load_generator
+        from latentedit.formats.evaluators import load_evaluators
+        from latentedit.formats.sdgan import read_offset_network, read_template
+
+        kind = resolve_kind(kind, normal)
+        bundle = bundle or DEFAULT_BUNDLE
+        G = G if G is not None else load_generator(bundle)
+        net, settings = read_offset_network(bundle, kind)
+        if settings.get("generator"):
+            from latentedit.formats.directions import generator_hash
+
+            if generator_hash(G) != settings["generator"]:
+                raise InputError(f"the {kind} offset network in {bundle} was trained through another generator; "
+                                 "train one for this generator with `latentedit train offset`")
+        face3d = load_evaluators(bundle, ["face3d"])["face3d"]
+        if template is None or isinstance(template, (str, bytes)) or hasattr(template, "__fspath__"):
+            template = read_template(template or (bundle, settings["template"]), net.cfg.resolution)
+        return cls(G, net, face3d, template, kind, settings["normal"], settings["intercept"], settings["distance"])
+
+    def priors(self, w):
+        """InterfaceGAN prior p [N, w_dim] for codes w [N, w_dim] or [N, L, w_dim]."""
+        return prior_basis(w, self.normal, self.intercept, self.distance)
+
+    def offsets(self, origin):
+        """Origin images [N, 3, R, R] -> offsets [N, num_ws, w_dim] (differentiable)."""
+        maps = self.face3d(resize(origin, self.face3d.cfg.image_size).clamp(-1, 1))["maps"].detach()
+        face = resize(origin, self.fusion.cfg.resolution)
+        return self.fusion(face, self.template.expand(len(face), -1, -1, -1).to(face), maps)
+
+    @torch.no_grad()
+    def __call__(self, w, prior=None, batch_size=16, progress=None):
+        """w [N, w_dim] or [N, num_ws, w_dim]; prior [N, w_dim] (default: from the boundary)."""
+        ws = self.G.broadcast_w(w)
+        if prior is None:
+            prior = self.priors(ws)
+        prior = torch.as_tensor(prior, dtype=torch.float32).to(ws.device)
+        if prior.shape != (len(ws), self.G.w_dim):
+            raise InputError(f"prior must be [{len(ws)}, {self.G.w_dim}] (one vector per code), got {list(prior.shape)}")
+        if not torch.isfinite(prior).all():
+            raise InputError("prior contains NaN or infinite values")
+        parts = []
+        for i in range(0, len(ws), batch_size):
+            c, p = ws[i:i + batch_size], prior[i:i + batch_size]
+            origin = self.G.synthesis(c, noise_mode="const")
+            with_prior = c + p[:, None]
+            offset = self.offsets(origin)
+            parts.append((c, p, offset, origin, self.G.synthesis(with_prior, noise_mode="const"),
+                          self.G.synthesis(with_prior + offset, noise_mode="const")))
+            if progress:
+                progress(min(i + batch_size, len(ws)), len(ws))
+        return SynthesisResult(*[torch.cat(t) for t in zip(*parts)])

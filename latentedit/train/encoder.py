@@ -1,0 +1,290 @@
+"""Training the image -> W+ encoder (pSp / e4e family) through a frozen generator.
+
+Each step's batch is half generated images with known codes and half world renders:
+
+- generated: W codes from z with a truncation drawn per sample from `truncation`, style-mixed
+  (a second code from a per-sample crossover layer on) with probability `style_mixing`, rendered
+  with constant noise; their true W+ codes give a latent loss;
+- real: world samples `step * n_real ...` of `data_seed` (no codes), so a resumed run continues the
+  exact stream it left.
+
+The encoder's codes are rendered through the frozen generator (noise_mode "const") and compared
+with the input; every loss is a batch mean:
+
+- pixel:      w_mse * MSE + w_l1 * L1;
+- perceptual: ||f(x) - f(y)||^2 / ||f(x)||^2 per sample, f = the frozen attribute classifier's
+              features (no VGG / LPIPS weights exist offline);
+- identity:   1 - cosine of the frozen identity embedder's unit embeddings;
+- attributes: the classifier's heads agree: KL(p(x) || p(y)) summed over the classification heads,
+              plus the squared error of the regression outputs;
+- latent:     MSE between predicted and true W+ codes (generated half only);
+- delta:      e4e's delta regulariser, sum_i ||delta_i||^2 (keeps W+ codes near W);
+- w0:         ||w0||^2 = squared distance of the base code to w_avg (a cheap stand-in for the
+              distance to the W manifold), weighted small.
+
+Progressive training (e4e): at step t the deltas of layers 1..progressive_start + t //
+progressive_every are active (all from the start when progressive_every is 0). All randomness of
+a step is drawn from a generator seeded by (seed, step), so a resumed run gives the same weights as
+an uninterrupted one. State (encoder + Adam, safetensors + JSON) is saved every `snapshot` steps,
+with log.jsonl and a sample sheet (top row: inputs, bottom row: reconstructions).
+"""
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from latentedit.errors import InputError
+from latentedit.formats.atomic import write_text
+from latentedit.formats.images import save_png, tile, to_uint8
+from latentedit.models.encoder import Encoder, EncoderConfig
+from latentedit.train.loop import run_steps
+from latentedit.train.state import load_state, save_state
+
+LOSSES = ("mse", "l1", "perceptual", "identity", "attributes", "latent", "delta", "w0")
+
+
+@dataclass
+class EncoderTrainConfig:
+    steps: int = 20000
+    batch: int = 16
+    real_fraction: float = 0.5          # share of world renders in each batch (rest: generated)
+    lr: float = 1e-4
+    betas: tuple = (0.9, 0.999)
+    truncation: tuple = (0.5, 1.0)      # per-sample truncation psi of the generated half
+    style_mixing: float = 0.5           # probability that a generated sample is style-mixed
+    progressive_every: int = 500        # steps per additional delta layer (0: all from the start)
+    progressive_start: int = 0          # deltas active at step 0
+    w_mse: float = 1.0
+    w_l1: float = 0.5
+    w_perceptual: float = 0.5
+    w_identity: float = 0.5
+    w_attributes: float = 0.02       # KL of a confident classifier starts near 20
+    w_latent: float = 1.0
+    w_delta: float = 2e-4
+    w_w0: float = 1e-5
+    seed: int = 0                       # encoder initialisation and the per-step random draws
+    data_seed: int = 0                  # world stream of the real half
+    snapshot: int = 500
+    log_every: int = 25
+    world_overrides: dict = field(default_factory=dict)
+    encoder: dict = field(default_factory=lambda: EncoderConfig.small().to_dict())
+
+    def __post_init__(self):
+        self.betas, self.truncation = tuple(self.betas), tuple(self.truncation)
+        if not isinstance(self.batch, int) or self.batch < 2:
+            raise InputError(f"batch must be an integer >= 2, got {self.batch!r}")
+        if not 0 <= self.real_fraction <= 1:
+            raise InputError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
+        if len(self.truncation) != 2 or not 0 <= self.truncation[0] <= self.truncation[1]:
+            raise InputError(f"truncation must be (lo, hi) with 0 <= lo <= hi, got {self.truncation}")
+        if self.progressive_every < 0 or self.progressive_start < 0:
+            raise InputError("progressive_every and progressive_start must be >= 0")
+        for name in LOSSES:
+            if getattr(self, f"w_{name}") < 0:
+                raise InputError(f"w_{name} must be >= 0")
+        if self.snapshot < 1 or self.log_every < 1:
+            raise InputError("snapshot and log_every must be >= 1")
+
+    @property
+    def n_real(self):
+        return int(round(self.batch * self.real_fraction))
+
+    @classmethod
+    def from_dict(cls, d):
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise InputError(f"unknown EncoderTrainConfig keys: {unknown}")
+        return cls(**d)
+
+
+def _resize(x, size):
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+class EncoderTrainer:
+    def __init__(self, cfg: EncoderTrainConfig, bundle, out_dir, device="cpu"):
+        from latentedit.formats import load_networks
+        from latentedit.formats.evaluators import load_evaluators
+
+        self.cfg, self.bundle, self.out_dir, self.device = cfg, Path(bundle), Path(out_dir), torch.device(device)
+        self.G = load_networks(self.bundle).G
+        if self.G is None:
+            raise InputError(f"{bundle}: the bundle has no generator")
+        self.G = self.G.eval().requires_grad_(False).to(self.device)
+        names = [n for n, w in (("attributes", cfg.w_perceptual + cfg.w_attributes), ("identity", cfg.w_identity)) if w]
+        ev = load_evaluators(self.bundle, names) if names else {}
+        for m in ev.values():
+            m.eval().requires_grad_(False).to(self.device)
+        self.clf, self.idn = ev.get("attributes"), ev.get("identity")
+        enc_cfg = EncoderConfig.from_dict({**cfg.encoder, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.encoder = Encoder(enc_cfg)
+        with torch.no_grad():
+            self.encoder.w_avg.copy_(self.G.w_avg)
+        self.encoder.to(self.device).train()
+        self.opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.gen = torch.Generator()
+        self.step = 0
+        self.log = []
+        self._fixed = None
+
+    # -- data ------------------------------------------------------------------------------------
+
+    def stage_at(self, step):
+        last = self.G.num_ws - 1
+        if self.cfg.progressive_every == 0:
+            return last
+        return min(self.cfg.progressive_start + step // self.cfg.progressive_every, last)
+
+    def _randn(self, *shape):
+        return torch.randn(shape, generator=self.gen).to(self.device)
+
+    def _rand(self, *shape):
+        return torch.rand(shape, generator=self.gen).to(self.device)
+
+    def _truncated_w(self, n):
+        lo, hi = self.cfg.truncation
+        psi = lo + (hi - lo) * self._rand(n, 1)
+        w = self.G.mapping(self._randn(n, self.G.z_dim), update_w_avg=False)[:, 0]
+        return self.G.w_avg + psi * (w - self.G.w_avg)
+
+    @torch.no_grad()
+    def generated(self, n):
+        """(true W+ codes [n, num_ws, w_dim], images [n, 3, R, R]) with style mixing."""
+        L = self.G.num_ws
+        ws = self._truncated_w(n)[:, None].repeat([1, L, 1])
+        if self.cfg.style_mixing > 0 and L > 1:
+            other = self._truncated_w(n)
+            cutoff = torch.randint(1, L, [n], generator=self.gen).to(self.device)
+            mixed = self._rand(n) < self.cfg.style_mixing
+            take = mixed[:, None] & (torch.arange(L, device=self.device)[None] >= cutoff[:, None])  # [n, L]
+            ws = torch.where(take[:, :, None], other[:, None], ws)
+        return ws, self.G.synthesis(ws, noise_mode="const", fused_modconv=False)
+
+    def real(self, n, start):
+        from latentedit import world
+
+        return world.sample(n, seed=self.cfg.data_seed, resolution=self.G.img_resolution, start=start,
+                            **self.cfg.world_overrides).image.to(self.device)
+
+    # -- losses ----------------------------------------------------------------------------------
+
+    def encode(self, x):
+        """Images [N, 3, R, R] (generator size) -> (codes, w0, deltas)."""
+        w0, deltas = self.encoder.encode(_resize(x, self.encoder.cfg.resolution))
+        return self.encoder.w_avg + w0[:, None] + deltas, w0, deltas
+
+    def losses(self, x, ws_true=None):
+        """x [N, 3, R, R]; ws_true: W+ codes of the first len(ws_true) images (or None).
+        -> (weighted total, {name: unweighted batch-mean loss})."""
+        cfg = self.cfg
+        codes, w0, deltas = self.encode(x)
+        y = self.G.synthesis(codes, noise_mode="const", fused_modconv=False)
+        out = {"mse": (y - x).square().mean(), "l1": (y - x).abs().mean()}
+        if self.clf is not None:
+            size = self.clf.cfg.image_size
+            with torch.no_grad():
+                f_x = self.clf.features(_resize(x.clamp(-1, 1), size))
+                p_x = self.clf.classify(f_x)
+            f_y = self.clf.features(_resize(y.clamp(-1, 1), size))
+            out["perceptual"] = ((f_y - f_x).square().sum(1) / f_x.square().sum(1).clamp_min(1e-8)).mean()
+            p_y = self.clf.classify(f_y)
+            kl = sum(F.kl_div(F.log_softmax(p_y[h], 1), F.log_softmax(p_x[h], 1), reduction="batchmean",
+                              log_target=True) for h in self.clf.cfg.heads)
+            out["attributes"] = kl + (p_y["regression"] - p_x["regression"]).square().sum(1).mean()
+        if self.idn is not None:
+            size = self.idn.cfg.image_size
+            with torch.no_grad():
+                e_x = self.idn(_resize(x.clamp(-1, 1), size))
+            out["identity"] = (1 - (self.idn(_resize(y.clamp(-1, 1), size)) * e_x).sum(1)).mean()
+        if ws_true is not None and len(ws_true):
+            out["latent"] = (codes[:len(ws_true)] - ws_true).square().mean()
+        out["delta"] = deltas.square().sum((1, 2)).mean()
+        out["w0"] = w0.square().sum(1).mean()
+        total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
+        return total, out, y
+
+    def train_step(self):
+        cfg = self.cfg
+        # Every draw of a step comes from (seed, step) alone: a resumed run continues exactly.
+        self.gen.manual_seed(1_000_003 * self.step + 7919 * cfg.seed + 1)
+        self.encoder.train()
+        self.encoder.progressive_stage = self.stage_at(self.step)
+        n_real = cfg.n_real
+        n_fake = cfg.batch - n_real
+        ws_true, x_fake = self.generated(n_fake) if n_fake else (None, None)
+        parts = [x_fake] if n_fake else []
+        if n_real:
+            parts.append(self.real(n_real, self.step * n_real))
+        total, out, _ = self.losses(torch.cat(parts), ws_true)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        self.step += 1
+        return {"loss": float(total.detach()), "stage": self.encoder.progressive_stage,
+                **{k: float(v.detach()) for k, v in out.items()}}
+
+    # -- run -------------------------------------------------------------------------------------
+
+    def train(self, progress=print):
+        return run_steps(self, self.cfg.steps, self.cfg.batch, self.cfg.snapshot, self.cfg.log_every, progress)
+
+    def fixed_inputs(self):
+        """8 fixed images for the sample sheets: 4 generated (seeds 10000..) and 4 world renders
+        (from a seed the training stream never uses)."""
+        if self._fixed is None:
+            from latentedit import world
+
+            with torch.no_grad():
+                fake = self.G.synthesis(self.G.broadcast_w(self.G.sample_w(4, seed=10_000, truncation=0.7)),
+                                        noise_mode="const")
+            real = world.sample(4, seed=self.cfg.data_seed + 1_000_000, resolution=self.G.img_resolution).image
+            self._fixed = torch.cat([fake, real.to(self.device)])
+        return self._fixed
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        self.encoder.eval()
+        return self.G.synthesis(self.encode(x)[0], noise_mode="const")
+
+    def save(self):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_state(self.out_dir, {"encoder": self.encoder}, {"opt": self.opt},
+                   {"step": self.step, "log": self.log, "config": asdict(self.cfg)})
+        write_text(self.out_dir / "log.jsonl", "".join(json.dumps(e) + "\n" for e in self.log))
+        x = self.fixed_inputs()
+        rows = torch.cat([x, self.reconstruct(x)])
+        save_png(self.out_dir / f"samples_{self.step:06d}.png", tile(to_uint8(rows), len(x), scale=2, pad=2))
+
+    def resume(self):
+        if not (self.out_dir / "state.json").exists():
+            return False
+        info = load_state(self.out_dir, {"encoder": self.encoder}, {"opt": self.opt})
+        self.step, self.log = info["step"], info.get("log", [])
+        return True
+
+    @torch.no_grad()
+    def evaluate(self, n=64, seed=None):
+        """Mean losses (unweighted) of the eval-mode encoder on n fresh world renders."""
+        from latentedit import world
+
+        self.encoder.eval()
+        seed = self.cfg.data_seed + 2_000_000 if seed is None else seed
+        x = world.sample(n, seed=seed, resolution=self.G.img_resolution).image.to(self.device)
+        _, out, _ = self.losses(x)
+        return {k: float(v) for k, v in out.items()}
+
+    def export(self, bundle, figures=None):
+        """Writes the encoder into bundle folder `bundle` as network "encoder" (kind "encoder")."""
+        from latentedit.formats.directions import generator_hash
+        from latentedit.formats.encoder import write_encoder
+
+        self.encoder.eval()
+        provenance = {"trained_by": "latentedit.train.encoder", "steps": self.step, "config": asdict(self.cfg),
+                      "generator": generator_hash(self.G), "source_bundle": str(self.bundle)}
+        return write_encoder(bundle, self.encoder, figures=figures, provenance=provenance)

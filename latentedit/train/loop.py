@@ -1,0 +1,30 @@
+"""The step loop shared by the trainers that run a fixed number of steps over a frozen bundle
+(offset networks, the encoder): log means every `log_every` steps, state and samples every
+`snapshot` steps and at the end. A trainer provides cfg (a dataclass), out_dir, step, log,
+train_step() -> {name: float} and save()."""
+import json
+import time
+from dataclasses import asdict
+
+from latentedit.formats.atomic import write_text
+
+
+def run_steps(trainer, steps, batch, snapshot, log_every=25, progress=print, unit="img/s"):
+    trainer.out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(trainer.out_dir / "config.json", json.dumps(asdict(trainer.cfg), indent=2))
+    t0, acc, n = time.perf_counter(), {}, 0
+    while trainer.step < steps:
+        for k, v in trainer.train_step().items():
+            acc[k] = acc.get(k, 0.0) + v
+        n += 1
+        if trainer.step % log_every == 0 or trainer.step == steps:
+            rate = n * batch / (time.perf_counter() - t0)
+            mean = {k: v / n for k, v in acc.items()}
+            trainer.log.append({"step": trainer.step, unit.replace("/", "_per_"): round(rate, 2), **mean})
+            if progress is not None:
+                progress(f"step {trainer.step}/{steps}  {rate:.1f} {unit}  " +
+                         "  ".join(f"{k} {v:.4f}" for k, v in mean.items()))
+            t0, acc, n = time.perf_counter(), {}, 0
+        if trainer.step % snapshot == 0 or trainer.step == steps:
+            trainer.save()
+    return trainer.log

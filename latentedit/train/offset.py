@@ -1,0 +1,192 @@
+"""Training the SD-GAN offset (fusion) network for one accessory kind.
+
+The released SD-GAN code has no training code; this is our design. Every step samples W codes
+(truncation drawn per sample from `truncation`), renders the origin x = G(w), computes the
+InterfaceGAN prior p from the kind's boundary, predicts the offset from (x, template, 3D maps of x)
+and renders the edit y = G(w + p + offset) through the frozen generator, so that every loss below
+reaches the offset network through G:
+
+- class:    cross-entropy of the frozen attribute classifier on y towards the kind (the accessory
+            is present and of the right kind: frame glasses must not come out as sunglasses);
+- identity: 1 - cosine of the frozen identity embedder between y and x;
+- realism:  non-saturating loss of the frozen discriminator on y;
+- outside:  MSE between y and x outside the accessory region; the region is where the frozen face
+            parser sees the accessory's classes on y or on x, dilated by `dilate` pixels (generated
+            images have no ground truth; the parser gives it), taken as a constant;
+- template: the accessory looks like its template: the mean colour of y over the parser's
+            accessory pixels matches the mean colour of the template's accessory pixels;
+- offset:   mean square of the offset (small offsets keep the edit near the prior).
+
+The last layer's InstanceNorm scale starts small so that training starts from the prior alone.
+State (network + Adam, safetensors + JSON) is saved every `snapshot` steps and a run resumes from
+it; a sample sheet (rows: origin, prior only, prior + offset) is written with each snapshot.
+"""
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from latentedit.edit.discrete import KINDS, DiscreteSynthesizer
+from latentedit.errors import InputError
+from latentedit.formats.atomic import write_text
+from latentedit.formats.images import save_png, tile, to_uint8
+from latentedit.models.fusion import FusionConfig, FusionNet
+from latentedit.train.loop import run_steps
+from latentedit.train.state import load_state, save_state
+
+
+@dataclass
+class OffsetConfig:
+    kind: str = "frame_glasses"
+    steps: int = 1500
+    batch: int = 16
+    lr: float = 2e-4
+    truncation: tuple = (0.5, 1.0)
+    distance: float = 3.0            # the prior's target signed distance from the boundary plane
+    w_class: float = 1.0
+    w_identity: float = 1.0
+    w_realism: float = 0.05
+    w_outside: float = 20.0
+    w_template: float = 1.0
+    w_offset: float = 0.05
+    dilate: int = 2
+    init_scale: float = 0.02         # initial InstanceNorm scale of the regressor's output
+    seed: int = 0
+    fusion: dict = field(default_factory=lambda: asdict(FusionConfig.small()))
+
+    def __post_init__(self):
+        self.truncation = tuple(self.truncation)
+        if self.kind not in KINDS:
+            raise InputError(f"unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if self.batch < 4 or self.batch % 4:
+            raise InputError(f"batch must be a positive multiple of 4 (discriminator groups), got {self.batch}")
+
+
+class OffsetTrainer:
+    def __init__(self, cfg: OffsetConfig, bundle, out_dir):
+        from latentedit.edit.directions import Direction
+        from latentedit.formats import load_networks
+        from latentedit.formats.directions import generator_hash
+        from latentedit.formats.evaluators import load_evaluators
+        from latentedit.world.templates import accessory_labels, accessory_template, template_labels
+
+        self.cfg, self.bundle, self.out_dir = cfg, Path(bundle), Path(out_dir)
+        nets = load_networks(self.bundle)
+        if nets.D is None:
+            raise InputError(f"{bundle}: the bundle has no discriminator (needed for the realism loss)")
+        self.G, self.D = nets.G.eval().requires_grad_(False), nets.D.eval().requires_grad_(False)
+        ev = load_evaluators(self.bundle, ["attributes", "identity", "parser", "face3d"])
+        for m in ev.values():
+            m.eval().requires_grad_(False)
+        self.clf, self.idn, self.parser = ev["attributes"], ev["identity"], ev["parser"]
+        boundary_name = KINDS[cfg.kind][2]
+        boundary = Direction.load(boundary_name, bundle=self.bundle).check(self.G, space="w")
+        self.boundary_name, self.generator = boundary_name, generator_hash(self.G)
+        torch.manual_seed(cfg.seed)
+        net_cfg = FusionConfig(**{**cfg.fusion, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
+        net = FusionNet(net_cfg)
+        with torch.no_grad():
+            net.regre.in3.weight.fill_(cfg.init_scale)
+        template = accessory_template(cfg.kind, net_cfg.resolution)
+        self.synth = DiscreteSynthesizer(self.G, net.train(), ev["face3d"], template, cfg.kind, boundary.vector,
+                                         boundary.provenance.get("intercept", 0.0), cfg.distance)
+        self.net = net
+        self.region_ids = accessory_labels(cfg.kind)
+        self.drawn_ids = template_labels(cfg.kind)
+        drawn = (template < 0.99).any(0)                       # non-white pixels of the template
+        self.template_colour = template[:, drawn].mean(1)      # [3]
+        self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.step = 0
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.fixed_w = self.G.sample_w(8, seed=10_000, truncation=0.7)
+        self.log = []
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def sample_w(self, n):
+        z = torch.randn([n, self.G.z_dim], generator=self.gen)
+        lo, hi = self.cfg.truncation
+        psi = lo + (hi - lo) * torch.rand([n, 1], generator=self.gen)
+        w = self.G.mapping(z, update_w_avg=False)[:, 0]
+        return self.G.w_avg + psi * (w - self.G.w_avg)
+
+    def region(self, x, y):
+        """Constant [N, 1, H, W] accessory region: parser's accessory classes on y or x, dilated."""
+        with torch.no_grad():
+            probs = torch.cat([self.parser(x), self.parser(y)]).softmax(1)
+            r = probs[:, self.region_ids].sum(1, keepdim=True)
+            r = torch.maximum(*r.chunk(2))
+            k = 2 * self.cfg.dilate + 1
+            return F.max_pool2d(r, k, stride=1, padding=self.cfg.dilate)
+
+    def losses(self, w):
+        cfg = self.cfg
+        ws = self.G.broadcast_w(w)
+        with torch.no_grad():
+            x = self.G.synthesis(ws, noise_mode="const")
+            p = self.synth.priors(ws)
+        offset = self.synth.offsets(x)
+        y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
+        head, index, _ = KINDS[cfg.kind]
+        logits = self.clf(y.clamp(-1, 1))[head]
+        out = {"class": F.cross_entropy(logits, torch.full([len(y)], index, dtype=torch.long))}
+        with torch.no_grad():
+            e_x = self.idn(x.clamp(-1, 1))
+        out["identity"] = (1 - (self.idn(y.clamp(-1, 1)) * e_x).sum(1)).mean()
+        out["realism"] = F.softplus(-self.D(y)).mean()
+        keep = 1 - self.region(x, y.detach())
+        out["outside"] = ((y - x) ** 2 * keep).sum() / (keep.sum() * 3).clamp(min=1)
+        with torch.no_grad():
+            wts = self.parser(y.detach()).softmax(1)[:, self.drawn_ids].sum(1, keepdim=True)
+        colour = (y * wts).sum((2, 3)) / wts.sum((2, 3)).clamp(min=1.0)
+        out["template"] = ((colour - self.template_colour) ** 2).sum(1).mean()
+        out["offset"] = offset.pow(2).mean()
+        total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
+        out["success"] = (logits.argmax(1) == index).float().mean()
+        return total, out
+
+    def train_step(self):
+        self.net.train()
+        total, parts = self.losses(self.sample_w(self.cfg.batch))
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        self.step += 1
+        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
+
+    # -- run -------------------------------------------------------------------------------------
+
+    def train(self, snapshot=250, progress=print):
+        return run_steps(self, self.cfg.steps, self.cfg.batch, snapshot, progress=progress, unit="edits/s")
+
+    def save(self):
+        save_state(self.out_dir, {"net": self.net}, {"opt": self.opt},
+                   {"step": self.step, "gen": self.gen.get_state().tolist(), "log": self.log})
+        write_text(self.out_dir / "log.jsonl", "".join(json.dumps(e) + "\n" for e in self.log))
+        self.net.eval()
+        out = self.synth(self.fixed_w)
+        rows = torch.cat([out.origin, out.prior_image, out.image])
+        save_png(self.out_dir / f"samples_{self.step:06d}.png", tile(to_uint8(rows), len(self.fixed_w), scale=2, pad=2))
+
+    def resume(self):
+        if not (self.out_dir / "state.json").exists():
+            return False
+        info = load_state(self.out_dir, {"net": self.net}, {"opt": self.opt})
+        self.step, self.log = info["step"], info.get("log", [])
+        self.gen.set_state(torch.tensor(info["gen"], dtype=torch.uint8))
+        return True
+
+    def export(self, bundle, figures=None, dtype=torch.float16):
+        """Writes the trained network, its template and prior into bundle folder `bundle`
+        (weights in fp16 by default: the edited images differ from fp32 weights by about 1/255)."""
+        from latentedit.formats.sdgan import write_offset_network
+
+        s = self.synth
+        return write_offset_network(bundle, self.cfg.kind, self.net.eval(), s.template[0], s.normal, s.intercept,
+                                    s.distance, boundary=self.boundary_name, generator=self.generator,
+                                    figures=figures, provenance={"trained_by": "latentedit train offset",
+                                                                 "steps": self.step, "config": asdict(self.cfg)},
+                                    dtype=dtype)
+

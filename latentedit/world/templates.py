@@ -1,0 +1,52 @@
+"""Accessory template images: what SD-GAN's `templates/` folder holds (a frontal picture of the
+accessory alone on white), rendered from the world instead of photographed.
+
+The accessory is drawn on a frontal, centred, neutral head in the world's most common colour for
+it (black frame, dark lenses, light-blue surgical mask); every pixel that is not the accessory
+(by the exact label map) is white. The template tells the offset network which accessory and
+what it should look like.
+"""
+import torch
+
+from latentedit.errors import InputError
+from latentedit.world.params import LABEL_ID, sample_params
+from latentedit.world.render import render
+
+# kind -> (face parameters that put the accessory on, label classes of the region it covers,
+#          the classes drawn in the template: clear lenses of frame glasses stay white, as in
+#          SD-GAN's frame-glasses template)
+ACCESSORIES = {
+    "frame_glasses": ({"glasses": "frame", "glasses_color": (0.04, 0.04, 0.05)},
+                      ("glasses_frame", "lens"), ("glasses_frame",)),
+    "sunglasses": ({"glasses": "sun", "glasses_color": (0.04, 0.04, 0.05), "lens_color": (0.03, 0.03, 0.04)},
+                   ("glasses_frame", "lens"), ("glasses_frame", "lens")),
+    "mask": ({"mask": 1, "mask_color": (0.55, 0.76, 0.92)}, ("mask",), ("mask",)),
+}
+
+
+def _check(kind):
+    if kind not in ACCESSORIES:
+        raise InputError(f"unknown accessory {kind!r} (known: {', '.join(sorted(ACCESSORIES))})")
+    return ACCESSORIES[kind]
+
+
+def accessory_labels(kind):
+    """Label ids [K] of the classes that make up the region accessory `kind` covers."""
+    return torch.tensor([LABEL_ID[name] for name in _check(kind)[1]])
+
+
+def template_labels(kind):
+    """Label ids [K] of the classes the template draws (frame glasses: the frame only)."""
+    return torch.tensor([LABEL_ID[name] for name in _check(kind)[2]])
+
+
+def accessory_template(kind, resolution=64):
+    """Template image [3, R, R] in [-1, 1]: the accessory on white."""
+    on, _, drawn = _check(kind)
+    labels = torch.tensor([LABEL_ID[name] for name in drawn])
+    frontal = dict(yaw=0.0, pitch=0.0, roll=0.0, smile=0.0, glasses="none", mask=0, hat=0, beard=0.0,
+                   glasses_round=0.5, glasses_size=0.0)
+    frontal.update(on)
+    batch = render(sample_params(1, seed=0).replace(**frontal), resolution)
+    keep = torch.isin(batch.labels[0], labels)
+    return torch.where(keep[None], batch.image[0], torch.ones_like(batch.image[0]))

@@ -1,0 +1,364 @@
+"""SD-GAN discrete attribute synthesis: the prior, the synthesizer's three images, offset networks in
+bundles, strict SD-GAN latent files, `latentedit synthesize` (layout, resume, errors) and
+`latentedit train offset` (train, export, resume). Uses a copy of the bundled default with
+untrained small offset networks for "mask" and "frame_glasses"."""
+import json
+import math
+import shutil
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from latentedit.cli import main
+from latentedit.edit.directions import Direction
+from latentedit.edit.discrete import DiscreteSynthesizer, prior_basis, resolve_kind
+from latentedit.errors import FormatError, InputError
+from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
+from latentedit.formats.images import to_uint8
+from latentedit.formats.latents import read_latents, read_priors
+from latentedit.formats.sdgan import read_offset_network, read_template, write_offset_network
+from latentedit.models.fusion import FusionConfig, FusionNet
+from latentedit.world.templates import accessory_template
+
+torch.set_num_threads(1)
+KINDS = ("mask", "frame_glasses")
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_line(r):
+    lines = [line for line in r.output.strip().splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    return lines[0]
+
+
+def small_net(G, seed):
+    torch.manual_seed(seed)
+    return FusionNet(FusionConfig(**{**asdict(FusionConfig.small()), "num_ws": G.num_ws})).eval()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(bundle copy with untrained offset networks, G, {kind: net})."""
+    path = tmp_path_factory.mktemp("discrete") / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, path)
+    G = load_generator(path)
+    nets = {}
+    for seed, kind in enumerate(KINDS):
+        nets[kind] = small_net(G, seed)
+        d = Direction.load(kind, bundle=path)
+        write_offset_network(path, kind, nets[kind], accessory_template(kind), d.vector,
+                             d.provenance["intercept"], 3.0, boundary=kind)
+    return path, G, nets
+
+
+def signed_distance(w, normal, intercept):
+    n = normal / normal.norm()
+    return (w.mean(1) if w.ndim == 3 else w) @ n + intercept
+
+
+# -- the prior and the kinds -----------------------------------------------------------------------
+
+def test_resolve_kind():
+    assert resolve_kind("glasses", normal=True) == "frame_glasses"
+    assert resolve_kind("glasses") == "sunglasses"
+    assert resolve_kind("mask") == "mask" and resolve_kind("frame_glasses", normal=True) == "frame_glasses"
+    for kind, normal in (("mask", True), ("sunglasses", True), ("hat", False)):
+        with pytest.raises(InputError):
+            resolve_kind(kind, normal)
+
+
+def test_prior_basis_reaches_the_target_distance(world):
+    path, G, _ = world
+    d = Direction.load("mask", bundle=path)
+    b, target = d.provenance["intercept"], 3.0
+    normal = d.vector * 7.0  # any length: the prior uses the unit normal
+    w = G.sample_w(6, seed=0, truncation=0.7)
+    before = signed_distance(w, normal, b)
+    assert (before < target).any()
+    n = normal / normal.norm()
+    beyond = w[:2] + (target + 1.5 - before[:2])[:, None] * n  # already past the target
+    w = torch.cat([w, beyond])
+    p = prior_basis(w, normal, b, target)
+    assert p.shape == w.shape
+    before = signed_distance(w, normal, b)
+    after = signed_distance(w + p, normal, b)
+    short = before < target
+    assert torch.allclose(after[short], torch.full_like(after[short], target), atol=1e-4)
+    assert torch.equal(p[~short], torch.zeros_like(p[~short])) and (~short).sum() >= 2
+    # p lies along n; W+ codes use the layer mean
+    assert torch.allclose(p - (p @ n)[:, None] * n, torch.zeros_like(p), atol=1e-5)
+    wp = G.broadcast_w(w[:3]) + 0.1 * torch.randn(3, G.num_ws, G.w_dim)
+    after = signed_distance(wp + prior_basis(wp, normal, b, target)[:, None], normal, b)
+    assert torch.allclose(after, torch.full_like(after, target), atol=1e-4)
+
+
+# -- the synthesizer ------------------------------------------------------------------------------
+
+def test_synthesizer_images_and_batch_invariance(world):
+    path, G, _ = world
+    synth = DiscreteSynthesizer.load("mask", bundle=path, G=G)
+    w = G.sample_w(5, seed=3, truncation=0.7)
+    out = synth(w, batch_size=5)
+    with torch.no_grad():
+        assert torch.equal(out.origin, G.synthesize(w))
+        assert torch.allclose(out.prior_image, G.synthesize(G.broadcast_w(w) + out.prior[:, None]), atol=1e-5)
+        assert torch.allclose(out.image, G.synthesize(out.latents), atol=1e-5)
+    assert out.offset.shape == (5, G.num_ws, G.w_dim) and out.offset.abs().sum() > 0
+    assert torch.equal(out.prior, synth.priors(G.broadcast_w(w)))
+    assert (out.image - out.prior_image).abs().max() > 1e-3  # the (untrained) offset changes the image
+    small = synth(w, batch_size=2)
+    for name in ("prior", "offset", "origin", "prior_image", "image"):
+        assert torch.allclose(getattr(small, name), getattr(out, name), atol=1e-5), name
+    given = 0.3 * torch.randn(5, G.w_dim)
+    with torch.no_grad():
+        assert torch.allclose(synth(w, given).prior_image, G.synthesize(G.broadcast_w(w) + given[:, None]), atol=1e-5)
+    with pytest.raises(InputError):
+        synth(w, given[:4])
+    with pytest.raises(InputError):
+        synth(w, given * float("nan"))
+
+
+def test_offset_network_round_trip_and_damage(world, tmp_path):
+    path, G, nets = world
+    net, settings = read_offset_network(path, "mask")
+    ref = nets["mask"].state_dict()
+    assert net.cfg == nets["mask"].cfg and set(net.state_dict()) == set(ref)
+    assert all(torch.equal(v, ref[k]) for k, v in net.state_dict().items())
+    d = Direction.load("mask", bundle=path)
+    assert torch.equal(settings["normal"], d.vector.float())
+    assert settings["intercept"] == d.provenance["intercept"] and settings["distance"] == 3.0
+    assert settings["boundary"] == "mask" and settings["template"] == "templates/mask.png"
+    template = read_template((path, settings["template"]), 64)
+    assert (template - accessory_template("mask")).abs().max() <= 1 / 127.5 + 1e-6
+    with pytest.raises(FormatError, match="inside the bundle"):
+        read_template((path, "../bundle/templates/mask.png"), 64)
+    with pytest.raises(FormatError, match="no offset network for 'sunglasses'"):
+        read_offset_network(path, "sunglasses")
+    # a bundle holding only an offset network: tampered weights, then a missing prior normal
+    b = tmp_path / "b"
+    write_offset_network(b, "mask", nets["mask"], accessory_template("mask"), d.vector, 0.5, 2.0)
+    data = bytearray((b / "offset_mask.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (b / "offset_mask.safetensors").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="sha256"):
+        read_offset_network(b, "mask")
+    config = bundle.read_manifest(path)["networks"]["offset_mask"]["config"]
+    bundle.write_bundle(b, {"offset_mask": ("fusion", config, nets["mask"].state_dict())}, merge=True)
+    with pytest.raises(FormatError, match="prior.normal"):
+        read_offset_network(b, "mask")
+
+
+# -- strict SD-GAN latent files ----------------------------------------------------------------------
+
+def test_read_sdgan_json_strictly(tmp_path):
+    rows = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    good = {str(i): r.tolist() for i, r in enumerate(rows)}
+    f = tmp_path / "w.json"
+    f.write_text(json.dumps(good))
+    assert np.array_equal(read_latents(f, w_dim=8), rows)
+    f.write_text(json.dumps({"0": [rows[0].tolist()], "1": [rows[1].tolist()]}))  # [[w_dim]] rows are W
+    assert read_latents(f).shape == (2, 8)
+    f.write_text(json.dumps({k: [v] * 4 for k, v in good.items()}))  # W+ [L][w_dim]
+    assert read_latents(f, w_dim=8, num_ws=4).shape == (3, 4, 8)
+    with pytest.raises(FormatError, match="4 layers"):
+        read_latents(f, num_ws=5)
+    cases = [({"0": good["0"], "2": good["2"]}, 'missing key "1"'),
+             ({"0": good["0"], "1": good["1"][:5]}, 'key "1" has 5 values, expected 8'),
+             ({"0": good["0"], "1": [float("nan")] * 8}, 'key "1" contains NaN'),
+             ({"0": good["0"], "01": good["1"]}, 'key "01" is not a sample index'),
+             ({"0": good["0"], "1": ["a"] * 8}, 'key "1" holds "a"'),
+             ({"0": good["0"], "1": [good["1"]] * 2}, 'key "1" has shape [2, 8]'),
+             ({}, "holds no latents")]
+    for data, message in cases:
+        f.write_text(json.dumps(data))
+        with pytest.raises(FormatError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            read_latents(f, w_dim=8)
+    f.write_text(json.dumps(good))
+    with pytest.raises(FormatError, match='key "0" has 8 values, expected 9'):
+        read_latents(f, w_dim=9)
+    assert read_priors(f, 3, 8).shape == (3, 8)
+    with pytest.raises(FormatError, match="3 prior vectors for 2"):
+        read_priors(f, 2, 8)
+    np.save(tmp_path / "w.npy", rows)
+    with pytest.raises(FormatError, match="the generator's W has 9"):
+        read_latents(tmp_path / "w.npy", w_dim=9)
+
+
+# -- latentedit synthesize ------------------------------------------------------------------------
+
+def png(path):
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def test_synthesize_layout_manifest_and_resume(world, tmp_path):
+    path, G, _ = world
+    out = tmp_path / "out"
+    args = ("synthesize", "--kind", "mask", "--model", path, "--n", 3, "--seed", 5, "--out", out)
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    for folder in ("origins", "interfacegan_origins", "predict_images"):
+        assert sorted(p.name for p in (out / folder).iterdir()) == ["0000.png", "0001.png", "0002.png"]
+    assert Image.open(out / "grid.png").size == (3 * 66 + 2, 3 * 66 + 2)  # rows: samples; 3 columns
+    w = G.sample_w(3, seed=5, truncation=0.7)
+    assert np.array_equal(read_latents(out / "latents.json"), w.numpy())
+    final = torch.from_numpy(np.load(out / "predict_latents.npy"))
+    assert final.shape == (3, G.num_ws, G.w_dim)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "mask" and manifest["count"] == 3 and manifest["settings"]["seed"] == 5
+    p = torch.tensor([im["prior"] for im in manifest["images"]])
+    assert torch.equal(torch.tensor([im["w"] for im in manifest["images"]]), w)
+    assert torch.equal(p, torch.from_numpy(read_latents(out / "interface.json")))
+    for im in manifest["images"]:
+        assert len(im["offset_norm"]) == G.num_ws and im["seed"] == 5 + im["index"]
+        assert math.isclose(im["prior_norm"], float(torch.tensor(im["prior"]).norm()), abs_tol=1e-5)
+        assert math.isclose(im["distance_after"], max(im["distance_before"], 3.0), abs_tol=1e-4)
+    with torch.no_grad():
+        origin, prior_only, edited = (to_uint8(G.synthesize(x)).astype(int)
+                                      for x in (w, G.broadcast_w(w) + p[:, None], final))
+    for i in range(3):
+        assert np.abs(png(out / "origins" / f"{i:04d}.png") - origin[i]).max() <= 1
+        assert np.abs(png(out / "interfacegan_origins" / f"{i:04d}.png") - prior_only[i]).max() <= 1
+        assert np.abs(png(out / "predict_images" / f"{i:04d}.png") - edited[i]).max() <= 1
+
+    # an interrupted run: one result missing; the re-run writes only that sample
+    (out / "predict_images" / "0001.png").unlink()
+    others = [f for f in out.glob("*/*.png") if f.name != "0001.png"] + [out / "records" / "0000.npy"]
+    before = {f: f.stat().st_mtime_ns for f in others}
+    r = run(*args)
+    assert r.exit_code == 0 and "synthesizing 1 of 3" in r.output, r.output
+    assert {f: f.stat().st_mtime_ns for f in others} == before
+    assert np.abs(png(out / "predict_images" / "0001.png") - edited[1]).max() <= 1
+    assert json.loads((out / "manifest.json").read_text())["count"] == 3
+    # other settings into the same folder are refused
+    assert "other settings" in error_line(run(*args[:-4], "--seed", 6, "--out", out))
+
+
+def test_synthesize_w_file_interface_file_and_template(world, tmp_path):
+    path, G, _ = world
+    w = G.sample_w(2, seed=11, truncation=0.5)
+    p = 0.5 * torch.randn(2, G.w_dim, generator=torch.Generator().manual_seed(0))
+    (tmp_path / "w.json").write_text(json.dumps({str(i): v.tolist() for i, v in enumerate(w)}))
+    (tmp_path / "p.json").write_text(json.dumps({str(i): v.tolist() for i, v in enumerate(p)}))
+    template = tmp_path / "tpl.png"
+    Image.fromarray(to_uint8(accessory_template("mask")[None])[0]).save(template)
+    out = tmp_path / "o"
+    r = run("synthesize", "--kind", "mask", "--model", path, "--w-file", tmp_path / "w.json",
+            "--interface-file", tmp_path / "p.json", "--template", template, "--out", out)
+    assert r.exit_code == 0, r.output
+    with torch.no_grad():
+        expected = to_uint8(G.synthesize(G.broadcast_w(w) + p[:, None])).astype(int)
+    for i in range(2):
+        assert np.abs(png(out / "interfacegan_origins" / f"{i:04d}.png") - expected[i]).max() <= 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert torch.equal(torch.tensor([im["prior"] for im in manifest["images"]]), p)
+    assert manifest["template"] == str(template) and manifest["images"][0]["seed"] is None
+
+
+def test_synthesize_bad_input(world, tmp_path):
+    path, G, _ = world
+    w = G.sample_w(3, seed=0).numpy()
+    base = ("synthesize", "--kind", "mask", "--model", path)
+
+    def w_file(data, name="w.json"):
+        f = tmp_path / name
+        f.write_text(json.dumps(data))
+        return f
+
+    good = {str(i): v.tolist() for i, v in enumerate(w)}
+    cases = [
+        (("--w-file", w_file({"0": good["0"], "2": good["2"]}, "w1.json")), 'w1.json: missing key "1"'),
+        (("--w-file", w_file({"0": good["0"], "1": good["1"][:100]}, "w2.json")),
+         'w2.json: key "1" has 100 values, expected 512'),
+        (("--w-file", w_file({"0": good["0"], "1": [float("nan")] * 512}, "w3.json")), 'w3.json: key "1" contains NaN'),
+        (("--w-file", w_file(good), "--n", 2), "--n is for sampling from seeds"),
+        (("--w-file", w_file(good), "--truncation", 0.5), "--truncation applies to seeds"),
+        (("--interface-file", w_file(good, "p.json")), "pass --w-file too"),
+        (("--w-file", w_file(good), "--interface-file", w_file({"0": good["0"]}, "p1.json")),
+         "p1.json: 1 prior vectors for 3"),
+        (("--w-file", w_file(good), "--interface-file", w_file({"0": good["0"][:3]}, "p2.json")),
+         'p2.json: key "0" has 3 values, expected 512'),
+    ]
+    for extra, message in cases:
+        r = run(*base, *extra, "--out", tmp_path / "o")
+        assert r.exit_code == 2, (extra, r.output)
+        assert message in error_line(r), extra
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    assert "junk.png" in error_line(run(*base, "--n", 1, "--template", junk, "--out", tmp_path / "o"))
+    assert "missing.png: no such template" in error_line(
+        run(*base, "--n", 1, "--template", tmp_path / "missing.png", "--out", tmp_path / "o"))
+    assert "does not apply to kind 'mask'" in error_line(run(*base, "--normal", "--n", 1, "--out", tmp_path / "o"))
+    assert "unknown kind 'hat'" in error_line(run("synthesize", "--kind", "hat", "--out", tmp_path / "o"))
+    assert "no offset network for 'sunglasses'" in error_line(
+        run("synthesize", "--kind", "glasses", "--model", path, "--n", 1, "--out", tmp_path / "o"))
+    assert not (tmp_path / "o").exists()  # nothing written before the input is known to be good
+    # SD-GAN's `--kind glasses --normal` is our frame glasses
+    r = run("synthesize", "--kind", "glasses", "--normal", "--model", path, "--n", 1, "--out", tmp_path / "g")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "g" / "manifest.json").read_text())["kind"] == "frame_glasses"
+
+
+# -- latentedit train offset --------------------------------------------------------------------
+
+def test_train_offset_export_and_resume(world, tmp_path):
+    source, G, _ = world
+    target = tmp_path / "bundle"
+    shutil.copytree(source, target)
+    run_dir = tmp_path / "run"
+    args = ("train", "offset", "--kind", "mask", "--bundle", source, "--out", run_dir, "--batch", 4,
+            "--threads", 1, "--snapshot", 1)
+    r = run(*args, "--steps", 2, "--export", target)
+    assert r.exit_code == 0, r.output
+    assert "step 2/2" in r.output and "exported offset_mask" in r.output
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["info"]["step"] == 2 and (run_dir / "samples_000002.png").exists()
+    net, settings = read_offset_network(target, "mask")
+    from safetensors.torch import load_file
+    saved = load_file(run_dir / "state.safetensors")
+    # exported in fp16: the run's fp32 weights rounded to half precision
+    assert all(torch.equal(v, saved[f"net.{k}"].half().to(v.dtype)) for k, v in net.state_dict().items())
+    d = Direction.load("mask", bundle=source)
+    assert torch.equal(settings["normal"], d.vector.float()) and settings["boundary"] == "mask"
+    manifest = bundle.read_manifest(target)
+    assert manifest["networks"]["offset_mask"]["config"]["provenance"]["steps"] == 2
+    assert "offset_frame_glasses" in manifest["networks"]  # the other networks stay
+    r = run("synthesize", "--kind", "mask", "--model", target, "--n", 1, "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    manifest["networks"]["offset_mask"]["config"]["generator"] = "0" * 64  # trained through another G
+    (target / "bundle.json").write_text(json.dumps(manifest))
+    assert "another generator" in error_line(
+        run("synthesize", "--kind", "mask", "--model", target, "--n", 1, "--out", tmp_path / "s2"))
+
+    assert "pass --resume" in error_line(run(*args, "--steps", 3))
+    assert "conflicts" in error_line(run(*args[:-6], "--batch", 8, "--threads", 1, "--steps", 3, "--resume"))
+    r = run(*args, "--steps", 3, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "resumed at step 2" in r.output and "step 3/3" in r.output
+    assert json.loads((run_dir / "state.json").read_text())["info"]["step"] == 3
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [2, 3]
+
+
+def test_accessory_templates_hold_only_the_accessory():
+    from latentedit.world.templates import ACCESSORIES, accessory_template
+
+    for kind in ACCESSORIES:
+        t = accessory_template(kind, 64)
+        drawn = (t < 1).any(0)
+        assert t.shape == (3, 64, 64) and 20 < int(drawn.sum()) < 64 * 64 // 3, kind
+        rows = drawn.any(1).nonzero()
+        if kind == "mask":  # the lower face
+            assert rows.float().mean() > 36
+        else:  # the eye line
+            assert 20 < rows.float().mean() < 40
+    # frame glasses draw the frame only: fewer pixels than sunglasses (frame + lenses)
+    assert (accessory_template("frame_glasses") < 1).any(0).sum() < (accessory_template("sunglasses") < 1).any(0).sum()
+    with pytest.raises(InputError, match="unknown accessory"):
+        accessory_template("hat")

@@ -1,0 +1,196 @@
+"""The image -> W+ encoder: shapes and the e4e code structure (w0 + deltas, mode "w", progressive
+stage), its start near w_avg, bundle round trip and bad files, input checks, and the trainer's
+steps, snapshot and exact resume. Trainer tests run through the bundled default generator."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from latentedit import world
+from latentedit.edit.project import w_stats
+from latentedit.errors import FormatError, InputError
+from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
+from latentedit.formats.encoder import has_encoder, read_encoder, write_encoder
+from latentedit.models.encoder import Encoder, EncoderConfig
+from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
+
+torch.set_num_threads(1)
+
+TINY = dict(resolution=32, num_ws=8, w_dim=16, stem_width=8, widths=[8, 16, 16], blocks=[1, 1, 1],
+            se_reduction=4, fpn_width=16, head_width=16, init_scale=1.0)
+
+
+def tiny(seed=0, **kw):
+    torch.manual_seed(seed)
+    enc = Encoder(EncoderConfig(**{**TINY, **kw}))
+    with torch.no_grad():
+        enc.w_avg.normal_()
+    return enc.eval()
+
+
+def images(n, size=32, seed=0):
+    return torch.rand([n, 3, size, size], generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_shapes_w_mode_and_layer_split():
+    x = images(3)
+    enc = tiny()
+    codes = enc(x)
+    assert codes.shape == (3, 8, 16)
+    assert not torch.allclose(codes[:, 1], codes[:, 0])       # w+: per-layer deltas
+    torch.testing.assert_close(enc(x[:1]), codes[:1])          # eval mode: no batch coupling
+    w = tiny(mode="w")
+    assert len(w.heads) == 1
+    cw = w(x)
+    assert cw.shape == (3, 8, 16) and (cw == cw[:, :1]).all()  # every layer the same code
+    assert EncoderConfig(num_ws=18).layer_levels() == [2] * 3 + [1] * 4 + [0] * 11   # pSp's split
+    assert EncoderConfig.small().layer_levels() == [2] * 3 + [1] * 4 + [0] * 3
+    assert EncoderConfig(**{**TINY, "num_ws": 2}).layer_levels() == [2, 2]
+    n = sum(p.numel() for p in Encoder(EncoderConfig.small()).parameters())
+    assert 2e6 < n < 5e6
+
+
+def test_progressive_stage_zeroes_later_deltas():
+    x = images(2)
+    enc = tiny()
+    full = enc(x)
+    enc.progressive_stage = 3
+    w0, deltas = enc.encode(x)
+    assert (deltas[:, 0] == 0).all() and (deltas[:, 4:] == 0).all()
+    assert (deltas[:, 1:4].abs().sum(2) > 0).all()
+    codes = enc(x)
+    assert (codes[:, 4:] == codes[:, :1]).all()
+    torch.testing.assert_close(codes[:, :4], full[:, :4])      # active layers unchanged
+    enc.progressive_stage = 0
+    torch.testing.assert_close(enc(x), full[:, :1].expand_as(full))
+    for bad in (-1, 8):
+        with pytest.raises(InputError):
+            enc.progressive_stage = bad
+
+
+def test_untrained_codes_start_near_w_avg():
+    G = load_generator()
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig.small(num_ws=G.num_ws, w_dim=G.w_dim)).eval()
+    enc.w_avg.copy_(G.w_avg)
+    x = world.sample(8, seed=0).image
+    with torch.no_grad():
+        dist = (enc(x) - G.w_avg).norm(dim=2).mean()
+    assert dist < 0.05 * w_stats(G, samples=500)
+
+
+def test_bundle_round_trip_is_exact(tmp_path):
+    path = tmp_path / "b"
+    bundle.write_bundle(path, {"other": ("something", {"a": 1}, {"t": torch.ones(2)})})
+    enc = tiny(seed=3)
+    enc.progressive_stage = 5
+    write_encoder(path, enc, figures={"pixel_mse": 0.1})
+    manifest = bundle.read_manifest(path)
+    assert set(manifest["networks"]) == {"other", "encoder"}          # merged, not replaced
+    assert manifest["networks"]["encoder"]["kind"] == "encoder"
+    assert manifest["networks"]["encoder"]["config"] == enc.cfg.to_dict()
+    assert manifest["figures"]["encoder"] == {"pixel_mse": 0.1}
+    assert has_encoder(path) and not has_encoder(tmp_path)
+    back = read_encoder(path)
+    assert not back.training and back.cfg == enc.cfg and back.progressive_stage == 5
+    sd, sd2 = enc.state_dict(), back.state_dict()
+    assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
+    x = images(2)
+    assert torch.equal(back(x), enc(x))
+
+
+def test_missing_or_corrupt_encoder_is_a_format_error(tmp_path):
+    with pytest.raises(FormatError, match="nowhere"):
+        read_encoder(tmp_path / "nowhere")
+    path = tmp_path / "b"
+    bundle.write_bundle(path, {"other": ("something", {}, {"t": torch.ones(2)})})
+    with pytest.raises(FormatError, match=f"{path}.*no encoder"):
+        read_encoder(path)
+    write_encoder(path, tiny())
+    manifest_text = (path / "bundle.json").read_text()
+    data = bytearray((path / "encoder.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (path / "encoder.safetensors").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="sha256"):
+        read_encoder(path)
+    (path / "encoder.safetensors").unlink()
+    with pytest.raises(FormatError, match="cannot read"):
+        read_encoder(path)
+    write_encoder(path, tiny())
+    manifest = json.loads((path / "bundle.json").read_text())
+    manifest["networks"]["encoder"]["config"]["depth"] = 50
+    (path / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match="unknown EncoderConfig keys"):
+        read_encoder(path)
+    manifest = json.loads(manifest_text)
+    manifest["networks"]["encoder"]["kind"] = "fusion"
+    (path / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match="not an 'encoder'"):
+        read_encoder(path)
+    write_encoder(path, tiny(mode="w"))          # weights for one head, config for eight
+    manifest = json.loads((path / "bundle.json").read_text())
+    manifest["networks"]["encoder"]["config"]["mode"] = "w+"
+    (path / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match="missing"):
+        read_encoder(path)
+
+
+def test_bad_inputs_and_configs_are_input_errors():
+    enc = tiny()
+    for bad in (images(2, size=16), images(2)[:, :1], images(2)[0], [[0.0]]):
+        with pytest.raises(InputError, match=r"\[N, 3, 32, 32\]"):
+            enc(bad)
+    for value in (float("nan"), float("inf")):
+        x = images(2)
+        x[1, 0, 3, 3] = value
+        with pytest.raises(InputError, match="NaN"):
+            enc(x)
+    with pytest.raises(InputError, match="unknown EncoderConfig keys"):
+        EncoderConfig.from_dict({**TINY, "depth": 3})
+    for bad in ({"mode": "z"}, {"widths": [8, 8]}, {"blocks": [1, 1]}, {"resolution": 48}, {"resolution": 4},
+                {"num_ws": 0}, {"w_dim": 2.5}):
+        with pytest.raises(InputError):
+            EncoderConfig(**{**TINY, **bad})
+    assert EncoderConfig.from_dict(EncoderConfig.small().to_dict()) == EncoderConfig.small()
+    with pytest.raises(InputError):
+        EncoderTrainConfig(batch=1)
+
+
+TRAIN = dict(batch=4, progressive_every=1, snapshot=1000, log_every=1)
+
+
+def test_trainer_steps_save_and_resume_exactly(tmp_path):
+    cfg = EncoderTrainConfig(**TRAIN)
+    a = EncoderTrainer(cfg, DEFAULT_BUNDLE, tmp_path / "a")
+    assert torch.equal(a.encoder.w_avg, a.G.w_avg)
+    before = {k: v.clone() for k, v in a.encoder.state_dict().items()}
+    stats = [a.train_step() for _ in range(3)]
+    assert [s["stage"] for s in stats] == [0, 1, 2]
+    assert all(set(s) >= {"mse", "l1", "perceptual", "identity", "attributes", "latent", "delta", "w0"}
+               and all(torch.isfinite(torch.tensor(v)) for v in s.values()) for s in stats)
+    assert stats[0]["delta"] == 0 and stats[1]["delta"] > 0      # stage 0: no deltas yet
+    assert not torch.equal(before["heads.0.linear.weight"], a.encoder.state_dict()["heads.0.linear.weight"])
+
+    b = EncoderTrainer(cfg, DEFAULT_BUNDLE, tmp_path / "b")
+    b.log = [{"step": 0}]
+    b.train_step(), b.train_step()
+    b.save()
+    assert (tmp_path / "b" / "samples_000002.png").is_file()
+    assert (tmp_path / "b" / "log.jsonl").read_text() == '{"step": 0}\n'
+    c = EncoderTrainer(cfg, DEFAULT_BUNDLE, tmp_path / "b")
+    assert c.resume() and c.step == 2 and c.log == [{"step": 0}]
+    c.train_step()
+    assert c.step == 3
+    sa, sc = a.encoder.state_dict(), c.encoder.state_dict()
+    assert all(torch.equal(sa[k], sc[k]) for k in sa), [k for k in sa if not torch.equal(sa[k], sc[k])]
+
+    out = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, out, ignore=shutil.ignore_patterns("D.*", "parser.*", "face3d.*", "boundaries"))
+    c.export(out, figures={"steps": 3})
+    enc = read_encoder(out)
+    assert {"G", "attributes", "identity", "encoder"} <= set(bundle.read_manifest(out)["networks"])
+    assert enc.progressive_stage == 2
+    x = world.sample(2, seed=5).image
+    with torch.no_grad():
+        assert torch.equal(enc(x), c.encoder.eval()(x))
