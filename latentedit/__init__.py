@@ -8,6 +8,7 @@
 """
 from latentedit.edit.directions import Direction, linear_interpolate
 from latentedit.edit.discrete import DiscreteSynthesizer
+from latentedit.edit.layers import AttributeLayers
 from latentedit.edit.project import encode_images, invert, load_encoder
 from latentedit.errors import FormatError, InputError, LatentEditError, UnsafeFileError
 from latentedit.formats import load_generator, load_networks, save_networks
@@ -20,7 +21,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Discriminator", "DiscriminatorConfig", "FormatError", "Generator", "GeneratorConfig", "InputError",
     "LatentEditError", "UnsafeFileError", "load_generator", "load_networks", "read_latents", "save_networks",
-    "Direction", "DiscreteSynthesizer", "linear_interpolate", "invert", "encode_images", "load_encoder",
+    "AttributeLayers", "Direction", "DiscreteSynthesizer", "linear_interpolate", "invert", "encode_images",
+    "load_encoder",
     "Encoder", "EncoderConfig",
     "write_latents", "__version__",
 ]

@@ -30,7 +30,7 @@ def main():
 
 
 def _register():
-    from latentedit.cli import edit, evaluate, invert, models, synthesize, train, train_evaluators, world
+    from latentedit.cli import edit, evaluate, invert, models, regions, synthesize, train, train_evaluators, world
 
     main.add_command(models.generate)
     main.add_command(models.info)
@@ -43,6 +43,9 @@ def _register():
     main.add_command(edit.edit)
     main.add_command(invert.invert)
     main.add_command(synthesize.synthesize)
+    main.add_command(regions.mask)
+    main.add_command(regions.transfer)
+    main.add_command(regions.layers)
 
 
 _register()

@@ -10,6 +10,7 @@ import torch
 from latentedit.cli.invert import (check_input_options, input_encoder, input_options, invert_inputs, read_inputs,
                                    warning_lines)
 from latentedit.cli.models import model_options, parse_seeds, resolve_model
+from latentedit.cli.regions import check_region_name, component_options, fit_components
 from latentedit.errors import FormatError, InputError
 
 
@@ -152,16 +153,23 @@ def discover(model_path, random_weights, resolution, channel_base, channel_max, 
 @click.option("--boundaries", "bundle_path", type=click.Path(), default=None,
               help="Bundle whose boundaries/ holds named directions (default: --model, else the bundled model).")
 @input_options
+@click.option("--region", default=None,
+              help="Lock the edit to a face part (mouth, eyes, left_eye, hair, ...; see `latentedit mask --region`).")
+@component_options
 @click.option("--out", required=True, type=click.Path(),
               help="Grid PNG; with --input also OUT_latents.npy / OUT_latents.json (the inverted codes).")
 def edit(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
          direction, strength, steps, seeds, condition, layers, truncation, mode, bundle_path, input_paths,
-         invert_mode, invert_steps, encoder_path, out):
+         invert_mode, invert_steps, encoder_path, region, fit_samples, clusters, out):
     """Edit grid: rows are samples, columns strengths along a direction.
 
     With --input IMG|DIR the rows are those images, inverted (--invert-mode, default encoder) into
     W+ codes; the grid then starts with a column of the input images, and the inverted codes are
-    written next to it (OUT_latents.npy, OUT_latents.json in SD-GAN's layout)."""
+    written next to it (OUT_latents.npy, OUT_latents.json in SD-GAN's layout).
+
+    With --region NAME every column is a region-locked edit (regions.region_edit): the edited
+    latents' features replace the originals only inside that part (the union of its masks before
+    and after the edit, feathered); the part clusters are fitted first (--fit-samples, --clusters)."""
     from latentedit.edit.directions import Direction, linear_interpolate
     from latentedit.formats.images import grid, save_png, tile, to_uint8
     from latentedit.formats.latents import write_latents
@@ -169,6 +177,11 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
     if steps < 1:
         raise InputError("--steps must be >= 1")
     check_input_options(input_paths, invert_mode, invert_steps, encoder_path)
+    if region:
+        check_region_name(region)
+    elif any(click.get_current_context().get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
+             for n in ("fit_samples", "clusters")):
+        raise InputError("--fit-samples / --clusters apply to --region")
     if input_paths:
         ctx = click.get_current_context()
         for name in ("seeds", "truncation"):
@@ -199,8 +212,11 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
     else:
         w = G.sample_w(seeds=parse_seeds(seeds), truncation=truncation)             # [N, D]
     edited = linear_interpolate(w, d, lo, hi, steps, mode)                          # [N, S, (L,) D]
-    with torch.no_grad():
-        results = G.synthesize(edited.flatten(0, 1), batch_size=16)                # [N * steps, 3, R, R]
+    if region:
+        results = _region_columns(G, w, edited, region, fit_components(G, model_path, fit_samples, clusters))
+    else:
+        with torch.no_grad():
+            results = G.synthesize(edited.flatten(0, 1), batch_size=16)            # [N * steps, 3, R, R]
     if input_paths:
         tiles = to_uint8(results)                                                    # [N * S, R, R, C]
         tiles = np.concatenate([to_uint8(images)[:, None], tiles.reshape(len(w), steps, *tiles.shape[1:])], 1)
@@ -213,4 +229,20 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
                    f"inverted codes {stem}.npy / .json")
         return
     save_png(out, grid(results, cols=steps))
-    click.echo(f"wrote {out}: {len(w)} samples x {steps} strengths {lo:g}..{hi:g} along {d.name}")
+    where = f" inside {region}" if region else ""
+    click.echo(f"wrote {out}: {len(w)} samples x {steps} strengths {lo:g}..{hi:g} along {d.name}{where}")
+
+
+def _region_columns(G, w, edited, region, components):
+    """Images [N * S, 3, R, R] (rows: samples) of each column's edit (edited [N, S, (L,) D] - w)
+    locked to `region` by regions.region_edit."""
+    from latentedit.edit.regions import region_edit
+
+    base = G.broadcast_w(w)                                                         # [N, L, D]
+    S = edited.shape[1]
+    columns = []
+    with torch.no_grad(), click.progressbar(range(S), label=f"{S} region-locked edits ({region})") as bar:
+        for j in bar:
+            offset = G.broadcast_w(edited[:, j]) - base                             # [N, L, D]
+            columns.append(region_edit(G, base, offset, region, components=components))
+    return torch.stack(columns, 1).flatten(0, 1)

@@ -174,18 +174,29 @@ def edit_cues(G, ws_before, ws_after, resolutions=None, noise_mode="const"):
     is divided by its per-sample maximum, floored (FEATURE_FLOOR / IMAGE_FLOOR) so that no edit
     gives no mask and a faint edit a faint one."""
     a, b = _pair(G, ws_before, ws_after, ("ws_before", "ws_after"))
-    R = G.img_resolution
-    res = _resolutions(G, resolutions, default_min=max(4, R // 8))
-    img, feats = synthesis_features(G, torch.cat([a, b]), res, noise_mode)
+    img, feats = synthesis_features(G, torch.cat([a, b]), cue_resolutions(G, resolutions), noise_mode)
     N = a.shape[0]
-    fcue = torch.zeros([N, 1, R, R], device=img.device)
-    for x in feats.values():
-        xa, xb = x[:N], x[N:]
+    return cues_from_features(img[:N], {r: x[:N] for r, x in feats.items()},
+                              img[N:], {r: x[N:] for r, x in feats.items()})
+
+
+def cue_resolutions(G, resolutions=None):
+    """The blocks `edit_cues` compares: `resolutions`, default those of at least R/8 px."""
+    return _resolutions(G, resolutions, default_min=max(4, G.img_resolution // 8))
+
+
+def cues_from_features(img_before, feats_before, img_after, feats_after):
+    """`edit_cues` from the outputs of `synthesis_features` for the latents before and after
+    (the same blocks in both), so that one pass of the unedited latents serves several edits."""
+    N, R = img_before.shape[0], img_before.shape[-1]
+    fcue = torch.zeros([N, 1, R, R], device=img_before.device)
+    for res, xa in feats_before.items():
+        xb = feats_after[res]
         scale = xa.norm(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True) + 1e-8
         d = (xb - xa).norm(dim=1, keepdim=True) / scale
         fcue += F.interpolate(d, size=(R, R), mode="bilinear", align_corners=False) if d.shape[-1] != R else d
-    fcue /= len(feats)
-    icue = _gaussian_blur((img[N:] - img[:N]).norm(dim=1, keepdim=True), IMAGE_BLUR * R)
+    fcue /= len(feats_before)
+    icue = _gaussian_blur((img_after - img_before).norm(dim=1, keepdim=True), IMAGE_BLUR * R)
     return _scale(fcue, FEATURE_FLOOR), _scale(icue, IMAGE_FLOOR)
 
 
@@ -195,9 +206,18 @@ def edit_mask(G, ws_before, ws_after, resolutions=None, image_weight=0.5, noise_
     semantic, but it also sees changes that never reach the pixels) and the image cue i (sharp,
     but it also sees small texture changes), so a pixel counts when both cues see a change.
     See `edit_cues`; `threshold_mask` turns it into a binary mask."""
+    _check_image_weight(image_weight)
+    return soft_from_cues(*edit_cues(G, ws_before, ws_after, resolutions, noise_mode), image_weight)
+
+
+def _check_image_weight(image_weight):
     if not 0 <= float(image_weight) <= 1:
         raise InputError(f"image_weight must be in [0, 1], got {image_weight}")
-    f, i = edit_cues(G, ws_before, ws_after, resolutions, noise_mode)
+
+
+def soft_from_cues(f, i, image_weight=0.5):
+    """The soft edit mask f^(1 - image_weight) * i^image_weight of cues from `edit_cues`."""
+    _check_image_weight(image_weight)
     return f.pow(1 - image_weight) * i.pow(image_weight)
 
 
@@ -496,9 +516,10 @@ def _split_side(eyes, nose, left_on_image_left, want_left):
     return eyes * keep.to(eyes.dtype)
 
 
-def region_mask(G, ws, name, components=None):
+def region_mask(G, ws, name, components=None, labels=None):
     """Soft mask [N, 1, R, R] in [0, 1] of region `name` (REGIONS) for W or W+ latents, from the
-    named clusters of `components` (default: `default_components(G)`)."""
+    named clusters of `components` (default: `default_components(G)`). labels: the latents'
+    cluster labels from `components.assign(G, ws)` when already at hand (then G does not run)."""
     if name not in REGIONS:
         raise InputError(f"unknown region {name!r}; known: {', '.join(REGIONS)}")
     ws = _wplus(G, ws)
@@ -507,7 +528,7 @@ def region_mask(G, ws, name, components=None):
     if part not in comps.names:
         raise InputError(f"no cluster is named {part!r} in these components (named: {sorted(comps.names)}); "
                          "fit more samples or clusters, or name them with a parser that sees this part")
-    labels = comps.assign(G, ws)
+    labels = comps.assign(G, ws) if labels is None else labels
     mask = comps.cluster_mask(G, ws, comps.names[part], labels)
     if name in SIDES:
         nose = (comps.cluster_mask(G, ws, comps.names["nose"], labels) if "nose" in comps.names
