@@ -18,6 +18,7 @@ setup(
     version="0.1.0",
     description="StyleGAN2 latent-space editing: generator, formats, directions, discrete attributes",
     packages=find_packages(include=["latentedit", "latentedit.*"]),
+    package_data={"latentedit.studio": ["static/*.html", "static/*.js", "static/*.css"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.6",  # weights-only loading with safe_globals, and its 2.6 security fix

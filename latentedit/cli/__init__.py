@@ -31,6 +31,7 @@ def main():
 
 def _register():
     from latentedit.cli import edit, evaluate, invert, models, regions, synthesize, train, train_evaluators, world
+    from latentedit.cli import recipe, studio
 
     main.add_command(models.generate)
     main.add_command(models.info)
@@ -46,6 +47,8 @@ def _register():
     main.add_command(regions.mask)
     main.add_command(regions.transfer)
     main.add_command(regions.layers)
+    main.add_command(studio.studio)
+    main.add_command(recipe.replay)
 
 
 _register()
