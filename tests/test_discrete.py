@@ -347,7 +347,7 @@ def test_train_offset_export_and_resume(world, tmp_path):
 
 
 def test_accessory_templates_hold_only_the_accessory():
-    from latentedit.world.templates import ACCESSORIES, accessory_template
+    from latentedit.world.templates import ACCESSORIES, accessory_region, accessory_template
 
     for kind in ACCESSORIES:
         t = accessory_template(kind, 64)
@@ -358,6 +358,9 @@ def test_accessory_templates_hold_only_the_accessory():
             assert rows.float().mean() > 36
         else:  # the eye line
             assert 20 < rows.float().mean() < 40
+        # the expected region (frame + lenses for glasses) holds every drawn pixel of the template
+        region = accessory_region(kind, 64)
+        assert region.dtype == torch.bool and bool(region[drawn].all()), kind
     # frame glasses draw the frame only: fewer pixels than sunglasses (frame + lenses)
     assert (accessory_template("frame_glasses") < 1).any(0).sum() < (accessory_template("sunglasses") < 1).any(0).sum()
     with pytest.raises(InputError, match="unknown accessory"):

@@ -10,9 +10,13 @@ reaches the offset network through G:
             is present and of the right kind: frame glasses must not come out as sunglasses);
 - identity: 1 - cosine of the frozen identity embedder between y and x;
 - realism:  non-saturating loss of the frozen discriminator on y;
-- outside:  MSE between y and x outside the accessory region; the region is where the frozen face
-            parser sees the accessory's classes on y or on x, dilated by `dilate` pixels (generated
-            images have no ground truth; the parser gives it), taken as a constant;
+- visible:  the frozen face parser, a second judge, sees the accessory where it belongs: 1 - its
+            mean probability of the accessory's classes over the expected region (where the
+            template's accessory sits on the world's centred head). Without this term the offset
+            learns to fool the classifier alone with changes nobody else sees;
+- outside:  MSE between y and x outside the accessory region; the region is the expected region
+            plus wherever the parser sees the accessory's classes on y or on x, dilated by `dilate`
+            pixels (generated images have no ground truth; the parser gives it), taken as a constant;
 - template: the accessory looks like its template: the mean colour of y over the parser's
             accessory pixels matches the mean colour of the template's accessory pixels;
 - offset:   mean square of the offset (small offsets keep the edit near the prior).
@@ -37,6 +41,11 @@ from latentedit.train.loop import run_steps
 from latentedit.train.state import load_state, save_state
 
 
+# An edit counts as seen by the parser when it labels at least this share of the accessory's
+# expected region (the template's, on the centred head) as the accessory.
+VISIBLE_SHARE = 0.3
+
+
 @dataclass
 class OffsetConfig:
     kind: str = "frame_glasses"
@@ -46,6 +55,7 @@ class OffsetConfig:
     truncation: tuple = (0.5, 1.0)
     distance: float = 3.0            # the prior's target signed distance from the boundary plane
     w_class: float = 1.0
+    w_visible: float = 1.0
     w_identity: float = 1.0
     w_realism: float = 0.05
     w_outside: float = 20.0
@@ -70,7 +80,8 @@ class OffsetTrainer:
         from latentedit.formats import load_networks
         from latentedit.formats.directions import generator_hash
         from latentedit.formats.evaluators import load_evaluators
-        from latentedit.world.templates import accessory_labels, accessory_template, template_labels
+        from latentedit.world.templates import (accessory_labels, accessory_region, accessory_template,
+                                                template_labels)
 
         self.cfg, self.bundle, self.out_dir = cfg, Path(bundle), Path(out_dir)
         nets = load_networks(self.bundle)
@@ -97,6 +108,7 @@ class OffsetTrainer:
         self.drawn_ids = template_labels(cfg.kind)
         drawn = (template < 0.99).any(0)                       # non-white pixels of the template
         self.template_colour = template[:, drawn].mean(1)      # [3]
+        self.expected = accessory_region(cfg.kind, self.G.img_resolution).float()[None, None]
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.step = 0
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -112,14 +124,8 @@ class OffsetTrainer:
         w = self.G.mapping(z, update_w_avg=False)[:, 0]
         return self.G.w_avg + psi * (w - self.G.w_avg)
 
-    def region(self, x, y):
-        """Constant [N, 1, H, W] accessory region: parser's accessory classes on y or x, dilated."""
-        with torch.no_grad():
-            probs = torch.cat([self.parser(x), self.parser(y)]).softmax(1)
-            r = probs[:, self.region_ids].sum(1, keepdim=True)
-            r = torch.maximum(*r.chunk(2))
-            k = 2 * self.cfg.dilate + 1
-            return F.max_pool2d(r, k, stride=1, padding=self.cfg.dilate)
+    def dilated(self, r):
+        return F.max_pool2d(r, 2 * self.cfg.dilate + 1, stride=1, padding=self.cfg.dilate)
 
     def losses(self, w):
         cfg = self.cfg
@@ -127,24 +133,32 @@ class OffsetTrainer:
         with torch.no_grad():
             x = self.G.synthesis(ws, noise_mode="const")
             p = self.synth.priors(ws)
+            on_x = self.parser(x).softmax(1)[:, self.region_ids].sum(1, keepdim=True)
+            e_x = self.idn(x.clamp(-1, 1))
         offset = self.synth.offsets(x)
         y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
         head, index, _ = KINDS[cfg.kind]
         logits = self.clf(y.clamp(-1, 1))[head]
         out = {"class": F.cross_entropy(logits, torch.full([len(y)], index, dtype=torch.long))}
-        with torch.no_grad():
-            e_x = self.idn(x.clamp(-1, 1))
+        # The parser, a second judge, must see the accessory where it belongs (the template's region
+        # on the centred head): without it the offset learns to fool the classifier alone.
+        parsed = self.parser(y.clamp(-1, 1)).softmax(1)
+        on_y = parsed[:, self.region_ids].sum(1, keepdim=True)
+        out["visible"] = 1 - (on_y * self.expected).sum((1, 2, 3)).mean() / self.expected.sum()
         out["identity"] = (1 - (self.idn(y.clamp(-1, 1)) * e_x).sum(1)).mean()
         out["realism"] = F.softplus(-self.D(y)).mean()
-        keep = 1 - self.region(x, y.detach())
+        region = self.dilated(torch.maximum(torch.maximum(on_x, on_y.detach()), self.expected))
+        keep = 1 - region
         out["outside"] = ((y - x) ** 2 * keep).sum() / (keep.sum() * 3).clamp(min=1)
-        with torch.no_grad():
-            wts = self.parser(y.detach()).softmax(1)[:, self.drawn_ids].sum(1, keepdim=True)
+        wts = parsed[:, self.drawn_ids].sum(1, keepdim=True).detach()
         colour = (y * wts).sum((2, 3)) / wts.sum((2, 3)).clamp(min=1.0)
         out["template"] = ((colour - self.template_colour) ** 2).sum(1).mean()
         out["offset"] = offset.pow(2).mean()
         total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
-        out["success"] = (logits.argmax(1) == index).float().mean()
+        with torch.no_grad():
+            out["success"] = (logits.argmax(1) == index).float().mean()
+            seen = ((parsed.argmax(1, keepdim=True)[..., None] == self.region_ids).any(-1).float() * self.expected)
+            out["seen"] = (seen.sum((1, 2, 3)) / self.expected.sum() >= VISIBLE_SHARE).float().mean()
         return total, out
 
     def train_step(self):

@@ -40,13 +40,23 @@ def template_labels(kind):
     return torch.tensor([LABEL_ID[name] for name in _check(kind)[2]])
 
 
-def accessory_template(kind, resolution=64):
-    """Template image [3, R, R] in [-1, 1]: the accessory on white."""
-    on, _, drawn = _check(kind)
-    labels = torch.tensor([LABEL_ID[name] for name in drawn])
+def _frontal(kind, resolution):
+    on, _, _ = _check(kind)
     frontal = dict(yaw=0.0, pitch=0.0, roll=0.0, smile=0.0, glasses="none", mask=0, hat=0, beard=0.0,
                    glasses_round=0.5, glasses_size=0.0)
     frontal.update(on)
-    batch = render(sample_params(1, seed=0).replace(**frontal), resolution)
-    keep = torch.isin(batch.labels[0], labels)
+    return render(sample_params(1, seed=0).replace(**frontal), resolution)
+
+
+def accessory_region(kind, resolution=64):
+    """Bool [R, R]: where accessory `kind` sits on the frontal, centred head of the template (the
+    region classes, e.g. frame and lenses). World faces are centred, so this is where an edit is
+    expected to put the accessory."""
+    return torch.isin(_frontal(kind, resolution).labels[0], accessory_labels(kind))
+
+
+def accessory_template(kind, resolution=64):
+    """Template image [3, R, R] in [-1, 1]: the accessory on white."""
+    batch = _frontal(kind, resolution)
+    keep = torch.isin(batch.labels[0], template_labels(kind))
     return torch.where(keep[None], batch.image[0], torch.ones_like(batch.image[0]))
