@@ -109,7 +109,7 @@ def main():
     ap.add_argument("--truncation", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=5_000_000, help="first seed of the sampled codes (held out)")
     ap.add_argument("--distances", default="1,2,3,4,5,6,8,10,12")
-    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=40, help="a multiple of 4 (discriminator groups)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()

@@ -73,7 +73,7 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
         (["generate", "--model", tmp_path / "bad.pt", "--out", tmp_path / "o"], "bad.pt"),
         (["generate", "--model", tmp_path / "nope.pkl", "--out", tmp_path / "o"], "no such file"),
         (["generate", *RANDOM, "--w-file", tmp_path / "nan.json", "--out", tmp_path / "o"], "NaN"),
-        (["generate", *RANDOM, "--w-file", tmp_path / "wrong.npy", "--out", tmp_path / "o"], "latents must have shape"),
+        (["generate", *RANDOM, "--w-file", tmp_path / "wrong.npy", "--out", tmp_path / "o"], "codes of 100 values"),
         (["generate", *RANDOM, "--w-file", tmp_path / "short.npy", "--out", tmp_path / "o"], "short.npy"),
         (["info", tmp_path], "without bundle.json"),
     ]

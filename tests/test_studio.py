@@ -86,8 +86,10 @@ def acc_bundle(tmp_path_factory):
     from latentedit.models.fusion import FusionConfig, FusionNet
     from latentedit.world.templates import accessory_template
 
+    from test_discrete import copy_without_offsets
+
     path = tmp_path_factory.mktemp("studio") / "bundle"
-    shutil.copytree(DEFAULT_BUNDLE, path)
+    copy_without_offsets(DEFAULT_BUNDLE, path)
     G = load_generator(path)
     torch.manual_seed(0)
     net = FusionNet(FusionConfig(**{**asdict(FusionConfig.small()), "num_ws": G.num_ws})).eval()
@@ -174,8 +176,8 @@ def test_info(server):
     assert {"smile", "age", "beard", "eyeglasses", "hat", "hair_color_red"} <= names
     acc = {a["kind"]: a for a in info["accessories"]}
     assert set(acc) == {"mask", "sunglasses", "frame_glasses"}
-    for a in acc.values():  # the bundled model has no offset networks yet: disabled, with the reason
-        assert not a["available"] and "no offset network" in a["reason"]
+    for a in acc.values():  # the bundled model ships an offset network for every kind
+        assert a["available"] and a["reason"] is None
     assert "left_eye" in info["regions"] and "hair" in info["regions"]
     assert info["encoder"] is False and info["invert"] == {"mode": "project", "steps": 5}
     assert info["limits"]["upload_bytes"] == 8 * 1024 * 1024
@@ -257,7 +259,7 @@ def test_bad_requests_get_one_line_errors(server):
         ({"recipe": {"start": {"seed": -1}}}, "seed"),
         ({"recipe": {"start": {"latents": [1.0, 2.0]}}}, "latents must be"),
         ({"recipe": {"start": SEED, "bogus": 1}}, "unknown key"),
-        ({"recipe": {"start": SEED, "accessory": "mask"}}, "no offset network"),
+        ({"recipe": {"start": SEED, "accessory": "hat"}}, "hat"),
         ({"recipe": {"start": SEED, "transfer": {"component": "tail", "source": SEED}}}, "unknown component"),
         ({"recipe": {"start": SEED, "layers": {"strengths": {"beard": 1}, "colours": [{"target": "beard",
                                                                                       "rgb": [300, 0, 0]}]}}},
@@ -439,7 +441,7 @@ def test_full_recipe_round_trip_equals_replay(server, tmp_path):
     recipe = {"start": {"latents": w.tolist(), "origin": "test"},
               "directions": [{"name": "smile", "strength": 1.5, "keep": ["age", "beard"]},
                              {"name": "hair_color_red", "strength": 0.8}],
-              "transfer": {"component": "eyes", "source": {"seed": 6, "truncation": 0.7}},
+              "transfer": {"component": "hair", "source": {"seed": 6, "truncation": 0.7}},
               "layers": {"s_ref": 1.0, "strengths": {"beard": 0.7, "eyeglasses": 0.0},
                          "colours": [{"target": "beard", "rgb": [200, 40, 40]},
                                      {"target": "hair", "rgb": [30, 30, 90]}]}}

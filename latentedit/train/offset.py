@@ -194,7 +194,7 @@ class OffsetTrainer:
 
     def export(self, bundle, figures=None, dtype=torch.float16):
         """Writes the trained network, its template and prior into bundle folder `bundle`
-        (weights in fp16 by default: the edited images differ from fp32 weights by about 1/255)."""
+        (weights in fp16 by default: edited images differ from the fp32 weights by at most about 2/255)."""
         from latentedit.formats.sdgan import write_offset_network
 
         s = self.synth
