@@ -25,7 +25,7 @@ The heads' last linear layers start small (`init_scale`), so an untrained encode
 near `w_avg` (a buffer the trainer sets from the generator's w_avg).
 """
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import List, Tuple
 
 import torch
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentedit.errors import InputError
+from latentedit.models.config import DictConfig
 
 ENCODER_MODES = ("w+", "w")
 _INT_LIMITS = {"resolution": 4096, "num_ws": 64, "w_dim": 8192, "stem_width": 4096, "fpn_width": 4096,
@@ -40,7 +41,7 @@ _INT_LIMITS = {"resolution": 4096, "num_ws": 64, "w_dim": 8192, "stem_width": 40
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(DictConfig):
     resolution: int = 256                  # input image size (pSp resizes 1024 px faces to 256)
     num_ws: int = 18                       # W+ layers of the generator the codes are for
     w_dim: int = 512
@@ -74,18 +75,6 @@ class EncoderConfig:
                              f"({2 ** len(self.widths)}), got {self.resolution}")
         if not isinstance(self.init_scale, (int, float)) or not 0 <= self.init_scale <= 10:
             raise InputError(f"EncoderConfig.init_scale must be in [0, 10], got {self.init_scale!r}")
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        if not isinstance(d, dict):
-            raise InputError(f"EncoderConfig must be a dict, got {type(d).__name__}")
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise InputError(f"unknown EncoderConfig keys: {unknown}")
-        return cls(**d)
 
     @classmethod
     def small(cls, num_ws=10, w_dim=512, resolution=64, mode="w+"):

@@ -3,7 +3,7 @@
 Networks only (no file I/O, no training). Each takes images [N, 3, H, W] in [-1, 1] and is
 built from a JSON-able config dict, so a bundle can record it (`kind` + `config`).
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Dict, List
 
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from latentedit.errors import InputError
+from latentedit.models.config import DictConfig
 
 # What the bundled attribute classifier predicts: head -> class names (argmax = the class).
 # Binary heads of continuous world attributes use thresholds: smile > 0.5, age > 0.5, beard > 0.
@@ -55,18 +56,11 @@ class Backbone(nn.Module):
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(DictConfig):
     image_size: int = 64
     channels: List[int] = field(default_factory=lambda: [32, 64, 128, 256])
     heads: Dict[str, List[str]] = field(default_factory=lambda: {k: list(v) for k, v in ATTRIBUTE_HEADS.items()})
     regression: List[str] = field(default_factory=lambda: list(REGRESSION_HEADS))
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**_known(cls, d))
 
 
 class AttributeClassifier(nn.Module):
@@ -106,18 +100,11 @@ class AttributeClassifier(nn.Module):
 
 
 @dataclass
-class IdentityConfig:
+class IdentityConfig(DictConfig):
     image_size: int = 64
     channels: List[int] = field(default_factory=lambda: [32, 64, 128, 256])
     embed_dim: int = 128
     identity_dim: int = 0   # > 0: an auxiliary head regressing the world's identity vector
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**_known(cls, d))
 
 
 class IdentityEmbedder(nn.Module):
@@ -141,18 +128,11 @@ class IdentityEmbedder(nn.Module):
 
 
 @dataclass
-class ParserConfig:
+class ParserConfig(DictConfig):
     image_size: int = 64
     channels: List[int] = field(default_factory=lambda: [16, 32, 64, 128])
     num_classes: int = 20
     labels: List[str] = field(default_factory=list)   # class names (world.LABELS when trained on it)
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**_known(cls, d))
 
 
 class FaceParser(nn.Module):
@@ -185,10 +165,3 @@ class FaceParser(nn.Module):
     def parse(self, x):
         """Label maps [N, H, W] int64."""
         return self(x).argmax(1)
-
-
-def _known(cls, d):
-    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-    if unknown:
-        raise InputError(f"unknown {cls.__name__} fields {unknown}")
-    return dict(d)

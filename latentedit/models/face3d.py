@@ -13,13 +13,14 @@ is (dx, dy, 1) normalised in that same frame. `Face3D.decode` turns raw network 
 depth / light / view with the configured ranges.
 """
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Dict, List
 
 import torch
 from torch import nn
 
 from latentedit.errors import InputError
+from latentedit.models.config import DictConfig
 
 EPS = 1e-7
 
@@ -79,7 +80,7 @@ class EDDeconv(nn.Module):
 
 
 @dataclass
-class Face3DConfig:
+class Face3DConfig(DictConfig):
     """Sizes of the four nets and the ranges their outputs are decoded to."""
     nf: int = 64                # depth / albedo nets
     zdim: int = 256
@@ -102,16 +103,6 @@ class Face3DConfig:
     def unsup3d(cls):
         """unsup3d's celeba / synface configuration (what `checkpoint030.pth` holds)."""
         return cls(border_depth=0.7 * 1.1 + 0.3 * 0.9)
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise InputError(f"unknown Face3DConfig fields {unknown}")
-        return cls(**d)
 
 
 def depth_to_points(depth, tan_half_fov):

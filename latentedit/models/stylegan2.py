@@ -6,7 +6,7 @@ parameter names follow the NVlabs stylegan2-ada layout, so their state dicts loa
 rosinality's by rename + reshape (latentedit.formats).
 """
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from torch import nn
 
 from latentedit.errors import InputError
 from latentedit.models import layers
+from latentedit.models.config import DictConfig
 from latentedit.models.layers import Conv2dLayer, FullyConnectedLayer, conv2d_resample, normalize_2nd_moment
 from latentedit.ops import bias_act, setup_filter, upsample2d
 
@@ -44,7 +45,7 @@ def check_config(cfg):
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(DictConfig):
     resolution: int = 1024
     z_dim: int = 512
     w_dim: int = 512
@@ -72,20 +73,9 @@ class GeneratorConfig:
     def channels(self, res):
         return min(self.channel_base // res, self.channel_max)
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = cls.__dataclass_fields__
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise InputError(f"unknown {cls.__name__} keys: {unknown}")
-        return cls(**d)
-
 
 @dataclass
-class DiscriminatorConfig:
+class DiscriminatorConfig(DictConfig):
     resolution: int = 1024
     img_channels: int = 3
     channel_base: int = 32768
@@ -97,9 +87,6 @@ class DiscriminatorConfig:
     resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
 
     channels = GeneratorConfig.channels
-    to_dict = GeneratorConfig.to_dict
-    __post_init__ = check_config
-    from_dict = classmethod(GeneratorConfig.from_dict.__func__)
 
 
 # ---------------------------------------------------------------------------------------------

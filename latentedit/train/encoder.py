@@ -41,12 +41,13 @@ from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.train.loop import run_steps
 from latentedit.train.state import load_state, save_state
+from latentedit.models.config import DictConfig
 
 LOSSES = ("mse", "l1", "perceptual", "identity", "attributes", "latent", "delta", "w0")
 
 
 @dataclass
-class EncoderTrainConfig:
+class EncoderTrainConfig(DictConfig):
     steps: int = 20000
     batch: int = 16
     real_fraction: float = 0.5          # share of world renders in each batch (rest: generated)
@@ -90,13 +91,6 @@ class EncoderTrainConfig:
     @property
     def n_real(self):
         return int(round(self.batch * self.real_fraction))
-
-    @classmethod
-    def from_dict(cls, d):
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise InputError(f"unknown EncoderTrainConfig keys: {unknown}")
-        return cls(**d)
 
 
 def _resize(x, size):
