@@ -120,6 +120,17 @@ def _rosinality_importable(path):
     return None
 
 
+def run_worker(cmd, label):
+    """Runs one measurement in its own process (a clean allocator and thread pool per configuration);
+    -> (its JSON report, median and best of its "times"), or None after printing why it failed."""
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"[{label}] failed:\n{r.stderr[-2000:]}", flush=True)
+        return None
+    data = json.loads(r.stdout.strip().splitlines()[-1])
+    return data, statistics.median(data["times"]), min(data["times"])
+
+
 def machine_description():
     cpu = platform.processor() or "?"
     try:
@@ -199,12 +210,10 @@ def main():
                     cmd = [sys.executable, os.path.abspath(__file__), "--iters", str(iters), "--warmup",
                            str(args.warmup), "--worker", config, paths.get(config) or "-", str(res), str(batch),
                            wpath, wspath, out]
-                    r = subprocess.run(cmd, capture_output=True, text=True)
-                    if r.returncode != 0:
-                        print(f"[{config} {res}px batch {batch}] failed:\n{r.stderr[-2000:]}", flush=True)
+                    measured = run_worker(cmd, f"{config} {res}px batch {batch}")
+                    if measured is None:
                         continue
-                    data = json.loads(r.stdout.strip().splitlines()[-1])
-                    med, best = statistics.median(data["times"]), min(data["times"])
+                    data, med, best = measured
                     rows[config] = dict(config=config, res=res, batch=batch, img_s=batch / med, img_s_best=batch / best,
                                         peak_mb=data["peak_mb"], times=data["times"])
                     imgs[config] = torch.load(out)

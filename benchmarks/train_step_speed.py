@@ -19,8 +19,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -121,7 +119,7 @@ def main():
     if "nvlabs" in configs and not (a.nvlabs and os.path.isdir(a.nvlabs)):
         print(f"[nvlabs] skipped: {'no checkout given (--nvlabs PATH)' if not a.nvlabs else a.nvlabs + ' does not exist'}")
         configs.remove("nvlabs")
-    from generator_speed import machine_description  # sibling script (benchmarks/ is on sys.path)
+    from generator_speed import machine_description, run_worker  # sibling script (benchmarks/ is on sys.path)
 
     from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
@@ -140,12 +138,10 @@ def main():
             cmd = [sys.executable, os.path.abspath(__file__), "--res", str(a.res), "--channel-base", str(a.channel_base),
                    "--channel-max", str(a.channel_max), "--batch", str(a.batch), "--iters", str(a.iters),
                    "--warmup", str(a.warmup), "--worker", config, a.nvlabs or "-", wpath]
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                print(f"[{config}] failed:\n{r.stderr[-2000:]}", flush=True)
+            measured = run_worker(cmd, config)
+            if measured is None:
                 continue
-            d = json.loads(r.stdout.strip().splitlines()[-1])
-            med, best = statistics.median(d["times"]), min(d["times"])
+            d, med, best = measured
             rows.append(dict(config=config, img_s=a.batch / med, img_s_best=a.batch / best, peak_mb=d["peak_mb"],
                              step_s=med, first_losses=d["losses"][0]))
             print(f"  {config:10s} {a.batch / med:6.2f} img/s (best {a.batch / best:.2f}), step {med:.2f} s, "
