@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
+from latentedit.edit.imaging import resize
 from latentedit.edit.directions import Direction
 from latentedit.errors import InputError
 
@@ -137,11 +137,7 @@ def attribute_scores(clf, images):
     """{attribute: [N]} in [0, 1] from the attribute classifier: binary heads -> P(positive);
     regression heads (smile, age, beard) -> the predicted amount; multi-class heads -> one score
     per class, plus P(not none) when the first class is "none"."""
-    size = clf.cfg.image_size
-    if images.shape[-1] != size:
-        images = F.interpolate(images, size=(size, size), mode="area" if images.shape[-1] > size else "bilinear",
-                               align_corners=None if images.shape[-1] > size else False)
-    p = clf.predict(images.clamp(-1, 1))
+    p = clf.predict(resize(images, clf.cfg.image_size).clamp(-1, 1))
     out = {}
     for head, classes in clf.cfg.heads.items():
         if len(classes) == 2:

@@ -20,8 +20,8 @@ Noise is constant (noise_mode="const") so that the three images differ only by t
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from latentedit.edit.imaging import resize
 from latentedit.errors import InputError
 
 # kind -> (classifier head, class index in that head, boundary name in the bundle)
@@ -58,19 +58,7 @@ def prior_basis(w, normal, intercept, distance):
 def accessory_present(clf, images, kind):
     """[N] bool: the attribute classifier's top class for the kind's head is the kind."""
     head, index, _ = KINDS[kind]
-    size = clf.cfg.image_size
-    if images.shape[-1] != size:
-        images = F.interpolate(images, size=(size, size), mode="area")
-    return clf(images.clamp(-1, 1))[head].argmax(1) == index
-
-
-def resize(images, size):
-    """[N, C, H, W] -> [N, C, size, size] (area when shrinking, bilinear when growing)."""
-    if images.shape[-1] == size:
-        return images
-    if images.shape[-1] > size:
-        return F.interpolate(images, size=(size, size), mode="area")
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return clf(resize(images, clf.cfg.image_size).clamp(-1, 1))[head].argmax(1) == index
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch.nn import functional as F
 
+from latentedit.edit.imaging import resize_antialiased
 from latentedit.errors import InputError
 
 SPACES = ("w", "w+")
@@ -112,12 +113,6 @@ def w_stats(G, samples=2000, seed=123):
     return float((w - w.mean(0)).square().sum(1).mean().sqrt())
 
 
-def _resize_to(x, size):
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
 def evaluator_losses(evaluators):
     """(perceptual, identity) callables from {"attributes": AttributeClassifier, "identity":
     IdentityEmbedder} (either may be missing -> None); images are resized to each network's input
@@ -127,10 +122,10 @@ def evaluator_losses(evaluators):
     clf, emb = evaluators.get("attributes"), evaluators.get("identity")
     if clf is not None:
         def perceptual(x, _m=clf):
-            return _m.features(_resize_to(x, _m.cfg.image_size))
+            return _m.features(resize_antialiased(x, _m.cfg.image_size))
     if emb is not None:
         def identity(x, _m=emb):
-            return _m(_resize_to(x, _m.cfg.image_size))
+            return _m(resize_antialiased(x, _m.cfg.image_size))
     return perceptual, identity
 
 
@@ -322,7 +317,7 @@ def encode_images(encoder, G, images, batch_size=32):
     encoder.eval()
     try:
         with torch.no_grad():
-            parts = [encoder(_resize_to(chunk.to(device=device, dtype=torch.float32), encoder.cfg.resolution))
+            parts = [encoder(resize_antialiased(chunk.to(device=device, dtype=torch.float32), encoder.cfg.resolution))
                      for chunk in images.split(max(int(batch_size), 1))]
     finally:
         encoder.train(was_training)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from latentedit.edit.imaging import resize
 from latentedit.errors import InputError
 
 # Region names -> the parser labels (latentedit.world.params.LABELS) that name their clusters.
@@ -374,12 +375,7 @@ class ComponentModel:
 def _parse(parser, images):
     """Parser label maps [N, R, R] for generator images of any size (resized to the parser's)."""
     size, R = parser.cfg.image_size, images.shape[-1]
-    x = images.clamp(-1, 1)
-    if R > size:
-        x = F.interpolate(x, size=(size, size), mode="area")
-    elif R < size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    lab = parser.parse(x)
+    lab = parser.parse(resize(images.clamp(-1, 1), size))
     if R != size:
         lab = F.interpolate(lab[:, None].float(), size=(R, R), mode="nearest")[:, 0].long()
     return lab

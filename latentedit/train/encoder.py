@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from latentedit.edit.imaging import resize_antialiased
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -91,12 +92,6 @@ class EncoderTrainConfig(DictConfig):
     @property
     def n_real(self):
         return int(round(self.batch * self.real_fraction))
-
-
-def _resize(x, size):
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 class EncoderTrainer:
@@ -170,7 +165,7 @@ class EncoderTrainer:
 
     def encode(self, x):
         """Images [N, 3, R, R] (generator size) -> (codes, w0, deltas)."""
-        w0, deltas = self.encoder.encode(_resize(x, self.encoder.cfg.resolution))
+        w0, deltas = self.encoder.encode(resize_antialiased(x, self.encoder.cfg.resolution))
         return self.encoder.w_avg + w0[:, None] + deltas, w0, deltas
 
     def losses(self, x, ws_true=None):
@@ -183,9 +178,9 @@ class EncoderTrainer:
         if self.clf is not None:
             size = self.clf.cfg.image_size
             with torch.no_grad():
-                f_x = self.clf.features(_resize(x.clamp(-1, 1), size))
+                f_x = self.clf.features(resize_antialiased(x.clamp(-1, 1), size))
                 p_x = self.clf.classify(f_x)
-            f_y = self.clf.features(_resize(y.clamp(-1, 1), size))
+            f_y = self.clf.features(resize_antialiased(y.clamp(-1, 1), size))
             out["perceptual"] = ((f_y - f_x).square().sum(1) / f_x.square().sum(1).clamp_min(1e-8)).mean()
             p_y = self.clf.classify(f_y)
             kl = sum(F.kl_div(F.log_softmax(p_y[h], 1), F.log_softmax(p_x[h], 1), reduction="batchmean",
@@ -194,8 +189,8 @@ class EncoderTrainer:
         if self.idn is not None:
             size = self.idn.cfg.image_size
             with torch.no_grad():
-                e_x = self.idn(_resize(x.clamp(-1, 1), size))
-            out["identity"] = (1 - (self.idn(_resize(y.clamp(-1, 1), size)) * e_x).sum(1)).mean()
+                e_x = self.idn(resize_antialiased(x.clamp(-1, 1), size))
+            out["identity"] = (1 - (self.idn(resize_antialiased(y.clamp(-1, 1), size)) * e_x).sum(1)).mean()
         if ws_true is not None and len(ws_true):
             out["latent"] = (codes[:len(ws_true)] - ws_true).square().mean()
         out["delta"] = deltas.square().sum((1, 2)).mean()
