@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latentedit.edit.discrete import KINDS, DiscreteSynthesizer, accessory_present, prior_basis  # noqa: E402
+from latentedit.edit.discrete import (KINDS, DiscreteSynthesizer, accessory_present, accessory_seen,  # noqa: E402
+                                      prior_basis)
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
-from latentedit.train.offset import VISIBLE_SHARE  # noqa: E402
-from latentedit.world.templates import accessory_labels, accessory_region  # noqa: E402
+from latentedit.world.templates import accessory_labels  # noqa: E402
 
 
 @torch.no_grad()
@@ -39,8 +39,7 @@ def measure(x, y, kind, ev, D, dilate=2):
     """Per-sample metrics of edits y of origins x (both [N, 3, R, R])."""
     labels = ev["parser"](y).argmax(1)
     region = torch.isin(labels, accessory_labels(kind))[:, None].float()
-    expected = accessory_region(kind, y.shape[-1]).float()
-    seen = (region[:, 0] * expected).sum((1, 2)) / expected.sum() >= VISIBLE_SHARE
+    seen = accessory_seen(labels, kind)
     region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
     keep = 1 - region
     mse_out = ((y - x) ** 2 * keep).sum((1, 2, 3)) / (keep.sum((1, 2, 3)) * 3).clamp(min=1)

@@ -32,6 +32,11 @@ KINDS = {
 }
 
 
+# The second judge of an edit: the face parser must label at least this share of the accessory's
+# expected region (where the template puts it on the world's centred head) as the accessory.
+VISIBLE_SHARE = 0.3
+
+
 def resolve_kind(kind, normal=False):
     """SD-GAN's names -> ours: `glasses` with `normal` is frame glasses, without it sunglasses;
     `mask` is the surgical mask. Our own names (frame_glasses, sunglasses, mask) pass through."""
@@ -59,6 +64,16 @@ def accessory_present(clf, images, kind):
     """[N] bool: the attribute classifier's top class for the kind's head is the kind."""
     head, index, _ = KINDS[kind]
     return clf(resize(images, clf.cfg.image_size).clamp(-1, 1))[head].argmax(1) == index
+
+
+def accessory_seen(labels, kind):
+    """[N] bool: parser label maps [N, R, R] show accessory `kind` on >= VISIBLE_SHARE of its
+    expected region."""
+    from latentedit.world.templates import accessory_labels, accessory_region
+
+    expected = accessory_region(kind, labels.shape[-1]).to(labels.device)
+    on = torch.isin(labels, accessory_labels(kind).to(labels.device))
+    return (on & expected).sum((1, 2)) >= VISIBLE_SHARE * expected.sum()
 
 
 @dataclass

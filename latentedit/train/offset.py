@@ -32,18 +32,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import KINDS, DiscreteSynthesizer
+from latentedit.edit.discrete import KINDS, DiscreteSynthesizer, accessory_seen
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.train.loop import run_steps
 from latentedit.train.state import load_state, save_state
-
-
-# An edit counts as seen by the parser when it labels at least this share of the accessory's
-# expected region (the template's, on the centred head) as the accessory.
-VISIBLE_SHARE = 0.3
 
 
 @dataclass
@@ -157,8 +152,7 @@ class OffsetTrainer:
         total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
         with torch.no_grad():
             out["success"] = (logits.argmax(1) == index).float().mean()
-            seen = ((parsed.argmax(1, keepdim=True)[..., None] == self.region_ids).any(-1).float() * self.expected)
-            out["seen"] = (seen.sum((1, 2, 3)) / self.expected.sum() >= VISIBLE_SHARE).float().mean()
+            out["seen"] = accessory_seen(parsed.argmax(1), cfg.kind).float().mean()
         return total, out
 
     def train_step(self):
