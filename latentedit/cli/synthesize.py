@@ -137,7 +137,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     predict_latents.npy and manifest.json. A re-run with the same settings resumes.
     With --input IMG|DIR the codes are the images' inversions (--invert-mode, default encoder)."""
     from latentedit.cli.models import _check_resume_settings, _read_earlier_png
-    from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind
+    from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind, signed_distance
     from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
     from latentedit.formats.atomic import write_text
     from latentedit.formats.images import save_png, tile, to_uint8
@@ -250,10 +250,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     write_latents(out / "interface.json", p.numpy())
     write_latents(out / "predict_latents.npy", final.numpy())
 
-    normal_unit = synth.normal / synth.normal.norm()
-    centre = ws.mean(1)
-    before = centre @ normal_unit + synth.intercept
-    after = (centre + p) @ normal_unit + synth.intercept
+    before = signed_distance(ws, synth.normal, synth.intercept)
+    after = signed_distance(ws + p[:, None], synth.normal, synth.intercept)
     images = []
     for i in range(N):
         images.append({

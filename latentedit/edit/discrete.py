@@ -49,15 +49,24 @@ def resolve_kind(kind, normal=False):
     raise InputError(f"unknown kind {kind!r} (known: mask, glasses [--normal], {', '.join(KINDS)})")
 
 
+def _unit(normal, device):
+    n = torch.as_tensor(normal, dtype=torch.float32).reshape(-1).to(device)
+    return n / n.norm()
+
+
+def signed_distance(w, normal, intercept):
+    """[N] signed distance of codes w [N, w_dim] (W+ [N, L, w_dim]: their layer mean) from the
+    boundary plane w . n + intercept = 0, n the unit normal."""
+    centre = w.mean(1) if w.ndim == 3 else w
+    return centre @ _unit(normal, w.device) + float(intercept)
+
+
 def prior_basis(w, normal, intercept, distance):
     """InterfaceGAN prior p [N, w_dim] for codes w [N, w_dim] (or W+ [N, L, w_dim]: the layer
     mean decides the distance): moves each code to signed distance `distance` from the plane
     w . n + intercept = 0 along its unit normal n, or leaves it where it is if already past."""
-    n = torch.as_tensor(normal, dtype=torch.float32).reshape(-1).to(w.device)
-    n = n / n.norm()
-    centre = w.mean(1) if w.ndim == 3 else w
-    gap = (float(distance) - (centre @ n + float(intercept))).clamp(min=0)
-    return gap[:, None] * n
+    gap = (float(distance) - signed_distance(w, normal, intercept)).clamp(min=0)
+    return gap[:, None] * _unit(normal, w.device)
 
 
 def accessory_present(clf, images, kind):
