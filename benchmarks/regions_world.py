@@ -8,9 +8,10 @@ All images come from held-out latents (seeds 10000.., truncation 0.7; transfer s
 20000..); the components are fitted on seeds 0..63 (`component_clusters` defaults, the bundle's
 parser used only to name the clusters). Pixels are in [-1, 1]; MSE is per pixel and channel.
 
-1. masks: per part, IoU (pooled over samples) of region_mask > 0.5 against the parser's labels of
-   that part on the same image; empty = samples where the cluster mask is empty (and, for
-   reference, where the parser finds none of the part).
+1. masks: per part, IoU (pooled over samples) of region_mask > 0.5 and at the best threshold
+   against the parser's labels of that part on the same image; the accessory also per kind, over
+   the samples the classifier sees wearing it; empty = samples where the mask is empty at 0.5 (and,
+   for reference, where the labels hold none of the part).
 2. edit masks: IoU of the binary edit mask against the parser's changed-label region (pixels whose
    parser label differs before vs after the edit, dilated 1 px): with the agreement threshold of
    `threshold_mask`, with soft > 0.5, and with the best single threshold over a grid (oracle).
@@ -23,6 +24,9 @@ parser used only to name the clusters). Pixels are in [-1, 1]; MSE is per pixel 
    the source's class, against the same share for the unedited target.
 5. layers: `AttributeLayers` (s_ref 1, default floor) for smile and beard: mean PSNR (dB) of the
    recomposited image against the regenerated one per strength, and render time for N = 1.
+6. inverted renders (when the bundle has an encoder): the masks of 1. for the encoder's codes of
+   held-out world renders (seed --render-seed) against the renders' exact label maps (accessory
+   kinds from the world's attributes), and against the parser on the reconstructions.
 """
 import argparse
 import json
@@ -38,6 +42,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentedit.edit import regions as rg  # noqa: E402
 from latentedit.edit.directions import Direction  # noqa: E402
+from latentedit.edit.discrete import KINDS, accessory_present  # noqa: E402
+from latentedit.edit.project import load_encoder  # noqa: E402
+from latentedit.formats.encoder import has_encoder  # noqa: E402
 from latentedit.edit.layers import AttributeLayers  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
@@ -70,18 +77,57 @@ def label_mask(parsed, lid, labels):
 
 
 @torch.no_grad()
-def cluster_masks(G, comps, parser, w, lid):
-    parsed = rg._parse(parser, synth(G, w))
+def part_masks(G, comps, w, truth, lid, kinds=None):
+    """Each part's soft cluster mask against label maps `truth` [N, R, R] (the parser's on generated
+    images, the world's exact labels on inverted renders): pooled IoU at 0.5 and at the best
+    threshold; with kinds ({accessory kind: bool [N]}), the accessory mask also per kind over the
+    samples that wear it."""
     labels = comps.assign(G, w)
+    grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
     out = {}
     for name in PARTS:
         labs = rg.PARTS.get(name) or (rg.SIDES[name],)
-        gt = label_mask(parsed, lid, labs)
+        gt = label_mask(truth, lid, labs)
         part = "eyes" if name in rg.SIDES else name
-        pm = (rg.region_mask(G, w, name, comps, labels) > 0.5) if part in comps.names else torch.zeros_like(gt)
-        out[name] = {"iou": iou(pm, gt), "empty": int((pm.sum((1, 2, 3)) == 0).sum()),
-                     "parser_empty": int((gt.sum((1, 2, 3)) == 0).sum()), "clusters": len(comps.names.get(part, []))}
+        soft = rg.region_mask(G, w, name, comps, labels) if part in comps.names else torch.zeros(gt.shape)
+        rows = {name: torch.ones(len(w), dtype=torch.bool)}
+        if name == "accessory" and kinds:
+            rows.update({f"accessory:{k}": sel for k, sel in kinds.items()})
+        for key, sel in rows.items():
+            sweep = [iou(soft[sel] > t, gt[sel]) for t in grid]
+            b = int(np.argmax(sweep))
+            out[key] = {"iou": iou(soft[sel] > 0.5, gt[sel]), "best": sweep[b], "best_threshold": float(grid[b]),
+                        "empty": int(((soft[sel] > 0.5).sum((1, 2, 3)) == 0).sum()),
+                        "truth_empty": int((gt[sel].sum((1, 2, 3)) == 0).sum()), "samples": int(sel.sum()),
+                        "clusters": len(comps.names.get(part, []))}
     return out
+
+
+def print_part_masks(title, masks):
+    print(f"\n{title}\n{'part':24s} {'IoU.5':>6s} {'best':>6s} {'@t':>5s} {'empty':>6s} {'truth0':>6s} {'n':>4s} {'k':>3s}")
+    for name, r in masks.items():
+        print(f"{name:24s} {r['iou']:6.3f} {r['best']:6.3f} {r['best_threshold']:5.2f} {r['empty']:6d} "
+              f"{r['truth_empty']:6d} {r['samples']:4d} {r['clusters']:3d}")
+
+
+@torch.no_grad()
+def inverted_renders(G, comps, encoder, parser, lid, n, seed):
+    """Part masks of the encoder's codes of held-out world renders against the renders' exact labels;
+    the same masks against the parser's labels of the reconstructions, to tell inversion error
+    (reconstruction off the render) from mask error."""
+    from latentedit import world
+    from latentedit.edit.project import encode_images
+    from latentedit.metrics.image import psnr
+
+    batch = world.sample(n, seed=seed, resolution=G.img_resolution)
+    ws = encode_images(encoder, G, batch.image)
+    column = {k: world.ATTRIBUTES.index(a) for k, a in
+              (("frame_glasses", "eyeglasses"), ("sunglasses", "sunglasses"), ("mask", "mask"))}
+    kinds = {k: batch.attributes[:, c] > 0.5 for k, c in column.items()}
+    rec = synth(G, ws)
+    return {"psnr": float(psnr(rec, batch.image).mean()),
+            "vs_world_labels": part_masks(G, comps, ws, batch.labels, lid, kinds),
+            "vs_parser_on_reconstruction": part_masks(G, comps, ws, rg._parse(parser, rec), lid, kinds)}
 
 
 @torch.no_grad()
@@ -154,8 +200,6 @@ def transfer(G, comps, ev, w_t, w_s):
     return out
 
 
-@torch.no_grad()
-
 def _seconds(f, *args):
     t0 = time.perf_counter()
     f(*args)
@@ -182,6 +226,7 @@ def main():
     ap.add_argument("--model", default="checkpoints/default", help="bundle with G and the evaluators")
     ap.add_argument("--n", type=int, default=64, help="held-out samples (transfer uses min(n, 16) pairs)")
     ap.add_argument("--truncation", type=float, default=0.7)
+    ap.add_argument("--render-seed", type=int, default=4_000_000, help="world seed of the renders to invert")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
@@ -201,11 +246,10 @@ def main():
                           "naming_iou": dict(comps.iou)}}
     print(f"components fit {fit_s:.1f}s, named: {res['components']['names']}", flush=True)
 
-    res["masks"] = cluster_masks(G, comps, parser, w, lid)
-    print(f"\n1. cluster masks vs parser ({args.n} held-out samples)\n{'part':10s} {'IoU':>6s} {'empty':>6s} "
-          f"{'parser0':>7s} {'k':>3s}")
-    for name, r in res["masks"].items():
-        print(f"{name:10s} {r['iou']:6.3f} {r['empty']:6d} {r['parser_empty']:7d} {r['clusters']:3d}")
+    x = synth(G, w)
+    kinds = {k: accessory_present(ev["attributes"], x, k) for k in KINDS}
+    res["masks"] = part_masks(G, comps, w, rg._parse(parser, x), lid, kinds)
+    print_part_masks(f"1. cluster masks vs the parser's labels ({args.n} held-out samples)", res["masks"])
 
     smile, mask, blond = (Direction.load(n, bundle=args.model) for n in ("smile", "mask", "hair_color_blond"))
     res["edit_masks"] = edit_masks(G, parser, w, [("smile x3", smile, 3.0), ("mask x3", mask, 3.0)])
@@ -242,6 +286,16 @@ def main():
     t = res["layers"]["render_ms_n1"]
     print(f"render N=1 (2 layers): median {t['median']:.3f} ms, p95 {t['p95']:.3f} ms; "
           f"regenerate {t['regenerate_median']:.1f} ms")
+    if has_encoder(args.model):
+        res["inverted"] = inverted_renders(G, comps, load_encoder(args.model, G), parser, lid, args.n,
+                                           args.render_seed)
+        print_part_masks(f"6. cluster masks of {args.n} inverted held-out world renders (world seed {args.render_seed}; "
+                         f"reconstruction PSNR {res['inverted']['psnr']:.2f} dB) vs the exact world labels",
+                         res["inverted"]["vs_world_labels"])
+        print_part_masks("   the same masks vs the parser's labels of the reconstructions",
+                         res["inverted"]["vs_parser_on_reconstruction"])
+    else:
+        print(f"\n6. skipped: {args.model} has no encoder to invert world renders with")
     res["wall_s"] = time.perf_counter() - t_all
     print(f"\nwall {res['wall_s']:.0f}s")
     if args.json:

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 import latentedit as le
-from latentedit.cli import main
 from latentedit.edit.directions import Direction
 from latentedit.edit.project import encode_images
 from latentedit.errors import InputError
@@ -152,6 +151,11 @@ def test_cli_invert_encoder_and_hybrid(world, tmp_path):
             "--steps", 2, "--out", tmp_path / "h")
     assert r.exit_code == 0, r.output
     assert read_latents(tmp_path / "h" / "face0.npy").shape == (1, G.num_ws, G.w_dim)
+    assert "pixel loss only" in r.output  # g_only holds no evaluators
+    # a model bundle that holds evaluators lends them to the losses without --evaluators
+    r = run("invert", faces / "face0.png", "--model", path, "--mode", "hybrid", "--steps", 1, "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    assert "losses: pixel + perceptual + identity" in r.output
     assert "g_only has no encoder" in error_line(
         run("invert", faces, "--model", g_only, "--mode", "encoder", "--out", tmp_path / "x"))
     assert not (tmp_path / "x").exists()

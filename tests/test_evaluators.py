@@ -238,3 +238,43 @@ def test_evaluate_generator_cli(tmp_path):
                 "confidence_ratio"):
         assert key in report
     assert report["world_fid_floor"] >= 0 and set(report["rates_prior"]) == set(report["rates_generated"])
+
+
+def test_evaluator_ddp_two_processes_keep_ranks_identical(tmp_path):
+    """torchrun with 2 gloo processes: each rank trains on its half of every batch, DDP averages the
+    gradients, so both ranks end with the same weights, and those moved away from the initial ones."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "ddp_eval.py"
+    script.write_text(textwrap.dedent("""
+        import hashlib, json, sys, torch
+        import latentedit.train.evaluators as te
+        from latentedit.train.gan import init_distributed
+        torch.set_num_threads(1)
+        rank, world, _ = init_distributed()
+        built = []
+        class Capture(te.TASKS["attributes"]):
+            def build(self):
+                built.append(super().build())
+                return built[-1]
+        te.TASKS["attributes"] = Capture
+        def digest(net):
+            return hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in net.parameters())).hexdigest()
+        torch.manual_seed(te.TRAIN_SEED)
+        start = digest(Capture().build())
+        te.train_evaluator("attributes", sys.argv[1], steps=3, batch=8, n_train=16, n_eval=8, eval_every=3,
+                           progress=lambda *_: None)
+        json.dump({"world": world, "start": start, "end": digest(built[-1])},
+                  open(f"{sys.argv[1]}/rank{rank}.json", "w"))
+    """))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
+    assert ranks[0]["world"] == 2
+    assert ranks[0]["end"] == ranks[1]["end"] != ranks[0]["start"]
+    assert json.loads((tmp_path / "attributes" / "state.json").read_text())["info"]["step"] == 3

@@ -12,7 +12,7 @@ from torch import nn
 from latentedit.errors import FormatError, UnsafeFileError
 from latentedit.formats import Networks, detect_format, load_networks, save_networks
 from latentedit.formats import rosinality as ros_format
-from latentedit.models.stylegan2 import Discriminator, Generator
+from latentedit.models.stylegan2 import Generator
 
 # --- NVlabs network pickles, built the way torch_utils.persistence writes them -----------------
 # Each persistent network pickles as a call _reconstruct_persistent_obj(meta), meta holding the

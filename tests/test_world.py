@@ -6,7 +6,7 @@ import torch
 
 from latentedit import world
 from latentedit.errors import InputError
-from latentedit.world.render import CAM_DIST, TAN_HALF_FOV, pixel_rays
+from latentedit.world.render import CAM_DIST, pixel_rays
 
 L = world.LABEL_ID
 FIELDS = ("image", "depth", "normal", "albedo", "shading", "labels", "light", "view",

@@ -116,7 +116,8 @@ def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverti
 @click.option("--steps", type=int, default=300, show_default=True, help="Optimisation steps (project / hybrid).")
 @click.option("--space", type=click.Choice(SPACES), default="w+", show_default=True)
 @click.option("--evaluators", "evaluators_path", type=click.Path(), default=None,
-              help="Evaluator bundle: adds the perceptual (attribute features) and identity losses.")
+              help="Evaluator bundle for the perceptual (attribute features) and identity losses "
+                   "(default: the --model bundle when it holds evaluators; else pixel loss only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
 def invert(inputs, model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
@@ -133,7 +134,16 @@ def invert(inputs, model_path, random_weights, resolution, channel_base, channel
         nets = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
                              mapping_lr_mul)
         encoder = input_encoder(mode, encoder_path, nets.path, nets.G, flag="--mode")[0]
+        if evaluators_path is None and mode != "encoder" and _holds_evaluators(nets.path):
+            evaluators_path = nets.path
         _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size)
+
+
+def _holds_evaluators(path):
+    from latentedit.formats import bundle
+
+    return (path is not None and bundle.is_bundle(path)
+            and any(k in bundle.read_manifest(path)["networks"] for k in ("attributes", "identity")))
 
 
 def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size):
@@ -158,7 +168,7 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
         click.echo(f"losses: pixel + {' + '.join({'attributes': 'perceptual', 'identity': 'identity'}[k] for k in used)}"
                    if used else "note: the evaluator bundle has no attribute classifier or identity embedder; pixel loss only")
     else:
-        click.echo("note: no --evaluators given; pixel loss only (perceptual and identity losses need an evaluator bundle)")
+        click.echo("note: no evaluators (the model is not a bundle holding them, and no --evaluators); pixel loss only")
     evaluator_losses(evaluators)  # fail early on a bad bundle layout
 
     todo = [i for i, n in enumerate(names) if not (out / f"{n}.npy").exists()]

@@ -4,7 +4,6 @@ W), each direction named by which attribute the classifier sees it change most.
     dirs = sefa(G, k=10, layers=(0, 4))          # W directions moving W+ layers 0..3
     dirs = name_directions(G, clf, dirs)         # "sefa03_smile": +strength raises the smile score
 """
-import numpy as np
 import torch
 
 from latentedit.edit.boundaries import attribute_scores, sample_latents

@@ -54,17 +54,12 @@ import torch
 
 from latentedit.edit import regions as rg
 from latentedit.errors import InputError
+from latentedit.metrics.image import psnr
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601
 LUMA_FLOOR = 0.02             # the detail gain of a black region is Y(c) / this, not Y(c) / 0
 CORE = 0.99                   # mask values a colour fully covers (the mean colour is taken there)
 FLOOR = 0.5                   # alpha is 0 where the soft edit mask is below FLOOR * its threshold
-
-
-def _psnr(a, b):
-    """PSNR [N] in dB of images in [-1, 1] (peak-to-peak 2); inf where they are equal."""
-    mse = (a.float() - b.float()).square().mean(dim=(1, 2, 3))
-    return 10 * torch.log10(4.0 / mse)
 
 
 def parse_colour(value, what="colour"):
@@ -224,4 +219,4 @@ class AttributeLayers:
     def psnr_vs_regenerated(self, strengths=None):
         """PSNR [N] (dB, images in [-1, 1]) of `render(strengths)` against `regenerate(strengths)`;
         inf where they are equal (strength 0)."""
-        return _psnr(self.render(strengths), self.regenerate(strengths))
+        return psnr(self.render(strengths), self.regenerate(strengths))

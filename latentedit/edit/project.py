@@ -118,15 +118,15 @@ def evaluator_losses(evaluators):
     IdentityEmbedder} (either may be missing -> None); images are resized to each network's input
     size. Perceptual = the attribute classifier's feature vector; identity = the unit embedding."""
     evaluators = evaluators or {}
-    perceptual = identity = None
     clf, emb = evaluators.get("attributes"), evaluators.get("identity")
-    if clf is not None:
-        def perceptual(x, _m=clf):
-            return _m.features(resize_antialiased(x, _m.cfg.image_size))
-    if emb is not None:
-        def identity(x, _m=emb):
-            return _m(resize_antialiased(x, _m.cfg.image_size))
-    return perceptual, identity
+
+    def perceptual(x):
+        return clf.features(resize_antialiased(x, clf.cfg.image_size))
+
+    def identity(x):
+        return emb(resize_antialiased(x, emb.cfg.image_size))
+
+    return (perceptual if clf is not None else None), (identity if emb is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ ranges are unsup3d's defaults (`Face3DConfig.unsup3d()`).
 """
 from pathlib import Path
 
-import torch
-
 from latentedit.errors import FormatError
 from latentedit.formats.torch_file import load_torch_file
 from latentedit.formats.weights import load_weights
