@@ -53,9 +53,11 @@ def read_encoder(path, name=NAME, device="cpu") -> Encoder:
 
 def write_encoder(path, encoder: Encoder, figures=None, provenance=None, dtype=torch.float32):
     """Writes `encoder` into bundle folder `path` (created if needed) as network "encoder", keeping
-    every other network there. Weights first, manifest last, each written atomically."""
+    every other network there. Weights first, manifest last, each written atomically. With an fp16
+    dtype, w_avg (added to every code) stays fp32."""
     if not isinstance(encoder, Encoder):
         raise FormatError(f"write_encoder needs an Encoder, got {type(encoder).__name__}")
     networks = {NAME: (KIND, encoder.cfg.to_dict(), encoder.state_dict())}
     return bundle.write_bundle(path, networks, figures={NAME: figures} if figures else None,
-                               provenance={NAME: provenance} if provenance else None, dtype=dtype, merge=True)
+                               provenance={NAME: provenance} if provenance else None, dtype=dtype, merge=True,
+                               keep_fp32=("w_avg",))
