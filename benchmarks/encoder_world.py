@@ -1,7 +1,7 @@
 """Inversion measured on held-out world renders: the bundled encoder, projection from w_avg and
 hybrid (projection from the encoder's code), side by side in one run.
 
-    python benchmarks/encoder_world.py --model checkpoints/default --n 200 --steps 300
+    python benchmarks/encoder_world.py --model checkpoints/default --n 200 --steps 300 --sheet docs/encoder_samples.png
 
 The renders are samples 0..n-1 of world seed --seed (the encoder trains on seed 0's stream; the
 evaluators and the generator never saw these). Per mode (all in W+, constant noise):
@@ -9,12 +9,12 @@ evaluators and the generator never saw these). Per mode (all in W+, constant noi
 - reconstruction: PSNR / SSIM against the render, identity similarity (cosine of the identity
   embedder), attribute agreement (share of the classifier's heads whose top class is the same on
   render and reconstruction, and per head), seconds per image;
-- hybrid at 1/16, 1/8 and 1/4 of the projection's steps (each its own full schedule), to see how
-  few steps reach the projection's final PSNR (bar: <= 1/4);
+- hybrid at 1/16, 1/8 and 1/4 of the projection's steps (each its own full schedule, with
+  `invert`'s hybrid settings), to see how few steps reach the projection's final PSNR (bar: <= 1/4);
 - editability (e4e's latent editing consistency, encoder mode): w = E(x); w' = w + s n; re-invert
   E(G(w')); undo the edit: w'' = E(G(w')) - s n. LEC = mean ||w'' - w||_2 over the flattened W+
-  code, reported next to the edit's own size ||s n|| (= |s| sqrt(num_ws) for a unit W direction),
-  and the PSNR of G(w'') against G(w);
+  code, reported next to the edit's own size ||s n|| (= |s| sqrt(num_ws) for a unit W direction)
+  and next to its floor, s = 0 (re-encoding the reconstruction), and the PSNR of G(w'') against G(w);
 - accessory synthesis on inverted renders (the encoder's codes -> `DiscreteSynthesizer`) vs on
   sampled W codes (truncation 0.7, as in synthesize_world.py): classifier success and parser
   agreement (bar: >= 0.9x the sampled success).
@@ -36,9 +36,10 @@ from latentedit import world  # noqa: E402
 from latentedit.edit.directions import Direction  # noqa: E402
 from latentedit.edit.discrete import KINDS, DiscreteSynthesizer  # noqa: E402
 from latentedit.edit.imaging import resize  # noqa: E402
-from latentedit.edit.project import encode_images, evaluator_losses, load_encoder, project, reconstruct  # noqa: E402
+from latentedit.edit.project import encode_images, invert, load_encoder, reconstruct  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
+from latentedit.formats.images import save_png, tile, to_uint8  # noqa: E402
 from latentedit.metrics.image import psnr, ssim  # noqa: E402
 
 
@@ -54,15 +55,14 @@ def reconstruction_metrics(x, y, ev):
             **{f"agree_{h}": v for h, v in same.items()}}
 
 
-def run_projection(G, x, steps, init, ev, batch, seed):
-    perceptual, identity = evaluator_losses(ev)
+def run_inversion(G, x, mode, steps, encoder, ev, batch, seed):
+    """`latentedit.invert` in mode project / hybrid (the API path, with its per-mode settings), in
+    batches; hybrid's time includes its encoder pass."""
     codes, t0 = [], time.perf_counter()
     for i in range(0, len(x), batch):
-        part = None if init is None else init[i:i + batch]
-        codes.append(project(G, x[i:i + batch], space="w+", steps=steps, init=part, perceptual=perceptual,
-                             identity=identity, seed=seed).codes)
-        print(f"    {'hybrid' if init is not None else 'project'} {steps} steps: {min(i + batch, len(x))}/{len(x)}",
-              flush=True)
+        codes.append(invert(x[i:i + batch], mode=mode, G=G, evaluators=ev, encoder=encoder, space="w+",
+                            steps=steps, seed=seed))
+        print(f"    {mode} {steps} steps: {min(i + batch, len(x))}/{len(x)}", flush=True)
     return torch.cat(codes), time.perf_counter() - t0
 
 
@@ -74,7 +74,8 @@ def editability(encoder, G, codes, direction, strength):
     undone = encode_images(encoder, G, edited) - edit
     lec = (undone - codes).flatten(1).norm(dim=1)
     back = psnr(G.synthesis(undone, noise_mode="const"), G.synthesis(codes, noise_mode="const"))
-    return {"lec": float(lec.mean()), "edit_size": float(edit.norm()), "relative_lec": float(lec.mean() / edit.norm()),
+    return {"lec": float(lec.mean()), "edit_size": float(edit.norm()),
+            "relative_lec": float(lec.mean() / edit.norm()) if strength else None,
             "psnr_undone_vs_inverted": float(back.mean())}
 
 
@@ -95,6 +96,8 @@ def main():
     ap.add_argument("--batch", type=int, default=40, help="a multiple of 4 (discriminator groups)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--sheet", default=None, help="PNG: 8 renders, their reconstructions per mode, then the "
+                                                  "accessories synthesized on the inverted renders")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -105,7 +108,10 @@ def main():
     x = world.sample(args.n, seed=args.seed, resolution=G.img_resolution).image
     res = {"machine": machine_description(), "n": args.n, "seed": args.seed, "steps": args.steps, "modes": {}}
 
+    codes_of = {}
+
     def report(name, codes, seconds, steps):
+        codes_of[name] = codes[:8]
         m = mean_dict(reconstruction_metrics(x, reconstruct(G, codes), ev))
         res["modes"][name] = {**m, "steps": steps, "s_per_image": seconds / args.n}
         print(f"{name}: PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  identity {m['identity']:.3f}  attributes "
@@ -115,12 +121,12 @@ def main():
     t0 = time.perf_counter()
     enc_codes = encode_images(encoder, G, x, batch_size=args.batch)
     report("encoder", enc_codes, time.perf_counter() - t0, 0)
-    proj_codes, t = run_projection(G, x, args.steps, None, ev, args.batch, 0)
+    proj_codes, t = run_inversion(G, x, "project", args.steps, None, ev, args.batch, 0)
     report("project", proj_codes, t, args.steps)
     for f in [int(v) for v in args.fractions.split(",")]:
         steps = max(args.steps // f, 1)
-        codes, t = run_projection(G, x, steps, enc_codes, ev, args.batch, 0)
-        report(f"hybrid_1/{f}", codes, t + res["modes"]["encoder"]["s_per_image"] * args.n, steps)
+        codes, t = run_inversion(G, x, "hybrid", steps, encoder, ev, args.batch, 0)
+        report(f"hybrid_1/{f}", codes, t, steps)
     modes = res["modes"]
     res["encoder_speedup_vs_project"] = modes["project"]["s_per_image"] / modes["encoder"]["s_per_image"]
     reached = [k for k in modes if k.startswith("hybrid") and modes[k]["psnr"] >= modes["project"]["psnr"]]
@@ -131,12 +137,16 @@ def main():
     res["editability"] = {}
     for name in args.directions.split(","):
         d = Direction.load(name, bundle=args.model)
+        if not res["editability"]:  # s = 0: re-encoding the reconstruction alone, the floor of the LEC
+            res["editability"]["no edit"] = e = editability(encoder, G, enc_codes, d, 0.0)
+            print(f"LEC without an edit (E(G(E(x))) vs E(x)): {e['lec']:.3f}; PSNR "
+                  f"{e['psnr_undone_vs_inverted']:.2f} dB", flush=True)
         res["editability"][name] = e = editability(encoder, G, enc_codes, d, args.strength)
         print(f"LEC {name} s={args.strength}: {e['lec']:.3f} (edit size {e['edit_size']:.2f}, relative "
               f"{e['relative_lec']:.3f}); undone vs inverted PSNR {e['psnr_undone_vs_inverted']:.2f} dB", flush=True)
 
     sampled = G.sample_w(args.n, seed=5_000_000, truncation=0.7)
-    res["synthesize"] = {}
+    res["synthesize"], sheet = {}, [x[:8]] + [reconstruct(G, codes_of[k]) for k in codes_of]
     for kind in args.kinds.split(","):
         synth = DiscreteSynthesizer.load(kind, bundle=args.model, G=G)
         out = {}
@@ -145,6 +155,8 @@ def main():
             for i in range(0, len(codes), args.batch):
                 r = synth(codes[i:i + args.batch], batch_size=args.batch)
                 parts.append(measure(r.origin, r.image, kind, ev, D))
+                if label == "inverted" and i == 0:
+                    sheet.append(r.image[:8])
             out[label] = summarise(parts)
         out["ratio"] = out["inverted"]["success"] / max(out["sampled"]["success"], 1e-9)
         res["synthesize"][kind] = out
@@ -154,6 +166,9 @@ def main():
               f"{out['inverted']['identity']:.3f} vs {out['sampled']['identity']:.3f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    if args.sheet:
+        save_png(args.sheet, tile(to_uint8(torch.cat(sheet).clamp(-1, 1)), 8, scale=2, pad=2))
+        print(f"sample sheet ({', '.join(['renders', *codes_of, *res['synthesize']])} by rows): {args.sheet}")
 
 
 if __name__ == "__main__":

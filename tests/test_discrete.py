@@ -352,6 +352,27 @@ def test_train_offset_export_and_resume(world, tmp_path):
     assert json.loads((run_dir / "state.json").read_text())["info"]["step"] == 3
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [2, 3]
+    # a fine-tune on the bundle encoder's codes of world renders (half of each batch)
+    r = run(*args, "--steps", 4, "--resume", "--inverted-fraction", 0.5)
+    assert r.exit_code == 0, r.output
+    assert json.loads((run_dir / "config.json").read_text())["inverted_fraction"] == 0.5
+    assert "inverted_fraction must be in [0, 1]" in error_line(run(*args, "--steps", 5, "--resume",
+                                                                   "--inverted-fraction", 2))
+
+
+def test_offset_training_batch_mixes_sampled_and_inverted_codes(world, tmp_path):
+    from latentedit import world as face_world
+    from latentedit.edit.project import encode_images, load_encoder
+    from latentedit.train.offset import OffsetConfig, OffsetTrainer
+
+    source, G, _ = world
+    t = OffsetTrainer(OffsetConfig(kind="mask", batch=4, inverted_fraction=0.5), source, tmp_path)
+    t.step = 3
+    ws = t.sample_codes(4)
+    renders = face_world.sample(2, seed=0, resolution=G.img_resolution, start=6).image
+    assert ws.shape == (4, G.num_ws, G.w_dim)
+    assert torch.equal(ws[2:], encode_images(load_encoder(source, G), G, renders))
+    assert torch.equal(ws[0, 0], ws[0, -1]) and not torch.equal(ws[2, 0], ws[2, -1])  # W, then W+
 
 
 def test_accessory_templates_hold_only_the_accessory():

@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_info(server):
     for a in acc.values():  # the bundled model ships an offset network for every kind
         assert a["available"] and a["reason"] is None
     assert "left_eye" in info["regions"] and "hair" in info["regions"]
-    assert info["encoder"] is False and info["invert"] == {"mode": "project", "steps": 5}
+    assert info["encoder"] is True and info["invert"] == {"mode": "encoder", "steps": 5}  # the bundled encoder
     assert info["limits"]["upload_bytes"] == 8 * 1024 * 1024
 
 
@@ -336,36 +337,41 @@ def png_bytes(size, colour=(120, 90, 60), fmt="PNG"):
     return buf.getvalue()
 
 
-def test_upload_image_inverts_by_projection_without_an_encoder(server):
+def test_upload_image_inverts_with_the_bundled_encoder(server):
+    from latentedit.edit.project import encode_images, load_encoder
+
     status, out = server.post("/api/upload/image?filename=me.png", data=png_bytes((80, 60)),
                               content_type="image/png")
-    assert status == 200 and out["mode"] == "project"
+    assert status == 200 and out["mode"] == "encoder" and "(encoder)" in out["start"]["origin"]
     codes = np.asarray(out["start"]["latents"], np.float32)
-    assert codes.shape == (server.studio.G.num_ws, 512) and np.isfinite(codes).all()
-    assert "projection, 5 steps" in out["start"]["origin"]
-    notes = " ".join(out["notes"])
-    assert "centre-cropped 80x60" in notes and "no encoder" in notes
-    assert pixels(png_of(out["input"])).shape == (64, 64, 3)
-    status, r = server.post("/api/render", {"recipe": {"start": out["start"], "directions": {"smile": 1.0}}})
-    assert status == 200 and "image" in r
+    G = server.studio.G
+    shown = torch.from_numpy(pixels(png_of(out["input"])).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    expected = encode_images(load_encoder(DEFAULT_BUNDLE, G), G, shown)[0].numpy()
+    np.testing.assert_allclose(codes, expected, atol=1e-5)  # the encoder's code of the (cropped) upload
+    assert "centre-cropped 80x60" in " ".join(out["notes"])
 
 
-def test_upload_image_uses_the_encoder_when_the_bundle_has_one(server, monkeypatch):
-    import latentedit.edit.project as project
-    import latentedit.formats.encoder as enc
-
-    seen = {}
-
-    def fake_invert(images, mode, G, encoder, steps, space):
-        seen["mode"], seen["encoder"] = mode, encoder
-        return G.broadcast_w(G.sample_w(1, seed=0))
-
-    monkeypatch.setattr(enc, "has_encoder", lambda path, name="encoder": True)
-    monkeypatch.setattr(project, "load_encoder", lambda path, G=None: "the-encoder")
-    monkeypatch.setattr(project, "invert", fake_invert)
-    status, out = server.post("/api/upload/image?filename=me.png", data=png_bytes((64, 64)), content_type="image/png")
-    assert status == 200 and out["mode"] == "encoder" and seen == {"mode": "encoder", "encoder": "the-encoder"}
-    assert "(encoder)" in out["start"]["origin"]
+def test_upload_image_inverts_by_projection_without_an_encoder(tmp_path):
+    bundle = tmp_path / "no_encoder"
+    shutil.copytree(DEFAULT_BUNDLE, bundle, ignore=shutil.ignore_patterns("encoder.*"))
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    del manifest["networks"]["encoder"]
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    s = Server(Studio(model_path=bundle, warm=False, invert_steps=5))
+    try:
+        status, out = s.post("/api/upload/image?filename=me.png", data=png_bytes((80, 60)),
+                             content_type="image/png")
+        assert status == 200 and out["mode"] == "project"
+        codes = np.asarray(out["start"]["latents"], np.float32)
+        assert codes.shape == (s.studio.G.num_ws, 512) and np.isfinite(codes).all()
+        assert "projection, 5 steps" in out["start"]["origin"]
+        notes = " ".join(out["notes"])
+        assert "centre-cropped 80x60" in notes and "no encoder" in notes
+        assert pixels(png_of(out["input"])).shape == (64, 64, 3)
+        status, r = s.post("/api/render", {"recipe": {"start": out["start"], "directions": {"smile": 1.0}}})
+        assert status == 200 and "image" in r
+    finally:
+        s.close()
 
 
 def test_bad_image_uploads(server):

@@ -165,9 +165,13 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
 @click.option("--batch", type=int, default=16, show_default=True, help="A multiple of 4.")
 @click.option("--distance", type=float, default=3.0, show_default=True,
               help="The prior's target signed distance from the boundary plane.")
+@click.option("--inverted-fraction", type=float, default=0.0, show_default=True,
+              help="Share of each batch taken from the bundle encoder's codes of world renders (the codes "
+                   "photos arrive with) instead of sampled W codes. May change on --resume (a fine-tune).")
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
-def offset(kind, normal, batch, distance, bundle_path, out, steps, seed, snapshot, threads, resume, export_path):
+def offset(kind, normal, batch, distance, inverted_fraction, bundle_path, out, steps, seed, snapshot, threads, resume,
+           export_path):
     """SD-GAN offset network for one accessory: `latentedit train offset --kind mask --out runs/NAME`."""
     from pathlib import Path
 
@@ -179,7 +183,8 @@ def offset(kind, normal, batch, distance, bundle_path, out, steps, seed, snapsho
     given = dict(kind=kind, batch=batch, distance=distance, seed=seed)
     saved = _saved_config(out, resume, given, "offset-training", always=("kind",))
     try:
-        cfg = OffsetConfig(**{**saved, "steps": steps}) if saved is not None else OffsetConfig(steps=steps, **given)
+        cfg = (OffsetConfig(**{**saved, "steps": steps, "inverted_fraction": inverted_fraction}) if saved is not None
+               else OffsetConfig(steps=steps, inverted_fraction=inverted_fraction, **given))
     except TypeError as e:
         raise InputError(f"{out}/config.json: not an offset-training configuration ({e})") from None
     trainer = OffsetTrainer(cfg, source, out)

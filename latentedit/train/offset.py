@@ -1,7 +1,10 @@
 """Training the SD-GAN offset (fusion) network for one accessory kind.
 
 The released SD-GAN code has no training code; this is our design. Every step samples W codes
-(truncation drawn per sample from `truncation`), renders the origin x = G(w), computes the
+(truncation drawn per sample from `truncation`) and, with `inverted_fraction` > 0, takes that
+share of the batch from the bundle's encoder instead: the W+ codes of world renders (samples
+step * k ... of world seed `data_seed`), the codes a user's photo arrives with, which lie off the
+sampled W distribution. It renders the origin x = G(w), computes the
 InterfaceGAN prior p from the kind's boundary, predicts the offset from (x, template, 3D maps of x)
 and renders the edit y = G(w + p + offset) through the frozen generator, so that every loss below
 reaches the offset network through G:
@@ -59,6 +62,8 @@ class OffsetConfig:
     dilate: int = 2
     init_scale: float = 0.02         # initial InstanceNorm scale of the regressor's output
     seed: int = 0
+    inverted_fraction: float = 0.0   # share of each batch from the encoder's codes of world renders
+    data_seed: int = 0               # world seed of those renders
     fusion: dict = field(default_factory=lambda: asdict(FusionConfig.small()))
 
     def __post_init__(self):
@@ -67,6 +72,8 @@ class OffsetConfig:
             raise InputError(f"unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
         if self.batch < 4 or self.batch % 4:
             raise InputError(f"batch must be a positive multiple of 4 (discriminator groups), got {self.batch}")
+        if not 0 <= self.inverted_fraction <= 1:
+            raise InputError(f"inverted_fraction must be in [0, 1], got {self.inverted_fraction}")
 
 
 class OffsetTrainer:
@@ -109,6 +116,11 @@ class OffsetTrainer:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.fixed_w = self.G.sample_w(8, seed=10_000, truncation=0.7)
         self.log = []
+        self.encoder = None
+        if cfg.inverted_fraction > 0:
+            from latentedit.edit.project import load_encoder
+
+            self.encoder = load_encoder(self.bundle, self.G)
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -118,6 +130,18 @@ class OffsetTrainer:
         psi = lo + (hi - lo) * torch.rand([n, 1], generator=self.gen)
         w = self.G.mapping(z, update_w_avg=False)[:, 0]
         return self.G.w_avg + psi * (w - self.G.w_avg)
+
+    def sample_codes(self, n):
+        """W+ codes [n, num_ws, w_dim] of one batch: sampled W codes, then the inverted renders."""
+        from latentedit import world
+        from latentedit.edit.project import encode_images
+
+        k = int(round(n * self.cfg.inverted_fraction))
+        ws = self.G.broadcast_w(self.sample_w(n - k))
+        if k:
+            x = world.sample(k, seed=self.cfg.data_seed, resolution=self.G.img_resolution, start=self.step * k).image
+            ws = torch.cat([ws, encode_images(self.encoder, self.G, x)])
+        return ws
 
     def dilated(self, r):
         return F.max_pool2d(r, 2 * self.cfg.dilate + 1, stride=1, padding=self.cfg.dilate)
@@ -157,7 +181,7 @@ class OffsetTrainer:
 
     def train_step(self):
         self.net.train()
-        total, parts = self.losses(self.sample_w(self.cfg.batch))
+        total, parts = self.losses(self.sample_codes(self.cfg.batch))
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         self.opt.step()
