@@ -356,7 +356,10 @@ def test_train_offset_export_and_resume(world, tmp_path):
     r = run(*args, "--steps", 4, "--resume", "--inverted-fraction", 0.5)
     assert r.exit_code == 0, r.output
     assert json.loads((run_dir / "config.json").read_text())["inverted_fraction"] == 0.5
-    assert "inverted_fraction must be in [0, 1]" in error_line(run(*args, "--steps", 5, "--resume",
+    r = run(*args, "--steps", 5, "--resume")  # kept without the flag
+    assert r.exit_code == 0, r.output
+    assert json.loads((run_dir / "config.json").read_text())["inverted_fraction"] == 0.5
+    assert "inverted_fraction must be in [0, 1]" in error_line(run(*args, "--steps", 6, "--resume",
                                                                    "--inverted-fraction", 2))
 
 

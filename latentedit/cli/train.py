@@ -167,7 +167,8 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
               help="The prior's target signed distance from the boundary plane.")
 @click.option("--inverted-fraction", type=float, default=0.0, show_default=True,
               help="Share of each batch taken from the bundle encoder's codes of world renders (the codes "
-                   "photos arrive with) instead of sampled W codes. May change on --resume (a fine-tune).")
+                   "photos arrive with) instead of sampled W codes. Given with --resume, it changes the run's "
+                   "share from then on (a fine-tune); without it a resumed run keeps its own.")
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
 def offset(kind, normal, batch, distance, inverted_fraction, bundle_path, out, steps, seed, snapshot, threads, resume,
@@ -183,7 +184,11 @@ def offset(kind, normal, batch, distance, inverted_fraction, bundle_path, out, s
     given = dict(kind=kind, batch=batch, distance=distance, seed=seed)
     saved = _saved_config(out, resume, given, "offset-training", always=("kind",))
     try:
-        cfg = (OffsetConfig(**{**saved, "steps": steps, "inverted_fraction": inverted_fraction}) if saved is not None
+        if saved is not None:  # a resumed run keeps its share of inverted codes unless the flag changes it
+            explicit = click.get_current_context().get_parameter_source("inverted_fraction")
+            if explicit == click.core.ParameterSource.COMMANDLINE:
+                saved = {**saved, "inverted_fraction": inverted_fraction}
+        cfg = (OffsetConfig(**{**saved, "steps": steps}) if saved is not None
                else OffsetConfig(steps=steps, inverted_fraction=inverted_fraction, **given))
     except TypeError as e:
         raise InputError(f"{out}/config.json: not an offset-training configuration ({e})") from None
