@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from latentedit.errors import InputError
-from latentedit.models.stylegan2 import Generator, GeneratorConfig, truncate, z_from_seeds
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig, truncate, z_from_seeds
 
 
 def test_same_seed_same_images(tiny_G):
@@ -124,3 +124,12 @@ def test_training_mode_tracks_w_avg(tiny_G):
     after = tiny_G.w_avg.clone()
     tiny_G.mapping(torch.randn(4, tiny_G.z_dim))
     assert torch.equal(after, tiny_G.w_avg)
+
+
+@pytest.mark.parametrize("cls", [GeneratorConfig, DiscriminatorConfig])
+def test_configs_check_their_values(cls):
+    with pytest.raises(InputError, match="power of two"):
+        cls(resolution=100)
+    with pytest.raises(InputError, match="channel_max must be an integer"):
+        cls(channel_max=-1)
+    assert cls.from_dict(cls(resolution=64).to_dict()) == cls(resolution=64)

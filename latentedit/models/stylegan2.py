@@ -87,6 +87,7 @@ class DiscriminatorConfig(DictConfig):
     resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
 
     channels = GeneratorConfig.channels
+    __post_init__ = check_config
 
 
 # ---------------------------------------------------------------------------------------------
