@@ -6,6 +6,8 @@ it (black frame, dark lenses, light-blue surgical mask); every pixel that is not
 (by the exact label map) is white. The template tells the offset network which accessory and
 what it should look like.
 """
+from functools import lru_cache
+
 import torch
 
 from latentedit.errors import InputError
@@ -40,7 +42,10 @@ def template_labels(kind):
     return torch.tensor([LABEL_ID[name] for name in _check(kind)[2]])
 
 
+@lru_cache(maxsize=16)
 def _frontal(kind, resolution):
+    """The world render of the frontal head wearing `kind` (cached: `accessory_seen` asks for its
+    region at every offset-training step; callers only read it)."""
     on, _, _ = _check(kind)
     frontal = dict(yaw=0.0, pitch=0.0, roll=0.0, smile=0.0, glasses="none", mask=0, hat=0, beard=0.0,
                    glasses_round=0.5, glasses_size=0.0)
