@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from latentedit.edit.imaging import resize_antialiased
+from latentedit.edit.project import evaluator_losses
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -109,6 +110,8 @@ class EncoderTrainer:
         for m in ev.values():
             m.eval().requires_grad_(False).to(self.device)
         self.clf, self.idn = ev.get("attributes"), ev.get("identity")
+        # the projector's feature / embedding maps (resized to each network's input), shared
+        self.features, self.embed = evaluator_losses(ev)
         enc_cfg = EncoderConfig.from_dict({**cfg.encoder, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -176,21 +179,19 @@ class EncoderTrainer:
         y = self.G.synthesis(codes, noise_mode="const", fused_modconv=False)
         out = {"mse": (y - x).square().mean(), "l1": (y - x).abs().mean()}
         if self.clf is not None:
-            size = self.clf.cfg.image_size
             with torch.no_grad():
-                f_x = self.clf.features(resize_antialiased(x.clamp(-1, 1), size))
+                f_x = self.features(x.clamp(-1, 1))
                 p_x = self.clf.classify(f_x)
-            f_y = self.clf.features(resize_antialiased(y.clamp(-1, 1), size))
+            f_y = self.features(y.clamp(-1, 1))
             out["perceptual"] = ((f_y - f_x).square().sum(1) / f_x.square().sum(1).clamp_min(1e-8)).mean()
             p_y = self.clf.classify(f_y)
             kl = sum(F.kl_div(F.log_softmax(p_y[h], 1), F.log_softmax(p_x[h], 1), reduction="batchmean",
                               log_target=True) for h in self.clf.cfg.heads)
             out["attributes"] = kl + (p_y["regression"] - p_x["regression"]).square().sum(1).mean()
         if self.idn is not None:
-            size = self.idn.cfg.image_size
             with torch.no_grad():
-                e_x = self.idn(resize_antialiased(x.clamp(-1, 1), size))
-            out["identity"] = (1 - (self.idn(resize_antialiased(y.clamp(-1, 1), size)) * e_x).sum(1)).mean()
+                e_x = self.embed(x.clamp(-1, 1))
+            out["identity"] = (1 - (self.embed(y.clamp(-1, 1)) * e_x).sum(1)).mean()
         if ws_true is not None and len(ws_true):
             out["latent"] = (codes[:len(ws_true)] - ws_true).square().mean()
         out["delta"] = deltas.square().sum((1, 2)).mean()
