@@ -413,3 +413,35 @@ def test_accessory_seen_on_world_ground_truth():
         without = world.sample(8, seed=3, **frontal, **off).labels
         assert accessory_seen(with_it, kind).float().mean() >= 0.75, kind
         assert not accessory_seen(without, kind).any(), kind
+
+
+def test_train_offset_warm_start(world, tmp_path):
+    """--init-from starts a new run from a bundle's offset network for the kind (fresh optimiser);
+    a resumed run ignores it; a bundle without the kind or with another architecture is refused."""
+    from latentedit.train.offset import OffsetConfig, OffsetTrainer
+
+    source, G, nets = world
+    t = OffsetTrainer(OffsetConfig(kind="mask", batch=4), source, tmp_path / "t")
+    t.init_from(source)
+    sd = t.net.state_dict()
+    assert all(torch.equal(v, sd[k]) for k, v in nets["mask"].state_dict().items())
+    assert t.cfg.init_from == str(source) and not t.opt.state
+
+    run_dir = tmp_path / "run"
+    args = ("train", "offset", "--kind", "mask", "--bundle", source, "--out", run_dir, "--batch", 4,
+            "--threads", 1, "--snapshot", 1, "--init-from", source)
+    r = run(*args, "--steps", 1)
+    assert r.exit_code == 0, r.output
+    assert f"warm start from {source}" in r.output
+    assert json.loads((run_dir / "config.json").read_text())["init_from"] == str(source)
+    r = run(*args, "--steps", 2, "--resume")
+    assert r.exit_code == 0 and "resumed at step 1 (--init-from ignored)" in r.output, r.output
+
+    other = tmp_path / "other"
+    copy_without_offsets(source, other)
+    assert "no offset network for 'mask'" in error_line(run(*args[:-1], other, "--out", tmp_path / "r2", "--steps", 1))
+    wide = FusionNet(FusionConfig(**{**asdict(FusionConfig.small()), "num_ws": G.num_ws, "se_reduction": 4}))
+    d = Direction.load("mask", bundle=source)
+    write_offset_network(other, "mask", wide, accessory_template("mask"), d.vector, d.provenance["intercept"], 3.0)
+    with pytest.raises(InputError, match="another architecture"):
+        OffsetTrainer(OffsetConfig(kind="mask", batch=4), source, tmp_path / "t2").init_from(other)

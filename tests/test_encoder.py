@@ -194,3 +194,21 @@ def test_trainer_steps_save_and_resume_exactly(tmp_path):
     x = world.sample(2, seed=5).image
     with torch.no_grad():
         assert torch.equal(enc(x), c.encoder.eval()(x))
+
+
+def test_trainer_warm_start_from_a_bundle_encoder(tmp_path):
+    """--init-from: the bundled encoder's weights with this generator's w_avg, all of its deltas
+    active from step 0, the source named in the run's config; another architecture is refused."""
+    t = EncoderTrainer(EncoderTrainConfig(**TRAIN), DEFAULT_BUNDLE, tmp_path / "a")
+    t.init_from(DEFAULT_BUNDLE)
+    source, sd = read_encoder(DEFAULT_BUNDLE), t.encoder.state_dict()
+    assert all(torch.equal(v, sd[k]) for k, v in source.state_dict().items() if k != "w_avg")
+    assert torch.equal(t.encoder.w_avg, t.G.w_avg)
+    assert t.cfg.init_from == str(DEFAULT_BUNDLE) and t.cfg.progressive_start == source.progressive_stage > 0
+    assert t.train_step()["stage"] == source.progressive_stage
+    wider = {**EncoderConfig.small().to_dict(), "fpn_width": 64}
+    other = EncoderTrainer(EncoderTrainConfig(**TRAIN, encoder=wider), DEFAULT_BUNDLE, tmp_path / "b")
+    with pytest.raises(InputError, match="differs from this run's in fpn_width"):
+        other.init_from(DEFAULT_BUNDLE)
+    with pytest.raises(InputError, match="no such encoder bundle"):
+        t.init_from(tmp_path / "missing")

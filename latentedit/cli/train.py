@@ -107,12 +107,15 @@ def _saved_config(out, resume, given, what, always=()):
     return saved
 
 
-def _run(trainer, cfg, out, resume, train_kwargs):
-    if resume:
-        if trainer.resume():
-            click.echo(f"resumed at step {trainer.step}")
-        else:
-            click.echo(f"{out}: no saved state; starting at step 0")
+def _run(trainer, cfg, out, resume, init_from, train_kwargs):
+    resumed = resume and trainer.resume()
+    if resumed:
+        click.echo(f"resumed at step {trainer.step}" + (" (--init-from ignored)" if init_from else ""))
+    elif resume:
+        click.echo(f"{out}: no saved state; starting at step 0")
+    if init_from and not resumed:
+        trainer.init_from(init_from)
+        click.echo(f"warm start from {init_from}")
     if trainer.step >= cfg.steps:
         click.echo(f"already at step {trainer.step} of {cfg.steps}")
     else:
@@ -148,6 +151,9 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
                      help="Save state and samples every N steps."),
         click.option("--threads", type=int, default=None, help="torch CPU threads."),
         click.option("--resume", is_flag=True, help="Continue from the run folder's last state."),
+        click.option("--init-from", type=click.Path(), default=None,
+                     help="Warm start a new run from this bundle's trained network (e.g. the one made "
+                          "for an earlier generator of the same GAN run); fresh optimiser state."),
         click.option("--export", "export_path", type=click.Path(), default=None, help=export_help),
     ]
 
@@ -172,7 +178,7 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
 def offset(kind, normal, batch, distance, inverted_fraction, bundle_path, out, steps, seed, snapshot, threads, resume,
-           export_path):
+           init_from, export_path):
     """SD-GAN offset network for one accessory: `latentedit train offset --kind mask --out runs/NAME`."""
     from pathlib import Path
 
@@ -193,7 +199,7 @@ def offset(kind, normal, batch, distance, inverted_fraction, bundle_path, out, s
     except TypeError as e:
         raise InputError(f"{out}/config.json: not an offset-training configuration ({e})") from None
     trainer = OffsetTrainer(cfg, source, out)
-    figures = _run(trainer, cfg, out, resume, {"snapshot": snapshot})
+    figures = _run(trainer, cfg, out, resume, init_from, {"snapshot": snapshot})
     if export_path is not None:
         _check_same_generator(trainer.generator, source, Path(export_path), "offset network")
         trainer.export(export_path, figures={f"offset.{kind}": figures})
@@ -204,7 +210,7 @@ def offset(kind, normal, batch, distance, inverted_fraction, bundle_path, out, s
 @click.option("--batch", type=int, default=16, show_default=True, help="Half generated images, half world renders.")
 @run_options(20000, 500, "Bundle with G and the evaluators (attributes, identity) (default: the bundled model).",
              "After training, write the encoder into this bundle folder (network 'encoder').")
-def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, export_path):
+def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, init_from, export_path):
     """Image -> W+ encoder (pSp / e4e): `latentedit train encoder --out runs/NAME [--export BUNDLE]`."""
     from dataclasses import asdict
     from pathlib import Path
@@ -221,7 +227,7 @@ def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, exp
     except TypeError as e:
         raise InputError(f"{out}/config.json: not an encoder-training configuration ({e})") from None
     trainer = EncoderTrainer(cfg, source, out)
-    figures = _run(trainer, cfg, out, resume, {})
+    figures = _run(trainer, cfg, out, resume, init_from, {})
     if export_path is not None:
         _check_same_generator(generator_hash(trainer.G), source, Path(export_path), "encoder")
         trainer.export(export_path, figures=figures)

@@ -29,8 +29,9 @@ an uninterrupted one. State (encoder + Adam, safetensors + JSON) is saved every 
 with log.jsonl and a sample sheet (top row: inputs, bottom row: reconstructions).
 """
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,7 @@ class EncoderTrainConfig(DictConfig):
     log_every: int = 25
     world_overrides: dict = field(default_factory=dict)
     encoder: dict = field(default_factory=lambda: EncoderConfig.small().to_dict())
+    init_from: Optional[str] = None     # bundle whose encoder the run started from (warm start)
 
     def __post_init__(self):
         self.betas, self.truncation = tuple(self.betas), tuple(self.truncation)
@@ -250,6 +252,23 @@ class EncoderTrainer:
         x = self.fixed_inputs()
         rows = torch.cat([x, self.reconstruct(x)])
         save_png(self.out_dir / f"samples_{self.step:06d}.png", tile(to_uint8(rows), len(x), scale=2, pad=2))
+
+    def init_from(self, path):
+        """Warm start from the encoder of bundle `path`, e.g. one trained through an earlier generator
+        of the same GAN run: its weights with this generator's w_avg, every delta it had trained
+        active from step 0; the optimiser starts fresh."""
+        from latentedit.edit.project import load_encoder
+
+        source = load_encoder(path)
+        ours, theirs = self.encoder.cfg.to_dict(), source.cfg.to_dict()
+        differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+        if differ:
+            raise InputError(f"{path}: its encoder differs from this run's in {', '.join(differ)}")
+        with torch.no_grad():
+            self.encoder.load_state_dict(source.state_dict())
+            self.encoder.w_avg.copy_(self.G.w_avg)
+        self.cfg = replace(self.cfg, init_from=str(path),
+                           progressive_start=max(self.cfg.progressive_start, source.progressive_stage))
 
     def resume(self):
         if not (self.out_dir / "state.json").exists():

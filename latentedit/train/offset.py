@@ -29,8 +29,9 @@ State (network + Adam, safetensors + JSON) is saved every `snapshot` steps and a
 it; a sample sheet (rows: origin, prior only, prior + offset) is written with each snapshot.
 """
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,7 @@ class OffsetConfig:
     seed: int = 0
     inverted_fraction: float = 0.0   # share of each batch from the encoder's codes of world renders
     data_seed: int = 0               # world seed of those renders
+    init_from: Optional[str] = None  # bundle whose offset network the run started from (warm start)
     fusion: dict = field(default_factory=lambda: asdict(FusionConfig.small()))
 
     def __post_init__(self):
@@ -201,6 +203,19 @@ class OffsetTrainer:
         out = self.synth(self.fixed_w)
         rows = torch.cat([out.origin, out.prior_image, out.image])
         save_png(self.out_dir / f"samples_{self.step:06d}.png", tile(to_uint8(rows), len(self.fixed_w), scale=2, pad=2))
+
+    def init_from(self, path):
+        """Warm start from the offset network for this kind in bundle `path`, e.g. one trained through
+        an earlier generator of the same GAN run (the prior comes from this bundle's boundary); the
+        optimiser starts fresh."""
+        from latentedit.formats.sdgan import read_offset_network
+
+        source, _ = read_offset_network(path, self.cfg.kind)
+        if source.cfg != self.net.cfg:
+            raise InputError(f"{path}: its {self.cfg.kind} offset network has another architecture than this run's")
+        with torch.no_grad():
+            self.net.load_state_dict(source.state_dict())
+        self.cfg = replace(self.cfg, init_from=str(path))
 
     def resume(self):
         if not (self.out_dir / "state.json").exists():
