@@ -445,3 +445,38 @@ def test_train_offset_warm_start(world, tmp_path):
     write_offset_network(other, "mask", wide, accessory_template("mask"), d.vector, d.provenance["intercept"], 3.0)
     with pytest.raises(InputError, match="another architecture"):
         OffsetTrainer(OffsetConfig(kind="mask", batch=4), source, tmp_path / "t2").init_from(other)
+
+
+def test_conditioned_prior(world, tmp_path):
+    """--condition: the prior moves along the kind's boundary made orthogonal to the conditions
+    (it leaves their scores alone), on a plane through the foot of w_avg on the plain boundary."""
+    from latentedit.edit.discrete import conditioned_plane
+    from latentedit.train.offset import OffsetConfig, OffsetTrainer
+
+    source, G, _ = world
+    mask, sun = Direction.load("mask", bundle=source), Direction.load("sunglasses", bundle=source)
+    b = mask.provenance["intercept"]
+    n, b_cond = conditioned_plane(mask, [sun], G.w_avg, b)
+    s = sun.vector.float() / sun.vector.float().norm()
+    assert abs(float(n @ s)) < 1e-5 and abs(float(n.norm()) - 1) < 1e-5 and float(n @ mask.vector.float()) > 0
+    m = mask.vector.float() / mask.vector.float().norm()
+    foot = G.w_avg - (G.w_avg @ m + b) * m
+    assert abs(float(signed_distance(foot[None], n, b_cond))) < 1e-3
+    w = G.sample_w(16, seed=3, truncation=0.7)
+    p = prior_basis(w, n, b_cond, 3.0)
+    assert (p @ s).abs().max() < 1e-4
+    assert torch.allclose(signed_distance(w + p, n, b_cond), signed_distance(w, n, b_cond).clamp(min=3), atol=1e-3)
+
+    t = OffsetTrainer(OffsetConfig(kind="mask", batch=4, condition=["sunglasses"]), source, tmp_path / "t")
+    assert t.boundary_name == "mask|sunglasses" and torch.allclose(t.synth.normal, n)
+    assert t.synth.intercept == pytest.approx(b_cond)
+    run_dir = tmp_path / "run"
+    args = ("train", "offset", "--kind", "mask", "--bundle", source, "--out", run_dir, "--batch", 4,
+            "--threads", 1, "--snapshot", 1)
+    r = run(*args, "--steps", 1, "--condition", "sunglasses", "--export", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    _, settings = read_offset_network(tmp_path / "b", "mask")
+    assert settings["boundary"] == "mask|sunglasses" and torch.allclose(settings["normal"], n)
+    assert "conflicts" in error_line(run(*args, "--steps", 2, "--resume", "--condition", "hat"))
+    assert "no direction named 'nonexistent'" in error_line(
+        run(*args[:6], "--out", tmp_path / "r2", "--batch", 4, "--condition", "nonexistent", "--steps", 1))

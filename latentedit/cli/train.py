@@ -175,9 +175,13 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
               help="Share of each batch taken from the bundle encoder's codes of world renders (the codes "
                    "photos arrive with) instead of sampled W codes. Given with --resume, it changes the run's "
                    "share from then on (a fine-tune); without it a resumed run keeps its own.")
+@click.option("--condition", multiple=True,
+              help="A boundary in the bundle (repeatable) the prior's direction is made orthogonal to "
+                   "(InterfaceGAN's conditional manipulation), e.g. sunglasses for a mask prior that also "
+                   "brings sunglasses.")
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
-def offset(kind, normal, batch, distance, inverted_fraction, bundle_path, out, steps, seed, snapshot, threads, resume,
+def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_path, out, steps, seed, snapshot, threads, resume,
            init_from, export_path):
     """SD-GAN offset network for one accessory: `latentedit train offset --kind mask --out runs/NAME`."""
     from pathlib import Path
@@ -187,7 +191,7 @@ def offset(kind, normal, batch, distance, inverted_fraction, bundle_path, out, s
 
     kind = resolve_kind(kind, normal)
     source = _open_run(out, resume, steps, snapshot, bundle_path, threads)
-    given = dict(kind=kind, batch=batch, distance=distance, seed=seed)
+    given = dict(kind=kind, batch=batch, distance=distance, seed=seed, condition=list(condition))
     saved = _saved_config(out, resume, given, "offset-training", always=("kind",))
     try:
         if saved is not None:  # a resumed run keeps its share of inverted codes unless the flag changes it

@@ -36,7 +36,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import KINDS, DiscreteSynthesizer, accessory_seen
+from latentedit.edit.discrete import KINDS, DiscreteSynthesizer, accessory_seen, conditioned_plane
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -66,10 +66,11 @@ class OffsetConfig:
     inverted_fraction: float = 0.0   # share of each batch from the encoder's codes of world renders
     data_seed: int = 0               # world seed of those renders
     init_from: Optional[str] = None  # bundle whose offset network the run started from (warm start)
+    condition: tuple = ()            # boundaries the prior is made orthogonal to (InterfaceGAN conditioning)
     fusion: dict = field(default_factory=lambda: asdict(FusionConfig.small()))
 
     def __post_init__(self):
-        self.truncation = tuple(self.truncation)
+        self.truncation, self.condition = tuple(self.truncation), tuple(self.condition)
         if self.kind not in KINDS:
             raise InputError(f"unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
         if self.batch < 4 or self.batch % 4:
@@ -98,6 +99,11 @@ class OffsetTrainer:
         self.clf, self.idn, self.parser = ev["attributes"], ev["identity"], ev["parser"]
         boundary_name = KINDS[cfg.kind][2]
         boundary = Direction.load(boundary_name, bundle=self.bundle).check(self.G, space="w")
+        normal, intercept = boundary.vector, boundary.provenance.get("intercept", 0.0)
+        if cfg.condition:  # e.g. a generator that puts sunglasses on most masked faces
+            conditions = [Direction.load(c, bundle=self.bundle).check(self.G, space="w") for c in cfg.condition]
+            normal, intercept = conditioned_plane(boundary, conditions, self.G.w_avg, intercept)
+            boundary_name = "|".join((boundary_name, *cfg.condition))
         self.boundary_name, self.generator = boundary_name, generator_hash(self.G)
         torch.manual_seed(cfg.seed)
         net_cfg = FusionConfig(**{**cfg.fusion, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
@@ -105,8 +111,8 @@ class OffsetTrainer:
         with torch.no_grad():
             net.regre.in3.weight.fill_(cfg.init_scale)
         template = accessory_template(cfg.kind, net_cfg.resolution)
-        self.synth = DiscreteSynthesizer(self.G, net.train(), ev["face3d"], template, cfg.kind, boundary.vector,
-                                         boundary.provenance.get("intercept", 0.0), cfg.distance)
+        self.synth = DiscreteSynthesizer(self.G, net.train(), ev["face3d"], template, cfg.kind, normal, intercept,
+                                         cfg.distance)
         self.net = net
         self.region_ids = accessory_labels(cfg.kind)
         self.drawn_ids = template_labels(cfg.kind)
