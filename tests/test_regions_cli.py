@@ -1,6 +1,6 @@
 """`latentedit mask | transfer | layers` and `edit --region` on the bundled 64 px generator: the
 files they write agree with the Python API, and bad input is one `error:` line with exit 2.
-Part clusters are fitted small (--fit-samples 16 --clusters 32) to keep the file fast."""
+Part clusters are fitted small (--fit-samples 16 --clusters 48) to keep the file fast."""
 import json
 
 import numpy as np
@@ -16,7 +16,7 @@ from latentedit.formats import DEFAULT_BUNDLE, load_generator
 from latentedit.formats.evaluators import load_evaluators
 from latentedit.formats.images import to_uint8
 
-SMALL = ["--fit-samples", "16", "--clusters", "32"]
+SMALL = ["--fit-samples", "16", "--clusters", "48"]
 R = 64
 
 
@@ -29,7 +29,7 @@ def G():
 def comps(G):
     # What the commands fit with SMALL (same blocks, seed and parser), for comparing with the API.
     parser = load_evaluators(DEFAULT_BUNDLE, names=["parser"])["parser"]
-    return rg.component_clusters(G, n_samples=16, k=32, layer_res=(32, 64), parser=parser)
+    return rg.component_clusters(G, n_samples=16, k=48, layer_res=(32, 64), parser=parser)
 
 
 def run(*args):
@@ -76,14 +76,14 @@ def test_mask_region_writes_part_masks_and_label_maps(tmp_path, G, comps):
               "seed0003_nose.png", "grid.png", "parts.json"):
         assert (out / f).is_file(), f
     labels = np.load(out / "seed0003_labels.npy")
-    assert labels.shape == (R, R) and labels.max() < 32
+    assert labels.shape == (R, R) and labels.max() < 48
     w = G.sample_w(seeds=[3], truncation=0.7)
     assert np.array_equal(labels, comps.labels(G, w)[0].numpy())
     mouth = np.load(out / "seed0003_mouth.npy")
     assert np.array_equal(mouth, rg.region_mask(G, w, "mouth", comps)[0, 0].numpy()) and mouth.max() == 1
     assert Image.open(out / "grid.png").size == (4 * R, R)
     report = json.loads((out / "parts.json").read_text())
-    assert report["regions"] == ["mouth", "nose"] and report["clusters"] == 32
+    assert report["regions"] == ["mouth", "nose"] and report["clusters"] == 48
     run("mask", "--region", "all", "--seeds", "3", *SMALL, "--out", tmp_path / "all")
     everything = json.loads((tmp_path / "all" / "parts.json").read_text())["regions"]
     assert {"mouth", "hair", "skin"} <= set(everything)  # which parts get a cluster depends on the generator
