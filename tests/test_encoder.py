@@ -212,3 +212,45 @@ def test_trainer_warm_start_from_a_bundle_encoder(tmp_path):
         other.init_from(DEFAULT_BUNDLE)
     with pytest.raises(InputError, match="no such encoder bundle"):
         t.init_from(tmp_path / "missing")
+
+
+def test_encoder_and_offset_trainers_under_torchrun(tmp_path):
+    """torchrun with 2 gloo processes: each rank computes its share of every batch, gradients are
+    averaged, so both ranks end with the same weights (even from different initial weights: rank
+    0's are broadcast first), the logged means are the same on both, and rank 0 saves the state."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "ddp_runs.py"
+    script.write_text(textwrap.dedent("""
+        import hashlib, json, sys, torch
+        from latentedit.formats import DEFAULT_BUNDLE
+        from latentedit.train.distributed import init_distributed
+        from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
+        from latentedit.train.offset import OffsetConfig, OffsetTrainer
+        torch.set_num_threads(1)
+        rank, world, _ = init_distributed("gloo")
+        def digest(m):
+            return hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in m.state_dict().values())).hexdigest()
+        enc = EncoderTrainer(EncoderTrainConfig(steps=2, batch=4, progressive_every=1, snapshot=1000, log_every=1,
+                                                seed=rank), DEFAULT_BUNDLE, sys.argv[1] + "/enc")
+        start = digest(enc.encoder)
+        enc.train(progress=None)
+        off = OffsetTrainer(OffsetConfig(kind="mask", batch=8, steps=2), DEFAULT_BUNDLE, sys.argv[1] + "/off")
+        off.train(snapshot=1000, progress=None)
+        json.dump({"world": world, "start": start, "enc": digest(enc.encoder), "enc_log": enc.log,
+                   "off": digest(off.net), "off_log": off.log}, open(f"{sys.argv[1]}/rank{rank}.json", "w"))
+    """))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2))
+    assert a["world"] == 2 and a["start"] != b["start"]          # different seeds, different initial weights
+    assert a["enc"] == b["enc"] != a["start"] and a["off"] == b["off"]
+    means = lambda log: [{k: v for k, v in e.items() if "_per_s" not in k} for e in log]  # noqa: E731 (rates are per rank)
+    assert means(a["enc_log"]) == means(b["enc_log"]) and means(a["off_log"]) == means(b["off_log"])
+    assert len(a["off_log"]) == 1
+    for run in ("enc", "off"):
+        assert json.loads((tmp_path / run / "state.json").read_text())["info"]["step"] == 2

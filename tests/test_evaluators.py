@@ -252,7 +252,7 @@ def test_evaluator_ddp_two_processes_keep_ranks_identical(tmp_path):
     script.write_text(textwrap.dedent("""
         import hashlib, json, sys, torch
         import latentedit.train.evaluators as te
-        from latentedit.train.gan import init_distributed
+        from latentedit.train.distributed import init_distributed
         torch.set_num_threads(1)
         rank, world, _ = init_distributed()
         built = []

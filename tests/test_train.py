@@ -61,7 +61,8 @@ def test_ddp_two_processes_keep_ranks_identical(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(textwrap.dedent(f"""
         import hashlib, json, sys, torch
-        from latentedit.train.gan import GANConfig, GANTrainer, init_distributed
+        from latentedit.train.distributed import init_distributed
+        from latentedit.train.gan import GANConfig, GANTrainer
         torch.set_num_threads(1)
         rank, world, device = init_distributed()
         t = GANTrainer(GANConfig(**{TINY!r}), sys.argv[1], rank=rank, world_size=world)

@@ -32,7 +32,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from pathlib import Path
 
-    from latentedit.train.gan import GANConfig, GANTrainer, init_distributed
+    from latentedit.train.distributed import init_distributed
+    from latentedit.train.gan import GANConfig, GANTrainer
 
     if threads:
         torch.set_num_threads(threads)
@@ -73,10 +74,13 @@ def _open_run(out, resume, steps, snapshot, bundle_path, threads):
     from latentedit.formats import DEFAULT_BUNDLE
     from latentedit.formats import bundle as bundle_format
 
+    from latentedit.train.distributed import init_distributed
+
     if threads:
         torch.set_num_threads(threads)
     if (Path(out) / "state.json").exists() and not resume:
         raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    init_distributed("gloo")  # under torchrun: one CPU process per rank, each computing its share of every batch
     if steps < 1 or snapshot < 1:
         raise InputError("--steps and --snapshot must be positive")
     source = Path(bundle_path) if bundle_path is not None else DEFAULT_BUNDLE
@@ -108,20 +112,28 @@ def _saved_config(out, resume, given, what, always=()):
 
 
 def _run(trainer, cfg, out, resume, init_from, train_kwargs):
+    echo = click.echo if _lead() else (lambda *_: None)
     resumed = resume and trainer.resume()
     if resumed:
-        click.echo(f"resumed at step {trainer.step}" + (" (--init-from ignored)" if init_from else ""))
+        echo(f"resumed at step {trainer.step}" + (" (--init-from ignored)" if init_from else ""))
     elif resume:
-        click.echo(f"{out}: no saved state; starting at step 0")
+        echo(f"{out}: no saved state; starting at step 0")
     if init_from and not resumed:
         trainer.init_from(init_from)
-        click.echo(f"warm start from {init_from}")
+        echo(f"warm start from {init_from}")
     if trainer.step >= cfg.steps:
-        click.echo(f"already at step {trainer.step} of {cfg.steps}")
+        echo(f"already at step {trainer.step} of {cfg.steps}")
     else:
-        trainer.train(progress=click.echo, **train_kwargs)
+        trainer.train(progress=echo, **train_kwargs)
     last = trainer.log[-1] if trainer.log else {}
     return {"steps": trainer.step, **{f"train_{k}": v for k, v in last.items() if k != "step"}}
+
+
+def _lead():
+    """True on the process that writes (rank 0; the only one without torchrun)."""
+    from latentedit.train.distributed import rank
+
+    return rank() == 0
 
 
 def _check_same_generator(generator, source, target, what):
@@ -204,7 +216,7 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_p
         raise InputError(f"{out}/config.json: not an offset-training configuration ({e})") from None
     trainer = OffsetTrainer(cfg, source, out)
     figures = _run(trainer, cfg, out, resume, init_from, {"snapshot": snapshot})
-    if export_path is not None:
+    if export_path is not None and _lead():
         _check_same_generator(trainer.generator, source, Path(export_path), "offset network")
         trainer.export(export_path, figures={f"offset.{kind}": figures})
         click.echo(f"exported offset_{kind} to {export_path}")
@@ -232,7 +244,7 @@ def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, ini
         raise InputError(f"{out}/config.json: not an encoder-training configuration ({e})") from None
     trainer = EncoderTrainer(cfg, source, out)
     figures = _run(trainer, cfg, out, resume, init_from, {})
-    if export_path is not None:
+    if export_path is not None and _lead():
         _check_same_generator(generator_hash(trainer.G), source, Path(export_path), "encoder")
         trainer.export(export_path, figures=figures)
         click.echo(f"exported the encoder (step {trainer.step}, {asdict(cfg)['encoder']['mode']}, "

@@ -42,6 +42,7 @@ from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.models.encoder import Encoder, EncoderConfig
+from latentedit.train import distributed
 from latentedit.train.loop import run_steps
 from latentedit.train.state import load_state, save_state
 from latentedit.models.config import DictConfig
@@ -147,9 +148,14 @@ class EncoderTrainer:
         w = self.G.mapping(self._randn(n, self.G.z_dim), update_w_avg=False)[:, 0]
         return self.G.w_avg + psi * (w - self.G.w_avg)
 
+    @property
+    def trainable(self):
+        return self.encoder
+
     @torch.no_grad()
-    def generated(self, n):
-        """(true W+ codes [n, num_ws, w_dim], images [n, 3, R, R]) with style mixing."""
+    def generated(self, n, part=slice(None)):
+        """(true W+ codes, images [.., 3, R, R]) with style mixing: n codes are drawn, those in
+        `part` (this rank's share) kept and rendered."""
         L = self.G.num_ws
         ws = self._truncated_w(n)[:, None].repeat([1, L, 1])
         if self.cfg.style_mixing > 0 and L > 1:
@@ -158,6 +164,7 @@ class EncoderTrainer:
             mixed = self._rand(n) < self.cfg.style_mixing
             take = mixed[:, None] & (torch.arange(L, device=self.device)[None] >= cutoff[:, None])  # [n, L]
             ws = torch.where(take[:, :, None], other[:, None], ws)
+        ws = ws[part]
         return ws, self.G.synthesis(ws, noise_mode="const", fused_modconv=False)
 
     def real(self, n, start):
@@ -209,14 +216,19 @@ class EncoderTrainer:
         self.encoder.progressive_stage = self.stage_at(self.step)
         n_real = cfg.n_real
         n_fake = cfg.batch - n_real
-        ws_true, x_fake = self.generated(n_fake) if n_fake else (None, None)
+        # Under torchrun each rank keeps its share of both halves (the draws are the whole batch's).
+        fake_part = distributed.shard(n_fake, "the generated half of the batch")
+        real_part = distributed.shard(n_real, "the rendered half of the batch")
+        ws_true, x_fake = self.generated(n_fake, fake_part) if n_fake else (None, None)
         parts = [x_fake] if n_fake else []
         if n_real:
-            parts.append(self.real(n_real, self.step * n_real))
+            parts.append(self.real(real_part.stop - real_part.start, self.step * n_real + real_part.start))
         total, out, _ = self.losses(torch.cat(parts), ws_true)
         self.opt.zero_grad(set_to_none=True)
         total.backward()
+        distributed.average_gradients(self.encoder)
         self.opt.step()
+        distributed.broadcast_state(self.encoder, buffers_only=True)  # BatchNorm running statistics
         self.step += 1
         return {"loss": float(total.detach()), "stage": self.encoder.progressive_stage,
                 **{k: float(v.detach()) for k, v in out.items()}}

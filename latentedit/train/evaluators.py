@@ -34,6 +34,8 @@ from latentedit.models.evaluators import (ATTRIBUTE_HEADS, REGRESSION_HEADS, Att
                                           ClassifierConfig, FaceParser, IdentityConfig, IdentityEmbedder,
                                           ParserConfig)
 from latentedit.models.face3d import Face3D, Face3DConfig, world_to_unsup3d
+from latentedit.train.distributed import rank as _rank
+from latentedit.train.distributed import world_size as _world_size
 from latentedit.train.state import load_state, save_state
 from latentedit.world.params import _HAIR, ATTRIBUTE_FIELDS, NUISANCE_FIELDS
 from latentedit.world.render import CAM_DIST, TAN_HALF_FOV
@@ -354,14 +356,6 @@ def unwrap(net):
 
 def net_cfg(net):
     return unwrap(net).cfg
-
-
-def _rank():
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _world_size():
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 # -- the loop ---------------------------------------------------------------------------------

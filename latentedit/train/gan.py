@@ -8,7 +8,6 @@ data seed, so a resumed run continues the exact stream it left.
 import copy
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -280,16 +279,3 @@ class GANTrainer:
                 self.save()
                 self.write_samples()
         return self
-
-
-def init_distributed():
-    """(rank, world_size, device) from torchrun's environment; single process without it."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    rank = dist.get_rank()
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if backend == "nccl" else "cpu"
-    if backend == "nccl":
-        torch.cuda.set_device(device)
-    return rank, dist.get_world_size(), device

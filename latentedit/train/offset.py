@@ -41,6 +41,7 @@ from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.models.fusion import FusionConfig, FusionNet
+from latentedit.train import distributed
 from latentedit.train.loop import run_steps
 from latentedit.train.state import load_state, save_state
 
@@ -75,6 +76,10 @@ class OffsetConfig:
             raise InputError(f"unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
         if self.batch < 4 or self.batch % 4:
             raise InputError(f"batch must be a positive multiple of 4 (discriminator groups), got {self.batch}")
+        share = self.batch // distributed.world_size()
+        if self.batch % distributed.world_size() or share % 4:
+            raise InputError(f"batch {self.batch} must give every one of the {distributed.world_size()} processes "
+                             "a multiple of 4 (discriminator groups)")
         if not 0 <= self.inverted_fraction <= 1:
             raise InputError(f"inverted_fraction must be in [0, 1], got {self.inverted_fraction}")
 
@@ -139,15 +144,22 @@ class OffsetTrainer:
         w = self.G.mapping(z, update_w_avg=False)[:, 0]
         return self.G.w_avg + psi * (w - self.G.w_avg)
 
+    @property
+    def trainable(self):
+        return self.net
+
     def sample_codes(self, n):
-        """W+ codes [n, num_ws, w_dim] of one batch: sampled W codes, then the inverted renders."""
+        """W+ codes of one batch of n: sampled W codes, then the inverted renders; under torchrun
+        this rank's share of each (the sampled codes are drawn for the whole batch on every rank)."""
         from latentedit import world
         from latentedit.edit.project import encode_images
 
         k = int(round(n * self.cfg.inverted_fraction))
-        ws = self.G.broadcast_w(self.sample_w(n - k))
+        ws = self.G.broadcast_w(self.sample_w(n - k)[distributed.shard(n - k, "the sampled codes of the batch")])
         if k:
-            x = world.sample(k, seed=self.cfg.data_seed, resolution=self.G.img_resolution, start=self.step * k).image
+            part = distributed.shard(k, "the inverted codes of the batch")
+            x = world.sample(part.stop - part.start, seed=self.cfg.data_seed, resolution=self.G.img_resolution,
+                             start=self.step * k + part.start).image
             ws = torch.cat([ws, encode_images(self.encoder, self.G, x)])
         return ws
 
@@ -192,7 +204,9 @@ class OffsetTrainer:
         total, parts = self.losses(self.sample_codes(self.cfg.batch))
         self.opt.zero_grad(set_to_none=True)
         total.backward()
+        distributed.average_gradients(self.net)
         self.opt.step()
+        distributed.broadcast_state(self.net, buffers_only=True)
         self.step += 1
         return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
 
