@@ -26,7 +26,9 @@ Progressive training (e4e): at step t the deltas of layers 1..progressive_start 
 progressive_every are active (all from the start when progressive_every is 0). All randomness of
 a step is drawn from a generator seeded by (seed, step), so a resumed run gives the same weights as
 an uninterrupted one. State (encoder + Adam, safetensors + JSON) is saved every `snapshot` steps,
-with log.jsonl and a sample sheet (top row: inputs, bottom row: reconstructions).
+with log.jsonl and a sample sheet (top row: inputs, bottom row: reconstructions). `init_from`
+warm-starts from a bundle's encoder. Under torchrun each rank trains on its share of every batch
+(`latentedit.train.distributed`).
 """
 import json
 from dataclasses import asdict, dataclass, field, replace

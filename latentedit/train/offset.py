@@ -5,7 +5,9 @@ The released SD-GAN code has no training code; this is our design. Every step sa
 share of the batch from the bundle's encoder instead: the W+ codes of world renders (samples
 step * k ... of world seed `data_seed`), the codes a user's photo arrives with, which lie off the
 sampled W distribution. It renders the origin x = G(w), computes the
-InterfaceGAN prior p from the kind's boundary, predicts the offset from (x, template, 3D maps of x)
+InterfaceGAN prior p from the kind's boundary (with `condition`, that boundary made orthogonal to
+the named ones: InterfaceGAN's conditional manipulation, for a generator in which the accessory's
+direction also brings another one), predicts the offset from (x, template, 3D maps of x)
 and renders the edit y = G(w + p + offset) through the frozen generator, so that every loss below
 reaches the offset network through G:
 
@@ -27,6 +29,7 @@ reaches the offset network through G:
 The last layer's InstanceNorm scale starts small so that training starts from the prior alone.
 State (network + Adam, safetensors + JSON) is saved every `snapshot` steps and a run resumes from
 it; a sample sheet (rows: origin, prior only, prior + offset) is written with each snapshot.
+Under torchrun each rank trains on its share of every batch (`latentedit.train.distributed`).
 """
 import json
 from dataclasses import asdict, dataclass, field, replace
