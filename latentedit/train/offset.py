@@ -77,12 +77,11 @@ class OffsetConfig:
         self.truncation, self.condition = tuple(self.truncation), tuple(self.condition)
         if self.kind not in KINDS:
             raise InputError(f"unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
-        if self.batch < 4 or self.batch % 4:
-            raise InputError(f"batch must be a positive multiple of 4 (discriminator groups), got {self.batch}")
-        share = self.batch // distributed.world_size()
-        if self.batch % distributed.world_size() or share % 4:
-            raise InputError(f"batch {self.batch} must give every one of the {distributed.world_size()} processes "
-                             "a multiple of 4 (discriminator groups)")
+        processes = distributed.world_size()
+        share, left = divmod(self.batch, processes)
+        if share < 4 or left or share % 4:
+            raise InputError(f"batch must give each of the {processes} process(es) a positive multiple of 4 "
+                             f"(discriminator groups), got {self.batch}")
         if not 0 <= self.inverted_fraction <= 1:
             raise InputError(f"inverted_fraction must be in [0, 1], got {self.inverted_fraction}")
 
