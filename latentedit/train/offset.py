@@ -110,7 +110,7 @@ class OffsetTrainer:
         if cfg.condition:  # e.g. a generator that puts sunglasses on most masked faces
             conditions = [Direction.load(c, bundle=self.bundle).check(self.G, space="w") for c in cfg.condition]
             normal, intercept = conditioned_plane(boundary, conditions, self.G.w_avg, intercept)
-            boundary_name = "|".join((boundary_name, *cfg.condition))
+            boundary_name = f"{boundary_name}|{','.join(cfg.condition)}"  # Direction.orthogonal_to's naming
         self.boundary_name, self.generator = boundary_name, generator_hash(self.G)
         torch.manual_seed(cfg.seed)
         net_cfg = FusionConfig(**{**cfg.fusion, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
