@@ -456,7 +456,7 @@ def test_conditioned_prior(world, tmp_path):
     source, G, _ = world
     mask, sun = Direction.load("mask", bundle=source), Direction.load("sunglasses", bundle=source)
     b = mask.provenance["intercept"]
-    n, b_cond = conditioned_plane(mask, [sun], G.w_avg, b)
+    n, b_cond = conditioned_plane(mask, mask.orthogonal_to(sun), G.w_avg, b)
     s = sun.vector.float() / sun.vector.float().norm()
     assert abs(float(n @ s)) < 1e-5 and abs(float(n.norm()) - 1) < 1e-5 and float(n @ mask.vector.float()) > 0
     m = mask.vector.float() / mask.vector.float().norm()

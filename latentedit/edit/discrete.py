@@ -61,13 +61,14 @@ def signed_distance(w, normal, intercept):
     return centre @ _unit(normal, w.device) + float(intercept)
 
 
-def conditioned_plane(boundary, conditions, anchor, intercept):
-    """InterfaceGAN's conditional manipulation for the prior: the plane whose unit normal is the
-    boundary's made orthogonal to the condition boundaries (`Direction.orthogonal_to`), tilted
-    about the point of the boundary plane w . n + intercept = 0 nearest to `anchor` (w_avg), so
-    that near the average face it separates where the plain plane does. -> (normal, intercept)."""
+def conditioned_plane(boundary, conditioned, anchor, intercept):
+    """InterfaceGAN's conditional manipulation for the prior: the plane whose unit normal is
+    `conditioned` (the boundary made orthogonal to other boundaries, `Direction.orthogonal_to`),
+    tilted about the point of the boundary plane w . n + intercept = 0 nearest to `anchor`
+    (w_avg), so that near the average face it separates where the plain plane does.
+    -> (normal, intercept)."""
     n = _unit(boundary.vector, "cpu")
-    n_cond = _unit(boundary.orthogonal_to(*conditions).vector, "cpu")
+    n_cond = _unit(conditioned.vector, "cpu")
     anchor = torch.as_tensor(anchor, dtype=torch.float32).reshape(-1)
     foot = anchor - (anchor @ n + float(intercept)) * n
     return n_cond, float(-(foot @ n_cond))

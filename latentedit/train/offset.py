@@ -108,9 +108,10 @@ class OffsetTrainer:
         boundary = Direction.load(boundary_name, bundle=self.bundle).check(self.G, space="w")
         normal, intercept = boundary.vector, boundary.provenance.get("intercept", 0.0)
         if cfg.condition:  # e.g. a generator that puts sunglasses on most masked faces
-            conditions = [Direction.load(c, bundle=self.bundle).check(self.G, space="w") for c in cfg.condition]
-            normal, intercept = conditioned_plane(boundary, conditions, self.G.w_avg, intercept)
-            boundary_name = f"{boundary_name}|{','.join(cfg.condition)}"  # Direction.orthogonal_to's naming
+            conditioned = boundary.orthogonal_to(
+                *[Direction.load(c, bundle=self.bundle).check(self.G, space="w") for c in cfg.condition])
+            normal, intercept = conditioned_plane(boundary, conditioned, self.G.w_avg, intercept)
+            boundary_name = conditioned.name
         self.boundary_name, self.generator = boundary_name, generator_hash(self.G)
         torch.manual_seed(cfg.seed)
         net_cfg = FusionConfig(**{**cfg.fusion, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
