@@ -12,6 +12,7 @@ from latentedit.cli.invert import (check_input_options, input_encoder, input_opt
 from latentedit.cli.models import model_options, parse_seeds, resolve_model
 from latentedit.cli.regions import check_region_name, component_options, fit_components
 from latentedit.errors import FormatError, InputError
+from latentedit.models.stylegan2 import z_from_seeds
 
 
 def parse_layers(text):
@@ -141,7 +142,10 @@ def discover(model_path, random_weights, resolution, channel_base, channel_max, 
 
 @click.command()
 @model_options
-@click.option("--direction", required=True, help="A bundle boundary name (smile, age, ...) or a .npy path.")
+@click.option("--direction", required=True,
+              help="A bundle boundary name (smile, age, ...), a .npy path (InterfaceGAN / InterFaceGAN++ "
+                   "boundaries too), an e4e-style .pt direction, or a GANSpace component FILE.npz:INDEX "
+                   "(strength in standard deviations).")
 @click.option("--strength", default="-3..3", show_default=True, help="Range of strengths, e.g. -3..3.")
 @click.option("--steps", type=int, default=7, show_default=True, help="Columns of the grid.")
 @click.option("--seeds", default="0-7", show_default=True, help="Rows of the grid: 0-7 or 1,5,7-9.")
@@ -205,13 +209,21 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
         d = d.orthogonal_to(*[Direction.load(c.strip(), bundle_path) for c in condition.split(",") if c.strip()])
     if parse_layers(layers):
         d = d.restrict(*parse_layers(layers), num_ws=G.num_ws)
-    d.check(G, "w")
+    in_z = d.space == "z"  # InterFaceGAN++'s StyleGAN2 boundaries, GANSpace components found in Z
+    if in_z and input_paths:
+        raise InputError(f"direction {d.name} lives in Z; images from --input are inverted into W+ codes: "
+                         "use a W direction (or train one with `latentedit boundary train`)")
+    d.check(G, "z" if in_z else "w")
     lo, hi = parse_strength(strength)
     if input_paths:
         w = invert_inputs(images, G, invert_mode, encoder, invert_steps).cpu()       # [N, L, D]
+        edited = linear_interpolate(w, d, lo, hi, steps, mode)                      # [N, S, L, D]
+    elif in_z:
+        z = z_from_seeds(parse_seeds(seeds), G.z_dim)                               # [N, Z]
+        w, edited = (_z_to_w(G, c, truncation) for c in (z, linear_interpolate(z, d, lo, hi, steps, mode)))
     else:
         w = G.sample_w(seeds=parse_seeds(seeds), truncation=truncation)             # [N, D]
-    edited = linear_interpolate(w, d, lo, hi, steps, mode)                          # [N, S, (L,) D]
+        edited = linear_interpolate(w, d, lo, hi, steps, mode)                      # [N, S, (L,) D]
     if region:
         results = _region_columns(G, w, edited, region, fit_components(G, model_path, fit_samples, clusters))
     else:
@@ -231,6 +243,13 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
     save_png(out, grid(results, cols=steps))
     where = f" inside {region}" if region else ""
     click.echo(f"wrote {out}: {len(w)} samples x {steps} strengths {lo:g}..{hi:g} along {d.name}{where}")
+
+
+def _z_to_w(G, z, truncation):
+    """Z codes [..., z_dim] -> truncated W codes [..., w_dim] (the edit happened in Z)."""
+    with torch.no_grad():
+        return G.mapping(z.reshape(-1, z.shape[-1]), truncation, update_w_avg=False)[:, 0].reshape(
+            *z.shape[:-1], G.w_dim)
 
 
 def _region_columns(G, w, edited, region, components):

@@ -10,6 +10,7 @@ space, layer range, generator hash (None = unknown), name and provenance. Combin
 directions of another latent space or another generator raises InputError.
 """
 import numbers
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -245,12 +246,19 @@ class Direction:
 
     @classmethod
     def load(cls, name_or_path, bundle=None, space=None):
-        """A direction from a .npy path or a name in the bundle's boundaries/ (default bundle).
-        space: the space of a sidecar-less file (InterfaceGAN's); checked against the sidecar."""
-        from latentedit.formats.directions import find_direction, read_direction
+        """A direction from a .npy path, a name in the bundle's boundaries/ (default bundle), an
+        e4e-style .pt direction, or a GANSpace component `FILE.npz:INDEX[:START-END]` (see
+        formats.directions). space: the space of a file that does not say; checked against it."""
+        from latentedit.formats.directions import (FOREIGN_SUFFIXES, find_direction, read_direction,
+                                                   read_foreign_direction, split_component)
 
-        path = find_direction(name_or_path, bundle)
-        vector, meta = read_direction(path)
+        text, component, layers = split_component(name_or_path)
+        if component is not None or Path(text).suffix in FOREIGN_SUFFIXES:
+            path = Path(text)
+            vector, meta = read_foreign_direction(path, component, layers)
+        else:
+            path = find_direction(name_or_path, bundle)
+            vector, meta = read_direction(path)
         file_space = meta.get("space", space)
         if space is not None and file_space != space:
             raise InputError(f"{path}: a {str(file_space).upper()} direction, not {space.upper()}")

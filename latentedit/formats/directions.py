@@ -2,19 +2,30 @@
 [num_ws, w_dim] for a per-layer W+ direction) plus an optional `NAME.json` sidecar with the
 metadata (latent space, layer range, generator hash, provenance).
 
-A sidecar-less .npy (an InterfaceGAN boundary) reads with unknown space and generator, so it is
-never refused for them. Named directions live in a bundle's `boundaries/` folder.
+A sidecar-less .npy (an InterfaceGAN boundary) reads with unknown generator, so it is never
+refused for one; its space is read from InterfaceGAN's file names (`stylegan_ffhq_age_w_boundary.npy`
+W, `..._age_boundary.npy` Z) and InterFaceGAN++'s folders (`stylegan2_ffhq_z/boundary_Young.npy`),
+else unknown. Named directions live in a bundle's `boundaries/` folder.
+
+Foreign direction files (`read_foreign_direction`):
+- `.pt` holding one tensor [D] / [1, D] (or [L, D] per layer): e4e / HyperStyle / PTI
+  `editings/interfacegan_directions/age.pt`, InterfaceGAN normals in W, added to every W+ layer.
+- GANSpace components, named `FILE:INDEX` (optionally `FILE:INDEX:START-END`, W+ layers inclusive,
+  the paper's E(c, s-e)): GANSpace's `.npz` (`lat_comp` [K, 1, D], `lat_stdev` [K], `lat_mean`, ...)
+  or e4e's `ganspace_pca/ffhq_pca.pt` ({'comp', 'std', 'mean'}). The direction is comp[c] * stdev[c],
+  so a strength counts standard deviations, as GANSpace's sliders do.
 """
 import hashlib
 import io
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from latentedit.errors import FormatError
+from latentedit.errors import FormatError, InputError
 from latentedit.formats.atomic import write_bytes, write_text
 from latentedit.formats.weights import is_derived
 
@@ -22,6 +33,11 @@ DIRECTION_FORMAT = "latentedit-direction"
 DIRECTION_VERSION = 1
 BOUNDARIES = "boundaries"   # sub-folder of a bundle holding its named directions
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+FOREIGN_SUFFIXES = (".pt", ".pth", ".npz")
+_COMPONENT = re.compile(r"^(?P<path>.+\.(?:npz|pt|pth)):(?P<index>-?\d+)(?::(?P<start>\d+)(?:-(?P<end>\d+))?)?$")
+# InterfaceGAN's released names: {pggan,stylegan}_{celebahq,ffhq}_ATTR[_c_COND][_w]_boundary.npy
+_INTERFACEGAN = re.compile(r"^(?:pggan|stylegan)_(?:celebahq|ffhq)_(?P<attr>.+?)(?P<w>_w)?_boundary\.npy$")
+_INTERFACEGAN_PP = re.compile(r"^boundary_(?P<attr>.+)\.npy$")  # in a folder MODEL_DATA_{z,w}
 
 
 def generator_hash(G):
@@ -86,7 +102,117 @@ def read_direction(path):
             raise FormatError(f"{side}: sidecar version {meta['version']} is newer than this latentedit reads")
         if list(meta.get("shape", vector.shape)) != list(vector.shape):
             raise FormatError(f"{side}: sidecar says shape {meta['shape']}, the .npy holds {list(vector.shape)}")
+    else:
+        meta = _interfacegan_meta(path)
     return vector.astype(np.float32), meta
+
+
+def _interfacegan_meta(path):
+    """Space and name of a sidecar-less boundary from InterfaceGAN's / InterFaceGAN++'s naming; {}
+    for any other name (space unknown)."""
+    m = _INTERFACEGAN.match(path.name)
+    if m:
+        return {"space": "w" if m["w"] else "z", "name": m["attr"],
+                "provenance": {"file": str(path), "format": "InterfaceGAN boundary"}}
+    m = _INTERFACEGAN_PP.match(path.name)
+    folder = re.search(r"_(z|w)$", path.parent.name)
+    if m and folder:
+        return {"space": folder[1], "name": m["attr"],
+                "provenance": {"file": str(path), "format": f"InterFaceGAN++ boundary ({path.parent.name})"}}
+    return {}
+
+
+def split_component(text):
+    """'pca.npz:12' -> ('pca.npz', 12, None); 'pca.npz:12:0-5' -> ('pca.npz', 12, (0, 6)) (W+ layers
+    0..5); any other text -> (text, None, None)."""
+    m = _COMPONENT.match(str(text))
+    if not m:
+        return str(text), None, None
+    layers = None
+    if m["start"] is not None:
+        start, end = int(m["start"]), int(m["end"] if m["end"] is not None else m["start"])
+        if end < start:
+            raise InputError(f"{text}: layer range {start}-{end} is empty")
+        layers = (start, end + 1)
+    return m["path"], int(m["index"]), layers
+
+
+def read_foreign_direction(path, component=None, layers=None):
+    """An e4e-style `.pt` direction or a GANSpace component -> (vector float32 [1, D] or [L, D],
+    metadata: space, name, layers, provenance). `component`: the GANSpace component's index."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        data = _read_npz(path)
+        missing = [k for k in ("lat_comp", "lat_stdev") if k not in data]
+        if missing:
+            raise FormatError(f"{path}: not a GANSpace component file (no {', '.join(missing)}; holds {sorted(data)})")
+        # GANSpace fills lat_stdev with ones when it decomposed in Z (no W statistics)
+        space = "z" if np.all(data["lat_stdev"] == 1) else "w"
+        return _component(path, data["lat_comp"], data["lat_stdev"], component, layers, space, "GANSpace .npz")
+    from latentedit.formats.torch_file import load_torch_file
+
+    obj = load_torch_file(path)
+    if isinstance(obj, dict) and "comp" in obj and "std" in obj:
+        return _component(path, _array(path, obj["comp"]), _array(path, obj["std"]), component, layers, "w",
+                          "e4e ganspace_pca .pt")
+    if not torch.is_tensor(obj):
+        held = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise FormatError(f"{path}: not a direction file (expected one tensor [1, D] as e4e's "
+                          f"interfacegan_directions/*.pt, or a GANSpace dict with comp / std; holds {held})")
+    if component is not None:
+        raise InputError(f"{path}: one direction, not a set of components; drop ':{component}'")
+    vector = _array(path, obj)
+    while vector.ndim > 2 and vector.shape[0] == 1:
+        vector = vector[0]  # [1, L, D] -> [L, D]
+    vector = vector.reshape(1, -1) if vector.ndim == 1 else vector
+    if vector.ndim != 2:
+        raise FormatError(f"{path}: a direction tensor must be [D], [1, D] or [L, D], got {list(obj.shape)}")
+    meta = {"space": "w" if len(vector) == 1 else "w+", "name": path.stem, "layers": _layers(layers),
+            "provenance": {"file": str(path), "format": "interfacegan_directions .pt (e4e / HyperStyle / PTI)"}}
+    return vector, meta
+
+
+def _component(path, comp, stdev, index, layers, space, fmt):
+    comp, stdev = np.asarray(comp, np.float32), np.asarray(stdev, np.float32).reshape(-1)
+    if comp.ndim == 2:
+        comp = comp[:, None]                                                    # [K, D] -> [K, 1, D]
+    if comp.ndim != 3 or len(stdev) != len(comp):
+        raise FormatError(f"{path}: components {list(comp.shape)} and stdevs {list(stdev.shape)} do not match "
+                          "(expected [K, 1, D] and [K])")
+    if index is None:
+        raise InputError(f"{path} holds {len(comp)} components: name one as {path}:INDEX (0..{len(comp) - 1})")
+    if not 0 <= index < len(comp):
+        raise InputError(f"{path}: component {index} is outside 0..{len(comp) - 1}")
+    vector = comp[index] * stdev[index]                                         # [1, D] or [L, D]
+    if not np.isfinite(vector).all():
+        raise FormatError(f"{path}: component {index} contains NaN or infinite values")
+    meta = {"space": space if len(vector) == 1 else "w+", "name": f"{path.stem}_c{index}", "layers": _layers(layers),
+            "provenance": {"file": str(path), "format": fmt, "component": index, "stdev": float(stdev[index]),
+                           "unit": "one standard deviation per unit of strength"}}
+    return vector, meta
+
+
+def _layers(layers):
+    return list(layers) if layers else None
+
+
+def _read_npz(path):
+    if not path.is_file():
+        raise FormatError(f"{path}: no such direction file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise FormatError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+
+
+def _array(path, t):
+    if not torch.is_tensor(t) or not t.is_floating_point():
+        raise FormatError(f"{path}: expected float tensors, got {type(t).__name__}")
+    a = t.detach().to("cpu", torch.float32).numpy()
+    if a.size == 0 or not np.isfinite(a).all():
+        raise FormatError(f"{path}: empty, or contains NaN or infinite values")
+    return a
 
 
 def find_direction(name_or_path, bundle=None):
