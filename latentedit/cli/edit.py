@@ -7,8 +7,8 @@ import click
 import numpy as np
 import torch
 
-from latentedit.cli.invert import (check_input_options, input_encoder, input_options, invert_inputs, read_inputs,
-                                   warning_lines)
+from latentedit.cli.invert import (check_input_options, input_encoder, input_options, invert_inputs,
+                                   read_aligned_inputs, read_inputs, warning_lines, write_pasted)
 from latentedit.cli.models import model_options, parse_seeds, resolve_model
 from latentedit.cli.regions import check_region_name, component_options, fit_components
 from latentedit.errors import FormatError, InputError
@@ -164,7 +164,7 @@ def discover(model_path, random_weights, resolution, channel_base, channel_max, 
               help="Grid PNG; with --input also OUT_latents.npy / OUT_latents.json (the inverted codes).")
 def edit(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
          direction, strength, steps, seeds, condition, layers, truncation, mode, bundle_path, input_paths,
-         invert_mode, invert_steps, encoder_path, region, fit_samples, clusters, out):
+         invert_mode, invert_steps, encoder_path, align, region, fit_samples, clusters, out):
     """Edit grid: rows are samples, columns strengths along a direction.
 
     With --input IMG|DIR the rows are those images, inverted (--invert-mode, default encoder) into
@@ -173,7 +173,10 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
 
     With --region NAME every column is a region-locked edit (regions.region_edit): the edited
     latents' features replace the originals only inside that part (the union of its masks before
-    and after the edit, feathered); the part clusters are fitted first (--fit-samples, --clusters)."""
+    and after the edit, feathered); the part clusters are fitted first (--fit-samples, --clusters).
+
+    With --input PHOTO --align the faces are found and aligned as FFHQ was (the grid shows the
+    aligned crops), and every edit is also pasted back into its photo: OUT_pasted/NAME_STRENGTH.png."""
     from latentedit.edit.directions import Direction, linear_interpolate
     from latentedit.formats.images import grid, save_png, tile, to_uint8
     from latentedit.formats.latents import write_latents
@@ -200,7 +203,10 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
     images = encoder = None
     if input_paths:
         with warning_lines():
-            files, images = read_inputs(input_paths, G.img_resolution)
+            if align:
+                files, images, alignments, photos = read_aligned_inputs(input_paths, G.img_resolution)
+            else:
+                files, images = read_inputs(input_paths, G.img_resolution)
         encoder = input_encoder(invert_mode, encoder_path, nets.path, G)[0]
     if bundle_path is None and model_path and Path(model_path).is_dir():
         bundle_path = model_path
@@ -236,6 +242,13 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
         stem = Path(out).with_name(Path(out).stem + "_latents")
         write_latents(stem.with_suffix(".npy"), w.numpy())
         write_latents(stem.with_suffix(".json"), w.numpy())
+        if align:
+            pasted = Path(out).with_name(Path(out).stem + "_pasted")
+            strengths = np.linspace(lo, hi, steps)
+            for i, (f, photo, al) in enumerate(zip(files, photos, alignments)):
+                for j, s in enumerate(strengths):
+                    write_pasted(pasted / f"{f.stem}_{s:+g}.png", photo, results[i * steps + j], al)
+            click.echo(f"wrote the edits pasted back into the photos: {pasted}/NAME_STRENGTH.png")
         click.echo(f"wrote {out} (inputs | {steps} strengths {lo:g}..{hi:g} along {d.name}) for {len(w)} images "
                    f"({', '.join(f.name for f in files[:4])}{', ...' if len(files) > 4 else ''}) and their "
                    f"inverted codes {stem}.npy / .json")

@@ -30,6 +30,12 @@ def warning_lines():
         warnings.showwarning = old_show
 
 
+align_option = click.option(
+    "--align", is_flag=True,
+    help="Unaligned photos: find the face (dlib's 68 landmarks), crop it as FFHQ was aligned, and also write "
+         "the result pasted back into the photo (needs `pip install 'latentedit[align]'`).")
+
+
 def input_options(f):
     """--input IMG|DIR (repeatable), --invert-mode, --invert-steps, --encoder: edit the codes of images."""
     options = [
@@ -41,6 +47,7 @@ def input_options(f):
                      help="Optimisation steps of --invert-mode project / hybrid."),
         click.option("--encoder", "encoder_path", type=click.Path(), default=None,
                      help="Bundle holding the encoder for --input (default: the model bundle)."),
+        align_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -51,7 +58,7 @@ def check_input_options(input_paths, invert_mode, invert_steps, encoder_path):
     """Refuses --invert-* / --encoder without --input, and bad --invert-steps."""
     ctx = click.get_current_context()
     if not input_paths:
-        for name in ("invert_mode", "invert_steps", "encoder_path"):
+        for name in ("invert_mode", "invert_steps", "encoder_path", "align"):
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
                 flag = "--encoder" if name == "encoder_path" else "--" + name.replace("_", "-")
                 raise InputError(f"{flag} applies to images given with --input")
@@ -64,6 +71,28 @@ def read_inputs(input_paths, resolution):
     so a file that is not an image is an error naming it before anything is written."""
     files = list_images(list(input_paths))
     return files, to_tensor([read_image(f, resolution) for f in files])
+
+
+def read_aligned_inputs(input_paths, resolution):
+    """--input --align photos -> (files, aligned crops [N, 3, R, R] in [-1, 1], Alignments, photos
+    uint8 [H, W, 3]); every face is found up front, so a photo without one is an error before
+    anything is written."""
+    from latentedit.edit.align import align_face
+    from latentedit.formats.image_input import open_rgb
+
+    files = list_images(list(input_paths))
+    photos = [np.asarray(open_rgb(f), dtype=np.uint8) for f in files]
+    alignments = [align_face(photo, resolution, name=str(f)) for f, photo in zip(files, photos)]
+    return files, to_tensor([a.crop for a in alignments]), alignments, photos
+
+
+def write_pasted(path, photo, image, alignment):
+    """A crop (tensor [3, R, R] in [-1, 1], or uint8 [R, R, 3]) pasted back into its photo -> path."""
+    import torch
+
+    from latentedit.edit.align import paste_back
+
+    save_png(path, paste_back(photo, _uint8(image) if torch.is_tensor(image) else image, alignment.quad))
 
 
 def input_encoder(mode, encoder_path, model_path, G, flag="--invert-mode"):
@@ -120,11 +149,14 @@ def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverti
                    "(default: the --model bundle when it holds evaluators; else pixel loss only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
+@align_option
 def invert(inputs, model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-           out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size):
+           out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size, align):
     """Invert images (files or folders) into latents: NAME.npy / NAME.json (SD-GAN style),
     NAME_rec.png reconstructions and grid.png (input | reconstruction per row) in --out.
     Modes encoder / hybrid use the encoder of --encoder, else of the --model bundle.
+    With --align the inputs are photos: NAME_aligned.png is the FFHQ-aligned face, NAME_pasted.png
+    the reconstruction pasted back into the photo, NAME_align.json the crop's quad and landmarks.
     A re-run skips images whose NAME.npy exists."""
     if batch_size < 1 or steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
@@ -136,7 +168,7 @@ def invert(inputs, model_path, random_weights, resolution, channel_base, channel
         encoder = input_encoder(mode, encoder_path, nets.path, nets.G, flag="--mode")[0]
         if evaluators_path is None and mode != "encoder" and _holds_evaluators(nets.path):
             evaluators_path = nets.path
-        _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size)
+        _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size, align)
 
 
 def _holds_evaluators(path):
@@ -146,14 +178,17 @@ def _holds_evaluators(path):
             and any(k in bundle.read_manifest(path)["networks"] for k in ("attributes", "identity")))
 
 
-def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size):
+def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size, align=False):
     files = list_images(inputs)
     names = [f.stem for f in files]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"several inputs share the name(s) {dupes}; outputs would collide")
     R = G.img_resolution
-    images = to_tensor([read_image(f, R) for f in files])  # reads (and checks) every file up front
+    if align:  # every face found up front: a photo without one writes nothing
+        files, images, alignments, photos = read_aligned_inputs(files, R)
+    else:
+        images = to_tensor([read_image(f, R) for f in files])  # reads (and checks) every file up front
     evaluators = None
     if mode == "encoder":
         if evaluators_path:
@@ -190,6 +225,8 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
             for i, code, rec in zip(batch, codes, recs):
                 stem = out / names[i]
                 save_png(out / f"{names[i]}_rec.png", _uint8(rec))
+                if align:
+                    _write_alignment(out, names[i], images[i], rec, alignments[i], photos[i])
                 write_latents(stem.with_suffix(".json"), code[None].numpy())
                 write_latents(stem.with_suffix(".npy"), code[None].numpy())  # last: marks the image done
     grid_path = out / "grid.png"
@@ -199,6 +236,20 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
             rows += [_uint8(images[i]), _read_png(out / f"{n}_rec.png")]
         save_png(grid_path, tile(np.stack(rows), cols=2))
     click.echo(f"inverted {len(todo)} images ({len(names) - len(todo)} already done) into {out}/ and the grid {grid_path}")
+
+
+def _write_alignment(out, name, crop, rec, alignment, photo):
+    import json
+
+    from latentedit.formats.atomic import write_text
+
+    save_png(out / f"{name}_aligned.png", _uint8(crop))
+    write_pasted(out / f"{name}_pasted.png", photo, rec, alignment)
+    write_text(out / f"{name}_align.json", json.dumps({
+        "format": "latentedit-alignment", "version": 1, "method": "FFHQ (dlib 68 landmarks)",
+        "photo_size": list(alignment.photo_size), "quad": alignment.quad.round(4).tolist(),
+        "quad_corners": ["top-left", "bottom-left", "bottom-right", "top-right"],
+        "landmarks": alignment.landmarks.round(3).tolist()}) + "\n")
 
 
 def _uint8(img):  # [3, H, W] in [-1, 1] -> [H, W, 3] uint8

@@ -37,7 +37,8 @@ import click
 import numpy as np
 import torch
 
-from latentedit.cli.invert import check_input_options, input_encoder, input_options, read_inputs, warning_lines
+from latentedit.cli.invert import (check_input_options, input_encoder, input_options, read_aligned_inputs, read_inputs,
+                                   warning_lines, write_pasted)
 from latentedit.errors import FormatError, InputError
 
 FOLDERS = ("origins", "interfacegan_origins", "predict_images")
@@ -129,13 +130,15 @@ def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
 @click.option("--out", required=True, type=click.Path(),
               help="Output folder: origins/, interfacegan_origins/, predict_images/, grid.png, manifest.json, ...")
 def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, template, model_path, input_paths,
-               invert_mode, invert_steps, encoder_path, batch_size, out):
+               invert_mode, invert_steps, encoder_path, align, batch_size, out):
     """Put an accessory (frame glasses, sunglasses, a mask) on faces: SD-GAN's prior + offset edit.
 
     Writes OUT/origins/, OUT/interfacegan_origins/, OUT/predict_images/ ({i:04d}.png), grid.png
     (rows: samples, columns: origin | prior only | result), latents.json, interface.json,
     predict_latents.npy and manifest.json. A re-run with the same settings resumes.
-    With --input IMG|DIR the codes are the images' inversions (--invert-mode, default encoder)."""
+    With --input IMG|DIR the codes are the images' inversions (--invert-mode, default encoder);
+    with --align too, the inputs are photos: OUT/aligned/ holds their FFHQ-aligned faces and
+    OUT/pasted/ each result pasted back into its photo."""
     from latentedit.cli.models import _check_resume_settings, _read_earlier_png
     from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind, signed_distance
     from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
@@ -180,7 +183,10 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         N = len(w)
     elif input_paths:
         with warning_lines():
-            input_files, images = read_inputs(input_paths, G.img_resolution)
+            if align:
+                input_files, images, alignments, photos = read_aligned_inputs(input_paths, G.img_resolution)
+            else:
+                input_files, images = read_inputs(input_paths, G.img_resolution)
         encoder, encoder_sha = input_encoder(invert_mode, encoder_path, model, G)
         w = None  # inverted below, once the folder is known to resume this run (or is new)
         N = len(input_files)
@@ -210,6 +216,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                          "invert_steps": invert_steps if invert_mode != "encoder" else None,
                          "encoder": str(encoder_path or model) if encoder is not None else None,
                          "encoder_sha256": encoder_sha})
+        if align:  # only then, as above
+            settings["align"] = True
     _check_resume_settings(out, settings)
     if input_paths:
         w = _inverted_codes(out / "inverted_latents.npy", images, G, invert_mode, encoder, invert_steps, batch_size)
@@ -249,6 +257,11 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     write_latents(out / "latents.json", w.numpy())
     write_latents(out / "interface.json", p.numpy())
     write_latents(out / "predict_latents.npy", final.numpy())
+    if align:  # rebuilt from the PNGs like the grid: the photos are read (and their faces found) every run
+        for i in range(N):
+            save_png(out / "aligned" / f"{names[i]}.png", to_uint8(images[i][None])[0])
+            write_pasted(out / "pasted" / f"{names[i]}.png", photos[i],
+                         _read_earlier_png(files[i][2], G.img_resolution), alignments[i])
 
     before = signed_distance(ws, synth.normal, synth.intercept)
     after = signed_distance(ws + p[:, None], synth.normal, synth.intercept)
@@ -257,7 +270,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         images.append({
             "index": i, "seed": None if w_file is not None or input_paths else seed + i,
             **({"input": str(input_files[i])} if input_paths else {}),
-            "files": {folder: f"{folder}/{names[i]}.png" for folder in FOLDERS},
+            "files": {folder: f"{folder}/{names[i]}.png"
+                      for folder in FOLDERS + (("aligned", "pasted") if align else ())},
             "prior_norm": round(float(p[i].norm()), 6),
             "offset_norm": [round(float(v), 6) for v in offset[i].norm(dim=1)],
             "distance_before": round(float(before[i]), 6), "distance_after": round(float(after[i]), 6),

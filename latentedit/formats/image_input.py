@@ -41,21 +41,28 @@ def list_images(paths):
     return out
 
 
-def read_image(path, resolution):
-    """One image file -> uint8 array [R, R, 3] (RGB), centre-cropped / resized with a warning."""
+def open_rgb(path):
+    """One image file -> a PIL RGB image at its own size (first frame, transparency flattened onto
+    white); FormatError naming a file that is not a readable image."""
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
             if getattr(im, "n_frames", 1) > 1:
-                warnings.warn(f"{path}: has {im.n_frames} frames; using the first", stacklevel=2)
+                warnings.warn(f"{path}: has {im.n_frames} frames; using the first", stacklevel=3)
             if "A" in im.getbands() or im.mode == "P":
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))  # flatten onto white
                 im = Image.alpha_composite(bg, im)
-            im = im.convert("RGB")
+            return im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise FormatError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def read_image(path, resolution):
+    """One image file -> uint8 array [R, R, 3] (RGB), centre-cropped / resized with a warning."""
+    path = Path(path)
+    im = open_rgb(path)
     w, h = im.size
     changes = []
     if w != h:
