@@ -30,7 +30,11 @@ setup(
         "ninja",
         "safetensors",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # --align: dlib's face detector (binary wheel) and its 68-point landmark predictor file
+        "align": ["dlib-bin", "face-recognition-models"],
+    },
     entry_points={"console_scripts": ["latentedit=latentedit.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
