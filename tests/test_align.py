@@ -206,3 +206,43 @@ def test_cli_photo_without_a_face_writes_nothing(tmp_path, face):
     assert r.exit_code == 2
     assert r.output.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'b.png'}: no face found")
     assert not (tmp_path / "out").exists()
+
+
+def test_phone_photos_are_aligned_upright(tmp_path, face, monkeypatch):
+    """A JPEG whose EXIF says 'turn 90 degrees' is searched for a face the way it is shown."""
+    from latentedit.cli.invert import read_aligned_inputs
+
+    canvas, A, t = place(face, 0, 1.0, (150, 200), size=(300, 400))           # upright: 300 wide, 400 high
+    stored = Image.fromarray(canvas).transpose(Image.Transpose.ROTATE_90)     # as the camera stored it
+    exif = stored.getexif()
+    exif[0x0112] = 6                                                          # "rotate 90 CW to display"
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    seen = []
+
+    def landmarks(photo, name="photo"):
+        seen.append(photo.shape)
+        return canonical_landmarks(FACE) @ A.T + t
+
+    monkeypatch.setattr(align, "detect_landmarks", landmarks)
+    files, crops, alignments, photos = read_aligned_inputs([tmp_path / "phone.jpg"], 32)
+    assert seen == [(400, 300, 3)] and photos[0].shape == (400, 300, 3) and crops.shape == (1, 3, 32, 32)
+    expected = np.asarray(Image.fromarray(face).resize((32, 32), Image.LANCZOS), dtype=float)
+    assert np.abs(alignments[0].crop - expected).mean() < 6.0                 # JPEG on top of resampling
+
+
+def test_cli_synthesize_align_writes_aligned_and_pasted(tmp_path, face, monkeypatch):
+    canvas, A, t = place(face, -15, 1.2, (200, 150))
+    Image.fromarray(canvas).save(tmp_path / "me.png")
+    landmarks = canonical_landmarks(FACE) @ A.T + t
+    monkeypatch.setattr(align, "detect_landmarks", lambda photo, name="photo": landmarks)
+    out = tmp_path / "out"
+    r = run("synthesize", "--kind", "mask", "--input", tmp_path / "me.png", "--align", "--out", out)
+    assert r.exit_code == 0, r.output
+    result = np.asarray(Image.open(out / "predict_images" / "0000.png"))
+    pasted = np.asarray(Image.open(out / "pasted" / "0000.png"))
+    assert np.array_equal(pasted, paste_back(canvas, result, ffhq_quad(landmarks)))
+    aligned = np.asarray(Image.open(out / "aligned" / "0000.png"))
+    assert np.array_equal(aligned, align_face(canvas, result.shape[0], landmarks=landmarks).crop)
+    import json
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["align"] is True and manifest["images"][0]["files"]["pasted"] == "pasted/0000.png"

@@ -81,7 +81,7 @@ def read_aligned_inputs(input_paths, resolution):
     from latentedit.formats.image_input import open_rgb
 
     files = list_images(list(input_paths))
-    photos = [np.asarray(open_rgb(f), dtype=np.uint8) for f in files]
+    photos = [np.asarray(open_rgb(f, upright=True), dtype=np.uint8) for f in files]
     alignments = [align_face(photo, resolution, name=str(f)) for f, photo in zip(files, photos)]
     return files, to_tensor([a.crop for a in alignments]), alignments, photos
 

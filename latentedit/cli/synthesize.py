@@ -185,6 +185,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         with warning_lines():
             if align:
                 input_files, images, alignments, photos = read_aligned_inputs(input_paths, G.img_resolution)
+                crops = to_uint8(images)  # kept: `images` is reused below
             else:
                 input_files, images = read_inputs(input_paths, G.img_resolution)
         encoder, encoder_sha = input_encoder(invert_mode, encoder_path, model, G)
@@ -259,7 +260,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     write_latents(out / "predict_latents.npy", final.numpy())
     if align:  # rebuilt from the PNGs like the grid: the photos are read (and their faces found) every run
         for i in range(N):
-            save_png(out / "aligned" / f"{names[i]}.png", to_uint8(images[i][None])[0])
+            save_png(out / "aligned" / f"{names[i]}.png", crops[i])
             write_pasted(out / "pasted" / f"{names[i]}.png", photos[i],
                          _read_earlier_png(files[i][2], G.img_resolution), alignments[i])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from latentedit.errors import FormatError, InputError
 
@@ -41,13 +41,16 @@ def list_images(paths):
     return out
 
 
-def open_rgb(path):
+def open_rgb(path, upright=False):
     """One image file -> a PIL RGB image at its own size (first frame, transparency flattened onto
-    white); FormatError naming a file that is not a readable image."""
+    white; `upright`: turned as its EXIF orientation says, as a phone photo is shown); FormatError
+    naming a file that is not a readable image."""
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
+            if upright:
+                im = ImageOps.exif_transpose(im)
             if getattr(im, "n_frames", 1) > 1:
                 warnings.warn(f"{path}: has {im.n_frames} frames; using the first", stacklevel=3)
             if "A" in im.getbands() or im.mode == "P":
