@@ -129,6 +129,11 @@ def test_paste_back_inverts_the_alignment(face):
     ray = [flat[int(round(p[1])), int(round(p[0])), 0] for p in
            (quad[0] + f * (quad[2] - quad[0]) for f in np.linspace(0.0, 0.1, 11))]
     assert ray[0] < 30 and ray[-1] == 200 and all(b >= a for a, b in zip(ray, ray[1:]))
+    # a mask over the crop narrows the paste: its left half only
+    half = np.zeros((96, 96))
+    half[:, :48] = 1
+    left = paste_back(np.zeros_like(canvas), grey, quad, mask=half)
+    assert (left[core & (st[..., 0] < 0.4)] == 200).all() and (left[core & (st[..., 0] > 0.6)] == 0).all()
 
 
 def run(*args):

@@ -117,11 +117,12 @@ def _pad_reflect(a, before, after, size):
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)), np.array([px0, py0], dtype=np.float64)
 
 
-def paste_back(photo, crop, quad, feather=0.1):
+def paste_back(photo, crop, quad, feather=0.1, mask=None):
     """The crop (uint8 [R, R, 3], e.g. an edited face) put back where `quad` took it from in
     `photo` (uint8 [H, W, 3]): each photo pixel inside the quad samples the crop (bicubic) at its
     inverse-transformed position; the mask is 1 inside and falls to 0 over the outer `feather`
-    share of the crop's side (smoothstep), so no seam shows. -> uint8 [H, W, 3]."""
+    share of the crop's side (smoothstep), so no seam shows. `mask` (optional, [R', R'] in [0, 1]
+    over the crop, e.g. a face-part mask) narrows it further. -> uint8 [H, W, 3]."""
     photo = np.asarray(photo)[..., :3]
     quad = np.asarray(quad, dtype=np.float64)
     if not 0 < feather <= 0.5:
@@ -137,12 +138,20 @@ def paste_back(photo, crop, quad, feather=0.1):
     st = np.linalg.solve(axes, np.stack([xs - quad[0, 0], ys - quad[0, 1]]).reshape(2, -1)).T
     st = st.reshape(*xs.shape, 2)                                           # [h, w, (s, t)]
     edge = np.minimum(st, 1 - st).min(-1) / feather                         # 0 at the edge, 1 at feather
-    mask = np.clip(edge, 0, 1)
-    mask = (mask * mask * (3 - 2 * mask))[..., None]
+    ramp = np.clip(edge, 0, 1)
+    mask_edge = (ramp * ramp * (3 - 2 * ramp))[..., None]
     src = torch.from_numpy(np.array(crop[..., :3], dtype=np.float64)).permute(2, 0, 1)[None]
     grid = torch.from_numpy(2 * st - 1)[None]                               # align_corners=False: s=0 outer edge
     sampled = F.grid_sample(src, grid, mode="bicubic", padding_mode="border", align_corners=False)
     sampled = sampled[0].permute(1, 2, 0).numpy().clip(0, 255)
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask, dtype=np.float64))
+        if m.ndim != 2:
+            raise InputError(f"mask must be [H, W] over the crop, got {list(m.shape)}")
+        m = F.grid_sample(m[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        mask = mask_edge * m[0, 0].numpy().clip(0, 1)[..., None]
+    else:
+        mask = mask_edge
     region = out[lo[1]:hi[1], lo[0]:hi[0]].astype(np.float64)
     out[lo[1]:hi[1], lo[0]:hi[0]] = np.rint(region + (sampled - region) * mask).astype(np.uint8)
     return out
