@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from scipy.ndimage import gaussian_filter
+from PIL import Image, ImageFilter
 
 from latentedit.errors import InputError
 
@@ -111,7 +110,8 @@ def _pad_reflect(a, before, after, size):
         return np.clip(np.maximum(inside_first, inside_last), 0, 1)
 
     mask = np.maximum(ramp(xs, px0, px1, a.shape[1])[None], ramp(ys, py0, py1, a.shape[0])[:, None])[..., None]
-    blurred = gaussian_filter(a, [size * 0.02, size * 0.02, 0])
+    blurred = np.asarray(Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(float(size) * 0.02)), dtype=np.float32)             # PIL's: ~10x scipy's speed
     a = a + (blurred - a) * np.clip(3 * mask + 1, 0, 1) * (mask > 0)
     a = a + (np.median(a.reshape(-1, 3), axis=0) - a) * mask
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)), np.array([px0, py0], dtype=np.float64)
@@ -140,19 +140,19 @@ def paste_back(photo, crop, quad, feather=0.1, mask=None):
     edge = np.minimum(st, 1 - st).min(-1) / feather                         # 0 at the edge, 1 at feather
     ramp = np.clip(edge, 0, 1)
     mask_edge = (ramp * ramp * (3 - 2 * ramp))[..., None]
-    src = torch.from_numpy(np.array(crop[..., :3], dtype=np.float64)).permute(2, 0, 1)[None]
-    grid = torch.from_numpy(2 * st - 1)[None]                               # align_corners=False: s=0 outer edge
+    src = torch.from_numpy(np.array(crop[..., :3], dtype=np.float32)).permute(2, 0, 1)[None]
+    grid = torch.from_numpy((2 * st - 1).astype(np.float32))[None]  # align_corners=False: s=0 outer edge
     sampled = F.grid_sample(src, grid, mode="bicubic", padding_mode="border", align_corners=False)
     sampled = sampled[0].permute(1, 2, 0).numpy().clip(0, 255)
     if mask is not None:
-        m = torch.as_tensor(np.asarray(mask, dtype=np.float64))
+        m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
         if m.ndim != 2:
             raise InputError(f"mask must be [H, W] over the crop, got {list(m.shape)}")
         m = F.grid_sample(m[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)
         mask = mask_edge * m[0, 0].numpy().clip(0, 1)[..., None]
     else:
         mask = mask_edge
-    region = out[lo[1]:hi[1], lo[0]:hi[0]].astype(np.float64)
+    region = out[lo[1]:hi[1], lo[0]:hi[0]].astype(np.float32)
     out[lo[1]:hi[1], lo[0]:hi[0]] = np.rint(region + (sampled - region) * mask).astype(np.uint8)
     return out
 
