@@ -100,7 +100,8 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
         seed_list = parse_seeds(seeds)
         names = [f"seed{s:04d}" for s in seed_list]
         with torch.no_grad():
-            ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation, truncation_cutoff, update_w_avg=False)
+            ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation_psi=truncation,
+                           truncation_cutoff=truncation_cutoff, update_w_avg=False)
     files = [None if grid_only else out / f"{name}.png" for name in names]
     if not grid_only:
         _check_resume_settings(out, {"model": str(model_path or ("random" if random_weights else "default")),

@@ -73,8 +73,9 @@ class Direction:
         gen = self.generator[:12] if self.generator else "any generator"
         return f"Direction({self.name or 'unnamed'}: {self.space or '?'}{where}, |v|={self.norm():.4g}, {gen})"
 
-    def check(self, G=None, space=None):
-        """Raises InputError if the direction was made for another generator or latent space."""
+    def check(self, G=None, space=None, generator_hash=None):
+        """Raises InputError if the direction was made for another generator or latent space.
+        generator_hash: G's hash when the caller has it (a Model computes it once)."""
         if space is not None and self.space is not None and _family(space) != _family(self.space):
             raise InputError(f"direction {self.name or '(unnamed)'} lives in {self.space.upper()}, the latents in "
                              f"{space.upper()}; make (or load) a direction for {space.upper()}")
@@ -82,9 +83,11 @@ class Direction:
             if self.dim != G.w_dim:
                 raise InputError(f"direction has {self.dim} dims, the generator's latents {G.w_dim}")
             if self.generator is not None:
-                from latentedit.formats.directions import generator_hash
+                if generator_hash is None:
+                    from latentedit.formats.directions import generator_hash as hash_of
 
-                if generator_hash(G) != self.generator:
+                    generator_hash = hash_of(G)
+                if generator_hash != self.generator:
                     raise InputError(f"direction {self.name or '(unnamed)'} was made for another generator "
                                      f"(hash {self.generator[:12]}...); train or discover it for this one")
             if self.num_ws is not None and self.num_ws != G.num_ws:

@@ -113,7 +113,7 @@ def w_stats(G, samples=2000, seed=123):
     """Spread of the generator's W distribution: sqrt(E ||w - mean||^2) over `samples` codes."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn([samples, G.z_dim], generator=g).to(G.w_avg.device)
-    w = G.mapping(z, 1.0, update_w_avg=False)[:, 0]
+    w = G.mapping(z, update_w_avg=False)[:, 0]
     return float((w - w.mean(0)).square().sum(1).mean().sqrt())
 
 
@@ -265,7 +265,7 @@ def reconstruct(G, codes, noises=None):
 # Encoder
 
 
-def load_encoder(path, G=None):
+def load_encoder(path, G=None, generator_hash=None):
     """The encoder of bundle folder `path` (eval mode). InputError when `path` is not a bundle or
     holds no encoder, or (G given) when its codes do not fit G or it was trained through another
     generator (the provenance `latentedit train encoder` writes names the generator's hash)."""
@@ -287,9 +287,11 @@ def load_encoder(path, G=None):
         trained_for = bundle.read_manifest(path).get("provenance", {}).get("encoder", {})
         trained_for = trained_for.get("generator") if isinstance(trained_for, dict) else None
         if trained_for:
-            from latentedit.formats.directions import generator_hash
+            if generator_hash is None:
+                from latentedit.formats.directions import generator_hash as hash_of
 
-            if generator_hash(G) != trained_for:
+                generator_hash = hash_of(G)
+            if generator_hash != trained_for:
                 raise InputError(f"the encoder in {path} was trained through another generator; "
                                  "train one for this generator with `latentedit train encoder`")
     return encoder

@@ -105,14 +105,33 @@ class MappingNetwork(nn.Module):
             setattr(self, f"fc{i}", layer)
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
-    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=None):
-        """z [N, z_dim] -> ws [N, num_ws, w_dim]. Truncation pulls layers [0, cutoff) towards w_avg."""
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, *, update_w_avg=None,
+                update_emas=None):
+        """z [N, z_dim] -> ws [N, num_ws, w_dim]. Truncation pulls layers [0, cutoff) towards w_avg.
+        NVlabs' calling convention: `mapping(z, c, truncation_psi=...)`, where c is the class label
+        (these generators are unconditional: None or an empty [N, 0] tensor); update_emas is
+        NVlabs' name for update_w_avg."""
+        check_label(c, len(z))
+        if update_w_avg is None:
+            update_w_avg = update_emas
         x = normalize_2nd_moment(z.to(torch.float32))
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         if update_w_avg if update_w_avg is not None else self.training:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         return truncate(x.unsqueeze(1).repeat([1, self.num_ws, 1]), self.w_avg, truncation_psi, truncation_cutoff)
+
+
+def check_label(c, n):
+    """c: NVlabs' conditioning label of an unconditional generator: None or [n, 0]. A number there is
+    the old positional truncation psi, which reads as a label in NVlabs' convention."""
+    if c is None or (torch.is_tensor(c) and c.ndim == 2 and c.shape == (n, 0)):
+        return
+    if isinstance(c, (int, float)):
+        raise InputError(f"the second positional argument is the class label c (NVlabs' convention), got {c!r}; "
+                         "pass truncation_psi= by name")
+    shape = list(c.shape) if torch.is_tensor(c) else type(c).__name__
+    raise InputError(f"this generator is unconditional (c_dim 0): c must be None or [{n}, 0], got {shape}")
 
 
 def truncate(ws, w_avg, psi=1.0, cutoff=None):
@@ -473,6 +492,7 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or GeneratorConfig()
         self.z_dim, self.w_dim, self.num_ws, self.img_resolution = cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.resolution
+        self.c_dim, self.img_channels = 0, cfg.img_channels  # NVlabs' attributes: unconditional
         self.mapping = MappingNetwork(cfg)
         self.synthesis = SynthesisNetwork(cfg)
 
@@ -480,16 +500,22 @@ class Generator(nn.Module):
     def w_avg(self):
         return self.mapping.w_avg
 
-    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, noise_mode="random", **synthesis_options):
-        ws = self.mapping(z, truncation_psi, truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode, **synthesis_options)
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, *, update_emas=None,
+                noise_mode="random", fused_modconv=None, force_fp32=False, generator=None, fast=None,
+                compute_dtype=None):
+        """z [N, z_dim] (and NVlabs' label c: None or [N, 0]) -> images [N, C, R, R]; the options are
+        SynthesisNetwork.forward's. rosinality's `G([z])` is `G(z)` here (`G.synthesize(w)` for W)."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv, force_fp32=force_fp32,
+                              generator=generator, fast=fast, compute_dtype=compute_dtype)
 
     @torch.no_grad()
     def sample_w(self, n=None, seed=0, truncation=1.0, seeds=None):
         """W codes [N, w_dim] for seeds (`seeds`, or n consecutive seeds from `seed`), truncated."""
         seeds = list(range(seed, seed + n)) if seeds is None else list(seeds)
         z = z_from_seeds(seeds, self.z_dim).to(self.w_avg.device)
-        return self.mapping(z, truncation, update_w_avg=False)[:, 0]
+        return self.mapping(z, truncation_psi=truncation, update_w_avg=False)[:, 0]
 
     def broadcast_w(self, w):
         """[N, w_dim] (W) or [N, num_ws, w_dim] (W+) -> [N, num_ws, w_dim]; validates shape and values."""
@@ -504,13 +530,16 @@ class Generator(nn.Module):
             raise InputError("latents contain NaN or infinite values")
         return w.to(device=self.w_avg.device, dtype=torch.float32)
 
-    def synthesize(self, w, noise_mode="const", batch_size=None, generator=None, **synthesis_options):
-        """W [N, w_dim] or W+ [N, num_ws, w_dim] -> images [N, C, R, R] in about [-1, 1]."""
+    def synthesize(self, w, *, noise_mode="const", batch_size=None, generator=None, fused_modconv=None,
+                   force_fp32=False, fast=None, compute_dtype=None):
+        """W [N, w_dim] or W+ [N, num_ws, w_dim] -> images [N, C, R, R] in about [-1, 1]; the options
+        are SynthesisNetwork.forward's, batch_size splits the work."""
         if noise_mode not in NOISE_MODES:
             raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         ws = self.broadcast_w(w)
         batch_size = batch_size or ws.shape[0]
-        return torch.cat([self.synthesis(chunk, noise_mode=noise_mode, generator=generator, **synthesis_options)
+        return torch.cat([self.synthesis(chunk, noise_mode=noise_mode, generator=generator, fused_modconv=fused_modconv,
+                                         force_fp32=force_fp32, fast=fast, compute_dtype=compute_dtype)
                           for chunk in ws.split(batch_size)])
 
     @staticmethod
