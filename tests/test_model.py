@@ -80,3 +80,30 @@ def test_nvlabs_calling_convention(tiny_G):
         tiny_G(z, torch.zeros(3, 10))
     with pytest.raises(TypeError):
         tiny_G.synthesize(ws, "const")  # options are keyword-only
+
+
+def test_block_hooks_fire_on_every_path(tiny_G):
+    """A forward hook on a synthesis block sees the block run on the fast path (fused and not,
+    fp32 and bf16), the reference path and projection's noise path, with the same output."""
+    from latentedit.edit.project import synthesize_with_noise
+
+    seen = []
+    handle = tiny_G.synthesis.b8.register_forward_hook(lambda module, args, output: seen.append(output[0].float()))
+    ws = tiny_G.broadcast_w(tiny_G.sample_w(2, seed=1))
+    outputs = []
+    try:
+        with torch.no_grad():
+            for run in [lambda: tiny_G.synthesize(ws, fast=False), lambda: tiny_G.synthesize(ws),
+                        lambda: tiny_G.synthesize(ws, fused_modconv=True),
+                        lambda: tiny_G.synthesize(ws, fused_modconv=False),
+                        lambda: tiny_G.synthesize(ws, compute_dtype=torch.bfloat16),
+                        lambda: synthesize_with_noise(tiny_G, ws)]:
+                seen.clear()
+                run()
+                assert seen, "the hook did not fire"
+                outputs.append(torch.cat(seen))  # the fused path runs the block once per sample
+    finally:
+        handle.remove()
+    for out in outputs[1:4] + outputs[5:]:
+        assert torch.allclose(out, outputs[0], atol=1e-4)
+    assert torch.allclose(outputs[4], outputs[0], atol=0.1 * outputs[0].abs().max())  # bf16

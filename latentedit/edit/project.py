@@ -48,8 +48,7 @@ class ProjectionResult:
 def noise_layers(G):
     """The synthesis layers that take a noise map, in the order the synthesis network runs them."""
     layers = []
-    for res in G.synthesis.block_resolutions:
-        block = getattr(G.synthesis, f"b{res}")
+    for block in G.synthesis.blocks():
         layers += [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
     return layers
 
@@ -59,8 +58,6 @@ def synthesize_with_noise(G, ws, noises=None):
     noise maps [N, 1, r, r] per noise layer, scaled by each layer's noise_strength); noises=None
     uses the generator's constant noise (as noise_mode="const"). Non-fused convolutions
     throughout: one shared conv per batch, so each sample's maths is the same at any batch size."""
-    synthesis = G.synthesis
-    blocks = [getattr(synthesis, f"b{res}") for res in synthesis.block_resolutions]
     layers = noise_layers(G)
     if noises is None:
         scaled = [layer.scaled_noise(ws.shape[0], "const") for layer in layers]
@@ -68,15 +65,11 @@ def synthesize_with_noise(G, ws, noises=None):
         if len(noises) != len(layers):
             raise InputError(f"expected {len(layers)} noise maps, got {len(noises)}")
         scaled = [n * layer.noise_strength for n, layer in zip(noises, layers)]
-    x = img = None
-    w_idx = k = 0
-    for block in blocks:
-        block_noises = scaled[k:k + block.num_conv]
+    per_block, k = [], 0
+    for block in G.synthesis.blocks():
+        per_block.append(scaled[k:k + block.num_conv])
         k += block.num_conv
-        block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-        x, img = block.forward_fast(x, img, block_ws, block_noises, False, torch.float32)
-        w_idx += block.num_conv
-    return img.contiguous()
+    return G.synthesis.run_fast(ws, per_block, False, torch.float32)
 
 
 def noise_regularizer(noises):

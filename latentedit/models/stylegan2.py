@@ -356,8 +356,13 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
-    def forward(self, x, img, ws, noise_mode="random", fused_modconv=None, force_fp32=False, generator=None):
-        """ws [N, num_conv + num_torgb, w_dim]; x [N, C, r/2, r/2] or None; img [N, 3, r/2, r/2] or None."""
+    def forward(self, x, img, ws, noise_mode="random", fused_modconv=None, force_fp32=False, generator=None, *,
+                noises=None, fast_dtype=None):
+        """ws [N, num_conv + num_torgb, w_dim]; x [N, C, r/2, r/2] or None; img [N, 3, r/2, r/2] or None.
+        fast_dtype (float32 | bfloat16) runs the CPU fast path with scaled `noises` (forward_fast);
+        both paths enter through here, so forward hooks on a block fire whichever runs."""
+        if fast_dtype is not None:
+            return self.forward_fast(x, img, ws, noises, fused_modconv, fast_dtype)
         N = ws.shape[0]
         fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
         dtype = torch.float16 if fp16 else torch.float32
@@ -436,14 +441,30 @@ class SynthesisNetwork(nn.Module):
         if compute_dtype not in (None, torch.float32):
             raise InputError("compute_dtype other than float32 needs the fast path (fast=True)")
         x = img = None
-        w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            # Consecutive blocks share a w: a block's ToRGB uses the same w as the next block's conv0.
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+        for block, block_ws in self.block_ws(ws):
             x, img = block(x, img, block_ws, noise_mode, fused_modconv, force_fp32, generator)
-            w_idx += block.num_conv
         return img
+
+    def blocks(self):
+        """The synthesis blocks in the order they run."""
+        return [getattr(self, f"b{res}") for res in self.block_resolutions]
+
+    def block_ws(self, ws):
+        """(block, its slice of ws [N, num_conv + num_torgb, w_dim]) in running order: the one block
+        iterator of every path. Consecutive blocks share a w: a block's ToRGB uses the same w as
+        the next block's conv0."""
+        w_idx = 0
+        for block in self.blocks():
+            yield block, ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+
+    def run_fast(self, ws, noises, fused, dtype):
+        """The fast path over all blocks: ws [N, num_ws, w_dim], noises one list of scaled noise maps
+        per block ([conv0, conv1], or [conv1] for the first); fused needs a batch of one."""
+        x = img = None
+        for (block, block_ws), block_noises in zip(self.block_ws(ws), noises):
+            x, img = block(x, img, block_ws, fused_modconv=fused, noises=block_noises, fast_dtype=dtype)
+        return img.contiguous()
 
 
     def _forward_fast(self, ws, noise_mode, fused_modconv, generator, dtype):
@@ -452,7 +473,7 @@ class SynthesisNetwork(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         N = ws.shape[0]
-        blocks = [getattr(self, f"b{res}") for res in self.block_resolutions]
+        blocks = self.blocks()
         # Noise is drawn up front in the reference order, so a generator gives the same images
         # whichever way the batch is then split.
         noises = [[layer.scaled_noise(N, noise_mode, generator) for layer in
@@ -461,20 +482,10 @@ class SynthesisNetwork(nn.Module):
             fused_modconv = choose_fused_modconv(N, ws.device, self.training, dtype, fast=True)
         if fused_modconv:
             # Per-sample weights: one ordinary conv per sample beats a grouped conv on CPU.
-            return torch.cat([self._run_blocks(blocks, ws[n:n + 1], [[nz if nz is None or nz.shape[0] == 1
-                                                                      else nz[n:n + 1] for nz in bn]
-                                                                     for bn in noises], True, dtype)
+            return torch.cat([self.run_fast(ws[n:n + 1], [[nz if nz is None or nz.shape[0] == 1 else nz[n:n + 1]
+                                                           for nz in bn] for bn in noises], True, dtype)
                               for n in range(N)])
-        return self._run_blocks(blocks, ws, noises, False, dtype)
-
-    def _run_blocks(self, blocks, ws, noises, fused, dtype):
-        x = img = None
-        w_idx = 0
-        for block, block_noises in zip(blocks, noises):
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            x, img = block.forward_fast(x, img, block_ws, block_noises, fused, dtype)
-            w_idx += block.num_conv
-        return img.contiguous()
+        return self.run_fast(ws, noises, False, dtype)
 
 
 # ---------------------------------------------------------------------------------------------
