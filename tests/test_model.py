@@ -10,7 +10,7 @@ from latentedit.errors import InputError
 from latentedit.formats import DEFAULT_BUNDLE, Networks, save_networks
 from latentedit.formats.directions import generator_hash
 
-from conftest import TINY, randomize
+from conftest import randomize
 
 torch.set_num_threads(1)
 
@@ -66,7 +66,7 @@ def test_foreign_generator_alone_is_a_model(tmp_path, tiny_G):
         le.load_model(pt, parts=tmp_path)
 
 
-def test_nvlabs_calling_convention(tiny_G):
+def test_nvlabs_calling_convention(tiny_G, tiny_D):
     z = torch.randn(3, tiny_G.z_dim)
     assert tiny_G.c_dim == 0 and tiny_G.img_channels == 3
     ws = tiny_G.mapping(z, None, truncation_psi=0.5)
@@ -80,6 +80,7 @@ def test_nvlabs_calling_convention(tiny_G):
         tiny_G(z, torch.zeros(3, 10))
     with pytest.raises(TypeError):
         tiny_G.synthesize(ws, "const")  # options are keyword-only
+    assert torch.equal(tiny_D(img, None), tiny_D(img)) and torch.equal(tiny_D(img, torch.zeros(3, 0)), tiny_D(img))
 
 
 def test_block_hooks_fire_on_every_path(tiny_G):

@@ -13,13 +13,11 @@ import torch
 from torch import nn
 
 from latentedit.errors import InputError
-from latentedit.models import layers
 from latentedit.models.config import DictConfig
 from latentedit.models.layers import Conv2dLayer, FullyConnectedLayer, conv2d_resample, normalize_2nd_moment
 from latentedit.ops import bias_act, setup_filter, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
-FAST_FUSED_MAX_BATCH = None  # CPU fast path, inference: per-sample fused convs up to this batch (None: any)
 
 
 # Limits on what a file may ask for, so that a corrupt or hostile config fails with a message
@@ -404,8 +402,8 @@ def choose_fused_modconv(batch, device, training, dtype, fast=False):
     backward. Measured in benchmarks/generator_speed.py."""
     if training:
         return False
-    if fast:  # the CPU fast path runs fused convs one sample at a time
-        return FAST_FUSED_MAX_BATCH is None or batch <= FAST_FUSED_MAX_BATCH
+    if fast:  # the CPU fast path runs fused convs one sample at a time, the winner at every batch
+        return True
     if device.type == "cuda":
         return dtype == torch.float32 or batch == 1
     return batch <= 2
@@ -597,11 +595,11 @@ class DiscriminatorBlock(nn.Module):
                                  resample_filter=resample_filter, conv_clamp=conv_clamp)
         self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2, resample_filter=resample_filter)
 
-    def forward(self, x, img):
+    def forward(self, x, img, fast=None):
         if self.in_channels == 0:
-            x = self.fromrgb(img)
-        y = self.skip(x, gain=math.sqrt(0.5))
-        x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+            x = self.fromrgb(img, fast=fast)
+        y = self.skip(x, gain=math.sqrt(0.5), fast=fast)
+        x = self.conv1(self.conv0(x, fast=fast), gain=math.sqrt(0.5), fast=fast)
         return y + x
 
 
@@ -614,10 +612,10 @@ class DiscriminatorEpilogue(nn.Module):
         self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu")
         self.out = FullyConnectedLayer(in_channels, 1)
 
-    def forward(self, x):
+    def forward(self, x, fast=None):
         if self.mbstd is not None:
             x = self.mbstd(x)
-        x = self.conv(x)
+        x = self.conv(x, fast=fast)
         return self.out(self.fc(x.flatten(1)))
 
 
@@ -635,10 +633,14 @@ class Discriminator(nn.Module):
         self.b4 = DiscriminatorEpilogue(cfg.channels(4), cfg.img_channels, cfg.mbstd_group_size,
                                         cfg.mbstd_num_channels, cfg.conv_clamp)
 
-    def forward(self, img):  # [N, C, R, R] -> logits [N, 1]
-        if img.device.type == "cpu" and layers.FAST_CPU:
+    def forward(self, img, c=None, fast=None):
+        """img [N, C, R, R] (and NVlabs' label c: None or [N, 0]) -> logits [N, 1]. fast (default: on
+        for CPU tensors): channels_last and the Conv2dLayer fast path; False: the reference ops."""
+        check_label(c, len(img))
+        fast = img.device.type == "cpu" if fast is None else fast
+        if fast:
             img = img.contiguous(memory_format=torch.channels_last)  # measured: ~25% faster on CPU
         x = None
         for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
-        return self.b4(x)
+            x = getattr(self, f"b{res}")(x, img, fast=fast)
+        return self.b4(x, fast=fast)
