@@ -14,6 +14,7 @@ from latentedit.formats import Networks, load_networks, save_networks
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.formats.latents import read_latents
 from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig, z_from_seeds
+from latentedit.runtime import seeded
 
 
 def parse_seeds(text):
@@ -58,8 +59,8 @@ def resolve_model(model_path, random_weights, resolution, channel_base, channel_
     if random_weights:
         if model_path:
             raise InputError("pass either --model or --random-weights, not both")
-        torch.manual_seed(weights_seed)
-        G = Generator(GeneratorConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max))
+        with seeded(weights_seed):
+            G = Generator(GeneratorConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max))
         return Networks("random", f"random-weights(seed={weights_seed})", G=G.eval())
     overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul is not None else None
     if model_path is None:

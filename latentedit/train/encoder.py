@@ -48,6 +48,7 @@ from latentedit.train import distributed
 from latentedit.train.loop import run_steps
 from latentedit.train.state import load_state, save_state
 from latentedit.models.config import DictConfig
+from latentedit.runtime import seeded
 
 LOSSES = ("mse", "l1", "perceptual", "identity", "attributes", "latent", "delta", "w0")
 
@@ -118,8 +119,7 @@ class EncoderTrainer:
         # the projector's feature / embedding maps (resized to each network's input), shared
         self.features, self.embed = evaluator_losses(ev)
         enc_cfg = EncoderConfig.from_dict({**cfg.encoder, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with seeded(cfg.seed):
             self.encoder = Encoder(enc_cfg)
         with torch.no_grad():
             self.encoder.w_avg.copy_(self.G.w_avg)
