@@ -27,6 +27,12 @@ def _as_tensor(x):
 
 
 class Direction:
+    """A latent direction: `vector` [D] in Z or W (optionally moving only W+ layers `layers` =
+    (start, stop)), or [L, D] in W+, with the generator hash it was made for. Algebra (+, -, *,
+    dot, project, orthogonal_to, normalized), `apply(latents, strength)` and `latents + s * d`;
+    mixing spaces or generators raises InputError. Load with `Direction.load(name or path)` or,
+    checked against a generator once, `model.direction(name)`."""
+
     __array_ufunc__ = None  # `ndarray + direction` defers to Direction.__radd__
 
     def __init__(self, vector, space="w", layers=None, num_ws=None, generator=None, name=None, provenance=None):

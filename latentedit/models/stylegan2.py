@@ -44,15 +44,16 @@ def check_config(cfg):
 
 @dataclass
 class GeneratorConfig(DictConfig):
-    resolution: int = 1024
-    z_dim: int = 512
-    w_dim: int = 512
+    """A StyleGAN2 generator's architecture (the defaults are config-f at 1024 px)."""
+    resolution: int = 1024  # output size in px, a power of two; the synthesis has one block per octave from 4 px
+    z_dim: int = 512  # input latent size
+    w_dim: int = 512  # intermediate latent (W) size: one style vector per W+ layer
     img_channels: int = 3
-    channel_base: int = 32768
+    channel_base: int = 32768  # feature channels at resolution r: min(channel_base // r, channel_max)
     channel_max: int = 512
-    n_mlp: int = 8
-    mapping_lr_multiplier: float = 0.01
-    w_avg_beta: float = 0.995
+    n_mlp: int = 8  # fully connected layers of the mapping network
+    mapping_lr_multiplier: float = 0.01  # equalised-lr multiplier of the mapping (rosinality's --lr_mlp)
+    w_avg_beta: float = 0.995  # EMA decay of the tracked average W (the truncation centre) in training
     num_fp16_res: int = 0  # the top resolutions that run in fp16 on CUDA (CPU is always fp32)
     conv_clamp: float = None  # clamp pre-activations to +-conv_clamp (NVlabs uses 256 with fp16)
     resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
@@ -497,6 +498,14 @@ def z_from_seeds(seeds, z_dim=512):
 
 
 class Generator(nn.Module):
+    """StyleGAN2 generator (NVlabs' config-f maths): `mapping` z -> W+ [N, num_ws, w_dim] and
+    `synthesis` W+ -> images [N, C, R, R] in about [-1, 1]. Editing works on W / W+ codes:
+    `sample_w(n, seed)` (seed k draws NVlabs' face k), `broadcast_w`, `synthesize(w)`,
+    `mix_styles`. Calling conventions: NVlabs' `G(z, c, truncation_psi=...)` and
+    `G.mapping(z, c, ...)` (c None: unconditional); rosinality's `G([z])` is `G(z)` here, and its
+    `G([w], input_is_latent=True)` is `G.synthesize(w)`. Loaded from any format by
+    `le.load_generator` / `le.load_model`."""
+
     def __init__(self, cfg: GeneratorConfig = None):
         super().__init__()
         self.cfg = cfg = cfg or GeneratorConfig()
@@ -620,6 +629,9 @@ class DiscriminatorEpilogue(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator: images [N, C, R, R] -> realness logits [N, 1] (minibatch
+    standard deviation over groups of `mbstd_group_size`). `D(img)` or NVlabs' `D(img, c)`."""
+
     def __init__(self, cfg: DiscriminatorConfig = None):
         super().__init__()
         self.cfg = cfg = cfg or DiscriminatorConfig()
