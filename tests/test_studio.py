@@ -27,7 +27,7 @@ from latentedit.edit.directions import Direction
 from latentedit.formats import DEFAULT_BUNDLE, load_generator
 from latentedit.formats.latents import read_latents
 from latentedit.studio import recipe as rc
-from latentedit.studio.server import STATIC, Studio, make_server, static_file
+from latentedit.studio.server import STATIC, Studio, allowed_hosts, make_server, static_file
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -294,6 +294,64 @@ def test_foreign_host_and_origin_are_refused(server):
     status, _, raw = server.request("POST", "/api/render", body, {"Content-Type": "application/json",
                                                                    "Origin": server.url})
     assert status == 200
+
+
+def test_host_and_origin_are_checked_on_a_network_bind(server):
+    """Bound to a LAN address (simulated: the socket stays on loopback), only the bound address and
+    the --allow-host names are answered; a rebinding page's Host / Origin and other sites are not."""
+    port, httpd = server.port, server.httpd
+    saved = httpd.allowed_hosts
+    httpd.allowed_hosts = allowed_hosts("192.0.2.10", ["studio.lan"])
+    body = json.dumps({"recipe": {"start": SEED}}).encode()
+    try:
+        for host, want in ((f"192.0.2.10:{port}", 200), (f"studio.lan:{port}", 200), (f"STUDIO.lan:{port}", 200),
+                           (f"evil.example:{port}", 403), (f"studio.lan:{port + 1}", 403), ("studio.lan", 403),
+                           (f"127.0.0.1:{port}", 403), (f"studio.lan.evil.example:{port}", 403), ("", 403)):
+            status, _, raw = server.request("GET", "/api/info", headers={"Host": host})
+            assert status == want, (host, raw[:200])
+            if want == 403:
+                assert "forbidden" in json.loads(raw)["error"]
+        for host, origin, want in ((f"studio.lan:{port}", f"http://studio.lan:{port}", 200),
+                                   (f"studio.lan:{port}", f"http://192.0.2.10:{port}", 200),
+                                   (f"studio.lan:{port}", "http://evil.example", 403),
+                                   (f"studio.lan:{port}", "null", 403),
+                                   (f"studio.lan:{port}", f"https://studio.lan:{port}", 403),
+                                   (f"evil.example:{port}", f"http://evil.example:{port}", 403)):  # DNS rebinding
+            status, _, raw = server.request("POST", "/api/render", body, {"Content-Type": "application/json",
+                                                                           "Host": host, "Origin": origin})
+            assert status == want, (host, origin, raw[:200])
+    finally:
+        httpd.allowed_hosts = saved
+    status, _, _ = server.request("GET", "/api/info")                  # the loopback bind again
+    assert status == 200
+    assert {"localhost", "127.0.0.1", "::1"} <= allowed_hosts("0.0.0.0") and "evil.example" not in allowed_hosts("::")
+
+
+def test_studio_allow_host_option_is_checked():
+    for bad in ("studio.lan:8000", "http://studio.lan", "a b", ""):
+        r = CliRunner().invoke(main, ["studio", "--host", "0.0.0.0", "--allow-host", bad, "--port", "0"])
+        lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+        assert r.exit_code == 2 and len(lines) == 1 and "--allow-host" in lines[0], (bad, r.output)
+
+
+def test_deep_json_and_oversized_npy_headers_are_400(server):
+    deep = b"[" * 100000 + b"]" * 100000
+    status, _, raw = server.request("POST", "/api/render", deep, {"Content-Type": "application/json"})
+    assert status == 400 and "nested too deeply" in json.loads(raw)["error"]
+    status, out = server.post("/api/render", data=b'{"recipe": {"start": {"latents": ' + deep + b"}}}")
+    assert status == 400 and "nested too deeply" in out["error"]
+    status, out = server.post("/api/upload/latents?filename=w.json", data=deep, content_type="application/octet-stream")
+    assert status == 400 and "nested too deeply" in out["error"]
+    status, out = server.post("/api/upload/latents?filename=w.json", data=b'{"0": ' + deep + b"}",
+                              content_type="application/octet-stream")
+    assert status == 400 and "nested too deeply" in out["error"]
+    # a header that claims far more data than is sent: refused before anything is allocated
+    for shape, words in (((10 ** 12, 512), "at most"), ((3, 512), "truncated")):
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        status, out = server.post("/api/upload/latents?filename=w.npy", data=buf.getvalue() + bytes(64),
+                                  content_type="application/octet-stream")
+        assert status == 400 and words in out["error"] and "/tmp/" not in out["error"], (shape, out)
 
 
 # ---------------------------------------------------------------------------------------------

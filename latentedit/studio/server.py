@@ -19,8 +19,11 @@ noticed (before waiting for the compute lock, after getting it, and between the 
 recipe), so only the newest request's work runs to the end. Compute runs one request at a time
 (one lock: the generator's feature hooks are not re-entrant).
 
-Safety: bound to 127.0.0.1 by default; requests whose Host (or Origin, on POST) is not the
-server's own are refused (DNS rebinding); bodies are size-limited (uploads: 8 MB; JSON: 4 MB);
+Safety: bound to 127.0.0.1 by default; on every bind, requests whose Host (or Origin, when sent)
+does not name the server are refused with 403 (DNS rebinding, cross-site POSTs): the names allowed
+are the bound address (and the loopback names when it is loopback or all interfaces) plus those
+passed as `allow_hosts` (`latentedit studio --allow-host NAME`), on the server's port; bodies are
+size-limited (uploads: 8 MB; JSON: 4 MB) and JSON nested too deeply is a 400;
 uploads are validated (type, pixel size, decodability, latent shapes); static files are served
 only from inside static/ (the resolved path must lie in it); responses carry a restrictive
 Content-Security-Policy, so the page can load nothing from outside.
@@ -30,6 +33,7 @@ import copy
 import ipaddress
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -364,15 +368,13 @@ class Handler(BaseHTTPRequestHandler):
         self._json(status, {"error": _one_line(message)})
 
     def _origin_ok(self):
-        """Bound to a loopback address, the Host must name this server (refuses DNS rebinding);
-        an Origin, when sent (POSTs from pages), must be the server's own."""
-        host = self.headers.get("Host", "")
-        port = self.server.server_address[1]
-        if is_loopback(self.server.server_address[0]):
-            if host not in {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}:
-                return False
+        """The Host must name this server (refuses DNS rebinding); an Origin, when sent (POSTs
+        from pages), must be http:// and name it too (refuses cross-site requests)."""
+        allowed, port = self.server.allowed_hosts, self.server.server_address[1]
+        if not host_allowed(self.headers.get("Host", ""), allowed, port):
+            return False
         origin = self.headers.get("Origin")
-        return origin is None or origin == f"http://{host}"
+        return origin is None or (origin.startswith("http://") and host_allowed(origin[7:], allowed, port))
 
     def _body(self, limit):
         length = self.headers.get("Content-Length")
@@ -408,6 +410,8 @@ class Handler(BaseHTTPRequestHandler):
         data = self._body(JSON_LIMIT)
         try:
             return json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "bad JSON: nested too deeply") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
             where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
@@ -436,6 +440,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(e.status, str(e))
         except LatentEditError as e:
             self._error(HTTPStatus.BAD_REQUEST, str(e))
+        except RecursionError:  # a body or an uploaded file nested too deeply for the parsers
+            self._error(HTTPStatus.BAD_REQUEST, "input nested too deeply")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as e:  # a bug: say so in one line, log the traceback
@@ -510,12 +516,17 @@ _POST = {"/api/render": Handler._render, "/api/mask": Handler._mask, "/api/recip
          "/api/upload/image": Handler._upload_image}
 
 
-def make_server(studio, host="127.0.0.1", port=8000, quiet=True):
-    """A ThreadingHTTPServer serving `studio` (port 0: any free port; see server_address)."""
+def make_server(studio, host="127.0.0.1", port=8000, quiet=True, allow_hosts=()):
+    """A ThreadingHTTPServer serving `studio` (port 0: any free port; see server_address).
+    allow_hosts: names (or addresses) besides the bound address that clients may reach it by."""
     handler = type("StudioHandler", (Handler,), {"studio": studio, "quiet": quiet})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    server.allowed_hosts = allowed_hosts(host, allow_hosts)
     return server
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def is_loopback(host):
@@ -525,3 +536,51 @@ def is_loopback(host):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _canonical(name):
+    """A host name or address as compared: lower case, IPv6 without brackets, no final dot."""
+    name = name.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.rstrip(".")
+
+
+def check_allowed_host(name):
+    """An --allow-host value (a DNS name or an IP address, no port) -> its compared form; InputError otherwise."""
+    host = _canonical(str(name))
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        if all(re.fullmatch(r"[a-z0-9-]{1,63}", label) for label in host.split(".")):
+            return host
+    raise InputError(f"--allow-host takes a host name or an IP address without a port, got {str(name)[:80]!r}")
+
+
+def allowed_hosts(bind_host, extra=()):
+    """The names a request's Host may use for a server bound to bind_host: that address, the
+    loopback names when it is loopback or all interfaces (0.0.0.0, ::), and `extra`."""
+    bound = _canonical(bind_host)
+    names = {bound} | {check_allowed_host(n) for n in extra}
+    if is_loopback(bound) or bound in ("", "0.0.0.0", "::"):
+        names |= set(LOOPBACK_NAMES)
+    return frozenset(names - {"", "0.0.0.0", "::"})
+
+
+def host_allowed(value, allowed, port):
+    """Whether a Host header (or an Origin's host part) names one of `allowed` on `port` (no port
+    given: 80)."""
+    value = value.strip().lower()
+    if value.startswith("["):  # [IPv6]:port
+        name, bracket, rest = value[1:].partition("]")
+        if not bracket:
+            return False
+    else:
+        name, colon, rest = value.partition(":")
+        rest = colon + rest
+    if rest and not (rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit()):
+        return False
+    return (int(rest[1:]) if rest else 80) == port and _canonical(name) in allowed
