@@ -27,7 +27,8 @@ from latentedit.edit.directions import Direction
 from latentedit.formats import DEFAULT_BUNDLE, load_generator
 from latentedit.formats.latents import read_latents
 from latentedit.studio import recipe as rc
-from latentedit.studio.server import STATIC, Studio, allowed_hosts, make_server, static_file
+from latentedit.studio.hosts import allowed_hosts
+from latentedit.studio.server import STATIC, Studio, make_server, static_file
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

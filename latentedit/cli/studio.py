@@ -27,9 +27,8 @@ from latentedit.runtime import check_threads, set_threads
 def studio(model_path, host, allow_host, port, threads, invert_steps, no_warm, verbose):
     """Serve the editing page: seeds, latent files or images in; direction sliders, accessories,
     attribute layers, masks, component transfer; PNG, latents and recipe out."""
-    import torch
-
-    from latentedit.studio.server import Studio, allowed_hosts, is_loopback, make_server
+    from latentedit.studio.hosts import allowed_hosts, is_loopback
+    from latentedit.studio.server import Studio, make_server
 
     check_threads(threads)
     if invert_steps < 1:
