@@ -266,9 +266,10 @@ def reconstruct(G, codes, noises=None):
 
 
 def load_encoder(path, G=None):
-    """The encoder of bundle folder `path` (eval mode). InputError when `path` is not a bundle or
-    holds no encoder, or (G given) when its codes do not fit G or it was trained through another
-    generator (the provenance `latentedit train encoder` writes names the generator's hash)."""
+    """The encoder of bundle folder `path` (eval mode), or of an e4e / pSp / ReStyle checkpoint file
+    (formats/psp.py; a ReStyle one refines through G). InputError when `path` is neither or holds no
+    encoder, or (G given) when its codes do not fit G or it was trained through another generator
+    (the provenance `latentedit train encoder` writes names the generator's hash)."""
     from pathlib import Path
 
     from latentedit.formats import bundle
@@ -276,7 +277,14 @@ def load_encoder(path, G=None):
 
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: no such encoder bundle folder")
+        raise InputError(f"{path}: no such encoder bundle folder or checkpoint file")
+    if path.is_file():
+        from latentedit.formats.psp import load_psp_encoder
+
+        encoder = load_psp_encoder(path, G=G, device=G.w_avg.device if G is not None else "cpu")
+        if G is not None:
+            _check_fits(getattr(encoder, "encoder", encoder), G)
+        return encoder
     if not has_encoder(path):
         what = "" if bundle.is_bundle(path) else " is not a bundle folder, so it"
         raise InputError(f"{path}{what} has no encoder; train one with `latentedit train encoder` "
