@@ -17,6 +17,7 @@ import math
 import re
 
 import torch
+from torch import nn
 
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.arcface import convert_trunk, fill_batchnorm_counters, trunk_layout
@@ -24,10 +25,10 @@ from latentedit.formats.weights import load_weights
 
 # encoder_type in opts -> (our mode, ReStyle?)
 ENCODER_TYPES = {
-    "Encoder4Editing": ("w+", False),              # e4e
+    "Encoder4Editing": ("w+", False),                  # e4e
     "GradualStyleEncoder": ("w+independent", False),   # pSp
-    "ProgressiveBackboneEncoder": ("w+", True),   # ReStyle-e4e
-    "BackboneEncoder": ("w+independent", True),   # ReStyle-pSp
+    "ProgressiveBackboneEncoder": ("w+", True),        # ReStyle-e4e
+    "BackboneEncoder": ("w+independent", True),        # ReStyle-pSp
 }
 RESTYLE_STEPS = 5  # the released inference scripts' default n_iters_per_batch
 _HEAD = re.compile(r"styles\.(\d+)\.linear\.weight")
@@ -114,24 +115,26 @@ def encoder_from_checkpoint(ckpt, what="checkpoint"):
                             style_slope=0.01, fpn_align_corners=True, coarse_lateral=False)
     except InputError as e:
         raise FormatError(f"{what}: unexpected encoder shape ({e})") from None
+    encoder = Encoder(cfg)
     out = convert_trunk(sd, blocks)
+    # latlayer1 / latlayer2: the medium / fine laterals; ignored where no head reads that level
+    # (ReStyle's loader is not strict about them either).
+    laterals = {f"latlayer{2 - k}.": f"laterals.{k}." for k in (0, 1) if isinstance(encoder.laterals[k], nn.Conv2d)}
     for key, value in sd.items():
         if key.startswith("styles."):
             new = "heads." + key[len("styles."):]
             if _HEAD.fullmatch(key):  # EqualLinear: weight * (1 / sqrt(fan_in)) * lr_mul (1)
                 value = value * (1 / math.sqrt(value.shape[1]))
             out[new] = value
-        elif key.startswith("latlayer1."):
-            out["laterals.1." + key[len("latlayer1."):]] = value
-        elif key.startswith("latlayer2."):
-            out["laterals.0." + key[len("latlayer2."):]] = value
+        for old, new in laterals.items():
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
     use_avg = restyle or options(ckpt).get("start_from_latent_avg", True)
     avg = latent_avg(ckpt, w_dim, what) if use_avg else None
     if use_avg and avg is None:
         raise FormatError(f"{what}: no latent_avg (the codes are offsets from it)")
     out["w_avg"] = avg if avg is not None else torch.zeros(w_dim)
     out["stage"] = torch.tensor(len(heads) - 1)   # e4e's inference stage: every delta on
-    encoder = Encoder(cfg)
     load_weights(encoder, fill_batchnorm_counters(out, encoder), f"{what} [encoder]")
     return encoder.eval(), restyle
 

@@ -39,8 +39,8 @@ from latentedit.models.config import DictConfig
 from latentedit.models.irse import irse_trunk
 
 ENCODER_MODES = ("w+", "w", "w+independent")
-_INT_LIMITS = {"input_channels": 64, "resolution": 4096, "num_ws": 64, "w_dim": 8192, "stem_width": 4096, "fpn_width": 4096,
-               "head_width": 4096, "coarse_layers": 64, "medium_layers": 64, "se_reduction": 1024}
+_INT_LIMITS = {"resolution": 4096, "num_ws": 64, "w_dim": 8192, "stem_width": 4096, "fpn_width": 4096,
+               "head_width": 4096, "coarse_layers": 64, "medium_layers": 64, "se_reduction": 1024, "input_channels": 64}
 
 
 @dataclass

@@ -126,7 +126,8 @@ class ArcFace(nn.Module):
     def crop(self, images):
         """Faces [N, 3, R, R] -> ArcFace input: at 256 px (other sizes adaptively average-pooled first,
         pSp's face_pool), the crop pSp / e4e take, average-pooled to input_size."""
-        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        square = torch.is_tensor(images) and images.ndim == 4 and images.shape[2] == images.shape[3]
+        if not square or images.shape[1] != 3:
             shape = list(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise InputError(f"ArcFace input must be faces [N, 3, R, R] in [-1, 1], got {shape}")
         if images.shape[-1] != ID_FACE_SIZE:

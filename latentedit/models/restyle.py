@@ -60,7 +60,8 @@ class ReStyle(nn.Module):
         from latentedit.edit.imaging import resize_antialiased
 
         R = self.encoder.cfg.resolution
-        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        square = torch.is_tensor(images) and images.ndim == 4 and images.shape[2] == images.shape[3]
+        if not square or images.shape[1] != 3:
             shape = list(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise InputError(f"ReStyle input must be images [N, 3, H, H] in [-1, 1], got {shape}")
         x = resize_antialiased(images.float(), R)
