@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from latentedit.cli import main
+from latentedit.edit.project import invert
 
 from latentedit.errors import FormatError, InputError
 from latentedit.formats import load_generator
@@ -321,6 +322,11 @@ def test_invert_cli_with_an_e4e_checkpoint(tmp_path):
     x = to_tensor([read_image(photo, G.img_resolution)])
     expected = encode_images(load_psp_encoder(path), G, x)
     assert np.abs(codes - expected.numpy()).max() < 1e-4
+    # the Python front end: the checkpoint as encoder, its decoder as the default generator
+    assert np.abs(invert(x, mode="encoder", encoder=path).numpy() - codes).max() < 1e-4
+    r = CliRunner().invoke(main, ["invert", str(photo), "--encoder", str(tmp_path / "missing.pt"),
+                                  "--out", str(tmp_path / "out2")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and r.output.startswith("error: "), r.output
 
 
 # ---------------------------------------------------------------------------------------------

@@ -363,7 +363,8 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     "hybrid" (optimise from the encoder's codes: `steps` of projection initialised with them, with
     HYBRID_DEFAULTS unless loss_options set them).
     G: a Generator, a model path (bundle folder, rosinality .pt, NVlabs .pkl) or None for the
-    bundled default. encoder: an `Encoder`, a bundle folder holding one, any callable images
+    bundled default (or, with encoder an e4e / pSp / ReStyle checkpoint file, that file's generator).
+    encoder: an `Encoder`, a bundle folder holding one or such a checkpoint file, any callable images
     [N, 3, R, R] -> codes [N, w_dim] / [N, num_ws, w_dim], or None: the encoder of G's bundle
     (G given as a path or None); an InputError says when there is none.
     evaluators: {"attributes": ..., "identity": ...} for the perceptual and identity losses (pixel
@@ -379,6 +380,8 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     if space not in SPACES:
         raise InputError(f"space must be one of {SPACES}, got {space!r}")
     model_path = None
+    if G is None and isinstance(encoder, (str, Path)) and Path(encoder).is_file():
+        G = encoder  # an e4e / pSp / ReStyle checkpoint holds its generator
     if G is None or isinstance(G, (str, Path)):
         from latentedit.formats import DEFAULT_BUNDLE, load_generator
 
