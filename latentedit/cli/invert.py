@@ -40,7 +40,8 @@ def input_options(f):
         click.option("--invert-steps", type=int, default=300, show_default=True,
                      help="Optimisation steps of --invert-mode project / hybrid."),
         click.option("--encoder", "encoder_path", type=click.Path(), default=None,
-                     help="Bundle holding the encoder for --input (default: the model bundle)."),
+                     help="Bundle holding the encoder for --input, or an e4e / pSp / ReStyle checkpoint "
+                          "(default: the model bundle)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -68,7 +69,7 @@ def read_inputs(input_paths, resolution):
 
 def input_encoder(mode, encoder_path, model_path, G, flag="--invert-mode"):
     """(encoder or None, its weights' sha256 or None) for --invert-mode / --mode; the encoder comes
-    from --encoder, else from the model bundle (model_path)."""
+    from --encoder (a bundle, or an e4e / pSp / ReStyle checkpoint file), else from the model bundle."""
     from latentedit.formats import bundle
     from latentedit.formats.encoder import NAME
 
@@ -81,7 +82,19 @@ def input_encoder(mode, encoder_path, model_path, G, flag="--invert-mode"):
                              "`latentedit train encoder`)")
         encoder_path = model_path
     encoder = load_encoder(encoder_path, G)
+    if Path(encoder_path).is_file():
+        import hashlib
+
+        return encoder, hashlib.sha256(Path(encoder_path).read_bytes()).hexdigest()
     return encoder, bundle.read_manifest(encoder_path)["networks"][NAME]["sha256"]
+
+
+def model_for_encoder(model_path, encoder_path):
+    """--model, defaulting to the generator inside an --encoder checkpoint file (an e4e / pSp /
+    ReStyle file holds its decoder) instead of the bundled model."""
+    if model_path is None and encoder_path is not None and Path(encoder_path).is_file():
+        return encoder_path
+    return model_path
 
 
 def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverting"):
@@ -110,9 +123,11 @@ def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverti
 @model_options
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--mode", type=click.Choice(MODES), default="project", show_default=True,
-              help="project: optimise from w_avg; encoder: the encoder's codes; hybrid: optimise from them.")
+              help="project: optimise from w_avg; encoder: the encoder's codes; hybrid: optimise from them "
+                   "(with --encoder and no --mode: encoder).")
 @click.option("--encoder", "encoder_path", type=click.Path(), default=None,
-              help="Bundle folder holding the encoder (modes encoder / hybrid; default: the --model bundle).")
+              help="Bundle folder holding the encoder, or an e4e / pSp / ReStyle checkpoint, whose generator "
+                   "is then the default --model (modes encoder / hybrid; default: the --model bundle).")
 @click.option("--steps", type=int, default=300, show_default=True, help="Optimisation steps (project / hybrid).")
 @click.option("--space", type=click.Choice(SPACES), default="w+", show_default=True)
 @click.option("--evaluators", "evaluators_path", type=click.Path(), default=None,
@@ -128,9 +143,14 @@ def invert(inputs, model_path, random_weights, resolution, channel_base, channel
     A re-run skips images whose NAME.npy exists."""
     if batch_size < 1 or steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
+    if encoder_path is not None and click.get_current_context().get_parameter_source("mode") == \
+            click.core.ParameterSource.DEFAULT:
+        mode = "encoder"  # an explicit --encoder means: use it
     if encoder_path is not None and mode == "project":
         click.echo("note: --encoder is used by modes encoder / hybrid; unused in mode project")
     with warning_lines():
+        if not random_weights:
+            model_path = model_for_encoder(model_path, encoder_path)
         nets = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
                              mapping_lr_mul)
         encoder = input_encoder(mode, encoder_path, nets.path, nets.G, flag="--mode")[0]

@@ -259,9 +259,10 @@ def reconstruct(G, codes, noises=None):
 
 
 def load_encoder(path, G=None, generator_hash=None):
-    """The encoder of bundle folder `path` (eval mode). InputError when `path` is not a bundle or
-    holds no encoder, or (G given) when its codes do not fit G or it was trained through another
-    generator (the provenance `latentedit train encoder` writes names the generator's hash)."""
+    """The encoder of bundle folder `path` (eval mode), or of an e4e / pSp / ReStyle checkpoint file
+    (formats/psp.py; a ReStyle one refines through G). InputError when `path` is neither or holds no
+    encoder, or (G given) when its codes do not fit G or it was trained through another generator
+    (the provenance `latentedit train encoder` writes names the generator's hash)."""
     from pathlib import Path
 
     from latentedit.formats import bundle
@@ -269,7 +270,14 @@ def load_encoder(path, G=None, generator_hash=None):
 
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: no such encoder bundle folder")
+        raise InputError(f"{path}: no such encoder bundle folder or checkpoint file")
+    if path.is_file():
+        from latentedit.formats.psp import load_psp_encoder
+
+        encoder = load_psp_encoder(path, G=G, device=G.w_avg.device if G is not None else "cpu")
+        if G is not None:
+            _check_fits(getattr(encoder, "encoder", encoder), G)
+        return encoder
     if not has_encoder(path):
         what = "" if bundle.is_bundle(path) else " is not a bundle folder, so it"
         raise InputError(f"{path}{what} has no encoder; train one with `latentedit train encoder` "
@@ -350,7 +358,8 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     "hybrid" (optimise from the encoder's codes: `steps` of projection initialised with them, with
     HYBRID_DEFAULTS unless loss_options set them).
     G: a Generator, a model path (bundle folder, rosinality .pt, NVlabs .pkl) or None for the
-    bundled default. encoder: an `Encoder`, a bundle folder holding one, any callable images
+    bundled default (or, with encoder an e4e / pSp / ReStyle checkpoint file, that file's generator).
+    encoder: an `Encoder`, a bundle folder holding one or such a checkpoint file, any callable images
     [N, 3, R, R] -> codes [N, w_dim] / [N, num_ws, w_dim], or None: the encoder of G's bundle
     (G given as a path or None); an InputError says when there is none.
     evaluators: {"attributes": ..., "identity": ...} for the perceptual and identity losses (pixel
@@ -366,6 +375,8 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     if space not in SPACES:
         raise InputError(f"space must be one of {SPACES}, got {space!r}")
     model_path = None
+    if G is None and isinstance(encoder, (str, Path)) and Path(encoder).is_file():
+        G = encoder  # an e4e / pSp / ReStyle checkpoint holds its generator
     if G is None or isinstance(G, (str, Path)):
         from latentedit.formats import DEFAULT_BUNDLE, load_generator
 

@@ -18,6 +18,7 @@ def load_torch_file(path, safe_globals=()):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing anyway
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError / RuntimeError / EOFError ... for foreign files
-        reason = "it holds objects outside the allow-list" if "Unsupported global" in str(e) else \
+        # torch words it "Unsupported global" or, for blocked modules (os, posix...), "unsupported GLOBAL"
+        reason = "it holds objects outside the allow-list" if "unsupported global" in str(e).lower() else \
             f"corrupt or truncated: {type(e).__name__}"
         raise FormatError(f"{path}: not a loadable weights-only torch file ({reason})") from None
