@@ -18,6 +18,8 @@ def load_torch_file(path, safe_globals=()):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing anyway
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError / RuntimeError / EOFError ... for foreign files
-        reason = "it holds objects outside the allow-list" if "Unsupported global" in str(e) else \
+        refused = ("Unsupported global", "unsupported GLOBAL", "Trying to call reduce", "Can only build",
+                   "Can only create new object")  # torch's words for a global it would not load
+        reason = "it holds objects outside the allow-list" if any(r in str(e) for r in refused) else \
             f"corrupt or truncated: {type(e).__name__}"
         raise FormatError(f"{path}: not a loadable weights-only torch file ({reason})") from None
