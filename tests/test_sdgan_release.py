@@ -287,3 +287,43 @@ def test_prior_needs_an_interface_file(release, tmp_path):
     lines = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and len(lines) == 1 and "interface file" in lines[0], r.output
     assert not (tmp_path / "o" / "predict_images").exists()
+
+
+def test_boundary_prior_and_default_output(release, tmp_path):
+    w = read_json_rows(release / "data" / "w_glasses_test_1000.json")[:2]
+    n = torch.randn(512, generator=torch.Generator().manual_seed(9))
+    np.save(tmp_path / "eyeglasses_boundary.npy", (n / n.norm())[None].numpy())
+    synth = SDGANSynthesizer.load(release / "sdgan", "frame_glasses", boundary=tmp_path / "eyeglasses_boundary.npy",
+                                  distance=3.0)
+    res = synth(w)
+    unit = n / n.norm()
+    assert torch.allclose(res.prior, (3.0 - w @ unit).clamp(min=0)[:, None] * unit, atol=1e-5)
+    # default PNGs: the plain [-1, 1] mapping, not test.py's stretch
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "frame_glasses", "--n", 1, "--seed", 4,
+            "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "interface file" in r.output  # seeds need a prior too
+    w1 = load_generator(release / "sdgan").sample_w(1, seed=4)
+    np.save(tmp_path / "w.npy", w1.numpy())
+    np.save(tmp_path / "p.npy", np.zeros((1, 512), np.float32))
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "frame_glasses", "--w-file", tmp_path / "w.npy",
+            "--interface-file", tmp_path / "p.npy", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    s = SDGANSynthesizer.load(release / "sdgan", "frame_glasses")
+    with torch.no_grad():
+        origin = s.G.synthesis(s.truncated(s.G.broadcast_w(w1)), noise_mode="const")
+    png = np.asarray(Image.open(tmp_path / "o" / "origins" / "0000.png")).astype(int)
+    plain = (origin[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy().astype(int)
+    assert np.abs(png - plain).max() <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sdgan-fusion", "mask"], "KIND=PATH"),
+    (["--sdgan-fusion", "hat=x.pt"], "unknown SD-GAN kind"),
+    ([], "needs all of"),
+])
+def test_convert_errors_are_one_line(release, tmp_path, args, message):
+    full = ["--unsup3d", release / "checkpoint030.pth", "--sdgan-templates", release / "templates"] if args else \
+        ["--unsup3d", release / "checkpoint030.pth"]
+    r = run("convert", release / "network-snapshot-020180.pt", tmp_path / "b", *full, *args)
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output

@@ -205,8 +205,10 @@ def convert(src, dst, fp16, mapping_lr_mul, unsup3d_path, sdgan_fusions, sdgan_t
         kind, sep, path = item.partition("=")
         if not sep or not kind or not path:
             raise InputError(f"--sdgan-fusion must look like KIND=PATH, got {item!r}")
-        if kind in fusions:
-            raise InputError(f"--sdgan-fusion given twice for {kind!r}")
+        from latentedit.formats.sdgan import sdgan_kind
+
+        if sdgan_kind(kind) in map(sdgan_kind, fusions):
+            raise InputError(f"--sdgan-fusion given twice for {sdgan_kind(kind)}")
         fusions[kind] = path
     if fusions or unsup3d_path or sdgan_templates:
         if not (fusions and unsup3d_path and sdgan_templates):

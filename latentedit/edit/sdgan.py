@@ -84,9 +84,11 @@ class SDGANSynthesizer:
 
     @classmethod
     def load(cls, bundle, kind, normal=False, G=None, truncation=None, mean_source=None, mean_samples=None,
-             mean_seed=0):
+             mean_seed=0, boundary=None, distance=None, intercept=0.0):
         """From a bundle made by `latentedit convert ... --sdgan-fusion` (see
-        `latentedit.formats.sdgan.convert_sdgan_release`); None settings take the stored ones."""
+        `latentedit.formats.sdgan.convert_sdgan_release`); None settings take the stored ones.
+        boundary (a Direction, a W vector or an InterfaceGAN .npy path) with `distance` (and the
+        plane's intercept): priors for calls without interface vectors."""
         from latentedit.formats import load_generator
         from latentedit.formats.evaluators import load_evaluators
         from latentedit.formats.sdgan import read_sdgan_network
@@ -98,7 +100,14 @@ class SDGANSynthesizer:
         mean = mean_latent(G, mean_source or settings["mean_latent"], mean_samples or settings["mean_samples"],
                            mean_seed)
         psi = settings["truncation"] if truncation is None else truncation
-        return cls(G, net, face3d, settings["templates"], kind, psi, mean)
+        if isinstance(boundary, (str, bytes)) or hasattr(boundary, "__fspath__"):
+            from latentedit.edit.directions import Direction
+
+            boundary = Direction.load(boundary, space="w")
+        if (boundary is None) != (distance is None):
+            raise InputError("a boundary prior needs both the boundary and the target distance")
+        normal = getattr(boundary, "vector", boundary)
+        return cls(G, net, face3d, settings["templates"], kind, psi, mean, normal, intercept, distance)
 
     def priors(self, w):
         """Prior p [N, w_dim] from the boundary, when one was given; else a clear error."""
