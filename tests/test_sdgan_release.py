@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import types
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -146,8 +145,9 @@ def demo_maps(face3d, images):
         u8 = np.uint8(img.permute(1, 2, 0).numpy() * 255.)[:, :, ::-1]
         return torch.from_numpy(u8.copy()).permute(2, 0, 1).float() / 255 * 2 - 1
 
-    return torch.stack([torch.cat([out_image(normal[i].permute(2, 0, 1) / 2 + 0.5), out_image(shading[i].repeat(3, 1, 1)),
-                                   out_image(albedo[i] / 2 + 0.5)]) for i in range(b)])
+    return torch.stack([torch.cat([out_image(normal[i].permute(2, 0, 1) / 2 + 0.5),
+                                   out_image(shading[i].repeat(3, 1, 1)), out_image(albedo[i] / 2 + 0.5)])
+                        for i in range(b)])
 
 
 def reference(root, kind, w, p, psi=0.5):

@@ -9,7 +9,6 @@ output layout:
     predict_latents.npy               [N, num_ws, w_dim] t(w + p + offset), the edited images' codes
     manifest.json                     kind, settings (psi, mean latent source), files
 """
-import json
 from pathlib import Path
 
 import click
@@ -55,8 +54,7 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
     write_latents(out / "predict_latents.npy", final.numpy())
     manifest = {"format": "latentedit-synthesis", "version": 1, "maths": "sdgan-test.py", "kind": synth.kind,
                 "model": str(model), "count": len(w),
-                "settings": {"truncation": synth.truncation, "mean_latent": mean_source or "stored",
-                             "mean_samples": mean_samples, "mean_seed": mean_seed, "seed": seed,
+                "settings": {"truncation": synth.truncation, "mean_latent": synth.mean_source, "seed": seed,
                              "w_file": None if w_file is None else str(w_file),
                              "interface_file": None if interface_file is None else str(interface_file),
                              "normalize_output": normalize_output, "noise_mode": "const"},

@@ -174,8 +174,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         from latentedit.cli.sdgan import synthesize_sdgan
 
         given = ctx.get_parameter_source("truncation") == click.core.ParameterSource.COMMANDLINE
-        return synthesize_sdgan(model_path, kind, normal, n, seed, w_file, interface_file, truncation if given else None,
-                                mean_source, mean_samples, mean_seed, normalize_output, batch_size, out)
+        return synthesize_sdgan(model_path, kind, normal, n, seed, w_file, interface_file,
+                                truncation if given else None, mean_source, mean_samples, mean_seed, normalize_output, batch_size, out)
     if mean_source or mean_samples is not None or normalize_output:
         raise InputError("--mean-latent, --mean-samples and --normalize-output are for SD-GAN bundles "
                          "(made by `latentedit convert ... --sdgan-fusion`)")

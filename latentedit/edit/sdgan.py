@@ -81,6 +81,7 @@ class SDGANSynthesizer:
         if self.mean.numel() != G.w_dim:
             raise InputError(f"mean latent has {self.mean.numel()} values, the generator's W has {G.w_dim}")
         self.normal, self.intercept, self.distance = normal, float(intercept), distance
+        self.mean_source = "latent_avg" if mean is None else "given"
 
     @classmethod
     def load(cls, bundle, kind, normal=False, G=None, truncation=None, mean_source=None, mean_samples=None,
@@ -97,8 +98,8 @@ class SDGANSynthesizer:
         G = G if G is not None else load_generator(bundle)
         net, settings = read_sdgan_network(bundle, kind)
         face3d = load_evaluators(bundle, ["face3d"])["face3d"]
-        mean = mean_latent(G, mean_source or settings["mean_latent"], mean_samples or settings["mean_samples"],
-                           mean_seed)
+        source, samples = mean_source or settings["mean_latent"], mean_samples or settings["mean_samples"]
+        mean = mean_latent(G, source, samples, mean_seed)
         psi = settings["truncation"] if truncation is None else truncation
         if isinstance(boundary, (str, bytes)) or hasattr(boundary, "__fspath__"):
             from latentedit.edit.directions import Direction
@@ -107,7 +108,9 @@ class SDGANSynthesizer:
         if (boundary is None) != (distance is None):
             raise InputError("a boundary prior needs both the boundary and the target distance")
         normal = getattr(boundary, "vector", boundary)
-        return cls(G, net, face3d, settings["templates"], kind, psi, mean, normal, intercept, distance)
+        synth = cls(G, net, face3d, settings["templates"], kind, psi, mean, normal, intercept, distance)
+        synth.mean_source = source if source == "latent_avg" else f"sampled({samples}, seed={mean_seed})"
+        return synth
 
     def priors(self, w):
         """Prior p [N, w_dim] from the boundary, when one was given; else a clear error."""

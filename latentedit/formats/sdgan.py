@@ -265,8 +265,9 @@ def read_sdgan_network(path, kind):
     name = SDGAN_PREFIX + kind
     manifest = bundle.read_manifest(path)
     if name not in manifest["networks"]:
-        raise FormatError(f"{path}: bundle has no SD-GAN fusion network for {kind!r} (has {sdgan_kinds(path) or 'none'})"
-                          "; add one with `latentedit convert ... --sdgan-fusion KIND=PATH`")
+        have = sdgan_kinds(path) or "none"
+        raise FormatError(f"{path}: bundle has no SD-GAN fusion network for {kind!r} (has {have}); "
+                          "add one with `latentedit convert ... --sdgan-fusion KIND=PATH`")
     entry, sd = bundle.read_network(path, name)
     cfg = entry.get("config", {})
     try:
