@@ -41,15 +41,22 @@ def list_images(paths):
     return out
 
 
-def read_image(path, resolution):
-    """One image file -> uint8 array [R, R, 3] (RGB), centre-cropped / resized with a warning."""
+ALPHA_MODES = ("white", "drop")
+
+
+def read_image(path, resolution, alpha="white"):
+    """One image file -> uint8 array [R, R, 3] (RGB), centre-cropped / resized with a warning.
+    alpha: "white" flattens transparent pixels onto white; "drop" discards the alpha channel and
+    keeps the colours stored under it (what PIL's convert("RGB") and cv2.imread do)."""
+    if alpha not in ALPHA_MODES:
+        raise InputError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
             if getattr(im, "n_frames", 1) > 1:
                 warnings.warn(f"{path}: has {im.n_frames} frames; using the first", stacklevel=2)
-            if "A" in im.getbands() or im.mode == "P":
+            if alpha == "white" and ("A" in im.getbands() or im.mode == "P"):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))  # flatten onto white
                 im = Image.alpha_composite(bg, im)
