@@ -121,18 +121,28 @@ class Model:
             return load_encoder(parts, self.G, generator_hash=self.generator_hash)
         return self._cached(("encoder",), load)
 
-    def synthesizer(self, kind, normal=False, template=None):
-        """The SD-GAN synthesizer for `kind` (mask | glasses [normal] | frame_glasses | sunglasses)."""
+    def synthesizer(self, kind, normal=False, template=None, **sdgan_settings):
+        """The SD-GAN synthesizer for `kind` (mask | glasses [normal] | frame_glasses | sunglasses):
+        our offset network (edit.discrete.DiscreteSynthesizer), or, in a bundle converted from
+        SD-GAN's released set, their fusion network with test.py's maths (edit.sdgan; settings
+        such as truncation= / mean_source= go to SDGANSynthesizer.load)."""
         from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind
+        from latentedit.formats.sdgan import sdgan_kinds
 
         kind = resolve_kind(kind, normal)
 
         def load():
             parts = self._require_parts(f"offset network for {kind}", "pass parts=BUNDLE holding one, or "
                                         f"train one with `latentedit train offset --kind {kind}`")
+            if kind in sdgan_kinds(parts):
+                from latentedit.edit.sdgan import SDGANSynthesizer
+
+                return SDGANSynthesizer.load(parts, kind, G=self.G, **sdgan_settings)
+            if sdgan_settings:
+                raise InputError(f"{sorted(sdgan_settings)} apply to SD-GAN's released networks only")
             return DiscreteSynthesizer.load(kind, bundle=parts, template=template, G=self.G,
                                             generator_hash=self.generator_hash)
-        if template is not None:  # a one-off template is not cached
+        if template is not None or sdgan_settings:  # one-off settings are not cached
             return load()
         return self._cached(("synthesizer", kind), load)
 

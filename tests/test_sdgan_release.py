@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
+import latentedit as le
 from conftest import TINY, randomize
 from latentedit.cli import main
 from latentedit.edit.sdgan import SDGANSynthesizer, mean_latent
@@ -241,8 +242,10 @@ def test_convert_and_synthesize_equal_test_py(release, tmp_path):
     want = reference(release, "sunglasses", w, p)
     # the Python route
     res = SDGANSynthesizer.load(release / "sdgan", "glasses")(w, p)
-    for got, ref in zip((res.origin, res.prior_image, res.image), want):
-        assert (got - ref).abs().max() < 1e-4
+    via_model = le.load_model(release / "sdgan").synthesizer("glasses")(w, p)  # the model object's route
+    for got, again, ref in zip((res.origin, res.prior_image, res.image),
+                               (via_model.origin, via_model.prior_image, via_model.image), want):
+        assert (got - ref).abs().max() < 1e-4 and torch.equal(got, again)
     assert (res.image - res.prior_image).abs().max() > 1e-2  # the offset does something
     # the command line, as README says
     out = tmp_path / "out"
