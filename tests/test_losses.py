@@ -134,3 +134,27 @@ def test_cli_lpips_and_arcface(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "losses: pixel + perceptual (LPIPS) + identity (ArcFace)" in r.output
     assert (tmp_path / "o3" / "face.npy").exists()
+
+
+def test_encoder_training_takes_lpips_and_arcface(tmp_path, monkeypatch, lpips):
+    from latentedit.formats import DEFAULT_BUNDLE
+    from latentedit.formats import lpips as lpips_format
+    from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
+    import latentedit.edit.losses as losses
+
+    torch.save({f"features.{k}": v for k, v in lpips.trunk.features.state_dict().items()}, tmp_path / "vgg16.pth")
+    torch.save({f"lin{k}.model.1.weight": w.reshape(1, -1, 1, 1) for k, w in enumerate(lpips.lins)}, tmp_path / "vgg.pth")
+    monkeypatch.setattr(lpips_format, "package_lin_path", lambda variant: tmp_path / f"{variant}.pth")
+    arcface = StandInArcFace().eval()
+    monkeypatch.setattr(losses, "load_identity", lambda path: arcface)
+    cfg = EncoderTrainConfig(batch=4, progressive_every=1, snapshot=1000, log_every=1, w_attributes=0,
+                             lpips=str(tmp_path / "vgg16.pth"), arcface=str(tmp_path / "model_ir_se50.pth"))
+    t = EncoderTrainer(cfg, DEFAULT_BUNDLE, tmp_path / "run")
+    assert t.clf is None  # neither the classifier nor the identity embedder is read
+    with torch.no_grad():
+        x = t.G.synthesize(t.G.sample_w(2, seed=3))
+        _, out, y = t.losses(x)
+        xc, yc = x.clamp(-1, 1), y.clamp(-1, 1)
+        assert torch.allclose(out["perceptual"], lpips(yc, xc).mean(), rtol=1e-4)
+        assert torch.allclose(out["identity"], (1 - (arcface(yc) * arcface(xc)).sum(1)).mean(), rtol=1e-4, atol=1e-6)
+    assert "attributes" not in out
