@@ -158,3 +158,23 @@ def test_encoder_training_takes_lpips_and_arcface(tmp_path, monkeypatch, lpips):
         assert torch.allclose(out["perceptual"], lpips(yc, xc).mean(), rtol=1e-4)
         assert torch.allclose(out["identity"], (1 - (arcface(yc) * arcface(xc)).sum(1)).mean(), rtol=1e-4, atol=1e-6)
     assert "attributes" not in out
+
+
+def test_identity_similarity_of_edits():
+    from latentedit.metrics.image import identity_similarity
+    from latentedit.models.evaluators import IdentityConfig, IdentityEmbedder
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 16, 16, generator=g) * 2.4 - 1.2  # out of range: clamped as the images are
+    y = x.flip(0)
+    torch.manual_seed(0)
+    emb = IdentityEmbedder(IdentityConfig(image_size=32, channels=[8, 16], embed_dim=8)).eval()
+    with torch.no_grad():
+        ex, ey = (emb(F.interpolate(t.clamp(-1, 1), size=32, mode="bilinear", antialias=True)) for t in (x, y))
+    sim = identity_similarity(x, y, emb)
+    assert torch.allclose(sim, (ex * ey).sum(1), atol=1e-5)
+    arc = StandInArcFace().eval()
+    sim = identity_similarity(x, y, arc)
+    with torch.no_grad():
+        assert torch.allclose(sim, (arc(x.clamp(-1, 1)) * arc(y.clamp(-1, 1))).sum(1), atol=1e-5)
+    assert sim[1] == pytest.approx(1.0, abs=1e-5) and sim[0] < 0.99, sim  # the middle image: with itself
