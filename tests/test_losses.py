@@ -94,8 +94,10 @@ def test_anything_else_is_one_input_error(G, lpips):
         le.invert(target, G=G, identity=lpips, steps=1)
     with pytest.raises(InputError, match="cannot be the identity network"):
         identity_loss(42)
-    with pytest.raises(InputError, match=r"identity embeddings should be a tensor \[1, \.\.\.\]"):
+    with pytest.raises(InputError, match=r"identity network should return a tensor \[1, \.\.\.\]"):
         le.invert(target, G=G, identity=lambda x: {"e": x}, steps=1)
+    with pytest.raises(InputError, match=r"the identity network failed on images \[1, 3, 16, 16\]"):
+        le.invert(target, G=G, identity=nn.Linear(3, 3), steps=1)  # a module that is no image network
     with pytest.raises(InputError, match="evaluators must be a dict"):
         evaluator_losses([lpips])
 

@@ -50,14 +50,21 @@ class IdentityLoss:
 
 
 def _checked(fn, net, what):
-    """fn on images resized to net's input_size (if it has one), its output checked: one row per image."""
+    """fn on images resized to net's input_size (if it has one); a network that fails on images or
+    returns something else than one row per image is an InputError, not a crash inside it."""
     size = getattr(net, "input_size", None)
 
     def apply(x):
-        out = fn(resize_antialiased(x, int(size)) if size is not None else x)
+        try:
+            out = fn(resize_antialiased(x, int(size)) if size is not None else x)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, TypeError, AttributeError, IndexError) as e:
+            raise InputError(f"the {what} failed on images {list(x.shape)} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); {PROTOCOL}") from None
         if not torch.is_tensor(out) or out.ndim < 2 or out.shape[0] != x.shape[0]:
             got = list(out.shape) if torch.is_tensor(out) else type(out).__name__
-            raise InputError(f"the {what} should be a tensor [{x.shape[0]}, ...] (one row per image), got {got}")
+            raise InputError(f"the {what} should return a tensor [{x.shape[0]}, ...] (one row per image), got {got}")
         return out
 
     return apply
@@ -76,10 +83,10 @@ def perceptual_loss(net, device="cpu"):
         net = load_lpips(net, device=device)
     features = getattr(net, "features", None)
     if callable(features) and not isinstance(features, nn.Module):
-        return PerceptualLoss(_checked(features, net, "perceptual features"),
+        return PerceptualLoss(_checked(features, net, "perceptual network"),
                               bool(getattr(net, "relative_distance", True)))
     if callable(net) and not isinstance(net, nn.Module):
-        return PerceptualLoss(_checked(net, None, "perceptual features"), True)
+        return PerceptualLoss(_checked(net, None, "perceptual network"), True)
     raise InputError(f"{type(net).__name__} cannot be the perceptual network: it has no features(images) "
                      f"method; {PROTOCOL}")
 
@@ -92,9 +99,11 @@ def identity_loss(net, device="cpu"):
         return net
     if isinstance(net, (str, Path)):
         net = load_identity(net).eval().requires_grad_(False).to(device)
-    if not callable(net) or getattr(net, "relative_distance", True) is False:  # not LPIPS: it compares two images
+    from latentedit.models.lpips import LPIPS
+
+    if not callable(net) or isinstance(net, LPIPS):  # LPIPS compares two images, it embeds none
         raise InputError(f"{type(net).__name__} cannot be the identity network: it does not embed images; {PROTOCOL}")
-    return IdentityLoss(_checked(net, net, "identity embeddings"))
+    return IdentityLoss(_checked(net, net, "identity network"))
 
 
 def load_identity(path):
