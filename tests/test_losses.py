@@ -145,7 +145,8 @@ def test_encoder_training_takes_lpips_and_arcface(tmp_path, monkeypatch, lpips):
     import latentedit.edit.losses as losses
 
     torch.save({f"features.{k}": v for k, v in lpips.trunk.features.state_dict().items()}, tmp_path / "vgg16.pth")
-    torch.save({f"lin{k}.model.1.weight": w.reshape(1, -1, 1, 1) for k, w in enumerate(lpips.lins)}, tmp_path / "vgg.pth")
+    lins = {f"lin{k}.model.1.weight": w.reshape(1, -1, 1, 1) for k, w in enumerate(lpips.lins)}
+    torch.save(lins, tmp_path / "vgg.pth")
     monkeypatch.setattr(lpips_format, "package_lin_path", lambda variant: tmp_path / f"{variant}.pth")
     arcface = StandInArcFace().eval()
     monkeypatch.setattr(losses, "load_identity", lambda path: arcface)

@@ -202,7 +202,8 @@ def _losses(mode, evaluators_path, lpips_spec, arcface_path, device):
         given = [flag for flag, v in (("--evaluators", evaluators_path), ("--lpips", lpips_spec),
                                       ("--arcface", arcface_path)) if v]
         if given:
-            click.echo(f"note: {' / '.join(given)} only shape the losses of modes project / hybrid; unused in mode encoder")
+            click.echo(f"note: {' / '.join(given)} only shape{'s' if len(given) == 1 else ''} the losses of modes "
+                       "project / hybrid; unused in mode encoder")
         return None, None
     evaluators = {}
     wanted = [k for k, replaced in (("attributes", lpips_spec), ("identity", arcface_path)) if not replaced]
