@@ -181,3 +181,26 @@ def test_identity_similarity_of_edits():
     with torch.no_grad():
         assert torch.allclose(sim, (arc(x.clamp(-1, 1)) * arc(y.clamp(-1, 1))).sum(1), atol=1e-5)
     assert sim[1] == pytest.approx(1.0, abs=1e-5) and sim[0] < 0.99, sim  # the middle image: with itself
+
+
+def test_cli_train_encoder_with_lpips_and_arcface(tmp_path, monkeypatch, lpips):
+    import json
+
+    from latentedit.formats import DEFAULT_BUNDLE
+    from latentedit.formats import lpips as lpips_format
+    import latentedit.edit.losses as losses
+
+    torch.save({f"features.{k}": v for k, v in lpips.trunk.features.state_dict().items()}, tmp_path / "vgg16.pth")
+    lins = {f"lin{k}.model.1.weight": w.reshape(1, -1, 1, 1) for k, w in enumerate(lpips.lins)}
+    torch.save(lins, tmp_path / "vgg.pth")
+    monkeypatch.setattr(lpips_format, "package_lin_path", lambda variant: tmp_path / f"{variant}.pth")
+    monkeypatch.setattr(losses, "load_identity", lambda path: StandInArcFace())
+    run_dir = tmp_path / "run"
+    args = ["train", "encoder", "--bundle", DEFAULT_BUNDLE, "--out", run_dir, "--batch", 2, "--threads", 1,
+            "--snapshot", 1000]
+    r = run(*args, "--steps", 1, "--lpips", f"{tmp_path / 'vgg16.pth'}:vgg", "--arcface", tmp_path / "arc.pth")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["lpips"] == f"{tmp_path / 'vgg16.pth'}:vgg" and saved["arcface"] == str(tmp_path / "arc.pth")
+    r = run(*args, "--steps", 2, "--resume", "--lpips", tmp_path / "vgg16.pth")
+    assert r.exit_code == 2 and "--lpips" in r.output and "conflicts" in r.output, r.output

@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from latentedit.edit.imaging import resize_antialiased
-from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss  # noqa: F401 (re-exported)
+from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
 from latentedit.errors import InputError
 
 SPACES = ("w", "w+")
