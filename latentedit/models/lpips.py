@@ -116,6 +116,7 @@ class LPIPS(nn.Module):
         parts = []
         for f, w in zip(self.trunk(self._prepare(x)), self.lins):
             u = f / (f.square().sum(1, keepdim=True).sqrt() + EPS)
+            # LPIPS's linear weights are non-negative (load_lpips checks); the clamp keeps sqrt real
             weight = (w.clamp_min(0) / (f.shape[2] * f.shape[3])).sqrt()
             parts.append((u * weight.reshape(1, -1, 1, 1)).flatten(1))
         return torch.cat(parts, 1)
