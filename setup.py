@@ -30,7 +30,8 @@ setup(
         "ninja",
         "safetensors",
     ],
-    extras_require={"test": ["pytest"]},
+    # lpips: only its shipped linear weights are read (the package is located, never imported)
+    extras_require={"test": ["pytest"], "lpips": ["lpips>=0.1.4"]},
     entry_points={"console_scripts": ["latentedit=latentedit.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

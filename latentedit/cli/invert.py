@@ -8,7 +8,8 @@ import click
 import numpy as np
 
 from latentedit.cli.models import model_options, resolve_model
-from latentedit.edit.project import MODES, SPACES, evaluator_losses, invert as invert_images, load_encoder, reconstruct
+from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
+from latentedit.edit.project import MODES, SPACES, invert as invert_images, load_encoder, reconstruct
 from latentedit.errors import InputError
 from latentedit.formats.image_input import list_images, read_image, to_tensor
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -135,8 +136,15 @@ def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverti
                    "(default: the --model bundle when it holds evaluators; else pixel loss only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--lpips", "lpips_spec", default=None, metavar="TRUNK.pth[:vgg|alex]",
+              help="Perceptual loss LPIPS: torchvision's ImageNet trunk file (vgg16-397923af.pth or "
+                   "alexnet-owt-7be5be79.pth); its linear weights come from the lpips package. Replaces the "
+                   "evaluators' perceptual loss.")
+@click.option("--arcface", "arcface_path", type=click.Path(), default=None,
+              help="Identity loss ArcFace IR-SE-50 (model_ir_se50.pth, as pSp / e4e use it). Replaces the "
+                   "evaluators' identity loss.")
 def invert(inputs, model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-           out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size):
+           out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size, lpips_spec, arcface_path):
     """Invert images (files or folders) into latents: NAME.npy / NAME.json (SD-GAN style),
     NAME_rec.png reconstructions and grid.png (input | reconstruction per row) in --out.
     Modes encoder / hybrid use the encoder of --encoder, else of the --model bundle.
@@ -156,7 +164,8 @@ def invert(inputs, model_path, random_weights, resolution, channel_base, channel
         encoder = input_encoder(mode, encoder_path, nets.path, nets.G, flag="--mode")[0]
         if evaluators_path is None and mode != "encoder" and _holds_evaluators(nets.path):
             evaluators_path = nets.path
-        _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size)
+        _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size,
+             (lpips_spec, arcface_path))
 
 
 def _holds_evaluators(path):
@@ -166,7 +175,7 @@ def _holds_evaluators(path):
             and any(k in bundle.read_manifest(path)["networks"] for k in ("attributes", "identity")))
 
 
-def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size):
+def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size, loss_paths=(None, None)):
     files = list_images(inputs)
     names = [f.stem for f in files]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -174,22 +183,7 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
         raise InputError(f"several inputs share the name(s) {dupes}; outputs would collide")
     R = G.img_resolution
     images = to_tensor([read_image(f, R) for f in files])  # reads (and checks) every file up front
-    evaluators = None
-    if mode == "encoder":
-        if evaluators_path:
-            click.echo("note: --evaluators only shapes the losses of modes project / hybrid; unused in mode encoder")
-    elif evaluators_path:
-        from latentedit.formats import bundle
-        from latentedit.formats.evaluators import load_evaluators
-
-        held = bundle.read_manifest(Path(evaluators_path))["networks"]
-        used = [k for k in ("attributes", "identity") if k in held]
-        evaluators = load_evaluators(evaluators_path, used)
-        click.echo(f"losses: pixel + {' + '.join({'attributes': 'perceptual', 'identity': 'identity'}[k] for k in used)}"
-                   if used else "note: the evaluator bundle has no attribute classifier or identity embedder; pixel loss only")
-    else:
-        click.echo("note: no evaluators (the model is not a bundle holding them, and no --evaluators); pixel loss only")
-    evaluator_losses(evaluators)  # fail early on a bad bundle layout
+    losses = _losses(mode, evaluators_path, *loss_paths, device=G.w_avg.device)
 
     todo = [i for i, n in enumerate(names) if not (out / f"{n}.npy").exists()]
     if len(todo) < len(names):
@@ -202,8 +196,8 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
             def progress(step, total, losses, _bar=bar, _k=len(batch)):
                 _bar.update(_k)
 
-            codes = invert_images(images[batch], mode=mode, G=G, evaluators=evaluators, encoder=encoder, space=space,
-                                  steps=steps, seed=seed, progress=progress)
+            codes = invert_images(images[batch], mode=mode, G=G, perceptual=losses[0], identity=losses[1],
+                                  encoder=encoder, space=space, steps=steps, seed=seed, progress=progress)
             if mode == "encoder":
                 bar.update(len(batch))
             recs = reconstruct(G, codes)
@@ -219,6 +213,40 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
             rows += [_uint8(images[i]), _read_png(out / f"{n}_rec.png")]
         save_png(grid_path, tile(np.stack(rows), cols=2))
     click.echo(f"inverted {len(todo)} images ({len(names) - len(todo)} already done) into {out}/ and the grid {grid_path}")
+
+
+def _losses(mode, evaluators_path, lpips_spec, arcface_path, device):
+    """(perceptual, identity) losses of modes project / hybrid: --lpips / --arcface, else the evaluator
+    bundle's attribute classifier / identity embedder; each read once, before anything is written."""
+    if mode == "encoder":
+        given = [flag for flag, v in (("--evaluators", evaluators_path), ("--lpips", lpips_spec),
+                                      ("--arcface", arcface_path)) if v]
+        if given:
+            click.echo(f"note: {' / '.join(given)} only shape{'s' if len(given) == 1 else ''} the losses of modes "
+                       "project / hybrid; unused in mode encoder")
+        return None, None
+    evaluators = {}
+    wanted = [k for k, replaced in (("attributes", lpips_spec), ("identity", arcface_path)) if not replaced]
+    if evaluators_path and wanted:
+        from latentedit.formats import bundle
+        from latentedit.formats.evaluators import load_evaluators
+
+        held = bundle.read_manifest(Path(evaluators_path))["networks"]
+        used = [k for k in wanted if k in held]
+        evaluators = {k: m.to(device) for k, m in load_evaluators(evaluators_path, used).items()}
+    perceptual, identity = evaluator_losses(evaluators)
+    perceptual = perceptual_loss(lpips_spec, device) or perceptual
+    identity = identity_loss(arcface_path, device) or identity
+    names = [name for name, loss in (("perceptual" + (" (LPIPS)" if lpips_spec else ""), perceptual),
+                                     ("identity" + (" (ArcFace)" if arcface_path else ""), identity)) if loss]
+    if names:
+        click.echo(f"losses: pixel + {' + '.join(names)}")
+    elif evaluators_path:
+        click.echo("note: the evaluator bundle has no attribute classifier or identity embedder; pixel loss only")
+    else:
+        click.echo("note: no evaluators (the model is not a bundle holding them, and no --evaluators / --lpips / "
+                   "--arcface); pixel loss only")
+    return perceptual, identity
 
 
 def _uint8(img):  # [3, H, W] in [-1, 1] -> [H, W, 3] uint8
