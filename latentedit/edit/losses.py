@@ -108,10 +108,8 @@ def identity_loss(net, device="cpu"):
 
 def load_identity(path):
     """ArcFace IR-SE-50 (`model_ir_se50.pth`, as pSp / e4e use it) read from `path`."""
-    try:
-        from latentedit.formats.arcface import load_arcface
-    except ImportError:
-        raise InputError(f"{path}: reading ArcFace checkpoints is not available in this build of latentedit") from None
+    from latentedit.formats.arcface import load_arcface
+
     return load_arcface(path)
 
 
