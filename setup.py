@@ -32,7 +32,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest"],
-        # --align: dlib's face detector (binary wheel) and its 68-point landmark predictor file
+        # lpips: only its shipped linear weights are read (the package is located, never imported)
+        "lpips": ["lpips>=0.1.4"],
+        # align: dlib's face detector (binary wheel) and its 68-point landmark predictor file
         "align": ["dlib-bin", "face-recognition-models"],
     },
     entry_points={"console_scripts": ["latentedit=latentedit.cli:main"]},

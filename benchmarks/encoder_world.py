@@ -40,7 +40,7 @@ from latentedit.edit.project import encode_images, invert, load_encoder, reconst
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.formats.images import save_png, tile, to_uint8  # noqa: E402
-from latentedit.metrics.image import psnr, ssim  # noqa: E402
+from latentedit.metrics.image import identity_similarity, psnr, ssim  # noqa: E402
 
 
 @torch.no_grad()
@@ -49,8 +49,7 @@ def reconstruction_metrics(x, y, ev):
     clf, idn = ev["attributes"], ev["identity"]
     px, py = clf(resize(x, clf.cfg.image_size)), clf(resize(y.clamp(-1, 1), clf.cfg.image_size))
     same = {h: (px[h].argmax(1) == py[h].argmax(1)).float() for h in clf.cfg.heads}
-    ex, ey = idn(resize(x, idn.cfg.image_size)), idn(resize(y.clamp(-1, 1), idn.cfg.image_size))
-    return {"psnr": psnr(y, x), "ssim": ssim(y.clamp(-1, 1), x), "identity": (ex * ey).sum(1),
+    return {"psnr": psnr(y, x), "ssim": ssim(y.clamp(-1, 1), x), "identity": identity_similarity(x, y, idn),
             "attribute_agreement": torch.stack(list(same.values()), 1).mean(1),
             **{f"agree_{h}": v for h, v in same.items()}}
 
@@ -98,12 +97,17 @@ def main():
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--sheet", default=None, help="PNG: 8 renders, their reconstructions per mode, then the "
                                                   "accessories synthesized on the inverted renders")
+    ap.add_argument("--arcface", default=None, help="model_ir_se50.pth: ArcFace for the identity column")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     nets = load_networks(args.model)
     G, D = nets.G.eval(), nets.D.eval()
     ev = load_evaluators(args.model, ["attributes", "identity", "parser"])
+    if args.arcface:
+        from latentedit.edit.losses import identity_loss
+
+        ev["identity"] = identity_loss(args.arcface)
     encoder = load_encoder(args.model, G)
     x = world.sample(args.n, seed=args.seed, resolution=G.img_resolution).image
     res = {"machine": machine_description(), "n": args.n, "seed": args.seed, "steps": args.steps, "modes": {}}

@@ -29,8 +29,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentedit.edit.discrete import (KINDS, DiscreteSynthesizer, accessory_present, accessory_seen,  # noqa: E402
                                       prior_basis)
+from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
+from latentedit.metrics.image import identity_similarity  # noqa: E402
 from latentedit.world.templates import accessory_labels  # noqa: E402
 
 
@@ -45,7 +47,7 @@ def measure(x, y, kind, ev, D, dilate=2):
     mse_out = ((y - x) ** 2 * keep).sum((1, 2, 3)) / (keep.sum((1, 2, 3)) * 3).clamp(min=1)
     success = accessory_present(ev["attributes"], y, kind)
     return {"success": success.float(), "seen_by_parser": seen.float(), "both": (success & seen).float(),
-            "identity": (ev["identity"](y.clamp(-1, 1)) * ev["identity"](x.clamp(-1, 1))).sum(1),
+            "identity": identity_similarity(y, x, ev["identity"]),
             "mse_outside": mse_out,
             "realism": (D(y) - D(x)).flatten()}
 
@@ -111,11 +113,14 @@ def main():
     ap.add_argument("--batch", type=int, default=40, help="a multiple of 4 (discriminator groups)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--arcface", default=None, help="model_ir_se50.pth: ArcFace for the identity column")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     nets = load_networks(args.model)
     G, D = nets.G.eval(), nets.D.eval()
     ev = load_evaluators(args.model, ["attributes", "identity", "parser"])
+    if args.arcface:
+        ev["identity"] = identity_loss(args.arcface)
     w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)
     distances = [float(d) for d in args.distances.split(",")]
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "

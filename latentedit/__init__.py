@@ -1,6 +1,7 @@
 """latentedit: StyleGAN2 latent-space editing.
 
     import latentedit as le
+    m = le.load_model()                           # the bundled default: G + directions, encoder, ...
     G = le.load_generator("ffhq.pkl")             # bundle folder, rosinality .pt or NVlabs .pkl
     w = G.sample_w(8, seed=0, truncation=0.7)     # [8, 512]
     images = G.synthesize(w)                      # [8, 3, H, W] in [-1, 1]
@@ -13,6 +14,7 @@ from latentedit.edit.project import encode_images, invert, load_encoder
 from latentedit.errors import FormatError, InputError, LatentEditError, UnsafeFileError
 from latentedit.formats import load_generator, load_networks, save_networks
 from latentedit.formats.latents import read_latents, write_latents
+from latentedit.model import Model, load_model
 from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
@@ -22,7 +24,7 @@ __all__ = [
     "Discriminator", "DiscriminatorConfig", "FormatError", "Generator", "GeneratorConfig", "InputError",
     "LatentEditError", "UnsafeFileError", "load_generator", "load_networks", "read_latents", "save_networks",
     "AttributeLayers", "Direction", "DiscreteSynthesizer", "linear_interpolate", "invert", "encode_images",
-    "load_encoder",
+    "load_encoder", "load_model", "Model",
     "Encoder", "EncoderConfig",
     "write_latents", "__version__",
 ]

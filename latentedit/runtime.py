@@ -1,4 +1,5 @@
 """Process-wide runtime settings that a command may change: the torch CPU thread count."""
+import contextlib
 import os
 
 import torch
@@ -21,3 +22,12 @@ def set_threads(threads, name="--threads"):
     """Checks then applies a thread option; None keeps torch's default."""
     if threads is not None:
         torch.set_num_threads(check_threads(threads, name))
+
+
+@contextlib.contextmanager
+def seeded(seed):
+    """Module initialisation from `seed` without touching the caller's global RNG: torch's init
+    functions draw from the global generator, so it is forked, seeded, and restored on exit."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield

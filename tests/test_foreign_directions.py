@@ -133,7 +133,7 @@ def test_cli_edit_with_ganspace_component_and_z_boundary(tmp_path):
     z = z_from_seeds([0, 1], 512)
     zs = torch.stack([z + s * torch.from_numpy(n[0]) for s in (-3.0, 0.0, 3.0)], 1).flatten(0, 1)
     with torch.no_grad():
-        expected = grid(G.synthesize(G.mapping(zs, 0.8, update_w_avg=False)[:, 0]), cols=3)
+        expected = grid(G.synthesize(G.mapping(zs, truncation_psi=0.8, update_w_avg=False)[:, 0]), cols=3)
     got = np.asarray(Image.open(out).convert("RGB"))
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
     photo = tmp_path / "p.png"

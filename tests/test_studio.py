@@ -27,6 +27,7 @@ from latentedit.edit.directions import Direction
 from latentedit.formats import DEFAULT_BUNDLE, load_generator
 from latentedit.formats.latents import read_latents
 from latentedit.studio import recipe as rc
+from latentedit.studio.hosts import allowed_hosts
 from latentedit.studio.server import STATIC, Studio, make_server, static_file
 
 torch.set_num_threads(1)
@@ -296,6 +297,64 @@ def test_foreign_host_and_origin_are_refused(server):
     assert status == 200
 
 
+def test_host_and_origin_are_checked_on_a_network_bind(server):
+    """Bound to a LAN address (simulated: the socket stays on loopback), only the bound address and
+    the --allow-host names are answered; a rebinding page's Host / Origin and other sites are not."""
+    port, httpd = server.port, server.httpd
+    saved = httpd.allowed_hosts
+    httpd.allowed_hosts = allowed_hosts("192.0.2.10", ["studio.lan"])
+    body = json.dumps({"recipe": {"start": SEED}}).encode()
+    try:
+        for host, want in ((f"192.0.2.10:{port}", 200), (f"studio.lan:{port}", 200), (f"STUDIO.lan:{port}", 200),
+                           (f"evil.example:{port}", 403), (f"studio.lan:{port + 1}", 403), ("studio.lan", 403),
+                           (f"127.0.0.1:{port}", 403), (f"studio.lan.evil.example:{port}", 403), ("", 403)):
+            status, _, raw = server.request("GET", "/api/info", headers={"Host": host})
+            assert status == want, (host, raw[:200])
+            if want == 403:
+                assert "forbidden" in json.loads(raw)["error"]
+        for host, origin, want in ((f"studio.lan:{port}", f"http://studio.lan:{port}", 200),
+                                   (f"studio.lan:{port}", f"http://192.0.2.10:{port}", 200),
+                                   (f"studio.lan:{port}", "http://evil.example", 403),
+                                   (f"studio.lan:{port}", "null", 403),
+                                   (f"studio.lan:{port}", f"https://studio.lan:{port}", 403),
+                                   (f"evil.example:{port}", f"http://evil.example:{port}", 403)):  # DNS rebinding
+            status, _, raw = server.request("POST", "/api/render", body, {"Content-Type": "application/json",
+                                                                           "Host": host, "Origin": origin})
+            assert status == want, (host, origin, raw[:200])
+    finally:
+        httpd.allowed_hosts = saved
+    status, _, _ = server.request("GET", "/api/info")                  # the loopback bind again
+    assert status == 200
+    assert {"localhost", "127.0.0.1", "::1"} <= allowed_hosts("0.0.0.0") and "evil.example" not in allowed_hosts("::")
+
+
+def test_studio_allow_host_option_is_checked():
+    for bad in ("studio.lan:8000", "http://studio.lan", "a b", ""):
+        r = CliRunner().invoke(main, ["studio", "--host", "0.0.0.0", "--allow-host", bad, "--port", "0"])
+        lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+        assert r.exit_code == 2 and len(lines) == 1 and "--allow-host" in lines[0], (bad, r.output)
+
+
+def test_deep_json_and_oversized_npy_headers_are_400(server):
+    deep = b"[" * 100000 + b"]" * 100000
+    status, _, raw = server.request("POST", "/api/render", deep, {"Content-Type": "application/json"})
+    assert status == 400 and "nested too deeply" in json.loads(raw)["error"]
+    status, out = server.post("/api/render", data=b'{"recipe": {"start": {"latents": ' + deep + b"}}}")
+    assert status == 400 and "nested too deeply" in out["error"]
+    status, out = server.post("/api/upload/latents?filename=w.json", data=deep, content_type="application/octet-stream")
+    assert status == 400 and "nested too deeply" in out["error"]
+    status, out = server.post("/api/upload/latents?filename=w.json", data=b'{"0": ' + deep + b"}",
+                              content_type="application/octet-stream")
+    assert status == 400 and "nested too deeply" in out["error"]
+    # a header that claims far more data than is sent: refused before anything is allocated
+    for shape, words in (((10 ** 12, 512), "at most"), ((3, 512), "truncated")):
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        status, out = server.post("/api/upload/latents?filename=w.npy", data=buf.getvalue() + bytes(64),
+                                  content_type="application/octet-stream")
+        assert status == 400 and words in out["error"] and "/tmp/" not in out["error"], (shape, out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Uploads
 
@@ -515,7 +574,96 @@ def test_accessory_through_the_api_and_replay(acc_bundle, tmp_path):
         status, canonical = s.post("/api/recipe", {"recipe": recipe})
         assert canonical["accessory"]["kind"] == "sunglasses" and len(canonical["accessory"]["sha256"]) == 64
         assert canonical["model"]["path"] == str(Path(acc_bundle).resolve())
-        replayed, _ = replay(tmp_path, canonical)                         # the model path comes from the recipe
+        replayed, _ = replay(tmp_path, canonical, "--model", acc_bundle)
+        assert replayed == png_of(out["image"])
+        # a relative model.path inside the recipe's folder is honoured
+        inside = {**canonical, "model": {**canonical["model"], "path": Path(acc_bundle).name}}
+        replayed, _ = replay(Path(acc_bundle).parent, inside)
         assert replayed == png_of(out["image"])
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile recipes for `latentedit replay`
+
+
+def replay_error(*args, seconds=60):
+    """`latentedit replay ARGS` in this process -> its one error line (exit 2); an alarm turns a hang
+    (a blocking open or read) into a failure."""
+    import signal
+
+    def hung(*_):
+        raise TimeoutError("replay hung")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        r = CliRunner().invoke(main, ["replay", *map(str, args)])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and "Traceback" not in r.output, (args, r.output, r.exception)
+    return lines[0]
+
+
+def test_replay_checks_threads_before_applying_them(tmp_path):
+    before = torch.get_num_threads()
+    path = tmp_path / "r.json"
+    for threads in (100000, 0, -1, "4", True, 2.5):
+        path.write_text(json.dumps({"format": "latentedit-recipe", "start": SEED, "render": {"threads": threads}}))
+        assert "render.threads" in replay_error(path, "--out", tmp_path / "x.png")
+        assert torch.get_num_threads() == before and not (tmp_path / "x.png").exists()
+    path.write_text(json.dumps({"format": "latentedit-recipe", "start": SEED, "render": {"threads": 1}}))
+    for threads in (100000, 0):
+        assert "--threads" in replay_error(path, "--out", tmp_path / "x.png", "--threads", threads)
+    # a recipe bad elsewhere is refused before its thread count is applied
+    path.write_text(json.dumps({"format": "latentedit-recipe", "start": {"seed": -1}, "render": {"threads": 3}}))
+    assert "seed" in replay_error(path, "--out", tmp_path / "x.png")
+    assert torch.get_num_threads() == before
+
+
+def test_replay_refuses_deep_json_and_files_that_are_not_regular(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"format": "latentedit-recipe", "start": ' + "[" * 100000 + "]" * 100000 + "}")
+    assert "nested too deeply" in replay_error(deep, "--out", tmp_path / "x.png")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    for path in (fifo, tmp_path / "zero.json", Path("/dev/zero")):
+        assert "not a regular file" in replay_error(path, "--out", tmp_path / "x.png", seconds=30)
+    # the same as the model: named by the recipe (inside its folder) or by --model
+    os.mkfifo(tmp_path / "model.pt")
+    (tmp_path / "zero.pt").symlink_to("/dev/zero")
+    for model in ("model.pt", "zero.pt"):
+        recipe = tmp_path / f"r_{model}.json"
+        recipe.write_text(json.dumps({"format": "latentedit-recipe", "start": SEED, "model": {"path": model}}))
+        replay_error(recipe, "--out", tmp_path / "x.png", seconds=30)
+        recipe.write_text(json.dumps({"format": "latentedit-recipe", "start": SEED}))
+        assert "not a regular file" in replay_error(recipe, "--out", tmp_path / "x.png", "--model", tmp_path / model,
+                                                    seconds=30)
+
+
+def test_replay_opens_no_model_outside_the_recipe_folder(tmp_path):
+    """A recipe's model.path outside its folder is refused with one line that does not depend on
+    what (if anything) is there, and does not name it."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (tmp_path / "secret.pt").write_bytes(b"not a model")
+    (folder / "link.pt").symlink_to(tmp_path / "secret.pt")
+    os.mkfifo(tmp_path / "fifo.pt")
+    errors = set()
+    for named in ("/etc/shadow", "/etc/passwd", "/nonexistent/file.pt", str(tmp_path / "secret.pt"),
+                  "../secret.pt", "../missing.pt", "../fifo.pt", "link.pt", "/dev/zero",
+                  "", "../recipes/../secret.pt"):
+        path = folder / "r.json"
+        path.write_text(json.dumps({"format": "latentedit-recipe", "start": SEED, "model": {"path": named}}))
+        line = replay_error(path, "--out", tmp_path / "x.png", seconds=30)
+        assert "--model" in line and "secret" not in line and "shadow" not in line, (named, line)
+        errors.add(line)
+    assert len(errors) == 1, errors
+    path.write_text(json.dumps({"format": "latentedit-recipe", "start": SEED, "model": {"path": "missing.pt"}}))
+    assert "missing.pt" in replay_error(path, "--out", tmp_path / "x.png")   # inside its folder: named
+    r = CliRunner().invoke(main, ["replay", "--help"])
+    assert "inside the recipe's own folder" in " ".join(r.output.split())

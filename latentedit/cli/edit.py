@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from latentedit.cli.invert import (check_input_options, input_encoder, input_options, invert_inputs,
-                                   read_aligned_inputs, read_inputs, warning_lines, write_pasted)
+                                   model_for_encoder, read_aligned_inputs, read_inputs, warning_lines, write_pasted)
 from latentedit.cli.models import model_options, parse_seeds, resolve_model
 from latentedit.cli.regions import check_region_name, component_options, fit_components
 from latentedit.errors import FormatError, InputError
@@ -197,6 +197,8 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
         if mode == "absolute":
             raise InputError("--mode absolute moves W codes to distances from the boundary; images from --input "
                              "are inverted into W+ codes: use --mode relative")
+    if input_paths and not random_weights:
+        model_path = model_for_encoder(model_path, encoder_path)  # an e4e / pSp file brings its generator
     nets = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
                          mapping_lr_mul)
     G = nets.G.eval()
@@ -261,7 +263,7 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
 def _z_to_w(G, z, truncation):
     """Z codes [..., z_dim] -> truncated W codes [..., w_dim] (the edit happened in Z)."""
     with torch.no_grad():
-        return G.mapping(z.reshape(-1, z.shape[-1]), truncation, update_w_avg=False)[:, 0].reshape(
+        return G.mapping(z.reshape(-1, z.shape[-1]), truncation_psi=truncation, update_w_avg=False)[:, 0].reshape(
             *z.shape[:-1], G.w_dim)
 
 

@@ -8,7 +8,8 @@ import click
 import numpy as np
 
 from latentedit.cli.models import model_options, resolve_model
-from latentedit.edit.project import MODES, SPACES, evaluator_losses, invert as invert_images, load_encoder, reconstruct
+from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
+from latentedit.edit.project import MODES, SPACES, invert as invert_images, load_encoder, reconstruct
 from latentedit.errors import InputError
 from latentedit.formats.image_input import list_images, read_image, to_tensor
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -46,7 +47,8 @@ def input_options(f):
         click.option("--invert-steps", type=int, default=300, show_default=True,
                      help="Optimisation steps of --invert-mode project / hybrid."),
         click.option("--encoder", "encoder_path", type=click.Path(), default=None,
-                     help="Bundle holding the encoder for --input (default: the model bundle)."),
+                     help="Bundle holding the encoder for --input, or an e4e / pSp / ReStyle checkpoint "
+                          "(default: the model bundle)."),
         align_option,
     ]
     for option in reversed(options):
@@ -97,7 +99,7 @@ def write_pasted(path, photo, image, alignment):
 
 def input_encoder(mode, encoder_path, model_path, G, flag="--invert-mode"):
     """(encoder or None, its weights' sha256 or None) for --invert-mode / --mode; the encoder comes
-    from --encoder, else from the model bundle (model_path)."""
+    from --encoder (a bundle, or an e4e / pSp / ReStyle checkpoint file), else from the model bundle."""
     from latentedit.formats import bundle
     from latentedit.formats.encoder import NAME
 
@@ -110,7 +112,19 @@ def input_encoder(mode, encoder_path, model_path, G, flag="--invert-mode"):
                              "`latentedit train encoder`)")
         encoder_path = model_path
     encoder = load_encoder(encoder_path, G)
+    if Path(encoder_path).is_file():
+        import hashlib
+
+        return encoder, hashlib.sha256(Path(encoder_path).read_bytes()).hexdigest()
     return encoder, bundle.read_manifest(encoder_path)["networks"][NAME]["sha256"]
+
+
+def model_for_encoder(model_path, encoder_path):
+    """--model, defaulting to the generator inside an --encoder checkpoint file (an e4e / pSp /
+    ReStyle file holds its decoder) instead of the bundled model."""
+    if model_path is None and encoder_path is not None and Path(encoder_path).is_file():
+        return encoder_path
+    return model_path
 
 
 def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverting"):
@@ -139,9 +153,11 @@ def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverti
 @model_options
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--mode", type=click.Choice(MODES), default="project", show_default=True,
-              help="project: optimise from w_avg; encoder: the encoder's codes; hybrid: optimise from them.")
+              help="project: optimise from w_avg; encoder: the encoder's codes; hybrid: optimise from them "
+                   "(with --encoder and no --mode: encoder).")
 @click.option("--encoder", "encoder_path", type=click.Path(), default=None,
-              help="Bundle folder holding the encoder (modes encoder / hybrid; default: the --model bundle).")
+              help="Bundle folder holding the encoder, or an e4e / pSp / ReStyle checkpoint, whose generator "
+                   "is then the default --model (modes encoder / hybrid; default: the --model bundle).")
 @click.option("--steps", type=int, default=300, show_default=True, help="Optimisation steps (project / hybrid).")
 @click.option("--space", type=click.Choice(SPACES), default="w+", show_default=True)
 @click.option("--evaluators", "evaluators_path", type=click.Path(), default=None,
@@ -149,9 +165,17 @@ def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverti
                    "(default: the --model bundle when it holds evaluators; else pixel loss only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--lpips", "lpips_spec", default=None, metavar="TRUNK.pth[:vgg|alex]",
+              help="Perceptual loss LPIPS: torchvision's ImageNet trunk file (vgg16-397923af.pth or "
+                   "alexnet-owt-7be5be79.pth); its linear weights come from the lpips package. Replaces the "
+                   "evaluators' perceptual loss.")
+@click.option("--arcface", "arcface_path", type=click.Path(), default=None,
+              help="Identity loss ArcFace IR-SE-50 (model_ir_se50.pth, as pSp / e4e use it). Replaces the "
+                   "evaluators' identity loss.")
 @align_option
 def invert(inputs, model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-           out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size, align):
+           out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size, lpips_spec, arcface_path,
+           align):
     """Invert images (files or folders) into latents: NAME.npy / NAME.json (SD-GAN style),
     NAME_rec.png reconstructions and grid.png (input | reconstruction per row) in --out.
     Modes encoder / hybrid use the encoder of --encoder, else of the --model bundle.
@@ -160,15 +184,21 @@ def invert(inputs, model_path, random_weights, resolution, channel_base, channel
     A re-run skips images whose NAME.npy exists."""
     if batch_size < 1 or steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
+    if encoder_path is not None and click.get_current_context().get_parameter_source("mode") == \
+            click.core.ParameterSource.DEFAULT:
+        mode = "encoder"  # an explicit --encoder means: use it
     if encoder_path is not None and mode == "project":
         click.echo("note: --encoder is used by modes encoder / hybrid; unused in mode project")
     with warning_lines():
+        if not random_weights:
+            model_path = model_for_encoder(model_path, encoder_path)
         nets = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
                              mapping_lr_mul)
         encoder = input_encoder(mode, encoder_path, nets.path, nets.G, flag="--mode")[0]
         if evaluators_path is None and mode != "encoder" and _holds_evaluators(nets.path):
             evaluators_path = nets.path
-        _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size, align)
+        _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size,
+             (lpips_spec, arcface_path), align)
 
 
 def _holds_evaluators(path):
@@ -178,7 +208,8 @@ def _holds_evaluators(path):
             and any(k in bundle.read_manifest(path)["networks"] for k in ("attributes", "identity")))
 
 
-def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size, align=False):
+def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size, loss_paths=(None, None),
+         align=False):
     files = list_images(inputs)
     names = [f.stem for f in files]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -189,22 +220,7 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
         files, images, alignments, photos = read_aligned_inputs(files, R)
     else:
         images = to_tensor([read_image(f, R) for f in files])  # reads (and checks) every file up front
-    evaluators = None
-    if mode == "encoder":
-        if evaluators_path:
-            click.echo("note: --evaluators only shapes the losses of modes project / hybrid; unused in mode encoder")
-    elif evaluators_path:
-        from latentedit.formats import bundle
-        from latentedit.formats.evaluators import load_evaluators
-
-        held = bundle.read_manifest(Path(evaluators_path))["networks"]
-        used = [k for k in ("attributes", "identity") if k in held]
-        evaluators = load_evaluators(evaluators_path, used)
-        click.echo(f"losses: pixel + {' + '.join({'attributes': 'perceptual', 'identity': 'identity'}[k] for k in used)}"
-                   if used else "note: the evaluator bundle has no attribute classifier or identity embedder; pixel loss only")
-    else:
-        click.echo("note: no evaluators (the model is not a bundle holding them, and no --evaluators); pixel loss only")
-    evaluator_losses(evaluators)  # fail early on a bad bundle layout
+    losses = _losses(mode, evaluators_path, *loss_paths, device=G.w_avg.device)
 
     todo = [i for i, n in enumerate(names) if not (out / f"{n}.npy").exists()]
     if len(todo) < len(names):
@@ -217,8 +233,8 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
             def progress(step, total, losses, _bar=bar, _k=len(batch)):
                 _bar.update(_k)
 
-            codes = invert_images(images[batch], mode=mode, G=G, evaluators=evaluators, encoder=encoder, space=space,
-                                  steps=steps, seed=seed, progress=progress)
+            codes = invert_images(images[batch], mode=mode, G=G, perceptual=losses[0], identity=losses[1],
+                                  encoder=encoder, space=space, steps=steps, seed=seed, progress=progress)
             if mode == "encoder":
                 bar.update(len(batch))
             recs = reconstruct(G, codes)
@@ -250,6 +266,40 @@ def _write_alignment(out, name, crop, rec, alignment, photo):
         "photo_size": list(alignment.photo_size), "quad": alignment.quad.round(4).tolist(),
         "quad_corners": ["top-left", "bottom-left", "bottom-right", "top-right"],
         "landmarks": alignment.landmarks.round(3).tolist()}) + "\n")
+
+
+def _losses(mode, evaluators_path, lpips_spec, arcface_path, device):
+    """(perceptual, identity) losses of modes project / hybrid: --lpips / --arcface, else the evaluator
+    bundle's attribute classifier / identity embedder; each read once, before anything is written."""
+    if mode == "encoder":
+        given = [flag for flag, v in (("--evaluators", evaluators_path), ("--lpips", lpips_spec),
+                                      ("--arcface", arcface_path)) if v]
+        if given:
+            click.echo(f"note: {' / '.join(given)} only shape{'s' if len(given) == 1 else ''} the losses of modes "
+                       "project / hybrid; unused in mode encoder")
+        return None, None
+    evaluators = {}
+    wanted = [k for k, replaced in (("attributes", lpips_spec), ("identity", arcface_path)) if not replaced]
+    if evaluators_path and wanted:
+        from latentedit.formats import bundle
+        from latentedit.formats.evaluators import load_evaluators
+
+        held = bundle.read_manifest(Path(evaluators_path))["networks"]
+        used = [k for k in wanted if k in held]
+        evaluators = {k: m.to(device) for k, m in load_evaluators(evaluators_path, used).items()}
+    perceptual, identity = evaluator_losses(evaluators)
+    perceptual = perceptual_loss(lpips_spec, device) or perceptual
+    identity = identity_loss(arcface_path, device) or identity
+    names = [name for name, loss in (("perceptual" + (" (LPIPS)" if lpips_spec else ""), perceptual),
+                                     ("identity" + (" (ArcFace)" if arcface_path else ""), identity)) if loss]
+    if names:
+        click.echo(f"losses: pixel + {' + '.join(names)}")
+    elif evaluators_path:
+        click.echo("note: the evaluator bundle has no attribute classifier or identity embedder; pixel loss only")
+    else:
+        click.echo("note: no evaluators (the model is not a bundle holding them, and no --evaluators / --lpips / "
+                   "--arcface); pixel loss only")
+    return perceptual, identity
 
 
 def _uint8(img):  # [3, H, W] in [-1, 1] -> [H, W, 3] uint8

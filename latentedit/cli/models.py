@@ -14,6 +14,7 @@ from latentedit.formats import Networks, load_networks, save_networks
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.formats.latents import read_latents
 from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig, z_from_seeds
+from latentedit.runtime import seeded
 
 
 def parse_seeds(text):
@@ -58,8 +59,8 @@ def resolve_model(model_path, random_weights, resolution, channel_base, channel_
     if random_weights:
         if model_path:
             raise InputError("pass either --model or --random-weights, not both")
-        torch.manual_seed(weights_seed)
-        G = Generator(GeneratorConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max))
+        with seeded(weights_seed):
+            G = Generator(GeneratorConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max))
         return Networks("random", f"random-weights(seed={weights_seed})", G=G.eval())
     overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul is not None else None
     if model_path is None:
@@ -100,7 +101,8 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
         seed_list = parse_seeds(seeds)
         names = [f"seed{s:04d}" for s in seed_list]
         with torch.no_grad():
-            ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation, truncation_cutoff, update_w_avg=False)
+            ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation_psi=truncation,
+                           truncation_cutoff=truncation_cutoff, update_w_avg=False)
     files = [None if grid_only else out / f"{name}.png" for name in names]
     if not grid_only:
         _check_resume_settings(out, {"model": str(model_path or ("random" if random_weights else "default")),
@@ -188,10 +190,40 @@ def info(path, as_json):
 @click.option("--fp16", is_flag=True, help="Store bundle weights in fp16 (half the size).")
 @click.option("--mapping-lr-mul", type=float, default=None,
               help="Mapping lr multiplier, for rosinality files trained with a non-default --lr_mlp.")
-def convert(src, dst, fp16, mapping_lr_mul):
-    """Convert SRC (bundle / rosinality .pt / NVlabs .pkl) to DST (bundle folder or rosinality .pt)."""
+@click.option("--unsup3d", "unsup3d_path", type=click.Path(), default=None,
+              help="SD-GAN's set: unsup3d checkpoint030.pth (the 3D encoder, run as SD-GAN's Demo).")
+@click.option("--sdgan-fusion", "sdgan_fusions", multiple=True, metavar="KIND=PATH",
+              help="SD-GAN's set: a fusion checkpoint_latest.pt for KIND (mask | sunglasses (or glasses) | "
+                   "frame_glasses); repeat per kind.")
+@click.option("--sdgan-templates", type=click.Path(), default=None,
+              help="SD-GAN's set: the templates/ folder (mask/, glasses/, frame_glasses/ of RGBA PNGs).")
+def convert(src, dst, fp16, mapping_lr_mul, unsup3d_path, sdgan_fusions, sdgan_templates):
+    """Convert SRC (bundle / rosinality .pt / NVlabs .pkl) to DST (bundle folder or rosinality .pt).
+
+    With --unsup3d, --sdgan-fusion and --sdgan-templates, DST is one bundle of SD-GAN's released
+    set, which `latentedit synthesize --model DST` runs with SD-GAN's test.py maths."""
+    fusions = {}
+    for item in sdgan_fusions:
+        kind, sep, path = item.partition("=")
+        if not sep or not kind or not path:
+            raise InputError(f"--sdgan-fusion must look like KIND=PATH, got {item!r}")
+        from latentedit.formats.sdgan import sdgan_kind
+
+        if sdgan_kind(kind) in map(sdgan_kind, fusions):
+            raise InputError(f"--sdgan-fusion given twice for {sdgan_kind(kind)}")
+        fusions[kind] = path
+    if fusions or unsup3d_path or sdgan_templates:
+        if not (fusions and unsup3d_path and sdgan_templates):
+            raise InputError("SD-GAN's set needs all of --unsup3d, --sdgan-fusion KIND=PATH and --sdgan-templates")
+        if Path(dst).suffix:
+            raise InputError(f"{dst}: SD-GAN's set converts into a bundle folder (a path without a suffix)")
     overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul is not None else None
     nets = load_networks(src, overrides)
     save_networks(nets, dst, fp16=fp16)
     held = "+".join(n for n in ("G", "D") if getattr(nets, n) is not None)
+    if fusions:
+        from latentedit.formats.sdgan import convert_sdgan_release
+
+        kinds = convert_sdgan_release(dst, unsup3d_path, fusions, sdgan_templates)
+        held += f" + unsup3d + SD-GAN fusion ({', '.join(kinds)})"
     click.echo(f"converted {nets.format} ({held}) -> {dst}")

@@ -11,37 +11,49 @@ from latentedit.errors import InputError
 @click.argument("recipe_path", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="The image (.png).")
 @click.option("--model", "model_path", type=click.Path(), default=None,
-              help="Model to replay with (default: the one the recipe names); its generator must match the recipe's.")
+              help="Model to replay with; its generator must match the recipe's. Needed unless the recipe's "
+                   "model.path is \"default\" or a path inside the recipe's folder.")
 @click.option("--latents-out", type=click.Path(), default=None,
               help="Also write the edited code [1, L, D] (.json SD-GAN or .npy).")
 @click.option("--threads", type=int, default=None,
               help="CPU threads (default: the recipe's render.threads, which bit-exact replay needs).")
 def replay(recipe_path, out, model_path, latents_out, threads):
-    """Reproduce the image of a recipe saved by `latentedit studio`."""
-    import torch
+    """Reproduce the image of a recipe saved by `latentedit studio`.
 
+    \b
+    The model: --model when given; else the recipe's model.path, honoured only when it is
+    "default" (the bundled model) or a relative path inside the recipe's own folder (links
+    resolved). Any other model.path (absolute, or leading out of the folder) is not opened,
+    whatever it names: pass that model with --model. The whole recipe is checked against the
+    model before anything is applied or rendered."""
     from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
     from latentedit.formats.atomic import write_bytes
-    from latentedit.studio.recipe import encode_png, latents_bytes, read_recipe, RecipeContext, run_recipe
+    from latentedit.runtime import check_threads, set_threads
+    from latentedit.studio.recipe import (RecipeContext, encode_png, latents_bytes, read_recipe, recipe_model_path,
+                                          regular_file, run_recipe)
 
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--out must be a .png file, got {out}")
     if latents_out is not None and Path(latents_out).suffix not in (".json", ".npy"):
         raise InputError(f"--latents-out must end in .json or .npy, got {latents_out}")
+    if threads is not None:
+        check_threads(threads)
     recipe = read_recipe(recipe_path)
-    if model_path is None:
-        named = (recipe.get("model") or {}).get("path") if isinstance(recipe.get("model"), dict) else None
-        model_path = None if named in (None, "default") else named
-    if threads is None:
-        threads = (recipe.get("render") or {}).get("threads", 1) if isinstance(recipe.get("render"), dict) else 1
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
-    torch.set_num_threads(threads)
-    path = Path(model_path) if model_path is not None else DEFAULT_BUNDLE
+    if model_path is not None:
+        path = Path(model_path)
+        if not path.is_dir():  # TODO(merge): h1's file check in load_generator may make this redundant
+            regular_file(path, path)
+    else:
+        path = recipe_model_path(recipe, recipe_path)
+    path = path if path is not None else DEFAULT_BUNDLE
     G = load_generator(path)
     bundle_path = path if bundle.is_bundle(path) else None
-    ctx = RecipeContext(G, bundle_path, model_path)
+    ctx = RecipeContext(G, bundle_path, path)
+    ctx.normalize(recipe)  # every field checked (render.threads too) before anything is applied
+    if threads is None:
+        threads = (recipe.get("render") or {}).get("threads", 1)
+    set_threads(threads)
     res = run_recipe(recipe, G, bundle_path, ctx)
     write_bytes(out, encode_png(res.image))
     if latents_out is not None:

@@ -5,6 +5,7 @@ import sys
 import click
 
 from latentedit.errors import InputError
+from latentedit.runtime import check_threads, set_threads
 
 
 @click.command()
@@ -13,6 +14,9 @@ from latentedit.errors import InputError
                    "(default: the bundled model).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback exposes the page to the network.")
+@click.option("--allow-host", "allow_host", multiple=True, metavar="NAME",
+              help="A name (or address) clients reach the server by, besides --host (repeatable). Requests "
+                   "whose Host or Origin names anything else are refused (DNS rebinding, other sites).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads for torch; recorded in recipes, which `latentedit replay` runs with the same.")
@@ -20,27 +24,29 @@ from latentedit.errors import InputError
               help="Projection steps for uploaded images when the bundle has no encoder.")
 @click.option("--no-warm", is_flag=True, help="Fit the part clusters on first use instead of at start.")
 @click.option("--verbose", is_flag=True, help="Log every request.")
-def studio(model_path, host, port, threads, invert_steps, no_warm, verbose):
+def studio(model_path, host, allow_host, port, threads, invert_steps, no_warm, verbose):
     """Serve the editing page: seeds, latent files or images in; direction sliders, accessories,
     attribute layers, masks, component transfer; PNG, latents and recipe out."""
-    import torch
+    from latentedit.studio.hosts import allowed_hosts, is_loopback
+    from latentedit.studio.server import Studio, make_server
 
-    from latentedit.studio.server import Studio, is_loopback, make_server
-
-    if threads < 1 or invert_steps < 1:
-        raise InputError("--threads and --invert-steps must be >= 1")
+    check_threads(threads)
+    if invert_steps < 1:
+        raise InputError("--invert-steps must be >= 1")
     if not 0 <= port < 65536:
         raise InputError(f"--port must be in 0..65535, got {port}")
-    torch.set_num_threads(threads)
+    names = sorted(allowed_hosts(host, allow_host))  # checks --allow-host before the model loads
+    set_threads(threads)
     app = Studio(model_path, warm=not no_warm, invert_steps=invert_steps)
     try:
-        server = make_server(app, host, port, quiet=not verbose)
+        server = make_server(app, host, port, quiet=not verbose, allow_hosts=allow_host)
     except OSError as e:
         raise InputError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     bound_host, bound_port = server.server_address[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the page", err=True)
+        click.echo(f"answering requests addressed to {', '.join(names)} only (add names with --allow-host)", err=True)
     click.echo(f"latentedit studio: http://{shown}:{bound_port}/  (Ctrl+C stops it)")
     try:
         server.serve_forever()

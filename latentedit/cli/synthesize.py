@@ -108,6 +108,20 @@ def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
     return codes
 
 
+def _sdgan_bundle(model_path, kind, input_paths, template):
+    """Whether --model is a bundle of SD-GAN's released set holding `kind` (then test.py's maths run)."""
+    from latentedit.formats.sdgan import sdgan_kinds
+
+    kinds = sdgan_kinds(model_path)
+    if not kinds:
+        return False
+    if kind not in kinds:
+        raise InputError(f"{model_path}: SD-GAN bundle has fusion networks for {', '.join(kinds)}, not {kind}")
+    if input_paths or template is not None:
+        raise InputError("--input and --template do not apply to SD-GAN bundles (templates are converted in)")
+    return True
+
+
 @click.command()
 @click.option("--kind", required=True,
               help="mask | glasses (with --normal: frame glasses, without: sunglasses) | frame_glasses | sunglasses.")
@@ -126,11 +140,19 @@ def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
 @click.option("--model", "model_path", type=click.Path(), default=None,
               help="Bundle folder with the generator and the kind's offset network (default: the bundled model).")
 @input_options
+@click.option("--mean-latent", "mean_source", type=click.Choice(["latent_avg", "sampled"]), default=None,
+              help="SD-GAN bundles: the truncation's mean latent, the file's latent_avg or the mean of "
+                   "--mean-samples mapped z from --mean-seed [default: the stored choice, latent_avg].")
+@click.option("--mean-samples", type=int, default=None, help="SD-GAN bundles, --mean-latent sampled [default: 4096].")
+@click.option("--mean-seed", type=int, default=0, show_default=True, help="SD-GAN bundles, --mean-latent sampled.")
+@click.option("--normalize-output", is_flag=True,
+              help="SD-GAN bundles: stretch each PNG by its own min / max, as test.py's save_image(normalize=True).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--out", required=True, type=click.Path(),
               help="Output folder: origins/, interfacegan_origins/, predict_images/, grid.png, manifest.json, ...")
 def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, template, model_path, input_paths,
-               invert_mode, invert_steps, encoder_path, align, batch_size, out):
+               invert_mode, invert_steps, encoder_path, align, mean_source, mean_samples, mean_seed,
+               normalize_output, batch_size, out):
     """Put an accessory (frame glasses, sunglasses, a mask) on faces: SD-GAN's prior + offset edit.
 
     Writes OUT/origins/, OUT/interfacegan_origins/, OUT/predict_images/ ({i:04d}.png), grid.png
@@ -151,6 +173,15 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     ctx = click.get_current_context()
     if batch_size < 1:
         raise InputError("--batch-size must be >= 1")
+    if model_path is not None and _sdgan_bundle(model_path, resolved, input_paths, template):
+        from latentedit.cli.sdgan import synthesize_sdgan
+
+        given = ctx.get_parameter_source("truncation") == click.core.ParameterSource.COMMANDLINE
+        return synthesize_sdgan(model_path, kind, normal, n, seed, w_file, interface_file,
+                                truncation if given else None, mean_source, mean_samples, mean_seed, normalize_output, batch_size, out)
+    if mean_source or mean_samples is not None or normalize_output:
+        raise InputError("--mean-latent, --mean-samples and --normalize-output are for SD-GAN bundles "
+                         "(made by `latentedit convert ... --sdgan-fusion`)")
     check_input_options(input_paths, invert_mode, invert_steps, encoder_path)
     if input_paths and w_file is not None:
         raise InputError("pass either --w-file or --input (images to invert), not both")

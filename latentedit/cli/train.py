@@ -226,7 +226,12 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_p
 @click.option("--batch", type=int, default=16, show_default=True, help="Half generated images, half world renders.")
 @run_options(20000, 500, "Bundle with G and the evaluators (attributes, identity) (default: the bundled model).",
              "After training, write the encoder into this bundle folder (network 'encoder').")
-def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, init_from, export_path):
+@click.option("--lpips", default=None, metavar="TRUNK.pth[:vgg|alex]",
+              help="Perceptual loss LPIPS (torchvision's ImageNet trunk file; linear weights from the lpips "
+                   "package) instead of the attribute classifier's features.")
+@click.option("--arcface", type=click.Path(), default=None,
+              help="Identity loss ArcFace IR-SE-50 (model_ir_se50.pth) instead of the identity embedder.")
+def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, init_from, export_path, lpips, arcface):
     """Image -> W+ encoder (pSp / e4e): `latentedit train encoder --out runs/NAME [--export BUNDLE]`."""
     from dataclasses import asdict
     from pathlib import Path
@@ -235,7 +240,7 @@ def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, ini
     from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
 
     source = _open_run(out, resume, steps, snapshot, bundle_path, threads)
-    given = dict(batch=batch, seed=seed)
+    given = dict(batch=batch, seed=seed, lpips=lpips, arcface=arcface)
     saved = _saved_config(out, resume, given, "encoder-training")
     try:
         cfg = (EncoderTrainConfig.from_dict({**saved, "steps": steps, "snapshot": snapshot}) if saved is not None

@@ -166,7 +166,7 @@ def sample_latents(G, n, space="w", seed=0, truncation=1.0, batch=1000):
     if space == "z":
         return z.numpy()
     dev = G.w_avg.device
-    return torch.cat([G.mapping(c.to(dev), truncation, update_w_avg=False)[:, 0].cpu() for c in z.split(batch)]).numpy()
+    return torch.cat([G.mapping(c.to(dev), truncation_psi=truncation, update_w_avg=False)[:, 0].cpu() for c in z.split(batch)]).numpy()
 
 
 @torch.no_grad()

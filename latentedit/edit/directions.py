@@ -28,6 +28,12 @@ def _as_tensor(x):
 
 
 class Direction:
+    """A latent direction: `vector` [D] in Z or W (optionally moving only W+ layers `layers` =
+    (start, stop)), or [L, D] in W+, with the generator hash it was made for. Algebra (+, -, *,
+    dot, project, orthogonal_to, normalized), `apply(latents, strength)` and `latents + s * d`;
+    mixing spaces or generators raises InputError. Load with `Direction.load(name or path)` or,
+    checked against a generator once, `model.direction(name)`."""
+
     __array_ufunc__ = None  # `ndarray + direction` defers to Direction.__radd__
 
     def __init__(self, vector, space="w", layers=None, num_ws=None, generator=None, name=None, provenance=None):
@@ -74,8 +80,9 @@ class Direction:
         gen = self.generator[:12] if self.generator else "any generator"
         return f"Direction({self.name or 'unnamed'}: {self.space or '?'}{where}, |v|={self.norm():.4g}, {gen})"
 
-    def check(self, G=None, space=None):
-        """Raises InputError if the direction was made for another generator or latent space."""
+    def check(self, G=None, space=None, generator_hash=None):
+        """Raises InputError if the direction was made for another generator or latent space.
+        generator_hash: G's hash when the caller has it (a Model computes it once)."""
         if space is not None and self.space is not None and _family(space) != _family(self.space):
             raise InputError(f"direction {self.name or '(unnamed)'} lives in {self.space.upper()}, the latents in "
                              f"{space.upper()}; make (or load) a direction for {space.upper()}")
@@ -83,9 +90,11 @@ class Direction:
             if self.dim != G.w_dim:
                 raise InputError(f"direction has {self.dim} dims, the generator's latents {G.w_dim}")
             if self.generator is not None:
-                from latentedit.formats.directions import generator_hash
+                if generator_hash is None:
+                    from latentedit.formats.directions import generator_hash as hash_of
 
-                if generator_hash(G) != self.generator:
+                    generator_hash = hash_of(G)
+                if generator_hash != self.generator:
                     raise InputError(f"direction {self.name or '(unnamed)'} was made for another generator "
                                      f"(hash {self.generator[:12]}...); train or discover it for this one")
             if self.num_ws is not None and self.num_ws != G.num_ws:

@@ -138,7 +138,7 @@ class DiscreteSynthesizer:
         return resize(t, self.fusion.cfg.resolution)
 
     @classmethod
-    def load(cls, kind, normal=False, bundle=None, template=None, G=None):
+    def load(cls, kind, normal=False, bundle=None, template=None, G=None, generator_hash=None):
         """The synthesizer for `kind` (mask | glasses [normal] | frame_glasses | sunglasses) from a
         bundle folder (default: the bundled default); `template` overrides the bundled template
         (an image path or a [3, H, W] tensor in [-1, 1]); `G` a generator already loaded."""
@@ -151,9 +151,11 @@ class DiscreteSynthesizer:
         G = G if G is not None else load_generator(bundle)
         net, settings = read_offset_network(bundle, kind)
         if settings.get("generator"):
-            from latentedit.formats.directions import generator_hash
+            if generator_hash is None:
+                from latentedit.formats.directions import generator_hash as hash_of
 
-            if generator_hash(G) != settings["generator"]:
+                generator_hash = hash_of(G)
+            if generator_hash != settings["generator"]:
                 raise InputError(f"the {kind} offset network in {bundle} was trained through another generator; "
                                  "train one for this generator with `latentedit train offset`")
         face3d = load_evaluators(bundle, ["face3d"])["face3d"]

@@ -1,7 +1,7 @@
 """Projection (GAN inversion by optimisation): find W / W+ codes (and optionally per-layer noise)
 whose images reconstruct given target images.
 
-    result = project(G, targets, space="w+", steps=300, perceptual=clf.features, identity=embedder)
+    result = project(G, targets, space="w+", steps=300, perceptual=lpips, identity=arcface)
     result.codes     # [N, num_ws, w_dim] (space "w+") or [N, w_dim] (space "w")
     result.history   # {"total": [steps, N], "pixel": ..., ...} per-sample losses at each step
 
@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from latentedit.edit.imaging import resize_antialiased
+from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
 from latentedit.errors import InputError
 
 SPACES = ("w", "w+")
@@ -48,8 +49,7 @@ class ProjectionResult:
 def noise_layers(G):
     """The synthesis layers that take a noise map, in the order the synthesis network runs them."""
     layers = []
-    for res in G.synthesis.block_resolutions:
-        block = getattr(G.synthesis, f"b{res}")
+    for block in G.synthesis.blocks():
         layers += [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
     return layers
 
@@ -59,8 +59,6 @@ def synthesize_with_noise(G, ws, noises=None):
     noise maps [N, 1, r, r] per noise layer, scaled by each layer's noise_strength); noises=None
     uses the generator's constant noise (as noise_mode="const"). Non-fused convolutions
     throughout: one shared conv per batch, so each sample's maths is the same at any batch size."""
-    synthesis = G.synthesis
-    blocks = [getattr(synthesis, f"b{res}") for res in synthesis.block_resolutions]
     layers = noise_layers(G)
     if noises is None:
         scaled = [layer.scaled_noise(ws.shape[0], "const") for layer in layers]
@@ -68,15 +66,11 @@ def synthesize_with_noise(G, ws, noises=None):
         if len(noises) != len(layers):
             raise InputError(f"expected {len(layers)} noise maps, got {len(noises)}")
         scaled = [n * layer.noise_strength for n, layer in zip(noises, layers)]
-    x = img = None
-    w_idx = k = 0
-    for block in blocks:
-        block_noises = scaled[k:k + block.num_conv]
+    per_block, k = [], 0
+    for block in G.synthesis.blocks():
+        per_block.append(scaled[k:k + block.num_conv])
         k += block.num_conv
-        block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-        x, img = block.forward_fast(x, img, block_ws, block_noises, False, torch.float32)
-        w_idx += block.num_conv
-    return img.contiguous()
+    return G.synthesis.run_fast(ws, per_block, False, torch.float32)
 
 
 def noise_regularizer(noises):
@@ -113,24 +107,8 @@ def w_stats(G, samples=2000, seed=123):
     """Spread of the generator's W distribution: sqrt(E ||w - mean||^2) over `samples` codes."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn([samples, G.z_dim], generator=g).to(G.w_avg.device)
-    w = G.mapping(z, 1.0, update_w_avg=False)[:, 0]
+    w = G.mapping(z, update_w_avg=False)[:, 0]
     return float((w - w.mean(0)).square().sum(1).mean().sqrt())
-
-
-def evaluator_losses(evaluators):
-    """(perceptual, identity) callables from {"attributes": AttributeClassifier, "identity":
-    IdentityEmbedder} (either may be missing -> None); images are resized to each network's input
-    size. Perceptual = the attribute classifier's feature vector; identity = the unit embedding."""
-    evaluators = evaluators or {}
-    clf, emb = evaluators.get("attributes"), evaluators.get("identity")
-
-    def perceptual(x):
-        return clf.features(resize_antialiased(x, clf.cfg.image_size))
-
-    def identity(x):
-        return emb(resize_antialiased(x, emb.cfg.image_size))
-
-    return (perceptual if clf is not None else None), (identity if emb is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,15 +138,18 @@ def _init_codes(G, init, n, space):
 
 
 def project(G, images, space="w+", steps=300, init=None, optimize_noise=False, *,
-            perceptual: Optional[Callable] = None, identity: Optional[Callable] = None,
+            perceptual=None, identity=None,
             pixel_weight=1.0, perceptual_weight=1.0, identity_weight=0.5, noise_weight=1e5,
             lr=0.1, lr_rampup=0.05, lr_rampdown=0.25, initial_noise_factor=0.05, noise_ramp=0.75,
             seed=0, progress: Optional[Callable] = None, w_std=None) -> ProjectionResult:
     """Optimises codes so that G(codes) reconstructs `images` [N, 3, R, R] in [-1, 1].
 
-    Loss per sample: pixel_weight * MSE + perceptual_weight * ||f(x) - f(y)||^2 / ||f(y)||^2 (f =
-    `perceptual`, e.g. the attribute classifier's features) + identity_weight * (1 - cos(e(x), e(y)))
-    (e = `identity`, unit embeddings) [+ noise_weight * the noise regulariser when optimize_noise].
+    Loss per sample: pixel_weight * MSE + perceptual_weight * perceptual distance + identity_weight *
+    (1 - cos(e(x), e(y))) [+ noise_weight * the noise regulariser when optimize_noise].
+    perceptual / identity: networks of the loss protocol (latentedit.edit.losses), paths to them, or
+    None. The perceptual distance of LPIPS is the plain LPIPS distance, as NVlabs' projector uses it;
+    for other feature networks (the attribute classifier) it is ||f(x) - f(y)||^2 / ||f(y)||^2,
+    relative to the target's features, whose scale is not calibrated.
     init: None (start from G.w_avg) or codes [N, w_dim] / [N, num_ws, w_dim] (e.g. an encoder's).
     seed: an int (every sample's generator) or one seed per sample. progress(step, steps, losses [N])
     is called after every step. Returns the final codes (without exploration noise), the per-step
@@ -195,9 +176,11 @@ def project(G, images, space="w+", steps=300, init=None, optimize_noise=False, *
     def randn(shape):  # one draw per sample from its own generator -> [N, *shape]
         return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
 
+    perceptual = perceptual_loss(perceptual, device) if perceptual_weight else None
+    identity = identity_loss(identity, device) if identity_weight else None
     with torch.no_grad():
-        target_f = perceptual(target) if perceptual is not None and perceptual_weight else None
-        target_e = identity(target) if identity is not None and identity_weight else None
+        target_f = perceptual.features(target) if perceptual is not None else None
+        target_e = identity.embed(target) if identity is not None else None
     if initial_noise_factor > 0 and w_std is None:
         w_std = w_stats(G)
 
@@ -226,12 +209,10 @@ def project(G, images, space="w+", steps=300, init=None, optimize_noise=False, *
         parts = {"pixel": (x - target).square().mean((1, 2, 3))}
         loss = pixel_weight * parts["pixel"]
         if target_f is not None:
-            f = perceptual(x)
-            dims = tuple(range(1, f.ndim))
-            parts["perceptual"] = (f - target_f).square().sum(dims) / target_f.square().sum(dims).clamp_min(1e-8)
+            parts["perceptual"] = perceptual.distance(perceptual.features(x), target_f)
             loss = loss + perceptual_weight * parts["perceptual"]
         if target_e is not None:
-            parts["identity"] = 1 - F.cosine_similarity(identity(x).flatten(1), target_e.flatten(1), dim=1)
+            parts["identity"] = identity.distance(identity.embed(x), target_e)
             loss = loss + identity_weight * parts["identity"]
         if optimize_noise:
             parts["noise"] = noise_regularizer(noises)
@@ -265,10 +246,11 @@ def reconstruct(G, codes, noises=None):
 # Encoder
 
 
-def load_encoder(path, G=None):
-    """The encoder of bundle folder `path` (eval mode). InputError when `path` is not a bundle or
-    holds no encoder, or (G given) when its codes do not fit G or it was trained through another
-    generator (the provenance `latentedit train encoder` writes names the generator's hash)."""
+def load_encoder(path, G=None, generator_hash=None):
+    """The encoder of bundle folder `path` (eval mode), or of an e4e / pSp / ReStyle checkpoint file
+    (formats/psp.py; a ReStyle one refines through G). InputError when `path` is neither or holds no
+    encoder, or (G given) when its codes do not fit G or it was trained through another generator
+    (the provenance `latentedit train encoder` writes names the generator's hash)."""
     from pathlib import Path
 
     from latentedit.formats import bundle
@@ -276,7 +258,14 @@ def load_encoder(path, G=None):
 
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: no such encoder bundle folder")
+        raise InputError(f"{path}: no such encoder bundle folder or checkpoint file")
+    if path.is_file():
+        from latentedit.formats.psp import load_psp_encoder
+
+        encoder = load_psp_encoder(path, G=G, device=G.w_avg.device if G is not None else "cpu")
+        if G is not None:
+            _check_fits(getattr(encoder, "encoder", encoder), G)
+        return encoder
     if not has_encoder(path):
         what = "" if bundle.is_bundle(path) else " is not a bundle folder, so it"
         raise InputError(f"{path}{what} has no encoder; train one with `latentedit train encoder` "
@@ -287,9 +276,11 @@ def load_encoder(path, G=None):
         trained_for = bundle.read_manifest(path).get("provenance", {}).get("encoder", {})
         trained_for = trained_for.get("generator") if isinstance(trained_for, dict) else None
         if trained_for:
-            from latentedit.formats.directions import generator_hash
+            if generator_hash is None:
+                from latentedit.formats.directions import generator_hash as hash_of
 
-            if generator_hash(G) != trained_for:
+                generator_hash = hash_of(G)
+            if generator_hash != trained_for:
                 raise InputError(f"the encoder in {path} was trained through another generator; "
                                  "train one for this generator with `latentedit train encoder`")
     return encoder
@@ -347,7 +338,8 @@ def to_w(codes, encoder=None):
 
 
 def invert(images, mode="project", G=None, evaluators=None, encoder=None, space="w+", steps=300, seed=0,
-           optimize_noise=False, progress=None, return_result=False, **loss_options):
+           optimize_noise=False, progress=None, return_result=False, perceptual=None, identity=None,
+           **loss_options):
     """Latent codes for `images`: a tensor [N, 3, R, R] in [-1, 1], or image paths / a folder
     (read with `latentedit.formats.image_input.read_images`, resized / centre-cropped to G's size).
 
@@ -355,11 +347,14 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     "hybrid" (optimise from the encoder's codes: `steps` of projection initialised with them, with
     HYBRID_DEFAULTS unless loss_options set them).
     G: a Generator, a model path (bundle folder, rosinality .pt, NVlabs .pkl) or None for the
-    bundled default. encoder: an `Encoder`, a bundle folder holding one, any callable images
+    bundled default (or, with encoder an e4e / pSp / ReStyle checkpoint file, that file's generator).
+    encoder: an `Encoder`, a bundle folder holding one or such a checkpoint file, any callable images
     [N, 3, R, R] -> codes [N, w_dim] / [N, num_ws, w_dim], or None: the encoder of G's bundle
     (G given as a path or None); an InputError says when there is none.
-    evaluators: {"attributes": ..., "identity": ...} for the perceptual and identity losses (pixel
-    loss alone without them). space "w" with a W+ encoder: see `to_w` (layer 0 for a mode-"w" or
+    perceptual / identity: the networks of those losses (latentedit.edit.losses: e.g. LPIPS or
+    "vgg16-397923af.pth:vgg", ArcFace or "model_ir_se50.pth"); evaluators: {"attributes": ...,
+    "identity": ...}, the same from a bundle, used where perceptual / identity are None (pixel loss
+    alone without any). space "w" with a W+ encoder: see `to_w` (layer 0 for a mode-"w" or
     stage-0 encoder, else the mean over the layers).
     Returns codes [N, num_ws, w_dim] (w+) or [N, w_dim] (w); or, with return_result=True, a
     ProjectionResult (mode encoder: empty history; hybrid: extra["init"] holds the encoder codes).
@@ -371,11 +366,19 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     if space not in SPACES:
         raise InputError(f"space must be one of {SPACES}, got {space!r}")
     model_path = None
+    if G is None and isinstance(encoder, (str, Path)) and Path(encoder).is_file():
+        G = encoder  # an e4e / pSp / ReStyle checkpoint holds its generator
     if G is None or isinstance(G, (str, Path)):
         from latentedit.formats import DEFAULT_BUNDLE, load_generator
 
         model_path = Path(G) if G is not None else DEFAULT_BUNDLE
         G = load_generator(model_path)
+    losses = None
+    if mode != "encoder":  # checked (and files read) before any image is
+        device = G.w_avg.device
+        from_bundle = evaluator_losses(evaluators)
+        losses = (perceptual_loss(perceptual, device) or from_bundle[0],
+                  identity_loss(identity, device) or from_bundle[1])
     if mode in ("encoder", "hybrid"):
         if encoder is None and model_path is None:
             raise InputError(f"mode {mode!r} needs an encoder: pass encoder=... (an Encoder or a bundle folder "
@@ -403,11 +406,10 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
             if return_result:
                 return ProjectionResult(codes=init, history={}, space=space, extra={"mode": mode})
             return init
-    perceptual, identity = evaluator_losses(evaluators)
     if mode == "hybrid":
         loss_options = {**HYBRID_DEFAULTS, **loss_options}
     result = project(G, images, space=space, steps=steps, init=init, optimize_noise=optimize_noise,
-                     perceptual=perceptual, identity=identity, seed=seed, progress=progress, **loss_options)
+                     perceptual=losses[0], identity=losses[1], seed=seed, progress=progress, **loss_options)
     result.extra["mode"] = mode
     if init is not None:
         result.extra["init"] = init

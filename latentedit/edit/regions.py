@@ -14,6 +14,7 @@ Everything here reads the synthesis blocks' outputs through forward hooks on the
 computed from the generator only; the face parser is used to *name* clusters (and to evaluate),
 never to compute a mask.
 """
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -473,24 +474,39 @@ def component_clusters(G, n_samples=64, k=64, layer_res=(32, 64), seed=0, trunca
     return model
 
 
-def default_components(G):
+def default_components(G, parser=None):
     """The components of G (component_clusters defaults; blocks 32 and 64 px where G has them)
-    named with the bundled face parser, fitted once (about 10 s on one CPU thread at 64 px) and
-    cached on G until its weights change."""
+    named with `parser` (default: the bundled face parser), fitted once (about 10 s on one CPU
+    thread at 64 px) and cached per generator and parser until G's weights change.
+    `Model.components()` passes the model's own parser."""
     first = next(G.synthesis.parameters())
-    key = (first.data_ptr(), first._version)
-    hit = getattr(G, "_default_components", None)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    from latentedit.formats import DEFAULT_BUNDLE
-    from latentedit.formats.evaluators import load_evaluators
+    key = (first.data_ptr(), _version_of(first))
+    hit = _COMPONENTS.get(G)
+    if hit is not None and key[1] is not None and hit[0] == key and hit[1] is parser:
+        return hit[2]
+    given = parser
+    if parser is None:
+        from latentedit.formats import DEFAULT_BUNDLE
+        from latentedit.formats.evaluators import load_evaluators
 
-    parser = load_evaluators(DEFAULT_BUNDLE, names=["parser"])["parser"].to(first.device)
+        parser = load_evaluators(DEFAULT_BUNDLE, names=["parser"])["parser"].to(first.device)
     blocks = G.synthesis.block_resolutions
     res = tuple(r for r in (32, 64) if r in blocks) or (blocks[-1],)
     model = component_clusters(G, layer_res=res, parser=parser)
-    G._default_components = (key, model)
+    _COMPONENTS[G] = (key, given, model)
     return model
+
+
+_COMPONENTS = weakref.WeakKeyDictionary()  # G -> ((weights' address, version), parser given, components)
+
+
+def _version_of(t):
+    """A tensor's in-place version counter; None for inference tensors, which keep none (then
+    nothing is cached: an in-place change could not be seen)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 def _split_side(eyes, nose, left_on_image_left, want_left):

@@ -1,4 +1,5 @@
-"""Every model file format in and out: our bundles, rosinality .pt, NVlabs .pkl.
+"""Every model file format in and out: our bundles, rosinality .pt, NVlabs .pkl (and the decoder
+of an e4e / pSp / ReStyle checkpoint, a rosinality generator).
 
 `load_networks(path)` detects the format and returns our modules; `save_networks(nets, dst)`
 writes a bundle folder or a rosinality-layout .pt. Architecture is read from the file; what a
@@ -11,13 +12,13 @@ from pathlib import Path
 import torch
 
 from latentedit.errors import FormatError, UnsafeFileError
-from latentedit.formats import bundle, nvlabs, rosinality
+from latentedit.formats import bundle, nvlabs, psp, rosinality
 from latentedit.formats.atomic import atomic_path
 from latentedit.formats.safe_pickle import restricted_load
 from latentedit.formats.weights import load_weights
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
-FORMATS = ("bundle", "rosinality", "nvlabs")
+FORMATS = ("bundle", "rosinality", "nvlabs", "psp")
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
 W_AVG_SAMPLES = 10_000  # rosinality files without latent_avg: estimate w_avg from this many z (fixed seed)
 
@@ -79,6 +80,18 @@ def _load_rosinality(path, ckpt, overrides):
     return nets
 
 
+def _load_psp(path, ckpt, overrides):
+    """The generator of an e4e / pSp / ReStyle checkpoint: its decoder.*, latent_avg as w_avg."""
+    nets = Networks("psp", str(path))
+    cfg, sd, avg = psp.decoder_from_checkpoint(ckpt, str(path))
+    nets.G = _build(Generator, GeneratorConfig, cfg, sd, f"{path} [decoder]", overrides)
+    if avg is None:
+        nets.G.mapping.w_avg.copy_(_estimate_w_avg(nets.G))
+    nets.info["w_avg"] = "stored (latent_avg)" if avg is not None else f"estimated from {W_AVG_SAMPLES} z"
+    nets.info["encoder_type"] = psp.options(ckpt).get("encoder_type")
+    return nets
+
+
 def _load_nvlabs(path, data, overrides):
     nets = Networks("nvlabs", str(path))
     g_key = "G_ema" if isinstance(data.get("G_ema"), nvlabs.PersistentObject) else "G"
@@ -128,6 +141,8 @@ def load_networks(path, overrides=None):
             return _load_nvlabs(path, data, overrides)
         # Not a network pickle: perhaps a legacy torch.save file; that loader is weights-only too.
     ckpt = rosinality.load_pt(path)
+    if psp.is_psp_checkpoint(ckpt):
+        return _load_psp(path, ckpt, overrides)
     if not rosinality.is_rosinality(ckpt):
         keys = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise FormatError(f"{path}: a torch file, but not a rosinality StyleGAN2 checkpoint (found {keys})")
@@ -135,8 +150,8 @@ def load_networks(path, overrides=None):
 
 
 def load_generator(path=None, device="cpu", overrides=None):
-    """The generator from `path` (bundle folder, rosinality .pt, NVlabs .pkl); the bundled default
-    when path is None."""
+    """The generator from `path` (bundle folder, rosinality .pt, NVlabs .pkl, or an e4e / pSp /
+    ReStyle checkpoint's decoder); the bundled default when path is None."""
     if path is None:
         if not bundle.is_bundle(DEFAULT_BUNDLE):
             raise FormatError("no bundled default model is installed; pass a model path")

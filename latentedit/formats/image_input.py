@@ -41,10 +41,16 @@ def list_images(paths):
     return out
 
 
-def open_rgb(path, upright=False):
-    """One image file -> a PIL RGB image at its own size (first frame, transparency flattened onto
-    white; `upright`: turned as its EXIF orientation says, as a phone photo is shown); FormatError
-    naming a file that is not a readable image."""
+ALPHA_MODES = ("white", "drop")
+
+
+def open_rgb(path, alpha="white", upright=False):
+    """One image file -> a PIL RGB image at its own size (first frame). alpha: "white" flattens
+    transparent pixels onto white; "drop" discards the alpha channel and keeps the colours stored
+    under it (what PIL's convert("RGB") and cv2.imread do). upright: turned as its EXIF
+    orientation says, as a phone photo is shown. FormatError naming an unreadable file."""
+    if alpha not in ALPHA_MODES:
+        raise InputError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -53,7 +59,7 @@ def open_rgb(path, upright=False):
                 im = ImageOps.exif_transpose(im)
             if getattr(im, "n_frames", 1) > 1:
                 warnings.warn(f"{path}: has {im.n_frames} frames; using the first", stacklevel=3)
-            if "A" in im.getbands() or im.mode == "P":
+            if alpha == "white" and ("A" in im.getbands() or im.mode == "P"):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))  # flatten onto white
                 im = Image.alpha_composite(bg, im)
@@ -62,10 +68,11 @@ def open_rgb(path, upright=False):
         raise FormatError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
-def read_image(path, resolution):
-    """One image file -> uint8 array [R, R, 3] (RGB), centre-cropped / resized with a warning."""
+def read_image(path, resolution, alpha="white"):
+    """One image file -> uint8 array [R, R, 3] (RGB), centre-cropped / resized with a warning
+    (alpha: see `open_rgb`)."""
     path = Path(path)
-    im = open_rgb(path)
+    im = open_rgb(path, alpha)
     w, h = im.size
     changes = []
     if w != h:

@@ -14,6 +14,15 @@ def to_uint8(images):
     return x.permute(0, 2, 3, 1).numpy()
 
 
+def to_uint8_stretched(images):
+    """[N, C, H, W] -> uint8 [N, H, W, C], each image stretched by its own min / max first, as
+    torchvision's save_image(normalize=True) writes one image (SD-GAN's test.py output)."""
+    x = images.detach().float().cpu()
+    lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+    x = (x - lo) / (hi - lo).clamp(min=1e-5)
+    return (x * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def tile(arrays, cols, scale=1, pad=0):
     """uint8 [N, H, W, C] -> one contact sheet of `cols` columns, each tile upscaled by `scale`
     (nearest) and separated by `pad` white pixels."""

@@ -19,6 +19,32 @@ from latentedit.errors import FormatError
 from latentedit.formats.atomic import write_bytes, write_text
 
 _INDEX = re.compile(r"0|[1-9][0-9]*")
+MAX_NPY_BYTES = 8 << 30  # 8 GiB: millions of W+ codes; a header claiming more is refused unread
+
+
+def _check_npy_header(path):
+    """Refuses, before np.load allocates anything, an .npy whose header claims more data than the
+    file holds or than MAX_NPY_BYTES (a 40-byte file can claim 10^12 x 512 floats)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = f.tell()
+    except (ValueError, OSError, EOFError) as e:
+        raise FormatError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > MAX_NPY_BYTES:
+        raise FormatError(f"{path}: its header claims shape {list(shape)} ({claimed / 2 ** 30:.3g} GiB; "
+                          f"at most {MAX_NPY_BYTES >> 30} GiB)")
+    present = path.stat().st_size - offset
+    if claimed > present:
+        raise FormatError(f"{path}: truncated: its header claims shape {list(shape)} ({claimed} bytes), "
+                          f"the file holds {present}")
 
 
 def _is_number(v):
@@ -91,6 +117,7 @@ def read_latents(path, w_dim=None, num_ws=None):
     if not path.is_file():
         raise FormatError(f"{path}: no such latent file")
     if path.suffix == ".npy":
+        _check_npy_header(path)
         try:
             w = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:

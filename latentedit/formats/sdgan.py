@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from latentedit.errors import FormatError
+from latentedit.errors import FormatError, InputError
 from latentedit.formats.torch_file import load_torch_file
 from latentedit.models.fusion import FusionConfig, FusionNet
 
@@ -177,8 +177,9 @@ def write_offset_network(path, kind, net, template, normal, intercept, distance,
                                keep_fp32=(PRIOR_NORMAL,))
 
 
-def read_template(source, resolution):
-    """A template image -> [3, R, R] in [-1, 1]; source: a path, or (bundle folder, path inside it)."""
+def read_template(source, resolution, alpha="white"):
+    """A template image -> [3, R, R] in [-1, 1]; source: a path, or (bundle folder, path inside it).
+    alpha: how transparent pixels are read (`latentedit.formats.image_input.read_image`)."""
     from latentedit.formats.image_input import read_image, to_tensor
 
     if isinstance(source, tuple):
@@ -189,4 +190,126 @@ def read_template(source, resolution):
     source = Path(source)
     if not source.is_file():
         raise FormatError(f"{source}: no such template image")
-    return to_tensor([read_image(source, resolution)])[0]
+    return to_tensor([read_image(source, resolution, alpha)])[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# SD-GAN's released set converted into one bundle: network "sdgan_<kind>" (kind "sdgan-fusion")
+# holds a released fusion checkpoint's weights; its config the FusionConfig ("net"), the template
+# PNGs copied byte for byte into templates/<kind>/ and how to read them, and test.py's settings
+# (truncation, mean latent). The unsup3d encoder is the bundle's "face3d" evaluator, configured as
+# SD-GAN's Demo runs it (`Face3DConfig.sdgan_demo()`). SD-GAN ships no boundary, so these networks
+# carry no prior: priors come from interface files.
+
+SDGAN_PREFIX = "sdgan_"
+# our kind -> (names a user may give it on the command line, SD-GAN's template folder)
+SDGAN_KINDS = {"mask": (("mask",), "mask"), "sunglasses": (("sunglasses", "glasses"), "glasses"),
+               "frame_glasses": (("frame_glasses",), "frame_glasses")}
+# SD-GAN's data loader read the RGBA templates with a 3-channel transform, which needs the alpha
+# channel gone: PIL's convert("RGB") and cv2.imread both drop it and keep the colours under it.
+TEMPLATE_ALPHA = "drop"
+
+
+def sdgan_kind(name):
+    """A command-line kind name (mask | sunglasses | glasses | frame_glasses) -> our kind."""
+    for kind, (names, _) in SDGAN_KINDS.items():
+        if name in names:
+            return kind
+    known = sorted(n for names, _ in SDGAN_KINDS.values() for n in names)
+    raise InputError(f"unknown SD-GAN kind {name!r} (known: {', '.join(known)})")
+
+
+def sdgan_kinds(path):
+    """The kinds a bundle folder holds SD-GAN fusion networks for (empty for other paths)."""
+    from latentedit.formats import bundle
+
+    if not bundle.is_bundle(path):
+        return []
+    return sorted(n[len(SDGAN_PREFIX):] for n in bundle.read_manifest(path)["networks"] if n.startswith(SDGAN_PREFIX))
+
+
+def template_files(folder):
+    """The template images of one of SD-GAN's template folders (or a single image file), sorted."""
+    from latentedit.formats.image_input import list_images
+
+    return list_images(Path(folder))
+
+
+def write_sdgan_network(path, kind, net, templates, source=None, truncation=0.5, mean_latent="latent_avg",
+                        mean_samples=4096):
+    """Writes the fusion network for `kind` and copies its template files into bundle `path`."""
+    from dataclasses import asdict
+
+    from latentedit.formats import bundle
+    from latentedit.formats.atomic import write_bytes
+
+    path = Path(path)
+    rels = []
+    for i, file in enumerate(templates):
+        rel = f"templates/{kind}/{i:02d}_{Path(file).name}"
+        write_bytes(path / rel, Path(file).read_bytes())
+        rels.append(rel)
+    config = {"net": asdict(net.cfg), "accessory": kind, "templates": rels, "template_alpha": TEMPLATE_ALPHA,
+              "truncation": float(truncation), "mean_latent": mean_latent, "mean_samples": int(mean_samples),
+              "source": None if source is None else str(source)}
+    return bundle.write_bundle(path, {SDGAN_PREFIX + kind: ("sdgan-fusion", config, net.state_dict())}, merge=True)
+
+
+def read_sdgan_network(path, kind):
+    """-> (FusionNet in eval mode, settings {"templates": [K, 3, R, R], "truncation", "mean_latent",
+    "mean_samples", "template_files"})."""
+    from latentedit.formats import bundle
+    from latentedit.formats.weights import load_weights
+
+    path = Path(path)
+    name = SDGAN_PREFIX + kind
+    manifest = bundle.read_manifest(path)
+    if name not in manifest["networks"]:
+        have = sdgan_kinds(path) or "none"
+        raise FormatError(f"{path}: bundle has no SD-GAN fusion network for {kind!r} (has {have}); "
+                          "add one with `latentedit convert ... --sdgan-fusion KIND=PATH`")
+    entry, sd = bundle.read_network(path, name)
+    cfg = entry.get("config", {})
+    try:
+        net_cfg = FusionConfig(**cfg["net"])
+        settings = {"truncation": float(cfg["truncation"]), "mean_latent": str(cfg["mean_latent"]),
+                    "mean_samples": int(cfg["mean_samples"]), "template_files": [str(r) for r in cfg["templates"]],
+                    "template_alpha": str(cfg.get("template_alpha", TEMPLATE_ALPHA))}
+    except (KeyError, TypeError, ValueError) as e:
+        raise FormatError(f"{path} [{name}]: bad SD-GAN network config ({type(e).__name__}: {e})") from None
+    if not settings["template_files"]:
+        raise FormatError(f"{path} [{name}]: lists no template images")
+    settings["templates"] = torch.stack([read_template((path, rel), net_cfg.resolution, settings["template_alpha"])
+                                         for rel in settings["template_files"]])
+    return load_weights(FusionNet(net_cfg), sd, f"{path} [{name}]").eval(), settings
+
+
+def convert_sdgan_release(dst, unsup3d, fusions, templates):
+    """Adds SD-GAN's released parts to bundle folder `dst` (which holds the converted generator):
+    the unsup3d checkpoint as "face3d" (run as SD-GAN's Demo), and per {kind name: fusion
+    checkpoint} the network with the images of templates/<SD-GAN's folder for the kind>/."""
+    from latentedit.formats import load_generator
+    from latentedit.formats.evaluators import add_evaluators
+    from latentedit.formats.unsup3d import config_from_state, face3d_from_state, read_checkpoint
+    from latentedit.models.face3d import Face3DConfig
+
+    G = load_generator(dst)
+    ckpt = read_checkpoint(unsup3d)
+    sizes = config_from_state(ckpt, str(unsup3d))
+    cfg = Face3DConfig.sdgan_demo()
+    cfg.nf, cfg.zdim, cfg.nf_encoder = sizes.nf, sizes.zdim, sizes.nf_encoder
+    add_evaluators(dst, {"face3d": face3d_from_state(ckpt, str(unsup3d), cfg)},
+                   provenance={"face3d": {"converted_from": str(unsup3d), "as": "SD-GAN's unsup3d Demo"}})
+    written = []
+    for name, file in fusions.items():
+        kind = sdgan_kind(name)
+        folder = Path(templates) / SDGAN_KINDS[kind][1]
+        if not folder.is_dir():
+            raise InputError(f"{templates}: no template folder {SDGAN_KINDS[kind][1]}/ for {kind}")
+        _, net = load_sdgan_fusion(file)
+        if (net.cfg.num_ws, net.cfg.w_dim) != (G.num_ws, G.w_dim):
+            raise InputError(f"{file}: predicts {net.cfg.num_ws} x {net.cfg.w_dim} offsets, the generator in {dst} "
+                             f"has {G.num_ws} x {G.w_dim} W+ codes")
+        write_sdgan_network(dst, kind, net, template_files(folder), source=file)
+        written.append(kind)
+    return written

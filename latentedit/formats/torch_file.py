@@ -18,6 +18,9 @@ def load_torch_file(path, safe_globals=()):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing anyway
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError / RuntimeError / EOFError ... for foreign files
-        reason = "it holds objects outside the allow-list" if "Unsupported global" in str(e) else \
+        # torch's words for a global it would not load ("Unsupported global"; "unsupported GLOBAL" for
+        # blocked modules such as os / posix; the old format's reduce / build refusals)
+        refused = ("unsupported global", "trying to call reduce", "can only build", "can only create new object")
+        reason = "it holds objects outside the allow-list" if any(r in str(e).lower() for r in refused) else \
             f"corrupt or truncated: {type(e).__name__}"
         raise FormatError(f"{path}: not a loadable weights-only torch file ({reason})") from None

@@ -2,6 +2,9 @@
 perhaps `netC`, optimizer states, `epoch`) -> a `Face3D` module.
 
 Read with `torch.load(weights_only=True)`: tensors, dicts, lists and numbers only, never code.
+unsup3d's trainer also saves its `unsup3d.meters.MetricsTrace` (a class holding a dict of loss
+curves); that one name is allow-listed as `MetricsTrace` below, an inert stand-in that keeps the
+plain data and runs nothing of unsup3d's. Old (pre-zip) torch files load the same way.
 The architecture sizes (nf, zdim, encoder nf) are read from the weight shapes; the decoding
 ranges are unsup3d's defaults (`Face3DConfig.unsup3d()`).
 """
@@ -15,10 +18,24 @@ from latentedit.models.face3d import Face3D, Face3DConfig
 NETS = ("netD", "netA", "netL", "netV")
 
 
+class MetricsTrace:
+    """Stands in for unsup3d.meters.MetricsTrace when unpickling: data only (`data`, the loss
+    curves {split: [{metric: value}]}); any other state in the file is dropped."""
+
+    def __setstate__(self, state):
+        self.data = state.get("data") if isinstance(state, dict) else None
+
+    def __repr__(self):
+        return f"MetricsTrace({sorted(self.data) if isinstance(self.data, dict) else None})"
+
+
+TRAINER_GLOBALS = [(MetricsTrace, "unsup3d.meters.MetricsTrace")]
+
+
 def read_checkpoint(path):
-    """The checkpoint dict, loaded weights-only."""
+    """The checkpoint dict, loaded weights-only (unsup3d's metrics trace allowed as data)."""
     path = Path(path)
-    ckpt = load_torch_file(path)
+    ckpt = load_torch_file(path, TRAINER_GLOBALS)
     if not isinstance(ckpt, dict):
         raise FormatError(f"{path}: expected a dict of state dicts, found {type(ckpt).__name__}")
     return ckpt

@@ -1,4 +1,4 @@
-"""Per-image reconstruction metrics for images in [-1, 1]: PSNR and SSIM, one value per sample."""
+"""Per-image metrics for images in [-1, 1], one value per sample: PSNR, SSIM, identity similarity."""
 import torch
 import torch.nn.functional as F
 
@@ -32,3 +32,14 @@ def ssim(a, b, window=11, sigma=1.5):
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.mean(dim=(1, 2, 3))
+
+
+@torch.no_grad()
+def identity_similarity(a, b, net):
+    """Cosine [N] of the identity embeddings of images a and b [N, 3, H, W] in [-1, 1] (clamped):
+    `net` is any identity network of the loss protocol (latentedit.edit.losses): the identity
+    embedder, ArcFace IR-SE-50, or a path to model_ir_se50.pth."""
+    from latentedit.edit.losses import identity_loss
+
+    loss = identity_loss(net, a.device)
+    return 1 - loss.distance(loss.embed(a.clamp(-1, 1)), loss.embed(b.clamp(-1, 1)))

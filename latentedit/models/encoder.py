@@ -6,9 +6,8 @@
 
 Architecture (re-implemented from the pSp and e4e papers' descriptions):
 
-- backbone: a 3x3 stem at full resolution, then `len(widths)` stages of IR-SE residual blocks
-  (BN, 3x3 conv, PReLU, 3x3 conv with the stage's stride 2 in the first block, BN, squeeze-and-
-  excitation; shortcut: 1x1 conv + BN when the width changes, else 1x1-subsampling);
+- backbone: models/irse.py's trunk: a 3x3 stem at full resolution, then `len(widths)` stages of
+  IR-SE residual blocks (stride 2 in each stage's first block);
 - feature pyramid: the outputs of the last three stages (fine, medium, coarse from the finest to
   the coarsest map), each through a lateral 1x1 conv to `fpn_width`, merged top-down (coarse map
   upsampled and added to the medium lateral, that upsampled and added to the fine lateral);
@@ -19,7 +18,10 @@ Architecture (re-implemented from the pSp and e4e papers' descriptions):
 - output as e4e: head 0 gives the base code w0, head i > 0 the offset delta_i of layer i, and
   codes[:, i] = w_avg + w0 + delta_i (delta_0 = 0). Only the deltas of layers 1..progressive_stage
   are computed (e4e's progressive training), the others are 0; mode "w" has head 0 only, so every
-  layer gets the same code.
+  layer gets the same code; mode "w+independent" is pSp's: codes[:, i] = w_avg + head_i.
+
+The released pSp / e4e / ReStyle checkpoints load into this class (formats/psp.py): their layout
+is expressible with the config's input_channels, style_slope, fpn_align_corners, coarse_lateral.
 
 The heads' last linear layers start small (`init_scale`), so an untrained encoder returns codes
 near `w_avg` (a buffer the trainer sets from the generator's w_avg).
@@ -34,10 +36,11 @@ from torch import nn
 
 from latentedit.errors import InputError
 from latentedit.models.config import DictConfig
+from latentedit.models.irse import irse_trunk
 
-ENCODER_MODES = ("w+", "w")
+ENCODER_MODES = ("w+", "w", "w+independent")
 _INT_LIMITS = {"resolution": 4096, "num_ws": 64, "w_dim": 8192, "stem_width": 4096, "fpn_width": 4096,
-               "head_width": 4096, "coarse_layers": 64, "medium_layers": 64, "se_reduction": 1024}
+               "head_width": 4096, "coarse_layers": 64, "medium_layers": 64, "se_reduction": 1024, "input_channels": 64}
 
 
 @dataclass
@@ -45,7 +48,8 @@ class EncoderConfig(DictConfig):
     resolution: int = 256                  # input image size (pSp resizes 1024 px faces to 256)
     num_ws: int = 18                       # W+ layers of the generator the codes are for
     w_dim: int = 512
-    mode: str = "w+"                       # "w+": base code + per-layer deltas; "w": one code
+    mode: str = "w+"                       # "w+": base code + per-layer deltas (e4e); "w": one code;
+    #                                        "w+independent": one code per layer, no shared base (pSp)
     stem_width: int = 64
     widths: List[int] = field(default_factory=lambda: [64, 128, 256, 512])   # per stage (stride 2 each)
     blocks: List[int] = field(default_factory=lambda: [3, 4, 14, 3])         # IR-SE blocks per stage
@@ -55,6 +59,11 @@ class EncoderConfig(DictConfig):
     coarse_layers: int = 3                 # W+ layers read from the coarse level
     medium_layers: int = 4                 # then from the medium level; the rest from the fine level
     init_scale: float = 0.05               # initial scale of the heads' last linear layers
+    # The released pSp / e4e / ReStyle layouts differ from ours in these (their values in brackets):
+    input_channels: int = 3                # [ReStyle: 6, the image and the current reconstruction]
+    style_slope: float = 0.2               # LeakyReLU slope of the map-to-style convs [0.01]
+    fpn_align_corners: bool = False        # bilinear upsampling of the pyramid's top-down path [True]
+    coarse_lateral: bool = True            # coarse level = 1x1 conv of the last stage [False: the map itself]
 
     def __post_init__(self):
         self.widths, self.blocks = [int(c) for c in self.widths], [int(b) for b in self.blocks]
@@ -75,6 +84,14 @@ class EncoderConfig(DictConfig):
                              f"({2 ** len(self.widths)}), got {self.resolution}")
         if not isinstance(self.init_scale, (int, float)) or not 0 <= self.init_scale <= 10:
             raise InputError(f"EncoderConfig.init_scale must be in [0, 10], got {self.init_scale!r}")
+        if not isinstance(self.style_slope, (int, float)) or not 0 <= self.style_slope <= 1:
+            raise InputError(f"EncoderConfig.style_slope must be in [0, 1], got {self.style_slope!r}")
+        for name in ("fpn_align_corners", "coarse_lateral"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"EncoderConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if not self.coarse_lateral and self.fpn_width != self.widths[-1]:
+            raise InputError(f"EncoderConfig without a coarse lateral needs fpn_width == widths[-1] "
+                             f"({self.widths[-1]}), got {self.fpn_width}")
 
     @classmethod
     def small(cls, num_ws=10, w_dim=512, resolution=64, mode="w+"):
@@ -96,49 +113,17 @@ class EncoderConfig(DictConfig):
 
 
 # ---------------------------------------------------------------------------------------------
-# Backbone
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, channels, reduction):
-        super().__init__()
-        hidden = max(channels // reduction, 1)
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
-
-    def forward(self, x):  # [N, C, H, W]
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
-        return x * s
-
-
-class IRSEBlock(nn.Module):
-    """ArcFace-style improved residual block with squeeze-and-excitation; stride on the 2nd conv."""
-
-    def __init__(self, cin, cout, stride, se_reduction):
-        super().__init__()
-        self.stride = stride
-        self.residual = nn.Sequential(
-            nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.PReLU(cout),
-            nn.Conv2d(cout, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), SqueezeExcite(cout, se_reduction))
-        self.shortcut = None if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                                               nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        if self.shortcut is not None:
-            skip = self.shortcut(x)
-        else:
-            skip = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
-        return self.residual(x) + skip
+# Heads and pyramid (the backbone is models/irse.py's IR-SE trunk)
 
 
 class MapToStyle(nn.Module):
     """[N, C, s, s] -> [N, w_dim]: log2(s) stride-2 3x3 convs with LeakyReLU to 1x1, then linear."""
 
-    def __init__(self, cin, width, size, w_dim, init_scale):
+    def __init__(self, cin, width, size, w_dim, init_scale, slope=0.2):
         super().__init__()
         convs, c = [], cin
         for _ in range(int(math.log2(size))):
-            convs += [nn.Conv2d(c, width, 3, 2, 1), nn.LeakyReLU(0.2)]
+            convs += [nn.Conv2d(c, width, 3, 2, 1), nn.LeakyReLU(slope)]
             c = width
         self.convs = nn.Sequential(*convs)
         self.linear = nn.Linear(c, w_dim)
@@ -150,29 +135,28 @@ class MapToStyle(nn.Module):
         return self.linear(self.convs(x).flatten(1))
 
 
-def _upsample(x, like):  # top-down path of the pyramid: x to the spatial size of `like`
-    return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
+def _upsample(x, like, align_corners):  # top-down path of the pyramid: x to the spatial size of `like`
+    return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=align_corners)
 
 
 class Encoder(nn.Module):
     def __init__(self, cfg: EncoderConfig = None):
         super().__init__()
         self.cfg = cfg = cfg or EncoderConfig()
-        self.stem = nn.Sequential(nn.Conv2d(3, cfg.stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(cfg.stem_width),
-                                  nn.PReLU(cfg.stem_width))
-        stages, c = [], cfg.stem_width
-        for width, count in zip(cfg.widths, cfg.blocks):
-            stages.append(nn.Sequential(*[IRSEBlock(c if i == 0 else width, width, 2 if i == 0 else 1,
-                                                    cfg.se_reduction) for i in range(count)]))
-            c = width
-        self.stages = nn.ModuleList(stages)
-        # Lateral 1x1 convs of the (fine, medium, coarse) levels: the last three stages' outputs.
-        self.laterals = nn.ModuleList(nn.Conv2d(w, cfg.fpn_width, 1) for w in cfg.widths[-3:])
+        self.stem, self.stages = irse_trunk(cfg.input_channels, cfg.stem_width, cfg.widths, cfg.blocks,
+                                            cfg.se_reduction)
         self.levels = cfg.layer_levels()
-        num_heads = cfg.num_ws if cfg.mode == "w+" else 1
+        # Lateral 1x1 convs of the (fine, medium, coarse) levels: the last three stages' outputs. A
+        # level no layer reads (nor a finer one) has none (Identity: no weights), so ReStyle's
+        # coarse-only layout loads; the coarse level may be the last stage's map itself (pSp / e4e).
+        finest = min(self.levels)
+        self.laterals = nn.ModuleList(
+            nn.Conv2d(w, cfg.fpn_width, 1) if k >= finest and (k < 2 or cfg.coarse_lateral) else nn.Identity()
+            for k, w in enumerate(cfg.widths[-3:]))
+        num_heads = 1 if cfg.mode == "w" else cfg.num_ws
         sizes = cfg.level_sizes
         self.heads = nn.ModuleList(MapToStyle(cfg.fpn_width, cfg.head_width, sizes[self.levels[i]], cfg.w_dim,
-                                              cfg.init_scale) for i in range(num_heads))
+                                              cfg.init_scale, cfg.style_slope) for i in range(num_heads))
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
         # How many deltas are active (layers 1..stage); saved with the weights, so an encoder
         # exported mid-way through progressive training keeps its untrained heads off.
@@ -195,15 +179,15 @@ class Encoder(nn.Module):
         self.stage.fill_(value)
 
     def check_images(self, images):
-        R = self.cfg.resolution
-        if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != (3, R, R):
+        R, C = self.cfg.resolution, self.cfg.input_channels
+        if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != (C, R, R):
             shape = list(images.shape) if torch.is_tensor(images) else type(images).__name__
-            raise InputError(f"encoder input must be images [N, 3, {R}, {R}] in [-1, 1], got {shape}")
+            raise InputError(f"encoder input must be images [N, {C}, {R}, {R}] in [-1, 1], got {shape}")
         if not torch.isfinite(images).all():
             raise InputError("encoder input images contain NaN or infinite values")
 
     def pyramid(self, x, levels=3) -> List[torch.Tensor]:
-        """Images [N, 3, R, R] -> [fine, medium, coarse] maps [N, fpn_width, s, s]; with levels < 3
+        """Images [N, C, R, R] -> [fine, medium, coarse] maps [N, fpn_width, s, s]; with levels < 3
         only the coarsest `levels` are computed (earlier entries None)."""
         feats = []
         x = self.stem(x)
@@ -213,16 +197,22 @@ class Encoder(nn.Module):
         c1, c2, c3 = feats[-3:]
         coarse = self.laterals[2](c3)
         medium = fine = None
+        align = self.cfg.fpn_align_corners
         if levels >= 2:
-            medium = _upsample(coarse, c2) + self.laterals[1](c2)
+            medium = _upsample(coarse, c2, align) + self.laterals[1](c2)
         if levels >= 3:
-            fine = _upsample(medium, c1) + self.laterals[0](c1)
+            fine = _upsample(medium, c1, align) + self.laterals[0](c1)
         return [fine, medium, coarse]
 
     def encode(self, images) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Images [N, 3, R, R] -> (w0 [N, w_dim], deltas [N, num_ws, w_dim]) relative to w_avg;
-        deltas[:, 0] and those beyond progressive_stage (all of them in mode "w") are 0."""
+        """Images [N, C, R, R] -> (w0 [N, w_dim], deltas [N, num_ws, w_dim]) relative to w_avg;
+        deltas[:, 0] and those beyond progressive_stage (all of them in mode "w") are 0. Mode
+        "w+independent": w0 is 0 and deltas[:, i] is layer i's code (progressive_stage unused)."""
         self.check_images(images)
+        if self.cfg.mode == "w+independent":
+            maps = self.pyramid(images.float(), levels=3 - min(self.levels))
+            codes = torch.stack([head(maps[level]) for head, level in zip(self.heads, self.levels)], dim=1)
+            return torch.zeros_like(codes[:, 0]), codes
         active = list(range(1, self.progressive_stage + 1)) if self.cfg.mode == "w+" else []
         needed = {self.levels[i] for i in [0] + active}
         maps = self.pyramid(images.float(), levels=3 - min(needed))
@@ -231,7 +221,12 @@ class Encoder(nn.Module):
         rows += [torch.zeros_like(w0)] * (self.cfg.num_ws - len(rows))
         return w0, torch.stack(rows, dim=1)                                          # [N, num_ws, w_dim]
 
-    def forward(self, images):
-        """Images [N, 3, R, R] in [-1, 1] -> W+ codes [N, num_ws, w_dim] = w_avg + w0 + delta_i."""
+    def offsets(self, images):
+        """Images -> codes relative to w_avg [N, num_ws, w_dim] = w0 + delta_i (ReStyle adds them to
+        its previous codes)."""
         w0, deltas = self.encode(images)
-        return self.w_avg + w0[:, None] + deltas
+        return w0[:, None] + deltas
+
+    def forward(self, images):
+        """Images [N, C, R, R] in [-1, 1] -> W+ codes [N, num_ws, w_dim] = w_avg + w0 + delta_i."""
+        return self.w_avg + self.offsets(images)

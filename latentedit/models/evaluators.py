@@ -76,6 +76,10 @@ class AttributeClassifier(nn.Module):
         self.regression = nn.Linear(c, len(cfg.regression))
 
     @property
+    def input_size(self):  # the loss protocol's name for it (latentedit.edit.losses)
+        return self.cfg.image_size
+
+    @property
     def feature_dim(self):
         return self.backbone.out_channels
 
@@ -117,6 +121,10 @@ class IdentityEmbedder(nn.Module):
         c = self.backbone.out_channels
         self.project = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, cfg.embed_dim))
         self.identity_head = nn.Linear(c, cfg.identity_dim) if cfg.identity_dim else None
+
+    @property
+    def input_size(self):  # the loss protocol's name for it (latentedit.edit.losses)
+        return self.cfg.image_size
 
     def forward(self, x, with_identity=False):
         _check_images(x, self.cfg.image_size)

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from typing import Dict, List
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from latentedit.errors import InputError
 from latentedit.models.config import DictConfig
 
 EPS = 1e-7
+MAP_NAMES = ("normal", "shading", "albedo")
+SHADINGS = ("full", "diffuse")
 
 
 class Encoder(nn.Module):
@@ -98,11 +101,35 @@ class Face3DConfig(DictConfig):
     light_xy_scale: float = 1.0  # light direction (dx * s, dy * s, 1)
     view_scale: List[float] = field(default_factory=lambda: [math.radians(60)] * 3 + [0.1, 0.1, 0.1])
     view_names: List[str] = field(default_factory=lambda: ["rx", "ry", "rz", "tx", "ty", "tz"])
+    # How the canonical maps are handed on (the fusion network's 9-channel input):
+    shading: str = "full"       # "full": ambient + diffuse * max(0, n.l); "diffuse": max(0, n.l) alone
+    output_size: int = None     # maps resized (bilinear) to this size, normals renormalised (None: as computed)
+    maps_order: List[str] = field(default_factory=lambda: list(MAP_NAMES))
+    maps_bgr: bool = False      # each 3-channel map in B, G, R order (as cv2-style uint8 images hold them)
+    maps_uint8: bool = False    # quantise each map, as np.uint8(x * 255) of its [0, 1] image does
+
+    def __post_init__(self):
+        if self.shading not in SHADINGS:
+            raise InputError(f"Face3DConfig.shading must be one of {SHADINGS}, got {self.shading!r}")
+        if sorted(self.maps_order) != sorted(MAP_NAMES):
+            raise InputError(f"Face3DConfig.maps_order must order {list(MAP_NAMES)}, got {self.maps_order}")
+        if self.output_size is not None and self.output_size < 2:
+            raise InputError(f"Face3DConfig.output_size must be >= 2 or None, got {self.output_size}")
 
     @classmethod
     def unsup3d(cls):
         """unsup3d's celeba / synface configuration (what `checkpoint030.pth` holds)."""
         return cls(border_depth=0.7 * 1.1 + 0.3 * 0.9)
+
+    @classmethod
+    def sdgan_demo(cls):
+        """unsup3d as SD-GAN runs it (`unsup3d_main.py`, `Demo.run` + `out_results`): border depth
+        1.05, no z translation, diffuse shading max(0, n.l) without the light factors, maps resized
+        to 128 px (bilinear, normals renormalised), handed on as `out_results` returns them (uint8,
+        B, G, R). The 9-channel order normal | shading | albedo is `out_results`' order; SD-GAN's
+        data loader that built the input was never released, so it is our choice (a stored setting)."""
+        return cls(border_depth=1.05, view_scale=[math.radians(60)] * 3 + [0.1, 0.1, 0.0], shading="diffuse",
+                   output_size=128, maps_bgr=True, maps_uint8=True)
 
 
 def depth_to_points(depth, tan_half_fov):
@@ -141,10 +168,31 @@ def shading_from_normal(normal, ambient, diffuse, light_dir):
     return ambient.view(-1, 1, 1, 1) + diffuse.view(-1, 1, 1, 1) * ndl
 
 
-def canonical_maps(normal, shading, albedo):
-    """The 9-channel canonical map [N, 9, H, W]: normal (3, in [-1, 1]), shading (3 equal
-    channels, mapped 0..1 -> -1..1) and albedo (3, in [-1, 1])."""
-    return torch.cat([normal.permute(0, 3, 1, 2), (shading * 2 - 1).expand(-1, 3, -1, -1), albedo], 1)
+def canonical_maps(normal, shading, albedo, order=MAP_NAMES, bgr=False, uint8=False):
+    """The 9-channel canonical map [N, 9, H, W] in [-1, 1]: normal (3), shading (3 equal channels,
+    0..1 -> -1..1) and albedo (3), in `order`; `bgr` reverses each map's channels, `uint8`
+    quantises each map's [0, 1] image x to floor(255 x) / 255 first (what np.uint8(x * 255) keeps)."""
+    unit = {"normal": normal.permute(0, 3, 1, 2) / 2 + 0.5, "shading": shading.expand(-1, 3, -1, -1),
+            "albedo": albedo / 2 + 0.5}                       # each [N, 3, H, W] in [0, 1]
+    if not uint8 and not bgr and tuple(order) == MAP_NAMES:  # the exact maps, no round trip through [0, 1]
+        return torch.cat([normal.permute(0, 3, 1, 2), (shading * 2 - 1).expand(-1, 3, -1, -1), albedo], 1)
+    parts = []
+    for name in order:
+        x = unit[name].flip(1) if bgr else unit[name]
+        if uint8:
+            x = torch.floor(x * 255).clamp(0, 255) / 255
+        parts.append(x * 2 - 1)
+    return torch.cat(parts, 1)
+
+
+def resize_maps(size, depth, normal, shading, albedo):
+    """Canonical maps to size x size, bilinear (align_corners=False); normals renormalised."""
+    def up(x):
+        return F.interpolate(x, (size, size), mode="bilinear", align_corners=False)
+
+    normal = up(normal.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    normal = normal / normal.pow(2).sum(3, keepdim=True).sqrt()
+    return up(depth[:, None])[:, 0], normal, up(shading), up(albedo)
 
 
 def world_to_unsup3d(vec):
@@ -192,7 +240,8 @@ class Face3D(nn.Module):
     def forward(self, image) -> Dict[str, torch.Tensor]:
         """image [N, 3, 64, 64] in [-1, 1] -> canonical depth [N, H, W], normal [N, H, W, 3],
         shading [N, 1, H, W], albedo [N, 3, H, W] in [-1, 1], light [N, 5] (ambient, diffuse,
-        direction), view [N, 6], `maps` [N, 9, H, W] (see `canonical_maps`), and the raw
+        direction), view [N, 6], `maps` [N, 9, H, W] (see `canonical_maps`; the maps at
+        cfg.output_size when set), and the raw
         netL / netV outputs `light_raw` [N, 4], `view_raw` [N, 6]."""
         s = self.cfg.image_size
         if image.ndim != 4 or image.shape[1] != 3 or image.shape[2:] != (s, s):
@@ -201,9 +250,15 @@ class Face3D(nn.Module):
         albedo = self.netA(image)
         light_raw, view_raw = self.netL(image), self.netV(image)
         amb, dif, ldir = self.decode_light(light_raw)
-        normal = normal_from_depth(depth, self.cfg.tan_half_fov)
-        shading = shading_from_normal(normal, amb, dif, ldir)
+        c = self.cfg
+        normal = normal_from_depth(depth, c.tan_half_fov)
+        if c.shading == "diffuse":
+            shading = shading_from_normal(normal, torch.zeros_like(amb), torch.ones_like(dif), ldir)
+        else:
+            shading = shading_from_normal(normal, amb, dif, ldir)
+        if c.output_size is not None and c.output_size != s:
+            depth, normal, shading, albedo = resize_maps(c.output_size, depth, normal, shading, albedo)
         return {"depth": depth, "normal": normal, "shading": shading, "albedo": albedo,
                 "light": torch.cat([amb[:, None], dif[:, None], ldir], 1),
                 "view": self.decode_view(view_raw), "light_raw": light_raw, "view_raw": view_raw,
-                "maps": canonical_maps(normal, shading, albedo)}
+                "maps": canonical_maps(normal, shading, albedo, c.maps_order, c.maps_bgr, c.maps_uint8)}

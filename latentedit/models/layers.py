@@ -14,7 +14,6 @@ from latentedit.ops import ACTIVATIONS, bias_act, setup_filter, upfirdn2d
 from latentedit.ops.upfirdn2d import filter_size, parse_padding
 
 
-FAST_CPU = True  # CPU fast path of Conv2dLayer (folded gains and bias, in-place activation)
 _POSITIVE_HOMOGENEOUS = ("linear", "lrelu", "relu")  # act(g x) = g act(x) for g > 0
 
 
@@ -102,9 +101,12 @@ class Conv2dLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
-    def forward(self, x, gain=1.0):
+    def forward(self, x, gain=1.0, fast=None):
+        """fast (default: on for CPU tensors): folded gains and bias, in-place activation; False runs
+        the reference sequence of ops."""
         act_gain = ACTIVATIONS[self.activation].default_gain * gain
-        if x.device.type == "cpu" and FAST_CPU and self.activation in _POSITIVE_HOMOGENEOUS and act_gain > 0:
+        fast = x.device.type == "cpu" if fast is None else fast
+        if fast and self.activation in _POSITIVE_HOMOGENEOUS and act_gain > 0:
             # CPU fast path: act(conv(x, w) + b) * g = act(conv(x, g w) + g b) for g > 0, so the
             # gain goes into the weights, the bias into the conv, and the activation runs in place.
             w = self.weight * (self.weight_gain * act_gain)

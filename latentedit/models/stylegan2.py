@@ -13,13 +13,11 @@ import torch
 from torch import nn
 
 from latentedit.errors import InputError
-from latentedit.models import layers
 from latentedit.models.config import DictConfig
 from latentedit.models.layers import Conv2dLayer, FullyConnectedLayer, conv2d_resample, normalize_2nd_moment
 from latentedit.ops import bias_act, setup_filter, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
-FAST_FUSED_MAX_BATCH = None  # CPU fast path, inference: per-sample fused convs up to this batch (None: any)
 
 
 # Limits on what a file may ask for, so that a corrupt or hostile config fails with a message
@@ -46,15 +44,16 @@ def check_config(cfg):
 
 @dataclass
 class GeneratorConfig(DictConfig):
-    resolution: int = 1024
-    z_dim: int = 512
-    w_dim: int = 512
+    """A StyleGAN2 generator's architecture (the defaults are config-f at 1024 px)."""
+    resolution: int = 1024  # output size in px, a power of two; the synthesis has one block per octave from 4 px
+    z_dim: int = 512  # input latent size
+    w_dim: int = 512  # intermediate latent (W) size: one style vector per W+ layer
     img_channels: int = 3
-    channel_base: int = 32768
+    channel_base: int = 32768  # feature channels at resolution r: min(channel_base // r, channel_max)
     channel_max: int = 512
-    n_mlp: int = 8
-    mapping_lr_multiplier: float = 0.01
-    w_avg_beta: float = 0.995
+    n_mlp: int = 8  # fully connected layers of the mapping network
+    mapping_lr_multiplier: float = 0.01  # equalised-lr multiplier of the mapping (rosinality's --lr_mlp)
+    w_avg_beta: float = 0.995  # EMA decay of the tracked average W (the truncation centre) in training
     num_fp16_res: int = 0  # the top resolutions that run in fp16 on CUDA (CPU is always fp32)
     conv_clamp: float = None  # clamp pre-activations to +-conv_clamp (NVlabs uses 256 with fp16)
     resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
@@ -105,14 +104,33 @@ class MappingNetwork(nn.Module):
             setattr(self, f"fc{i}", layer)
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
-    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=None):
-        """z [N, z_dim] -> ws [N, num_ws, w_dim]. Truncation pulls layers [0, cutoff) towards w_avg."""
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, *, update_w_avg=None,
+                update_emas=None):
+        """z [N, z_dim] -> ws [N, num_ws, w_dim]. Truncation pulls layers [0, cutoff) towards w_avg.
+        NVlabs' calling convention: `mapping(z, c, truncation_psi=...)`, where c is the class label
+        (these generators are unconditional: None or an empty [N, 0] tensor); update_emas is
+        NVlabs' name for update_w_avg."""
+        check_label(c, len(z))
+        if update_w_avg is None:
+            update_w_avg = update_emas
         x = normalize_2nd_moment(z.to(torch.float32))
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         if update_w_avg if update_w_avg is not None else self.training:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         return truncate(x.unsqueeze(1).repeat([1, self.num_ws, 1]), self.w_avg, truncation_psi, truncation_cutoff)
+
+
+def check_label(c, n):
+    """c: NVlabs' conditioning label of an unconditional generator: None or [n, 0]. A number there is
+    the old positional truncation psi, which reads as a label in NVlabs' convention."""
+    if c is None or (torch.is_tensor(c) and c.ndim == 2 and c.shape == (n, 0)):
+        return
+    if isinstance(c, (int, float)):
+        raise InputError(f"the second positional argument is the class label c (NVlabs' convention), got {c!r}; "
+                         "pass truncation_psi= by name")
+    shape = list(c.shape) if torch.is_tensor(c) else type(c).__name__
+    raise InputError(f"this generator is unconditional (c_dim 0): c must be None or [{n}, 0], got {shape}")
 
 
 def truncate(ws, w_avg, psi=1.0, cutoff=None):
@@ -337,8 +355,13 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
-    def forward(self, x, img, ws, noise_mode="random", fused_modconv=None, force_fp32=False, generator=None):
-        """ws [N, num_conv + num_torgb, w_dim]; x [N, C, r/2, r/2] or None; img [N, 3, r/2, r/2] or None."""
+    def forward(self, x, img, ws, noise_mode="random", fused_modconv=None, force_fp32=False, generator=None, *,
+                noises=None, fast_dtype=None):
+        """ws [N, num_conv + num_torgb, w_dim]; x [N, C, r/2, r/2] or None; img [N, 3, r/2, r/2] or None.
+        fast_dtype (float32 | bfloat16) runs the CPU fast path with scaled `noises` (forward_fast);
+        both paths enter through here, so forward hooks on a block fire whichever runs."""
+        if fast_dtype is not None:
+            return self.forward_fast(x, img, ws, noises, fused_modconv, fast_dtype)
         N = ws.shape[0]
         fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
         dtype = torch.float16 if fp16 else torch.float32
@@ -380,8 +403,8 @@ def choose_fused_modconv(batch, device, training, dtype, fast=False):
     backward. Measured in benchmarks/generator_speed.py."""
     if training:
         return False
-    if fast:  # the CPU fast path runs fused convs one sample at a time
-        return FAST_FUSED_MAX_BATCH is None or batch <= FAST_FUSED_MAX_BATCH
+    if fast:  # the CPU fast path runs fused convs one sample at a time, the winner at every batch
+        return True
     if device.type == "cuda":
         return dtype == torch.float32 or batch == 1
     return batch <= 2
@@ -417,14 +440,30 @@ class SynthesisNetwork(nn.Module):
         if compute_dtype not in (None, torch.float32):
             raise InputError("compute_dtype other than float32 needs the fast path (fast=True)")
         x = img = None
-        w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            # Consecutive blocks share a w: a block's ToRGB uses the same w as the next block's conv0.
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+        for block, block_ws in self.block_ws(ws):
             x, img = block(x, img, block_ws, noise_mode, fused_modconv, force_fp32, generator)
-            w_idx += block.num_conv
         return img
+
+    def blocks(self):
+        """The synthesis blocks in the order they run."""
+        return [getattr(self, f"b{res}") for res in self.block_resolutions]
+
+    def block_ws(self, ws):
+        """(block, its slice of ws [N, num_conv + num_torgb, w_dim]) in running order: the one block
+        iterator of every path. Consecutive blocks share a w: a block's ToRGB uses the same w as
+        the next block's conv0."""
+        w_idx = 0
+        for block in self.blocks():
+            yield block, ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+
+    def run_fast(self, ws, noises, fused, dtype):
+        """The fast path over all blocks: ws [N, num_ws, w_dim], noises one list of scaled noise maps
+        per block ([conv0, conv1], or [conv1] for the first); fused needs a batch of one."""
+        x = img = None
+        for (block, block_ws), block_noises in zip(self.block_ws(ws), noises):
+            x, img = block(x, img, block_ws, fused_modconv=fused, noises=block_noises, fast_dtype=dtype)
+        return img.contiguous()
 
 
     def _forward_fast(self, ws, noise_mode, fused_modconv, generator, dtype):
@@ -433,7 +472,7 @@ class SynthesisNetwork(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         N = ws.shape[0]
-        blocks = [getattr(self, f"b{res}") for res in self.block_resolutions]
+        blocks = self.blocks()
         # Noise is drawn up front in the reference order, so a generator gives the same images
         # whichever way the batch is then split.
         noises = [[layer.scaled_noise(N, noise_mode, generator) for layer in
@@ -442,20 +481,10 @@ class SynthesisNetwork(nn.Module):
             fused_modconv = choose_fused_modconv(N, ws.device, self.training, dtype, fast=True)
         if fused_modconv:
             # Per-sample weights: one ordinary conv per sample beats a grouped conv on CPU.
-            return torch.cat([self._run_blocks(blocks, ws[n:n + 1], [[nz if nz is None or nz.shape[0] == 1
-                                                                      else nz[n:n + 1] for nz in bn]
-                                                                     for bn in noises], True, dtype)
+            return torch.cat([self.run_fast(ws[n:n + 1], [[nz if nz is None or nz.shape[0] == 1 else nz[n:n + 1]
+                                                           for nz in bn] for bn in noises], True, dtype)
                               for n in range(N)])
-        return self._run_blocks(blocks, ws, noises, False, dtype)
-
-    def _run_blocks(self, blocks, ws, noises, fused, dtype):
-        x = img = None
-        w_idx = 0
-        for block, block_noises in zip(blocks, noises):
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            x, img = block.forward_fast(x, img, block_ws, block_noises, fused, dtype)
-            w_idx += block.num_conv
-        return img.contiguous()
+        return self.run_fast(ws, noises, False, dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,10 +498,19 @@ def z_from_seeds(seeds, z_dim=512):
 
 
 class Generator(nn.Module):
+    """StyleGAN2 generator (NVlabs' config-f maths): `mapping` z -> W+ [N, num_ws, w_dim] and
+    `synthesis` W+ -> images [N, C, R, R] in about [-1, 1]. Editing works on W / W+ codes:
+    `sample_w(n, seed)` (seed k draws NVlabs' face k), `broadcast_w`, `synthesize(w)`,
+    `mix_styles`. Calling conventions: NVlabs' `G(z, c, truncation_psi=...)` and
+    `G.mapping(z, c, ...)` (c None: unconditional); rosinality's `G([z])` is `G(z)` here, and its
+    `G([w], input_is_latent=True)` is `G.synthesize(w)`. Loaded from any format by
+    `le.load_generator` / `le.load_model`."""
+
     def __init__(self, cfg: GeneratorConfig = None):
         super().__init__()
         self.cfg = cfg = cfg or GeneratorConfig()
         self.z_dim, self.w_dim, self.num_ws, self.img_resolution = cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.resolution
+        self.c_dim, self.img_channels = 0, cfg.img_channels  # NVlabs' attributes: unconditional
         self.mapping = MappingNetwork(cfg)
         self.synthesis = SynthesisNetwork(cfg)
 
@@ -480,16 +518,22 @@ class Generator(nn.Module):
     def w_avg(self):
         return self.mapping.w_avg
 
-    def forward(self, z, truncation_psi=1.0, truncation_cutoff=None, noise_mode="random", **synthesis_options):
-        ws = self.mapping(z, truncation_psi, truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode, **synthesis_options)
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, *, update_emas=None,
+                noise_mode="random", fused_modconv=None, force_fp32=False, generator=None, fast=None,
+                compute_dtype=None):
+        """z [N, z_dim] (and NVlabs' label c: None or [N, 0]) -> images [N, C, R, R]; the options are
+        SynthesisNetwork.forward's. rosinality's `G([z])` is `G(z)` here (`G.synthesize(w)` for W)."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv, force_fp32=force_fp32,
+                              generator=generator, fast=fast, compute_dtype=compute_dtype)
 
     @torch.no_grad()
     def sample_w(self, n=None, seed=0, truncation=1.0, seeds=None):
         """W codes [N, w_dim] for seeds (`seeds`, or n consecutive seeds from `seed`), truncated."""
         seeds = list(range(seed, seed + n)) if seeds is None else list(seeds)
         z = z_from_seeds(seeds, self.z_dim).to(self.w_avg.device)
-        return self.mapping(z, truncation, update_w_avg=False)[:, 0]
+        return self.mapping(z, truncation_psi=truncation, update_w_avg=False)[:, 0]
 
     def broadcast_w(self, w):
         """[N, w_dim] (W) or [N, num_ws, w_dim] (W+) -> [N, num_ws, w_dim]; validates shape and values."""
@@ -504,13 +548,16 @@ class Generator(nn.Module):
             raise InputError("latents contain NaN or infinite values")
         return w.to(device=self.w_avg.device, dtype=torch.float32)
 
-    def synthesize(self, w, noise_mode="const", batch_size=None, generator=None, **synthesis_options):
-        """W [N, w_dim] or W+ [N, num_ws, w_dim] -> images [N, C, R, R] in about [-1, 1]."""
+    def synthesize(self, w, *, noise_mode="const", batch_size=None, generator=None, fused_modconv=None,
+                   force_fp32=False, fast=None, compute_dtype=None):
+        """W [N, w_dim] or W+ [N, num_ws, w_dim] -> images [N, C, R, R] in about [-1, 1]; the options
+        are SynthesisNetwork.forward's, batch_size splits the work."""
         if noise_mode not in NOISE_MODES:
             raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         ws = self.broadcast_w(w)
         batch_size = batch_size or ws.shape[0]
-        return torch.cat([self.synthesis(chunk, noise_mode=noise_mode, generator=generator, **synthesis_options)
+        return torch.cat([self.synthesis(chunk, noise_mode=noise_mode, generator=generator, fused_modconv=fused_modconv,
+                                         force_fp32=force_fp32, fast=fast, compute_dtype=compute_dtype)
                           for chunk in ws.split(batch_size)])
 
     @staticmethod
@@ -557,11 +604,11 @@ class DiscriminatorBlock(nn.Module):
                                  resample_filter=resample_filter, conv_clamp=conv_clamp)
         self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2, resample_filter=resample_filter)
 
-    def forward(self, x, img):
+    def forward(self, x, img, fast=None):
         if self.in_channels == 0:
-            x = self.fromrgb(img)
-        y = self.skip(x, gain=math.sqrt(0.5))
-        x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+            x = self.fromrgb(img, fast=fast)
+        y = self.skip(x, gain=math.sqrt(0.5), fast=fast)
+        x = self.conv1(self.conv0(x, fast=fast), gain=math.sqrt(0.5), fast=fast)
         return y + x
 
 
@@ -574,14 +621,17 @@ class DiscriminatorEpilogue(nn.Module):
         self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu")
         self.out = FullyConnectedLayer(in_channels, 1)
 
-    def forward(self, x):
+    def forward(self, x, fast=None):
         if self.mbstd is not None:
             x = self.mbstd(x)
-        x = self.conv(x)
+        x = self.conv(x, fast=fast)
         return self.out(self.fc(x.flatten(1)))
 
 
 class Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator: images [N, C, R, R] -> realness logits [N, 1] (minibatch
+    standard deviation over groups of `mbstd_group_size`). `D(img)` or NVlabs' `D(img, c)`."""
+
     def __init__(self, cfg: DiscriminatorConfig = None):
         super().__init__()
         self.cfg = cfg = cfg or DiscriminatorConfig()
@@ -595,10 +645,14 @@ class Discriminator(nn.Module):
         self.b4 = DiscriminatorEpilogue(cfg.channels(4), cfg.img_channels, cfg.mbstd_group_size,
                                         cfg.mbstd_num_channels, cfg.conv_clamp)
 
-    def forward(self, img):  # [N, C, R, R] -> logits [N, 1]
-        if img.device.type == "cpu" and layers.FAST_CPU:
+    def forward(self, img, c=None, fast=None):
+        """img [N, C, R, R] (and NVlabs' label c: None or [N, 0]) -> logits [N, 1]. fast (default: on
+        for CPU tensors): channels_last and the Conv2dLayer fast path; False: the reference ops."""
+        check_label(c, len(img))
+        fast = img.device.type == "cpu" if fast is None else fast
+        if fast:
             img = img.contiguous(memory_format=torch.channels_last)  # measured: ~25% faster on CPU
         x = None
         for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
-        return self.b4(x)
+            x = getattr(self, f"b{res}")(x, img, fast=fast)
+        return self.b4(x, fast=fast)

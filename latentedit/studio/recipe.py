@@ -45,6 +45,8 @@ import io
 import json
 import math
 import numbers
+import os
+import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,12 +56,14 @@ import numpy as np
 import torch
 
 from latentedit.errors import FormatError, InputError
+from latentedit.runtime import check_threads
 
 FORMAT = "latentedit-recipe"
 VERSION = 1
 ACCESSORIES = ("mask", "sunglasses", "frame_glasses")
 DEFAULT_TRUNCATION = 0.7
 MAX_STRENGTH = 20.0
+MAX_RECIPE_BYTES = 16 << 20  # a W+ start is ~100 kB of JSON
 KEYS = ("format", "version", "model", "start", "directions", "accessory", "transfer", "layers", "render", "note")
 
 
@@ -473,7 +477,7 @@ def normalize_recipe(recipe, ctx):
             "accessory": _accessory(recipe.get("accessory"), ctx),
             "transfer": _transfer(recipe.get("transfer"), ctx),
             "layers": _layers(recipe.get("layers"), ctx),
-            "render": {"noise_mode": "const", "threads": _integer(threads, "render.threads", 1, 1025)}}
+            "render": {"noise_mode": "const", "threads": check_threads(threads, "render.threads")}}
 
 
 def dump_recipe(normalized):
@@ -487,18 +491,65 @@ def _jsonable(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def read_recipe(path):
-    """A recipe file -> dict. FormatError naming the file when it is not a JSON object."""
-    path = Path(path)
+def regular_file(path, what):
+    """path, when it (after links) is a regular file: a FIFO or a device would block or never end."""
+    # TODO(merge): latentedit.formats.files (h1) holds the general check; use it here.
     try:
-        data = json.loads(path.read_text())
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise FormatError(f"{what}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        raise FormatError(f"{what}: not a regular file")
+    return path
+
+
+def read_recipe(path):
+    """A recipe file -> dict. FormatError naming the file when it is not a regular file of at most
+    MAX_RECIPE_BYTES holding a JSON object with "format": "latentedit-recipe"."""
+    path = Path(path)
+    regular_file(path, path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
     except OSError as e:
         raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise FormatError(f"{path}: too large for a recipe (at most {MAX_RECIPE_BYTES >> 20} MB)")
+    try:  # TODO(merge): latentedit.formats.files.read_json (h1)
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise FormatError(f"{path}: not valid JSON (nested too deeply)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FormatError(f"{path}: not a latentedit recipe (no \"format\": \"{FORMAT}\")")
     return data
+
+
+def recipe_model_path(recipe, recipe_path):
+    """The model a recipe file names: None for the bundled default ("default", or no model.path),
+    else a path inside the recipe's own folder (relative, links resolved). Any other path is not
+    looked at: the error is the same whether it exists or not, so a recipe cannot probe the disk."""
+    from latentedit.formats import DEFAULT_BUNDLE
+
+    model = recipe.get("model")
+    named = model.get("path") if isinstance(model, dict) else None
+    if named in (None, "default") or named == str(DEFAULT_BUNDLE.resolve()):
+        return None
+    if not isinstance(named, str):
+        raise InputError("model.path must be a string (\"default\" or a path inside the recipe's folder)")
+    folder, target = Path(recipe_path).resolve().parent, None
+    if named and "\x00" not in named and not Path(named).is_absolute():
+        try:
+            target = (folder / named).resolve()
+        except (OSError, RuntimeError):  # a link loop, a name too long
+            pass
+    if target is None or (target != folder and folder not in target.parents):
+        raise InputError("the recipe's model.path is not \"default\" or a path inside the recipe's folder, so it "
+                         "is not opened; pass the model with --model")
+    if not target.exists():
+        raise InputError(f"the recipe's model {named!r} is not in the recipe's folder {folder}; pass it with --model")
+    return target if target.is_dir() else regular_file(target, target)
 
 
 # ---------------------------------------------------------------------------------------------

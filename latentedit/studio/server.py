@@ -19,15 +19,17 @@ noticed (before waiting for the compute lock, after getting it, and between the 
 recipe), so only the newest request's work runs to the end. Compute runs one request at a time
 (one lock: the generator's feature hooks are not re-entrant).
 
-Safety: bound to 127.0.0.1 by default; requests whose Host (or Origin, on POST) is not the
-server's own are refused (DNS rebinding); bodies are size-limited (uploads: 8 MB; JSON: 4 MB);
+Safety: bound to 127.0.0.1 by default; on every bind, requests whose Host (or Origin, when sent)
+does not name the server are refused with 403 (DNS rebinding, cross-site POSTs): the names allowed
+are the bound address (and the loopback names when it is loopback or all interfaces) plus those
+passed as `allow_hosts` (`latentedit studio --allow-host NAME`), on the server's port; bodies are
+size-limited (uploads: 8 MB; JSON: 4 MB) and JSON nested too deeply is a 400;
 uploads are validated (type, pixel size, decodability, latent shapes); static files are served
 only from inside static/ (the resolved path must lie in it); responses carry a restrictive
 Content-Security-Policy, so the page can load nothing from outside.
 """
 import base64
 import copy
-import ipaddress
 import json
 import os
 import sys
@@ -46,6 +48,7 @@ import torch
 
 from latentedit.errors import FormatError, InputError, LatentEditError
 from latentedit.studio import recipe as rc
+from latentedit.studio.hosts import allowed_hosts, host_allowed
 
 STATIC = Path(__file__).resolve().parent / "static"
 UPLOAD_LIMIT = 8 * 1024 * 1024
@@ -364,15 +367,13 @@ class Handler(BaseHTTPRequestHandler):
         self._json(status, {"error": _one_line(message)})
 
     def _origin_ok(self):
-        """Bound to a loopback address, the Host must name this server (refuses DNS rebinding);
-        an Origin, when sent (POSTs from pages), must be the server's own."""
-        host = self.headers.get("Host", "")
-        port = self.server.server_address[1]
-        if is_loopback(self.server.server_address[0]):
-            if host not in {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}:
-                return False
+        """The Host must name this server (refuses DNS rebinding); an Origin, when sent (POSTs
+        from pages), must be http:// and name it too (refuses cross-site requests)."""
+        allowed, port = self.server.allowed_hosts, self.server.server_address[1]
+        if not host_allowed(self.headers.get("Host", ""), allowed, port):
+            return False
         origin = self.headers.get("Origin")
-        return origin is None or origin == f"http://{host}"
+        return origin is None or (origin.startswith("http://") and host_allowed(origin[7:], allowed, port))
 
     def _body(self, limit):
         length = self.headers.get("Content-Length")
@@ -408,6 +409,8 @@ class Handler(BaseHTTPRequestHandler):
         data = self._body(JSON_LIMIT)
         try:
             return json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "bad JSON: nested too deeply") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
             where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
@@ -436,6 +439,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(e.status, str(e))
         except LatentEditError as e:
             self._error(HTTPStatus.BAD_REQUEST, str(e))
+        except RecursionError:  # a body or an uploaded file nested too deeply for the parsers
+            self._error(HTTPStatus.BAD_REQUEST, "input nested too deeply")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as e:  # a bug: say so in one line, log the traceback
@@ -510,18 +515,11 @@ _POST = {"/api/render": Handler._render, "/api/mask": Handler._mask, "/api/recip
          "/api/upload/image": Handler._upload_image}
 
 
-def make_server(studio, host="127.0.0.1", port=8000, quiet=True):
-    """A ThreadingHTTPServer serving `studio` (port 0: any free port; see server_address)."""
+def make_server(studio, host="127.0.0.1", port=8000, quiet=True, allow_hosts=()):
+    """A ThreadingHTTPServer serving `studio` (port 0: any free port; see server_address).
+    allow_hosts: names (or addresses) besides the bound address that clients may reach it by."""
     handler = type("StudioHandler", (Handler,), {"studio": studio, "quiet": quiet})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    server.allowed_hosts = allowed_hosts(host, allow_hosts)
     return server
-
-
-def is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

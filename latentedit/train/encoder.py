@@ -12,9 +12,11 @@ The encoder's codes are rendered through the frozen generator (noise_mode "const
 with the input; every loss is a batch mean:
 
 - pixel:      w_mse * MSE + w_l1 * L1;
-- perceptual: ||f(x) - f(y)||^2 / ||f(x)||^2 per sample, f = the frozen attribute classifier's
-              features (no VGG / LPIPS weights exist offline);
-- identity:   1 - cosine of the frozen identity embedder's unit embeddings;
+- perceptual: the LPIPS distance when `lpips` names a trunk file (real faces), else
+              ||f(x) - f(y)||^2 / ||f(x)||^2 per sample, f = the frozen attribute classifier's
+              features (no VGG / LPIPS weights exist offline; see latentedit.edit.losses);
+- identity:   1 - cosine of the unit embeddings of ArcFace IR-SE-50 when `arcface` names its file,
+              else of the frozen identity embedder;
 - attributes: the classifier's heads agree: KL(p(x) || p(y)) summed over the classification heads,
               plus the squared error of the regression outputs;
 - latent:     MSE between predicted and true W+ codes (generated half only);
@@ -39,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from latentedit.edit.imaging import resize_antialiased
-from latentedit.edit.project import evaluator_losses
+from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -48,6 +50,7 @@ from latentedit.train import distributed
 from latentedit.train.loop import run_steps
 from latentedit.train.state import load_state, save_state
 from latentedit.models.config import DictConfig
+from latentedit.runtime import seeded
 
 LOSSES = ("mse", "l1", "perceptual", "identity", "attributes", "latent", "delta", "w0")
 
@@ -78,6 +81,8 @@ class EncoderTrainConfig(DictConfig):
     world_overrides: dict = field(default_factory=dict)
     encoder: dict = field(default_factory=lambda: EncoderConfig.small().to_dict())
     init_from: Optional[str] = None     # bundle whose encoder the run started from (warm start)
+    lpips: Optional[str] = None         # "TRUNK.pth[:vgg|alex]": LPIPS replaces the classifier's perceptual loss
+    arcface: Optional[str] = None       # model_ir_se50.pth: ArcFace replaces the identity embedder
 
     def __post_init__(self):
         self.betas, self.truncation = tuple(self.betas), tuple(self.truncation)
@@ -110,16 +115,18 @@ class EncoderTrainer:
         if self.G is None:
             raise InputError(f"{bundle}: the bundle has no generator")
         self.G = self.G.eval().requires_grad_(False).to(self.device)
-        names = [n for n, w in (("attributes", cfg.w_perceptual + cfg.w_attributes), ("identity", cfg.w_identity)) if w]
+        names = [n for n, w in (("attributes", (0 if cfg.lpips else cfg.w_perceptual) + cfg.w_attributes),
+                                ("identity", 0 if cfg.arcface else cfg.w_identity)) if w]
         ev = load_evaluators(self.bundle, names) if names else {}
         for m in ev.values():
             m.eval().requires_grad_(False).to(self.device)
-        self.clf, self.idn = ev.get("attributes"), ev.get("identity")
-        # the projector's feature / embedding maps (resized to each network's input), shared
-        self.features, self.embed = evaluator_losses(ev)
+        self.clf = ev.get("attributes")
+        # the projector's losses (latentedit.edit.losses), shared; LPIPS / ArcFace read once here
+        self.clf_loss, identity = evaluator_losses(ev)
+        self.perceptual = perceptual_loss(cfg.lpips, self.device) if cfg.lpips else self.clf_loss
+        self.identity = identity_loss(cfg.arcface, self.device) if cfg.arcface else identity
         enc_cfg = EncoderConfig.from_dict({**cfg.encoder, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with seeded(cfg.seed):
             self.encoder = Encoder(enc_cfg)
         with torch.no_grad():
             self.encoder.w_avg.copy_(self.G.w_avg)
@@ -189,20 +196,26 @@ class EncoderTrainer:
         codes, w0, deltas = self.encode(x)
         y = self.G.synthesis(codes, noise_mode="const", fused_modconv=False)
         out = {"mse": (y - x).square().mean(), "l1": (y - x).abs().mean()}
+        xc, yc = x.clamp(-1, 1), y.clamp(-1, 1)  # the evaluators' input range
+        if self.perceptual is not None and self.perceptual is not self.clf_loss:
+            with torch.no_grad():
+                f_x = self.perceptual.features(xc)
+            out["perceptual"] = self.perceptual.distance(self.perceptual.features(yc), f_x).mean()
         if self.clf is not None:
             with torch.no_grad():
-                f_x = self.features(x.clamp(-1, 1))
+                f_x = self.clf_loss.features(xc)
                 p_x = self.clf.classify(f_x)
-            f_y = self.features(y.clamp(-1, 1))
-            out["perceptual"] = ((f_y - f_x).square().sum(1) / f_x.square().sum(1).clamp_min(1e-8)).mean()
+            f_y = self.clf_loss.features(yc)
+            if self.perceptual is self.clf_loss:
+                out["perceptual"] = self.clf_loss.distance(f_y, f_x).mean()
             p_y = self.clf.classify(f_y)
             kl = sum(F.kl_div(F.log_softmax(p_y[h], 1), F.log_softmax(p_x[h], 1), reduction="batchmean",
                               log_target=True) for h in self.clf.cfg.heads)
             out["attributes"] = kl + (p_y["regression"] - p_x["regression"]).square().sum(1).mean()
-        if self.idn is not None:
+        if self.identity is not None:
             with torch.no_grad():
-                e_x = self.embed(x.clamp(-1, 1))
-            out["identity"] = (1 - (self.embed(y.clamp(-1, 1)) * e_x).sum(1)).mean()
+                e_x = self.identity.embed(xc)
+            out["identity"] = self.identity.distance(self.identity.embed(yc), e_x).mean()
         if ws_true is not None and len(ws_true):
             out["latent"] = (codes[:len(ws_true)] - ws_true).square().mean()
         out["delta"] = deltas.square().sum((1, 2)).mean()

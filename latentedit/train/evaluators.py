@@ -39,6 +39,7 @@ from latentedit.train.distributed import world_size as _world_size
 from latentedit.train.state import load_state, save_state
 from latentedit.world.params import _HAIR, ATTRIBUTE_FIELDS, NUISANCE_FIELDS
 from latentedit.world.render import CAM_DIST, TAN_HALF_FOV
+from latentedit.runtime import seeded
 
 TRAIN_SEED = 0
 EVAL_SEED = 10_000_000
@@ -391,8 +392,8 @@ def train_evaluator(kind, out, steps=2000, batch=64, lr=None, n_train=6000, n_ev
     pool = _synced(lambda: load_pool(pool_dir, cfg.seed, n_train, cfg.resolution, say))
     held = _synced(lambda: load_pool(pool_dir, EVAL_SEED, n_eval, cfg.resolution, say))
     task = TASKS[kind]()
-    torch.manual_seed(cfg.seed)
-    net = task.build()
+    with seeded(cfg.seed):
+        net = task.build()
     lr = lr or task.lr
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     step = 0

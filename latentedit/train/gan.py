@@ -21,6 +21,7 @@ from latentedit.formats.atomic import write_text
 from latentedit.formats.images import grid, save_png
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from latentedit.train.state import load_state, save_state
+from latentedit.runtime import seeded
 
 
 @dataclass
@@ -77,9 +78,9 @@ class GANTrainer:
         self.batch_gpu = cfg.batch // world_size
         if self.batch_gpu % min(4, self.batch_gpu):
             raise InputError(f"per-process batch {self.batch_gpu} must be a multiple of 4 (minibatch-std groups)")
-        torch.manual_seed(0)  # identical initial weights on every rank
-        self.G = Generator(cfg.generator_config()).train().to(self.device)
-        self.D = Discriminator(cfg.discriminator_config()).train().to(self.device)
+        with seeded(0):  # identical initial weights on every rank
+            self.G = Generator(cfg.generator_config()).train().to(self.device)
+            self.D = Discriminator(cfg.discriminator_config()).train().to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.G_opt = _lazy_adam(self.G.parameters(), cfg, cfg.g_reg_interval)
         self.D_opt = _lazy_adam(self.D.parameters(), cfg, cfg.d_reg_interval)

@@ -47,6 +47,7 @@ from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.train import distributed
 from latentedit.train.loop import run_steps
 from latentedit.train.state import load_state, save_state
+from latentedit.runtime import seeded
 
 
 @dataclass
@@ -113,9 +114,9 @@ class OffsetTrainer:
             normal, intercept = conditioned_plane(boundary, conditioned, self.G.w_avg, intercept)
             boundary_name = conditioned.name
         self.boundary_name, self.generator = boundary_name, generator_hash(self.G)
-        torch.manual_seed(cfg.seed)
         net_cfg = FusionConfig(**{**cfg.fusion, "num_ws": self.G.num_ws, "w_dim": self.G.w_dim})
-        net = FusionNet(net_cfg)
+        with seeded(cfg.seed):
+            net = FusionNet(net_cfg)
         with torch.no_grad():
             net.regre.in3.weight.fill_(cfg.init_scale)
         template = accessory_template(cfg.kind, net_cfg.resolution)

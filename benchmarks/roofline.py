@@ -1,0 +1,193 @@
+"""This CPU's ceiling and how much of it our generator and training step reach, in one run.
+
+    python benchmarks/roofline.py [--nvlabs PATH] [--res 64 256 1024] [--batch 1 4] [--threads 2]
+
+1. Ceiling: torch's own convolutions on the shapes the networks use (3x3 at 512 ch / 16-64 px,
+   256 ch / 128 px, 128 ch / 256 px; 1x1; the 2x transposed 3x3 of up-convs; the 4x4 depthwise
+   FIR of up/down-sampling), channels_last, forward and forward+backward, fp32 and bf16, at the
+   thread count used. GFLOP/s = FLOPs counted by torch.utils.flop_counter / median time; the
+   ceiling of a dtype and pass is the best 3x3 figure (FIR is memory-bound: GB/s instead).
+2. Our generator, inference (config-f at 256 / 1024 px, the bundled config at 64 px; batch 1 and
+   4; fp32 fast path, bf16 fast path, our reference path, NVlabs' when --nvlabs is given):
+   images/s, achieved GFLOP/s and the fraction of the ceiling; ratios to NVlabs (or our reference
+   path when NVlabs is absent).
+3. Our G+D training step at the bundled config (benchmarks/train_step_speed.py's step, fp32 and
+   bf16): images/s and achieved GFLOP/s (forward + backward FLOPs counted on one step).
+The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per machine.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from generator_speed import machine_description  # noqa: E402  sibling script
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CONV_SHAPES = [  # (name, batch, in ch, out ch, px, kernel, transposed)
+    ("3x3 512ch 16px b4", 4, 512, 512, 16, 3, False), ("3x3 512ch 64px b1", 1, 512, 512, 64, 3, False),
+    ("3x3 256ch 128px b1", 1, 256, 256, 128, 3, False), ("3x3 128ch 256px b1", 1, 128, 128, 256, 3, False),
+    ("3x3 128ch 32px b32 (train)", 32, 128, 128, 32, 3, False),
+    ("1x1 512ch 64px b1", 1, 512, 512, 64, 1, False), ("up 3x3 512ch 32->64px b1", 1, 512, 512, 32, 3, True),
+]
+
+
+def isa_flags():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next(line for line in fh if line.startswith("flags")).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        return "?"
+    keep = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma", "avx_vnni"))
+    return " ".join(keep) or "none of avx2/avx512/amx"
+
+
+def timed(fn, iters, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def counted_flops(fn):
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def conv_case(batch, cin, cout, px, k, transposed, dtype, backward):
+    x = torch.randn(batch, cin, px, px, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(cin, cout, k, k) if transposed else torch.randn(cout, cin, k, k)).to(dtype)
+    w = w.contiguous(memory_format=torch.channels_last)
+    if backward:
+        x.requires_grad_(True), w.requires_grad_(True)
+    conv = (lambda: F.conv_transpose2d(x, w, stride=2, padding=1)) if transposed else \
+        (lambda: F.conv2d(x, w, padding=k // 2))
+
+    def run():
+        if backward:
+            conv().float().sum().backward()
+        else:
+            with torch.no_grad():
+                conv()
+    return run
+
+
+def ceiling(iters):
+    """{(dtype, pass): best 3x3 GFLOP/s}, printing every shape."""
+    best = {}
+    print("\n== ceiling: torch convolutions, channels_last ==")
+    print(f"{'shape':32} {'dtype':5} {'pass':8} {'GFLOP/s':>9}")
+    for dname, dtype in DTYPES.items():
+        for backward in (False, True):
+            label = "fwd+bwd" if backward else "fwd"
+            for name, b, cin, cout, px, k, tr in CONV_SHAPES:
+                run = conv_case(b, cin, cout, px, k, tr, dtype, backward)
+                flops = counted_flops(run)
+                gflops = flops / timed(run, iters) / 1e9
+                print(f"{name:32} {dname:5} {label:8} {gflops:9.1f}", flush=True)
+                if name.startswith("3x3"):
+                    best[dname, label] = max(best.get((dname, label), 0.0), gflops)
+        x = torch.randn(1, 512, 64, 64, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        fir = torch.ones(512, 1, 4, 4, dtype=dtype) / 16
+        t = timed(lambda: F.conv2d(x, fir, padding=1, groups=512), iters)
+        print(f"{'FIR 4x4 depthwise 512ch 64px':32} {dname:5} {'fwd':8} {2 * x.numel() * x.element_size() / t / 1e9:9.1f} GB/s")
+    return best
+
+
+def generator_runs(res, batch, nvlabs):
+    """{config: (synthesis callable, ws)} on one set of random weights."""
+    from latentedit.models.stylegan2 import Generator, GeneratorConfig
+
+    cfg = GeneratorConfig(resolution=res) if res >= 256 else \
+        GeneratorConfig(resolution=res, channel_base=2048, channel_max=128)  # the bundled model's size
+    torch.manual_seed(0)
+    G = Generator(cfg).eval()
+    ws = G.mapping(torch.randn(batch, G.z_dim), update_w_avg=False)
+    runs = {"ours": lambda: G.synthesis(ws, noise_mode="const"),
+            "ours-bf16": lambda: G.synthesis(ws, noise_mode="const", compute_dtype=torch.bfloat16),
+            "ours-ref": lambda: G.synthesis(ws, noise_mode="const", fast=False)}
+    if nvlabs and res >= 256:
+        from generator_speed import _build_nvlabs
+
+        nv = _build_nvlabs(nvlabs, res, G.state_dict())
+        runs["nvlabs"] = lambda: nv(ws)
+    return runs
+
+
+def generator_table(args, best):
+    print("\n== generator inference (synthesis, const noise) ==")
+    print(f"{'res':>5} {'batch':>5} {'config':10} {'img/s':>8} {'GFLOP/s':>8} {'of ceiling':>10} {'vs ref':>7}")
+    for res in args.res:
+        for batch in args.batch:
+            runs = generator_runs(res, batch, args.nvlabs)
+            flops = counted_flops(runs["ours-ref"])
+            speed = {}
+            for name, run in runs.items():
+                with torch.no_grad():
+                    speed[name] = batch / timed(run, args.iters if res < 1024 else max(2, args.iters // 2))
+            ref = speed.get("nvlabs") or speed["ours-ref"]
+            for name, v in speed.items():
+                achieved = flops * v / batch / 1e9
+                ceil = best["bf16" if name == "ours-bf16" else "fp32", "fwd"]
+                ratio = f"{v / ref:6.2f}x" if name not in ("ours-ref", "nvlabs") else "      -"
+                print(f"{res:5} {batch:5} {name:10} {v:8.2f} {achieved:8.1f} {achieved / ceil:9.0%} {ratio}", flush=True)
+
+
+def training_table(args, best):
+    from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+    print("\n== G+D training step, 64 px, channel_base 2048 / max 128 (the bundled config), batch 32 ==")
+    for name in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        G = Generator(GeneratorConfig(resolution=64, channel_base=2048, channel_max=128)).train()
+        D = Discriminator(DiscriminatorConfig(resolution=64, channel_base=2048, channel_max=128)).train()
+        opt = torch.optim.Adam(list(G.parameters()) + list(D.parameters()), lr=0.0025, betas=(0.0, 0.99))
+        z, real = torch.randn(32, 512), torch.randn(32, 3, 64, 64)
+        bf16 = name == "bf16"
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            fake = G(z, compute_dtype=torch.bfloat16 if bf16 else None)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.softplus(-D(fake)).mean() + F.softplus(D(fake.detach())).mean() + F.softplus(-D(real)).mean()
+            loss.backward()
+            opt.step()
+        flops = counted_flops(step)
+        t = timed(step, args.iters, warmup=2)
+        print(f"{name:5} {32 / t:8.1f} img/s {flops / t / 1e9:8.1f} GFLOP/s "
+              f"({flops / t / 1e9 / best[name, 'fwd+bwd']:.0%} of the fwd+bwd ceiling)", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nvlabs", help="a stylegan2-ada-pytorch checkout for the reference ratios (optional)")
+    ap.add_argument("--res", type=int, nargs="+", default=[64, 256, 1024])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["generator", "training"])
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print("machine:", machine_description())
+    print("ISA:", isa_flags())
+    best = ceiling(args.iters)
+    print("ceiling (best 3x3):", ", ".join(f"{d} {p} {g:.0f}" for (d, p), g in sorted(best.items())), "GFLOP/s")
+    if "generator" not in args.skip:
+        generator_table(args, best)
+    if "training" not in args.skip:
+        training_table(args, best)
+
+
+if __name__ == "__main__":
+    main()

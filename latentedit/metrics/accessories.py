@@ -1,0 +1,71 @@
+"""Frame glasses must be frames: a judge that a dark band across the eyes fails.
+
+The attribute classifier and the parser's "accessory seen" share both pass a dark band drawn
+where glasses go. What tells thin frames apart is what the world renders: a dark rim around
+clear lenses through which the eyes and skin stay visible. Two measures per face, from a label
+map (the parser's on generated images; exact labels on world renders):
+
+- lens clarity: median luminance of the pixels labelled lens over that of the pixels labelled
+  skin. World frame glasses: about 0.8 (the lens tint); sunglasses and dark bands: 0.1-0.3.
+- frame share: frame pixels / (frame + lens pixels). A band labelled frame throughout goes to 1.
+
+The reference values are the medians of the same measures on world renders of frame glasses
+under the same labeller (`world_frame_reference`). A face passes when its clarity is at least
+half the reference and its frame share at most (1 + FRAME_TOLERANCE) times the reference; a set
+of edits holds the world's value when both medians are within FRAME_TOLERANCE of the reference.
+"""
+import torch
+
+from latentedit.world.params import LABEL_ID
+
+FRAME_TOLERANCE = 0.25
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _luminance(images):
+    """[N, 3, R, R] in [-1, 1] -> [N, R, R] in [0, 1]."""
+    x = (images.float().clamp(-1, 1) + 1) / 2
+    return sum(c * x[:, i] for i, c in enumerate(_LUMA))
+
+
+def frame_measures(images, labels):
+    """(lens clarity [N], frame share [N]) of images [N, 3, R, R] with label maps [N, R, R] (world
+    label ids); NaN where a face has no lens (or no skin) pixels, or no glasses pixels at all."""
+    lum = _luminance(images)
+    lens, frame, skin = (labels == LABEL_ID[k] for k in ("lens", "glasses_frame", "skin"))
+    clarity = torch.full([len(lum)], float("nan"))
+    share = torch.full([len(lum)], float("nan"))
+    for i in range(len(lum)):
+        n_lens, n_frame = int(lens[i].sum()), int(frame[i].sum())
+        if n_lens + n_frame:
+            share[i] = n_frame / (n_lens + n_frame)
+        if n_lens and skin[i].any():
+            clarity[i] = lum[i][lens[i]].median() / lum[i][skin[i]].median().clamp_min(1e-3)
+    return clarity, share
+
+
+def world_frame_reference(labeller=None, n=256, seed=7_000_000, resolution=64):
+    """{"clarity", "share"}: medians over n world renders wearing frame glasses, labelled by
+    `labeller` (images -> label maps; None: the renders' exact labels)."""
+    from latentedit import world
+
+    batch = world.sample(n, seed=seed, resolution=resolution, p_glasses=1.0, p_sunglasses=0.0, p_mask=0.0,
+                         p_hat=0.0)
+    labels = batch.labels if labeller is None else labeller(batch.image)
+    clarity, share = frame_measures(batch.image, labels)
+    return {"clarity": float(clarity.nanmedian()), "share": float(share.nanmedian())}
+
+
+def frames_pass(clarity, share, reference):
+    """[N] bool: each face's lenses are clear (clarity >= half the reference) and its glasses are
+    not frame throughout (share <= (1 + FRAME_TOLERANCE) x reference). NaN fails."""
+    clear = clarity >= 0.5 * reference["clarity"]
+    thin = share <= (1 + FRAME_TOLERANCE) * reference["share"]
+    return clear & thin  # comparisons with NaN are False
+
+
+def frames_hold_world(clarity, share, reference):
+    """{"clarity", "share": median / reference, "holds": both within FRAME_TOLERANCE of 1}."""
+    ratios = {"clarity": float(clarity.nanmedian()) / reference["clarity"],
+              "share": float(share.nanmedian()) / reference["share"]}
+    return {**ratios, "holds": all(abs(r - 1) <= FRAME_TOLERANCE for r in ratios.values())}

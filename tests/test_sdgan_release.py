@@ -1,0 +1,332 @@
+"""SD-GAN's released set end to end: stand-ins of every released file (their layouts, random weights,
+small sizes), `latentedit convert` into one bundle, `latentedit synthesize` and the Python route,
+checked against an independent implementation of test.py's maths and of unsup3d's Demo written
+here from their formulas. The generator, the fusion network and the unsup3d nets are shared with
+the library (their layouts are tested in test_formats / test_fusion / test_evaluators); everything
+test.py and Demo.run do around them is re-derived below."""
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+import latentedit as le
+from conftest import TINY, randomize
+from latentedit.cli import main
+from latentedit.edit.sdgan import SDGANSynthesizer, mean_latent
+from latentedit.errors import FormatError
+from latentedit.formats import Networks, load_generator, save_networks
+from latentedit.formats.sdgan import fusion_state_dict_for_sdgan, load_sdgan_fusion
+from latentedit.formats.unsup3d import face3d_to_state, load_unsup3d, read_checkpoint
+from latentedit.models.face3d import Face3D, Face3DConfig
+from latentedit.models.fusion import FusionConfig, FusionNet
+from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+torch.set_num_threads(1)
+FUSION = FusionConfig(resolution=32, id_widths=(8, 16, 16, 32), id_depths=(1, 2, 1, 1), tpl_widths=(8, 8, 16, 24),
+                      tpl_depths=(2, 1, 1, 1), se_reduction=4, maps_ngf=4, maps_down=3, style_dim=16,
+                      num_style_fc=5, spade_hidden=12, ace_kernel=3, num_ws=8, w_dim=512)
+GEN = dict(TINY, resolution=32)  # the released 256 px generator's layout, small; as large as the fusion input
+FOLDERS = {"mask": "mask", "sunglasses": "glasses", "frame_glasses": "frame_glasses"}
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _install_unsup3d_meters():
+    """A module unsup3d.meters whose MetricsTrace pickles under unsup3d's own name."""
+    mod = types.ModuleType("unsup3d.meters")
+
+    class MetricsTrace:
+        def __init__(self):
+            self.data = {"train": [{"loss": 0.51, "speed": 98.5}], "val": [{"loss": 0.55, "speed": 120.0}]}
+
+    MetricsTrace.__module__, MetricsTrace.__qualname__ = "unsup3d.meters", "MetricsTrace"
+    mod.MetricsTrace = MetricsTrace
+    sys.modules.setdefault("unsup3d", types.ModuleType("unsup3d"))
+    sys.modules["unsup3d.meters"] = mod
+    return MetricsTrace
+
+
+def trainer_checkpoint(face3d, metrics_trace):
+    """unsup3d's trainer save: the nets, netC, optimiser states, the metrics trace and the epoch."""
+    state = face3d_to_state(face3d)
+    state["netC"] = {"network.0.weight": torch.randn(4, 3, 4, 4)}
+    for name in ("netD", "netA", "netL", "netV", "netC"):
+        params = [torch.nn.Parameter(torch.randn(2, 2))]
+        opt = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999))
+        params[0].sum().backward()
+        opt.step()
+        state["optimizer" + name[3:]] = opt.state_dict()
+    state["metrics_trace"] = metrics_trace
+    state["epoch"] = 30
+    return state
+
+
+def rgba_template(path, seed, size=32):
+    """An RGBA PNG with random colours under its transparent pixels (as SD-GAN's templates have)."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size, size, 4), dtype=np.uint8)
+    arr[..., 3] = 0
+    arr[size // 4: 3 * size // 4, 2:-2, 3] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, "RGBA").save(path)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """SD-GAN's released files (small, random) and the bundle `latentedit convert` makes of them."""
+    root = tmp_path_factory.mktemp("sdgan")
+    torch.manual_seed(0)
+    G = randomize(Generator(GeneratorConfig(**GEN))).eval()
+    D = randomize(Discriminator(DiscriminatorConfig(**GEN)), seed=1).eval()
+    save_networks(Networks("ours", "-", G=G, D=D), root / "network-snapshot-020180.pt")
+    torch.manual_seed(1)
+    face3d = randomize(Face3D(Face3DConfig(nf=16, zdim=16, nf_encoder=8)), seed=2).eval()
+    torch.save(trainer_checkpoint(face3d, _install_unsup3d_meters()()), root / "checkpoint030.pth",
+               _use_new_zipfile_serialization=False)
+    fusions = []
+    for i, kind in enumerate(FOLDERS):
+        torch.manual_seed(10 + i)
+        net = randomize(FusionNet(FUSION), seed=10 + i).eval()
+        torch.save(fusion_state_dict_for_sdgan(net), root / f"{kind}_checkpoint_latest.pt")
+        rgba_template(root / "templates" / FOLDERS[kind] / f"{kind}_1.png", seed=i)
+        fusions.append(f"{kind}={root / f'{kind}_checkpoint_latest.pt'}")
+    g = torch.Generator().manual_seed(5)
+    w = G.mapping(torch.randn(3, G.z_dim, generator=g), update_w_avg=False)[:, 0].detach()
+    (root / "data").mkdir()
+    for name, rows in (("w_glasses_test_1000.json", w), ("glasses_interfacegan_test_1000.json",
+                                                          torch.randn(3, 512, generator=g) * 0.5)):
+        (root / "data" / name).write_text(json.dumps({str(i): r.tolist() for i, r in enumerate(rows)}))
+    r = run("convert", root / "network-snapshot-020180.pt", root / "sdgan", "--unsup3d", root / "checkpoint030.pth",
+            *[a for f in fusions for a in ("--sdgan-fusion", f)], "--sdgan-templates", root / "templates")
+    assert r.exit_code == 0, r.output
+    return root
+
+
+# -- the independent reference: unsup3d's Demo.run + out_results, and test.py -----------------------
+
+def demo_maps(face3d, images):
+    """The 9-channel input as SD-GAN's Demo makes it, from unsup3d's formulas: [N, 9, 128, 128]."""
+    x = F.interpolate(images.clamp(-1, 1) / 2 + 0.5, (64, 64), mode="bilinear", align_corners=False) * 2 - 1
+    b, h, w = x.shape[0], 64, 64
+    d = face3d.netD(x)[:, 0]
+    d = (d - d.reshape(b, -1).mean(1).reshape(b, 1, 1)).tanh()
+    d = (1 + d) / 2 * 1.1 + (1 - d) / 2 * 0.9
+    border = F.pad(torch.zeros(1, h, w - 4), (2, 2), value=1)
+    d = d * (1 - border) + border * 1.05
+    albedo = face3d.netA(x)
+    light = face3d.netL(x)
+    ld = torch.cat([light[:, 2:], torch.ones(b, 1)], 1)
+    ld = ld / (ld ** 2).sum(1, keepdim=True) ** 0.5
+    f = (64 - 1) / 2 / np.tan(np.radians(10 / 2))
+    K = torch.tensor([[f, 0, 31.5], [0, f, 31.5], [0, 0, 1]], dtype=torch.float32)
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    grid = torch.stack([xs, ys, torch.ones(h, w)], -1)[None]
+    pts = grid.matmul(torch.inverse(K).T[None]) * d[..., None]
+    n = torch.cross(pts[:, 1:-1, 2:] - pts[:, 1:-1, :-2], pts[:, 2:, 1:-1] - pts[:, :-2, 1:-1], dim=3)
+    normal = torch.zeros(b, h, w, 3)
+    normal[..., 2] = 1
+    normal[:, 1:-1, 1:-1] = n
+    normal = normal / ((normal ** 2).sum(3, keepdim=True) ** 0.5 + 1e-7)
+    shading = (normal * ld[:, None, None]).sum(3).clamp(min=0)[:, None]
+    up = lambda t: F.interpolate(t, (128, 128), mode="bilinear", align_corners=False)  # noqa: E731
+    normal = up(normal.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    normal = normal / (normal ** 2).sum(3, keepdim=True) ** 0.5
+    shading, albedo = up(shading), up(albedo)
+
+    def out_image(img):  # unsup3d_utils.out_image then ToTensor + Normalize(0.5, 0.5)
+        u8 = np.uint8(img.permute(1, 2, 0).numpy() * 255.)[:, :, ::-1]
+        return torch.from_numpy(u8.copy()).permute(2, 0, 1).float() / 255 * 2 - 1
+
+    return torch.stack([torch.cat([out_image(normal[i].permute(2, 0, 1) / 2 + 0.5),
+                                   out_image(shading[i].repeat(3, 1, 1)), out_image(albedo[i] / 2 + 0.5)])
+                        for i in range(b)])
+
+
+def reference(root, kind, w, p, psi=0.5):
+    """test.py's loop for codes w [N, 512] and interface vectors p [N, 512] -> three image batches."""
+    G = load_generator(root / "network-snapshot-020180.pt")
+    mean = torch.load(root / "network-snapshot-020180.pt", weights_only=True)["latent_avg"]
+    face3d = load_unsup3d(root / "checkpoint030.pth")
+    _, fusion = load_sdgan_fusion(root / f"{kind}_checkpoint_latest.pt")
+    png = next((root / "templates" / FOLDERS[kind]).iterdir())
+    tpl = torch.from_numpy(np.array(Image.open(png).convert("RGB"))).permute(2, 0, 1).float() / 255
+    tpl = ((tpl - 0.5) / 0.5)[None]
+
+    def generate(latent, direction=None):  # generate_from_synthesis with truncation 0.5
+        code = latent if direction is None else latent + direction
+        return G.synthesis(mean + psi * (code - mean), noise_mode="const")
+
+    out = []
+    with torch.no_grad():
+        for wi, pi in zip(w, p):
+            latent = wi[None, None].repeat(1, G.num_ws, 1)
+            gt = pi[None, None]
+            origin = generate(latent)
+            inter = generate(latent, gt)
+            outputs = fusion(origin, tpl, demo_maps(face3d, origin))
+            out.append((origin, inter, generate(latent, outputs + gt)))
+    return [torch.cat(t) for t in zip(*out)]
+
+
+def save_image_normalized(img):
+    """torchvision's save_image(normalize=True) of one image [3, H, W] -> uint8 [H, W, 3]."""
+    x = img.clone()
+    lo, hi = float(x.min()), float(x.max())
+    x = (x.clamp(lo, hi) - lo) / max(hi - lo, 1e-5)
+    return x.mul(255).add(0.5).clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def read_json_rows(path):
+    return torch.tensor([v for _, v in sorted(json.loads(path.read_text()).items(), key=lambda kv: int(kv[0]))])
+
+
+# -- tests ------------------------------------------------------------------------------------------
+
+def test_trainer_checkpoint_loads_without_running_code(release, tmp_path):
+    ckpt = read_checkpoint(release / "checkpoint030.pth")
+    assert open(release / "checkpoint030.pth", "rb").read(2) == b"\x80\x02"  # the old, pre-zip format
+    assert ckpt["epoch"] == 30 and ckpt["metrics_trace"].data["val"][0]["loss"] == 0.55
+    assert type(ckpt["metrics_trace"]).__module__ == "latentedit.formats.unsup3d"  # the stand-in, not theirs
+    assert isinstance(load_unsup3d(release / "checkpoint030.pth"), Face3D)
+
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    state = trainer_checkpoint(Face3D(Face3DConfig(nf=16, zdim=16, nf_encoder=8)), Planted())
+    torch.save(state, tmp_path / "evil.pth", _use_new_zipfile_serialization=False)
+    with pytest.raises(FormatError, match="outside the allow-list"):
+        load_unsup3d(tmp_path / "evil.pth")
+    assert not marker.exists()
+    # the newer zip format, without a trace, loads the same way
+    state["metrics_trace"] = None
+    torch.save(state, tmp_path / "ok.pth")
+    assert read_checkpoint(tmp_path / "ok.pth")["metrics_trace"] is None
+
+
+def test_demo_canonical_maps_match_unsup3d(release):
+    face3d = load_unsup3d(release / "checkpoint030.pth")
+    cfg = Face3DConfig.sdgan_demo()
+    cfg.nf, cfg.zdim, cfg.nf_encoder = face3d.cfg.nf, face3d.cfg.zdim, face3d.cfg.nf_encoder
+    ours = Face3D(cfg).eval()
+    ours.load_state_dict(face3d.state_dict())
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        got, want = ours(images)["maps"], demo_maps(face3d, images)
+    assert got.shape == want.shape == (2, 9, 128, 128)
+    # 8-bit maps: equal but for the rare value whose float rounding lands on the other side of a step
+    differ = (got - want).abs() > 1e-5
+    assert differ.float().mean() < 1e-3 and (got - want).abs().max() < 2 / 255 + 1e-5
+    cfg.maps_uint8 = False
+    exact = Face3D(cfg).eval()
+    exact.load_state_dict(face3d.state_dict())
+    with torch.no_grad():
+        floats = exact(images)["maps"]
+    assert (floats - got).abs().max() < 2 / 255 + 1e-5 and (floats - got).abs().max() > 1e-4  # quantised
+
+
+def test_convert_and_synthesize_equal_test_py(release, tmp_path):
+    w = read_json_rows(release / "data" / "w_glasses_test_1000.json")
+    p = read_json_rows(release / "data" / "glasses_interfacegan_test_1000.json")
+    want = reference(release, "sunglasses", w, p)
+    # the Python route
+    res = SDGANSynthesizer.load(release / "sdgan", "glasses")(w, p)
+    via_model = le.load_model(release / "sdgan").synthesizer("glasses")(w, p)  # the model object's route
+    for got, again, ref in zip((res.origin, res.prior_image, res.image),
+                               (via_model.origin, via_model.prior_image, via_model.image), want):
+        assert (got - ref).abs().max() < 1e-4 and torch.equal(got, again)
+    assert (res.image - res.prior_image).abs().max() > 1e-2  # the offset does something
+    # the command line, as README says
+    out = tmp_path / "out"
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "glasses", "--w-file",
+            release / "data" / "w_glasses_test_1000.json", "--interface-file",
+            release / "data" / "glasses_interfacegan_test_1000.json", "--truncation", 0.5, "--normalize-output",
+            "--out", out)
+    assert r.exit_code == 0, r.output
+    for folder, ref in zip(("origins", "interfacegan_origins", "predict_images"), want):
+        for i in range(len(w)):
+            png = np.asarray(Image.open(out / folder / f"{i:04d}.png")).astype(int)
+            assert np.abs(png - save_image_normalized(ref[i]).astype(int)).max() <= 1
+    final = np.load(out / "predict_latents.npy")
+    assert final.shape == (3, 8, 512)
+    assert json.loads((out / "manifest.json").read_text())["settings"]["truncation"] == 0.5
+
+
+def test_truncation_and_mean_latent_settings(release):
+    bundle = release / "sdgan"
+    w = read_json_rows(release / "data" / "w_glasses_test_1000.json")[:2]
+    p = read_json_rows(release / "data" / "glasses_interfacegan_test_1000.json")[:2]
+    # psi = 1: today's untruncated edit G(w + p + offset)
+    synth = SDGANSynthesizer.load(bundle, "mask", truncation=1.0)
+    res = synth(w, p)
+    with torch.no_grad():
+        direct = synth.G.synthesis(res.latents, noise_mode="const")
+    assert (res.image - direct).abs().max() < 1e-5
+    # a seeded mean of N samples: reproducible, seed-dependent, near the mapped mean
+    G = synth.G
+    a, b = mean_latent(G, "sampled", 512, seed=1), mean_latent(G, "sampled", 512, seed=2)
+    assert torch.equal(a, mean_latent(G, "sampled", 512, seed=1)) and not torch.equal(a, b)
+    s = SDGANSynthesizer.load(bundle, "mask", mean_source="sampled", mean_samples=512, mean_seed=1)
+    assert torch.equal(s.mean, a) and s.truncation == 0.5
+    r1 = s(w, p)
+    expected = a + 0.5 * (r1.latents - a)
+    with torch.no_grad():
+        assert (r1.image - G.synthesis(expected, noise_mode="const")).abs().max() < 1e-5
+
+
+def test_prior_needs_an_interface_file(release, tmp_path):
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "mask", "--n", 2, "--out", tmp_path / "o")
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and "interface file" in lines[0], r.output
+    assert not (tmp_path / "o" / "predict_images").exists()
+
+
+def test_boundary_prior_and_default_output(release, tmp_path):
+    w = read_json_rows(release / "data" / "w_glasses_test_1000.json")[:2]
+    n = torch.randn(512, generator=torch.Generator().manual_seed(9))
+    np.save(tmp_path / "eyeglasses_boundary.npy", (n / n.norm())[None].numpy())
+    synth = SDGANSynthesizer.load(release / "sdgan", "frame_glasses", boundary=tmp_path / "eyeglasses_boundary.npy",
+                                  distance=3.0)
+    res = synth(w)
+    unit = n / n.norm()
+    assert torch.allclose(res.prior, (3.0 - w @ unit).clamp(min=0)[:, None] * unit, atol=1e-5)
+    # default PNGs: the plain [-1, 1] mapping, not test.py's stretch
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "frame_glasses", "--n", 1, "--seed", 4,
+            "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "interface file" in r.output  # seeds need a prior too
+    w1 = load_generator(release / "sdgan").sample_w(1, seed=4)
+    np.save(tmp_path / "w.npy", w1.numpy())
+    np.save(tmp_path / "p.npy", np.zeros((1, 512), np.float32))
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "frame_glasses", "--w-file", tmp_path / "w.npy",
+            "--interface-file", tmp_path / "p.npy", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    s = SDGANSynthesizer.load(release / "sdgan", "frame_glasses")
+    with torch.no_grad():
+        origin = s.G.synthesis(s.truncated(s.G.broadcast_w(w1)), noise_mode="const")
+    png = np.asarray(Image.open(tmp_path / "o" / "origins" / "0000.png")).astype(int)
+    plain = (origin[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy().astype(int)
+    assert np.abs(png - plain).max() <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sdgan-fusion", "mask"], "KIND=PATH"),
+    (["--sdgan-fusion", "hat=x.pt"], "unknown SD-GAN kind"),
+    ([], "needs all of"),
+])
+def test_convert_errors_are_one_line(release, tmp_path, args, message):
+    full = ["--unsup3d", release / "checkpoint030.pth", "--sdgan-templates", release / "templates"] if args else \
+        ["--unsup3d", release / "checkpoint030.pth"]
+    r = run("convert", release / "network-snapshot-020180.pt", tmp_path / "b", *full, *args)
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
