@@ -251,3 +251,37 @@ def test_cli_synthesize_align_writes_aligned_and_pasted(tmp_path, face, monkeypa
     import json
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["align"] is True and manifest["images"][0]["files"]["pasted"] == "pasted/0000.png"
+
+
+def test_one_command_photo_to_edited_photo_with_an_e4e_checkpoint(tmp_path, face, monkeypatch):
+    """`edit --encoder e4e.pt --input photo --align --direction age.pt`: the released-layout e4e file
+    (random weights) brings encoder and generator; each pasted-back photo is the e4e code of the
+    aligned crop, moved along the direction, synthesized and put back where the crop came from."""
+    import torch
+
+    from latentedit.edit.project import encode_images
+    from latentedit.formats.images import to_uint8
+    from latentedit.formats.psp import load_psp_encoder
+    from test_psp_encoders import SMALL, tiny_generator, write_checkpoint
+
+    G = tiny_generator(w_dim=32)
+    write_checkpoint(tmp_path / "e4e.pt", SMALL, "Encoder4Editing", G)
+    direction = torch.randn(1, 32, generator=torch.Generator().manual_seed(3))
+    torch.save(direction, tmp_path / "age.pt")                                # e4e's interfacegan_directions layout
+    canvas, A, t = place(face, 12, 1.3, (200, 150))
+    Image.fromarray(canvas).save(tmp_path / "photo.png")
+    landmarks = canonical_landmarks(FACE) @ A.T + t
+    monkeypatch.setattr(align, "detect_landmarks", lambda photo, name="photo": landmarks)
+    r = run("edit", "--encoder", tmp_path / "e4e.pt", "--input", tmp_path / "photo.png", "--align",
+            "--direction", tmp_path / "age.pt", "--strength=-2..2", "--steps", 2, "--out", tmp_path / "age.png")
+    assert r.exit_code == 0, r.output
+    crop = align_face(canvas, G.img_resolution, landmarks=landmarks).crop
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+    codes = encode_images(load_psp_encoder(tmp_path / "e4e.pt"), G, x)        # [1, num_ws, 32]
+    for s in (-2, 2):
+        with torch.no_grad():
+            edited = to_uint8(G.synthesize(codes + s * direction))[0]
+        got = np.asarray(Image.open(tmp_path / "age_pasted" / f"photo_{s:+g}.png"))
+        expected = paste_back(canvas, edited, ffhq_quad(landmarks))
+        assert np.abs(got.astype(int) - expected).max() <= 2                  # uint8 rounding of a float path
+        assert not np.array_equal(got, canvas)

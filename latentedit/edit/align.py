@@ -89,7 +89,7 @@ def warp_quad(photo, quad, resolution, pad_reflect=True):
         quad = quad + offset
     big = _SUPERSAMPLE * resolution
     out = img.transform((big, big), Image.Transform.QUAD, tuple((quad + 0.5).flatten()), Image.BILINEAR)
-    return np.asarray(out.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8)
+    return np.array(out.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8)  # writable
 
 
 def _pad_reflect(a, before, after, size):
