@@ -1,0 +1,62 @@
+"""Hostile or malformed file fields, pickles and options: one clear error (InputError / FormatError,
+exit status 2 on the CLI), never a traceback, a hang or a huge allocation (issue 16, part B)."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from latentedit.cli import main
+from latentedit.edit.directions import Direction
+from latentedit.errors import FormatError
+
+RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_error_line(r, *words):
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# -- 1. direction sidecars -------------------------------------------------------------------
+
+BAD_SIDECAR_FIELDS = [("version", "2"), ("version", 1.5), ("layers", 5), ("layers", ["a", "b"]), ("layers", [3, 1]),
+                      ("layers", [0, 1, 2]), ("num_ws", "ten"), ("num_ws", -3), ("num_ws", 10 ** 9),
+                      ("generator", 12345), ("generator", "abc"), ("provenance", "abc"), ("provenance", [1]),
+                      ("shape", 5), ("shape", ["1", "512"]), ("space", "q"), ("space", 3), ("name", 7)]
+
+
+def _direction_with_sidecar(tmp_path, **fields):
+    path = Direction(np.ones(8, np.float32), space="w", name="d").normalized().save(tmp_path / "d.npy")
+    side = json.loads(path.with_suffix(".json").read_text())
+    side.update(fields)
+    path.with_suffix(".json").write_text(json.dumps(side))
+    return path
+
+
+@pytest.mark.parametrize("field,value", BAD_SIDECAR_FIELDS)
+def test_sidecar_field_of_wrong_type_or_range_is_a_format_error_naming_it(tmp_path, field, value):
+    path = _direction_with_sidecar(tmp_path, **{field: value})
+    with pytest.raises(FormatError, match=f"'{field}'" if field != "shape" or value == 5 else "shape"):
+        Direction.load(path)
+
+
+def test_sidecar_good_fields_still_load(tmp_path):
+    path = _direction_with_sidecar(tmp_path, layers=[2, 4], num_ws=6, provenance={"made_by": "test"}, generator=None)
+    d = Direction.load(path)
+    assert d.layers == (2, 4) and d.num_ws == 6 and d.provenance == {"made_by": "test"}
+
+
+@pytest.mark.parametrize("command", [["edit", "--steps", "2", "--seeds", "0"], ["mask", "--seeds", "0"],
+                                     ["layers", "--steps", "2", "--seeds", "0"]])
+def test_cli_with_bad_sidecar_prints_one_error_line(tmp_path, command):
+    path = _direction_with_sidecar(tmp_path, layers=5)
+    r = run(*command, *RANDOM, "--direction", path, "--out", tmp_path / "out.png")
+    assert_one_error_line(r, "layers", "d.json")
