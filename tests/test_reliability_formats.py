@@ -60,3 +60,47 @@ def test_cli_with_bad_sidecar_prints_one_error_line(tmp_path, command):
     path = _direction_with_sidecar(tmp_path, layers=5)
     r = run(*command, *RANDOM, "--direction", path, "--out", tmp_path / "out.png")
     assert_one_error_line(r, "layers", "d.json")
+
+
+# -- 2. bundle.json network configs ----------------------------------------------------------
+
+def _bundle_with_config(tmp_path, tiny_G, **fields):
+    from latentedit.formats import Networks, save_networks
+
+    save_networks(Networks("test", "-", tiny_G), tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    manifest["networks"]["G"]["config"].update(fields)
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(manifest))
+    return tmp_path / "b"
+
+
+@pytest.mark.parametrize("field,value", [("resample_filter", "abc"), ("resample_filter", [1] * 200000),
+                                         ("resample_filter", [1, -1]), ("resample_filter", [[1, 3], [3, 1]]),
+                                         ("mapping_lr_multiplier", "fast"), ("mapping_lr_multiplier", 0),
+                                         ("conv_clamp", "abc"), ("conv_clamp", -1), ("w_avg_beta", 2),
+                                         ("resolution", "abc"), ("channel_max", 8192), ("n_mlp", 64)])
+def test_info_refuses_a_bundle_config_of_wrong_type_range_or_size(tmp_path, tiny_G, field, value):
+    if field in ("channel_max", "n_mlp"):  # within CONFIG_LIMITS, but 4 GiB and more of weights
+        bundle = _bundle_with_config(tmp_path, tiny_G, **{field: value}, channel_base=1 << 20, resolution=1024,
+                                     w_dim=8192)
+    else:
+        bundle = _bundle_with_config(tmp_path, tiny_G, **{field: value})
+    r = run("info", bundle)
+    assert_one_error_line(r, "GeneratorConfig", "parameters" if field in ("channel_max", "n_mlp") else field)
+
+
+def test_config_size_estimate_matches_the_networks_built():
+    from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+    sizes = dict(resolution=32, channel_base=2048, channel_max=64)
+    for cfg, net in [(GeneratorConfig(**sizes, z_dim=48, w_dim=80, n_mlp=3, img_channels=4), Generator),
+                     (DiscriminatorConfig(**sizes, mbstd_num_channels=2), Discriminator)]:
+        real = sum(t.numel() for t in net(cfg).state_dict().values())
+        assert abs(cfg.tensor_elements() - real) <= 0.01 * real  # only the FIR filter buffers are left out
+
+
+def test_config_f_1024_is_within_the_size_limit():
+    from latentedit.models.stylegan2 import MAX_CONFIG_ELEMENTS, DiscriminatorConfig, GeneratorConfig
+
+    assert GeneratorConfig(resolution=1024).tensor_elements() < MAX_CONFIG_ELEMENTS / 10
+    assert DiscriminatorConfig(resolution=1024).tensor_elements() < MAX_CONFIG_ELEMENTS / 10
