@@ -104,3 +104,89 @@ def test_config_f_1024_is_within_the_size_limit():
 
     assert GeneratorConfig(resolution=1024).tensor_elements() < MAX_CONFIG_ELEMENTS / 10
     assert DiscriminatorConfig(resolution=1024).tensor_elements() < MAX_CONFIG_ELEMENTS / 10
+
+
+# -- 3. hostile NVlabs-style pickles, written opcode by opcode -------------------------------
+# Protocol 2 opcodes: } EMPTY_DICT, ( MARK, u SETITEMS, s SETITEM, \x85 TUPLE1, R REDUCE, b BUILD,
+# q BINPUT, h BINGET, 0 POP, . STOP; c GLOBAL "module\nname\n"; X BINUNICODE; K BININT1.
+
+PERSISTENT = b"ctorch_utils.persistence\n_reconstruct_persistent_obj\n"
+GENERATOR_KWARGS = {"img_resolution": 16, "z_dim": 8, "w_dim": 8, "img_channels": 3,
+                    "synthesis_kwargs": {"channel_base": 512, "channel_max": 32}}
+
+
+def _ops(value):
+    """Opcodes pushing a str / small int / dict of them."""
+    if isinstance(value, str):
+        data = value.encode()
+        return b"X" + len(data).to_bytes(4, "little") + data
+    if isinstance(value, int):
+        return b"K" + bytes([value]) if value < 256 else b"J" + value.to_bytes(4, "little")
+    return b"}(" + b"".join(_ops(k) + _ops(v) for k, v in value.items()) + b"u"
+
+
+def _generator_open(class_name="Generator"):
+    """Opcodes up to an open `_modules` dict of a persistent network (close with _generator_close)."""
+    return (PERSISTENT + b"}(" + _ops("class_name") + _ops(class_name) + _ops("state") + b"}("
+            + _ops("_init_kwargs") + _ops(GENERATOR_KWARGS) + _ops("_modules") + b"}")
+
+
+_generator_close = b"uu\x85R"  # close state and meta, then call the (stubbed) reconstructor
+
+
+def _load(tmp_path, stream):
+    from latentedit.formats import load_networks
+
+    path = tmp_path / "hostile.pkl"
+    path.write_bytes(b"\x80\x02}(" + _ops("G_ema") + stream + b"u.")
+    return load_networks(path)
+
+
+def test_pickle_with_a_3000_deep_module_chain_is_a_format_error(tmp_path):
+    depth = 3000
+    child = (PERSISTENT + b"}(" + _ops("class_name") + _ops("Leaf") + b"u\x85R")
+    for _ in range(depth):
+        child = PERSISTENT + b"}(" + _ops("class_name") + _ops("M") + _ops("state") + b"}(" + _ops("_modules") \
+            + b"}(" + _ops("c") + child + b"uu" + b"u\x85R"
+    with pytest.raises(FormatError, match="nested deeper"):
+        _load(tmp_path, _generator_open() + b"(" + _ops("c") + child + b"u" + _generator_close)
+
+
+def test_pickle_with_a_module_cycle_is_a_format_error(tmp_path):
+    # _modules is memoised (q1), the network too (q2); then network._modules["loop"] = network
+    stream = _generator_open() + b"q\x01" + _generator_close + b"q\x02" + b"h\x01" + _ops("loop") + b"h\x02s0"
+    with pytest.raises(FormatError, match="nested deeper"):
+        _load(tmp_path, stream)
+
+
+@pytest.mark.parametrize("attribute,value", [("state_dict", b"ccollections\nOrderedDict\n"),
+                                             ("class_name", _ops("Generator")), ("children", b"cbuiltins\nset\n")])
+def test_pickle_setting_attributes_of_a_built_object_is_refused_at_load(tmp_path, attribute, value):
+    """BUILD on a network: it would replace its state_dict method (or any attribute) by an
+    allow-listed callable. Nothing runs, but the file is hostile: refused while reading."""
+    from latentedit.errors import UnsafeFileError
+
+    stream = _generator_open() + _generator_close + b"}" + _ops(attribute) + value + b"sb"
+    with pytest.raises(UnsafeFileError, match="refusing to set attributes"):
+        _load(tmp_path, stream)
+
+
+def test_pickle_group_of_wrong_type_is_a_format_error(tmp_path):
+    stream = (PERSISTENT + b"}(" + _ops("class_name") + _ops("Generator") + _ops("state")
+              + _ops({"_init_kwargs": GENERATOR_KWARGS, "_parameters": "abc"}) + b"u\x85R")
+    with pytest.raises(FormatError, match="_parameters is a str"):
+        _load(tmp_path, stream)
+
+
+@pytest.mark.parametrize("protocol", [3, 4])  # what NVlabs wrote (protocol 2 needs _codecs for bytes)
+def test_numpy_arrays_and_scalars_still_unpickle(protocol):
+    """Their BUILD (a dtype's or an array's __setstate__ tuple) is the one real pickles use."""
+    import io
+    import pickle
+
+    from latentedit.formats.safe_pickle import restricted_load
+
+    data = {"gain": np.float32(0.5), "filter": np.arange(4, dtype=np.float16).reshape(2, 2)}
+    back = restricted_load(io.BytesIO(pickle.dumps(data, protocol=protocol)))
+    assert back["gain"] == np.float32(0.5) and back["gain"].dtype == np.float32
+    assert np.array_equal(back["filter"], data["filter"]) and back["filter"].dtype == np.float16
