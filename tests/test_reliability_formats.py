@@ -190,3 +190,79 @@ def test_numpy_arrays_and_scalars_still_unpickle(protocol):
     back = restricted_load(io.BytesIO(pickle.dumps(data, protocol=protocol)))
     assert back["gain"] == np.float32(0.5) and back["gain"].dtype == np.float32
     assert np.array_equal(back["filter"], data["filter"]) and back["filter"].dtype == np.float16
+
+
+# -- 4. trainer and boundary options ---------------------------------------------------------
+
+@pytest.mark.parametrize("option,value", [("--batch", 0), ("--batch", -4), ("--n-mlp", 0)])
+def test_train_gan_bad_option_is_one_error_line(tmp_path, option, value):
+    r = run("train", "gan", "--out", tmp_path / "run", option, value)
+    assert_one_error_line(r, option.lstrip("-").replace("-", "_"))
+    assert not (tmp_path / "run" / "state.json").exists()
+
+
+@pytest.mark.parametrize("text,words", [("{", ["unreadable"]), ("[1, 2]", ["holds no GAN-training"]),
+                                        ('{"batch": 32, "flavour": 1}', ["unknown", "flavour"]),
+                                        ('{"batch": "abc"}', ["batch"]), ('{"lr": 0}', ["lr"]),
+                                        ('{"resolution": 48}', ["power of two"])])
+def test_train_gan_resume_with_a_bad_saved_config_is_one_error_line(tmp_path, text, words):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(text)
+    r = run("train", "gan", "--out", tmp_path / "run", "--resume")
+    assert_one_error_line(r, *words)
+
+
+@pytest.mark.parametrize("option,value", [("--n-train", 0), ("--eval-every", 0), ("--n-eval", 0), ("--batch", 6 - 1),
+                                          ("--lr", -1.0)])
+def test_train_evaluators_bad_option_is_one_error_line(tmp_path, option, value):
+    r = run("train", "evaluators", "--out", tmp_path / "run", "--kind", "attributes", option, value)
+    assert_one_error_line(r, option.lstrip("-").replace("-", "_"))
+    assert not list((tmp_path / "run").glob("**/pool_*"))  # refused before rendering anything
+
+
+def _latents_and_scores(tmp_path, n=40, d=8):
+    rng = np.random.RandomState(0)
+    x = rng.randn(n, d).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "s.npy", (x[:, :1] > 0).astype(np.float32))
+    return tmp_path / "x.npy", tmp_path / "s.npy"
+
+
+@pytest.mark.parametrize("damage", ["object", "truncated", "npz", "bool"])
+def test_boundary_train_with_a_bad_latents_file_is_one_error_line(tmp_path, damage):
+    x, s = _latents_and_scores(tmp_path)
+    if damage == "object":
+        np.save(x, np.array([[1, "a"], [None, 2.0]], dtype=object), allow_pickle=True)
+    elif damage == "truncated":
+        x.write_bytes(x.read_bytes()[:200])
+    elif damage == "npz":
+        with open(x, "wb") as f:
+            np.savez(f, a=np.zeros(3))
+    else:
+        np.save(x, np.ones((40, 8), bool))
+    r = run("boundary", "train", "--attribute", "smile", "--latents", x, "--scores", s, "--ratio", 0.25,
+            "--out", tmp_path / "b.npy")
+    assert_one_error_line(r, "x.npy")
+
+
+@pytest.mark.parametrize("C", [-1, 0])
+def test_boundary_train_nonpositive_C_is_one_error_line(tmp_path, C):
+    x, s = _latents_and_scores(tmp_path)
+    r = run("boundary", "train", "--attribute", "smile", "--latents", x, "--scores", s, "--ratio", 0.25, "--C", C,
+            "--out", tmp_path / "b.npy")
+    assert_one_error_line(r, "C must be a positive number")
+    r = run("boundary", "train", "--attribute", "smile", "--latents", x, "--scores", s, "--ratio", 0.25,
+            "--out", tmp_path / "b.npy")
+    assert r.exit_code == 0, r.output  # the same files train with the default C
+
+
+@pytest.mark.parametrize("n", [0, -5, 3])
+def test_boundary_discover_ganspace_too_few_samples_is_one_error_line(tmp_path, n):
+    r = run("boundary", "discover", *RANDOM, "--method", "ganspace", "--k", 3, "--n", n, "--no-names",
+            "--out", tmp_path / "dirs")
+    assert_one_error_line(r, "n must be an integer >= k + 1")
+
+
+def test_boundary_train_n_zero_is_one_error_line(tmp_path):
+    r = run("boundary", "train", *RANDOM, "--attribute", "smile", "--n", 0, "--out", tmp_path / "b.npy")
+    assert_one_error_line(r, "number of samples must be a positive integer")

@@ -6,7 +6,6 @@ parameter names follow the NVlabs stylegan2-ada layout, so their state dicts loa
 rosinality's by rename + reshape (latentedit.formats).
 """
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +14,7 @@ from torch import nn
 
 from latentedit.errors import InputError
 from latentedit.models import layers
-from latentedit.models.config import DictConfig
+from latentedit.models.config import DictConfig, is_real
 from latentedit.models.layers import Conv2dLayer, FullyConnectedLayer, conv2d_resample, normalize_2nd_moment
 from latentedit.ops import bias_act, setup_filter, upsample2d
 
@@ -36,10 +35,6 @@ MAX_FILTER_TAPS = 32  # NVlabs and rosinality use 4 ([1, 3, 3, 1])
 MAX_CONFIG_ELEMENTS = 1 << 30
 
 
-def _is_real(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # numpy scalars too
-
-
 def check_config(cfg):
     """Types and ranges of every field, then the memory the network would take; InputError naming
     the field, so that a corrupt or hostile file fails before a tensor is allocated."""
@@ -55,16 +50,18 @@ def check_config(cfg):
         raise InputError(f"resolution must be a power of two >= 4, got {cfg.resolution}")
     if cfg.channel_base < 1 or cfg.channel_max < 1 or getattr(cfg, "z_dim", 1) < 1 or getattr(cfg, "w_dim", 1) < 1:
         raise InputError(f"{name}: channels and latent sizes must be positive")
+    if getattr(cfg, "n_mlp", 1) < 1:  # without a layer z is not mapped to W (nor z_dim to w_dim)
+        raise InputError(f"{name}.n_mlp must be >= 1, got {cfg.n_mlp}")
     lr_mul, beta = getattr(cfg, "mapping_lr_multiplier", 1), getattr(cfg, "w_avg_beta", 0)
-    if not _is_real(lr_mul) or lr_mul <= 0:  # 0 freezes the mapping network (its weights are scaled by it)
+    if not is_real(lr_mul) or lr_mul <= 0:  # 0 freezes the mapping network (its weights are scaled by it)
         raise InputError(f"{name}.mapping_lr_multiplier must be a positive number, got {lr_mul!r:.80}")
-    if not _is_real(beta) or not 0 <= beta <= 1:
+    if not is_real(beta) or not 0 <= beta <= 1:
         raise InputError(f"{name}.w_avg_beta must be a number in [0, 1], got {beta!r:.80}")
-    if cfg.conv_clamp is not None and (not _is_real(cfg.conv_clamp) or cfg.conv_clamp <= 0):
+    if cfg.conv_clamp is not None and (not is_real(cfg.conv_clamp) or cfg.conv_clamp <= 0):
         raise InputError(f"{name}.conv_clamp must be null or a positive number, got {cfg.conv_clamp!r:.80}")
     f = cfg.resample_filter
-    if (not isinstance(f, (list, tuple)) or not 1 <= len(f) <= MAX_FILTER_TAPS or not all(_is_real(t) for t in f)
-            or not _is_real(sum(f)) or sum(f) == 0):
+    if (not isinstance(f, (list, tuple)) or not 1 <= len(f) <= MAX_FILTER_TAPS or not all(is_real(t) for t in f)
+            or not is_real(sum(f)) or sum(f) == 0):
         raise InputError(f"{name}.resample_filter must be a list of 1 to {MAX_FILTER_TAPS} numbers with a "
                          f"non-zero sum, got {f!r:.80}")
     elements = cfg.tensor_elements()
