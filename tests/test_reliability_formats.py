@@ -1,14 +1,16 @@
 """Hostile or malformed file fields, pickles and options: one clear error (InputError / FormatError,
 exit status 2 on the CLI), never a traceback, a hang or a huge allocation (issue 16, part B)."""
 import json
+import re
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from latentedit.cli import main
 from latentedit.edit.directions import Direction
-from latentedit.errors import FormatError
+from latentedit.errors import FormatError, InputError
 
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
 
@@ -266,3 +268,19 @@ def test_boundary_discover_ganspace_too_few_samples_is_one_error_line(tmp_path, 
 def test_boundary_train_n_zero_is_one_error_line(tmp_path):
     r = run("boundary", "train", *RANDOM, "--attribute", "smile", "--n", 0, "--out", tmp_path / "b.npy")
     assert_one_error_line(r, "number of samples must be a positive integer")
+
+
+# -- 5. le.invert's input --------------------------------------------------------------------
+
+@pytest.mark.parametrize("images,words", [
+    (None, "got NoneType"), (5, "got int"), ([], "got list"), ([None], "got list"),
+    (lambda: torch.zeros(2, 3, 16), "got shape [2, 3, 16]"), (lambda: torch.zeros(0, 3, 16, 16), "N >= 1"),
+    (lambda: torch.zeros(1, 3, 16, 8), "got shape"), (lambda: torch.zeros(1, 3, 16, 16, dtype=torch.uint8), "floats"),
+    (lambda: torch.full((1, 3, 16, 16), float("nan")), "NaN")])
+@pytest.mark.parametrize("mode", ["project", "encoder"])
+def test_invert_checks_its_images_argument(tiny_G, images, words, mode):
+    import latentedit as le
+
+    images = images() if callable(images) else images
+    with pytest.raises(InputError, match=re.escape(words)):
+        le.invert(images, mode=mode, G=tiny_G, encoder=lambda x: x, steps=1)
