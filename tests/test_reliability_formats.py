@@ -214,6 +214,15 @@ def test_train_gan_resume_with_a_bad_saved_config_is_one_error_line(tmp_path, te
     assert_one_error_line(r, *words)
 
 
+@pytest.mark.parametrize("command", [["gan"], ["offset", "--kind", "mask"], ["encoder"]])
+def test_every_trainer_refuses_unknown_keys_in_a_saved_config(tmp_path, command):
+    (tmp_path / "run").mkdir()
+    saved = {"kind": "mask", "flavour": 1} if command[0] == "offset" else {"flavour": 1}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    r = run("train", *command, "--out", tmp_path / "run", "--resume")
+    assert_one_error_line(r, "unknown", "flavour")
+
+
 @pytest.mark.parametrize("option,value", [("--n-train", 0), ("--eval-every", 0), ("--n-eval", 0), ("--batch", 6 - 1),
                                           ("--lr", -1.0)])
 def test_train_evaluators_bad_option_is_one_error_line(tmp_path, option, value):

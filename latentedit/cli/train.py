@@ -200,7 +200,7 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_p
             explicit = click.get_current_context().get_parameter_source("inverted_fraction")
             if explicit == click.core.ParameterSource.COMMANDLINE:
                 saved = {**saved, "inverted_fraction": inverted_fraction}
-        cfg = (OffsetConfig(**{**saved, "steps": steps}) if saved is not None
+        cfg = (OffsetConfig.from_dict({**saved, "steps": steps}) if saved is not None
                else OffsetConfig(steps=steps, inverted_fraction=inverted_fraction, **given))
     except TypeError as e:
         raise InputError(f"{out}/config.json: not an offset-training configuration ({e})") from None
