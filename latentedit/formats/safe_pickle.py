@@ -117,7 +117,7 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     def load_build(self):
         target, state = self.stack[-2], self.stack[-1]
-        no_op = type(state) is dict and not state and not callable(target)  # older Pythons write it for EasyDict
+        no_op = type(state) is dict and not state and not callable(target)  # an empty __dict__ changes nothing
         if not no_op and not (isinstance(target, (np.ndarray, np.dtype)) and isinstance(state, tuple)):
             raise UnsafeFileError(f"refusing to set attributes on {getattr(target, '__name__', type(target).__name__)}"
                                   " (a pickle may only build data)")
