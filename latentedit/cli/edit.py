@@ -77,6 +77,7 @@ def train(model_path, random_weights, resolution, channel_base, channel_max, wei
     """Train an InterfaceGAN boundary (unit normal of a linear SVM)."""
     from latentedit.edit.boundaries import sample_latents, score_latents, train_boundary
     from latentedit.formats.directions import generator_hash
+    from latentedit.formats.latents import read_latents, read_npy
 
     if bool(latents_path) != bool(scores_path):
         raise InputError("pass --latents and --scores together")
@@ -87,8 +88,8 @@ def train(model_path, random_weights, resolution, channel_base, channel_max, wei
     if latents_path:
         if attribute == "all":
             raise InputError("--attribute all needs the classifier; with --scores name the attribute")
-        x = np.load(latents_path, allow_pickle=False)
-        table = {attribute: np.load(scores_path, allow_pickle=False)}
+        x = read_latents(latents_path)
+        table = {attribute: read_npy(scores_path, "scores")}
     else:
         clf = _classifier(evaluators_path, model_path)
         x = sample_latents(G, n, space, seed, truncation)

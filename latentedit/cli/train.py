@@ -43,18 +43,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
         raise InputError("--kimg and --snapshot-kimg must be positive")
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
                  batch=batch, r1_gamma=r1_gamma, bf16=bf16)
-    saved_path = Path(out) / "config.json"
-    if resume and saved_path.exists():
-        # A resumed run keeps its own configuration; a flag given on the command line must agree with it.
-        saved = json.loads(saved_path.read_text())
-        ctx = click.get_current_context()
-        for name, value in given.items():
-            explicit = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-            if explicit and saved.get(name) != value:
-                raise InputError(f"--{name.replace('_', '-')} {value} conflicts with the run's saved {saved.get(name)}")
-        cfg = GANConfig(**saved)
-    else:
-        cfg = GANConfig(**given)
+    saved = _saved_config(out, resume, given, "GAN-training")
+    cfg = GANConfig.from_dict(saved) if saved is not None else GANConfig(**given)
     rank, world_size, device = init_distributed()
     trainer = GANTrainer(cfg, out, device=device, rank=rank, world_size=world_size)
     if resume and trainer.resume():
@@ -98,16 +88,16 @@ def _saved_config(out, resume, given, what, always=()):
     if not (resume and saved_path.exists()):
         return None
     try:
-        saved = json.loads(saved_path.read_text())
+        saved = json.loads(saved_path.read_text())  # TODO(merge): read_json
     except (OSError, ValueError) as e:
         raise InputError(f"{saved_path}: unreadable run configuration ({e})") from None
     if not isinstance(saved, dict):
-        raise InputError(f"{saved_path}: not an {what} configuration")
+        raise InputError(f"{saved_path}: holds no {what} configuration (a JSON object)")
     ctx = click.get_current_context()
     for name, value in given.items():
         explicit = name in always or ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
         if explicit and saved.get(name) != value:
-            raise InputError(f"--{name} {value} conflicts with the run's saved {saved.get(name)}")
+            raise InputError(f"--{name.replace('_', '-')} {value} conflicts with the run's saved {saved.get(name)}")
     return saved
 
 
@@ -210,7 +200,7 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_p
             explicit = click.get_current_context().get_parameter_source("inverted_fraction")
             if explicit == click.core.ParameterSource.COMMANDLINE:
                 saved = {**saved, "inverted_fraction": inverted_fraction}
-        cfg = (OffsetConfig(**{**saved, "steps": steps}) if saved is not None
+        cfg = (OffsetConfig.from_dict({**saved, "steps": steps}) if saved is not None
                else OffsetConfig(steps=steps, inverted_fraction=inverted_fraction, **given))
     except TypeError as e:
         raise InputError(f"{out}/config.json: not an offset-training configuration ({e})") from None

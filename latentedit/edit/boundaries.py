@@ -22,6 +22,7 @@ import torch
 from latentedit.edit.imaging import resize
 from latentedit.edit.directions import Direction
 from latentedit.errors import InputError
+from latentedit.models.config import is_count, is_real
 
 SOLVERS = ("auto", "dual", "primal", "kernel")
 DUAL_MAX = 10_000  # training samples up to which the dual (exact hinge) solver is used by "auto"
@@ -94,6 +95,8 @@ def fit_linear_svm(x, y, C=1.0, solver="auto", max_iter=20000):
 
     if solver not in SOLVERS:
         raise InputError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if not (is_real(C) and C > 0):
+        raise InputError(f"the SVM regularisation C must be a positive number, got {C!r}")
     if len(np.unique(y)) != 2:
         raise InputError("an SVM needs samples of both classes")
     if solver == "auto":
@@ -162,6 +165,8 @@ def sample_latents(G, n, space="w", seed=0, truncation=1.0, batch=1000):
     """n latent codes [n, D] (z ~ N(0, I) from torch seed `seed`, mapped to W unless space="z")."""
     if space not in ("z", "w"):
         raise InputError(f"boundaries are trained in z or w, got {space!r}")
+    if not is_count(n):
+        raise InputError(f"the number of samples must be a positive integer, got {n!r}")
     z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed))
     if space == "z":
         return z.numpy()

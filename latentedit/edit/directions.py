@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from latentedit.errors import InputError
+from latentedit.formats.directions import SPACES  # one list, also checked where sidecars are read
 
-SPACES = ("z", "w", "w+")
 _EPS = 1e-8
 
 

@@ -10,6 +10,7 @@ from latentedit.edit.boundaries import attribute_scores, sample_latents
 from latentedit.edit.directions import Direction
 from latentedit.errors import InputError
 from latentedit.formats.directions import generator_hash
+from latentedit.models.config import is_count
 
 
 def modulation_layers(G):
@@ -69,6 +70,9 @@ def ganspace(G, k=10, n=20000, seed=0, layers=None, truncation=1.0):
     """The top-k principal axes of n sampled W codes (GANSpace), unit W directions; the std of
     W along each is in provenance["std"] (GANSpace's natural step)."""
     start, stop = _layer_range(G, layers)
+    if not is_count(n, k + 1):  # n samples span at most n - 1 axes of variance
+        raise InputError(f"GANSpace needs more samples than directions: n must be an integer >= k + 1 = {k + 1}, "
+                         f"got {n!r}")
     w = torch.from_numpy(sample_latents(G, n, "w", seed, truncation)).double()      # [n, D]
     wc = w - w.mean(0)
     evals, evecs = torch.linalg.eigh(wc.T @ wc / (n - 1))                            # covariance [D, D]

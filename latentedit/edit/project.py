@@ -337,6 +337,24 @@ def to_w(codes, encoder=None):
 # Inversion front end
 
 
+def _check_images_argument(images):
+    """invert's `images`: a float tensor [N >= 1, 3, R, R] of finite values, or image paths."""
+    from pathlib import Path
+
+    if torch.is_tensor(images):
+        shape = list(images.shape)
+        if images.ndim != 4 or shape[0] == 0 or shape[1] != 3 or shape[2] != shape[3] or shape[2] == 0:
+            raise InputError(f"images must be a tensor [N, 3, R, R] (N >= 1) in [-1, 1], got shape {shape}")
+        if not images.is_floating_point():
+            raise InputError(f"images must be floats in [-1, 1], got {images.dtype} (uint8 pixels: x / 127.5 - 1)")
+        if not torch.isfinite(images).all():
+            raise InputError("images contain NaN or infinite values")
+    elif not (isinstance(images, (str, Path)) or isinstance(images, (list, tuple)) and images
+              and all(isinstance(p, (str, Path)) for p in images)):
+        raise InputError("images must be a tensor [N, 3, R, R] in [-1, 1], an image file or folder, or a "
+                         f"non-empty list of them; got {type(images).__name__}")
+
+
 def invert(images, mode="project", G=None, evaluators=None, encoder=None, space="w+", steps=300, seed=0,
            optimize_noise=False, progress=None, return_result=False, perceptual=None, identity=None,
            **loss_options):
@@ -365,6 +383,7 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if space not in SPACES:
         raise InputError(f"space must be one of {SPACES}, got {space!r}")
+    _check_images_argument(images)  # before a model is loaded: a wrong argument fails at once
     model_path = None
     if G is None and isinstance(encoder, (str, Path)) and Path(encoder).is_file():
         G = encoder  # an e4e / pSp / ReStyle checkpoint holds its generator

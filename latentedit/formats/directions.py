@@ -29,6 +29,9 @@ from latentedit.errors import FormatError, InputError
 from latentedit.formats.atomic import write_bytes, write_text
 from latentedit.formats.weights import is_derived
 
+SPACES = ("z", "w", "w+")  # latent spaces a direction lives in (edit.directions uses this list)
+MAX_NUM_WS = 64  # W+ layers of a 4096 px generator are 22; a larger count is a corrupt file
+
 DIRECTION_FORMAT = "latentedit-direction"
 DIRECTION_VERSION = 1
 BOUNDARIES = "boundaries"   # sub-folder of a bundle holding its named directions
@@ -96,12 +99,7 @@ def read_direction(path):
             meta = json.loads(side.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise FormatError(f"{side}: unreadable direction sidecar ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != DIRECTION_FORMAT:
-            raise FormatError(f"{side}: not a latentedit direction sidecar")
-        if meta.get("version", 0) > DIRECTION_VERSION:
-            raise FormatError(f"{side}: sidecar version {meta['version']} is newer than this latentedit reads")
-        if list(meta.get("shape", vector.shape)) != list(vector.shape):
-            raise FormatError(f"{side}: sidecar says shape {meta['shape']}, the .npy holds {list(vector.shape)}")
+        _check_sidecar(side, meta, vector.shape)
     else:
         meta = _interfacegan_meta(path)
     return vector.astype(np.float32), meta
@@ -213,6 +211,45 @@ def _array(path, t):
     if a.size == 0 or not np.isfinite(a).all():
         raise FormatError(f"{path}: empty, or contains NaN or infinite values")
     return a
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_sidecar(side, meta, shape):
+    """Every field a reader uses, type and range, so a hand-edited or foreign sidecar fails here with
+    its field named instead of deep inside an edit."""
+    def bad(field, want):
+        raise FormatError(f"{side}: sidecar field {field!r} must be {want}, got {meta[field]!r:.80}")
+
+    if not isinstance(meta, dict) or meta.get("format") != DIRECTION_FORMAT:
+        raise FormatError(f"{side}: not a latentedit direction sidecar")
+    if "version" in meta:
+        if not _is_int(meta["version"]) or meta["version"] < 1:
+            bad("version", "a positive integer")
+        if meta["version"] > DIRECTION_VERSION:
+            raise FormatError(f"{side}: sidecar version {meta['version']} is newer than this latentedit reads")
+    if "shape" in meta:
+        if not isinstance(meta["shape"], list) or not all(_is_int(n) for n in meta["shape"]):
+            bad("shape", "a list of integers")
+        if meta["shape"] != list(shape):
+            raise FormatError(f"{side}: sidecar says shape {meta['shape']}, the .npy holds {list(shape)}")
+    if meta.get("space") is not None and meta["space"] not in SPACES:
+        bad("space", f"one of {list(SPACES)} or null")
+    if meta.get("num_ws") is not None and (not _is_int(meta["num_ws"]) or not 1 <= meta["num_ws"] <= MAX_NUM_WS):
+        bad("num_ws", f"an integer in [1, {MAX_NUM_WS}] or null")
+    layers = meta.get("layers")
+    if layers is not None and (not isinstance(layers, list) or len(layers) != 2 or not all(_is_int(n) for n in layers)
+                               or not 0 <= layers[0] < layers[1] <= (meta.get("num_ws") or MAX_NUM_WS)):
+        bad("layers", "null or [start, stop] with 0 <= start < stop <= num_ws")
+    if meta.get("generator") is not None and not (isinstance(meta["generator"], str)
+                                                  and re.fullmatch(r"[0-9a-f]{64}", meta["generator"])):
+        bad("generator", "null or a sha256 hex digest (64 characters)")
+    if meta.get("name") is not None and not isinstance(meta["name"], str):
+        bad("name", "a string or null")
+    if meta.get("provenance") is not None and not isinstance(meta["provenance"], dict):
+        bad("provenance", "an object or null")
 
 
 def find_direction(name_or_path, bundle=None):

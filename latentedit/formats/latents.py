@@ -110,6 +110,24 @@ def _read_json(path, w_dim):
     return np.stack(entries)
 
 
+def read_npy(path, what="the array"):
+    """A .npy array of numbers (never a pickle): truncated, object-dtype or .npz files are a
+    FormatError naming the file; `what` names the contents in the message."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file")
+    _check_npy_header(path)
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise FormatError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
+    if not isinstance(a, np.ndarray):  # an .npz archive saved under .npy
+        raise FormatError(f"{path}: an .npz archive, not a single .npy array")
+    if a.dtype.kind not in "fiu":
+        raise FormatError(f"{path}: {what} must be numbers, got dtype {a.dtype}")
+    return a
+
+
 def read_latents(path, w_dim=None, num_ws=None):
     """Latents [N, w_dim] or [N, L, w_dim] (float32) from .json or .npy. w_dim / num_ws (when
     given) are the generator's: a code of another length or W+ depth is an error naming it."""
@@ -117,15 +135,7 @@ def read_latents(path, w_dim=None, num_ws=None):
     if not path.is_file():
         raise FormatError(f"{path}: no such latent file")
     if path.suffix == ".npy":
-        _check_npy_header(path)
-        try:
-            w = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise FormatError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
-        if not isinstance(w, np.ndarray):  # an .npz archive saved under .npy
-            raise FormatError(f"{path}: an .npz archive, not a single .npy array")
-        if w.dtype.kind not in "fiu":
-            raise FormatError(f"{path}: latents must be numbers, got dtype {w.dtype}")
+        w = read_npy(path, "latents")
     elif path.suffix == ".json":
         w = _read_json(path, w_dim)
     else:

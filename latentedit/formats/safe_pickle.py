@@ -10,12 +10,14 @@ other global must be on the allow-list below, so a pickle that asks for anything
 import collections
 import io
 import pickle
-import types
 
 import numpy as np
 import torch
 
-from latentedit.errors import UnsafeFileError
+from latentedit.errors import FormatError, UnsafeFileError
+
+MAX_MODULE_DEPTH = 64  # a 1024 px NVlabs generator nests 4 deep (G.synthesis.b1024.conv0.affine)
+MAX_MODULES = 100_000  # it has about 150 modules
 
 
 class PersistentObject:
@@ -33,18 +35,31 @@ class PersistentObject:
         return f"PersistentObject({self.class_name})"
 
     def children(self):
-        return dict(self.state.get("_modules") or {})
+        return self._group("_modules")
+
+    def _group(self, key):
+        group = self.state.get(key) or {}
+        if not isinstance(group, dict):
+            raise FormatError(f"{self.class_name}: {key} is a {type(group).__name__}, not a dict")
+        return dict(group)
 
     def state_dict(self, prefix=""):
-        """Flattened parameters and buffers, in nn.Module key order."""
-        out = {}
-        for group in ("_parameters", "_buffers"):
-            for name, t in (self.state.get(group) or {}).items():
-                if t is not None:
-                    out[prefix + name] = t.detach() if torch.is_tensor(t) else t
-        for name, child in self.children().items():
-            if isinstance(child, PersistentObject):
-                out.update(child.state_dict(prefix + name + "."))
+        """Flattened parameters and buffers, in nn.Module key order. Walked with a stack and bounds,
+        not recursion: a pickle can nest modules thousands deep, share them or make a cycle."""
+        out, todo, visited = {}, [(prefix, self, 0)], 0
+        while todo:
+            prefix, net, depth = todo.pop()
+            visited += 1
+            if depth > MAX_MODULE_DEPTH or visited > MAX_MODULES:
+                raise FormatError(f"{self.class_name}: modules nested deeper than {MAX_MODULE_DEPTH} or more than "
+                                  f"{MAX_MODULES} of them (a cycle or a hostile pickle)")
+            for group in ("_parameters", "_buffers"):
+                for name, t in net._group(group).items():
+                    if t is not None:
+                        out[prefix + str(name)] = t.detach() if torch.is_tensor(t) else t
+            children = [(f"{prefix}{name}.", child, depth + 1) for name, child in net.children().items()
+                        if isinstance(child, PersistentObject)]
+            todo.extend(reversed(children))  # the first child's subtree next: depth-first, in order
         return out
 
 
@@ -86,28 +101,24 @@ for _name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "ui
 
 class RestrictedUnpickler(pickle._Unpickler):
     """The pure-Python unpickler, so that BUILD can be vetted too: BUILD sets attributes on the
-    object below it, and on an allow-listed class or function that would alter library code for
-    the rest of the process."""
+    object below it; on an allow-listed class or function that would alter library code for the
+    rest of the process, on a built object it could replace a method (state_dict, ...). Only numpy
+    arrays and dtypes are built that way in real pickles, from a tuple their __setstate__ reads."""
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, f):
-        super().__init__(f)
-        self._shared = set()  # ids of the allow-listed objects handed out by find_class
-
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
-            obj = _ALLOWED[(module, name)]
-            self._shared.add(id(obj))
-            return obj
+            return _ALLOWED[(module, name)]
         raise UnsafeFileError(f"refusing to unpickle {module}.{name}: not on the allow-list of data-only types")
 
     def persistent_load(self, pid):
         raise UnsafeFileError("refusing to unpickle a persistent reference (not an NVlabs network pickle)")
 
     def load_build(self):
-        target = self.stack[-2]
-        if id(target) in self._shared or isinstance(target, (type, types.FunctionType, types.BuiltinFunctionType)):
+        target, state = self.stack[-2], self.stack[-1]
+        no_op = type(state) is dict and not state and not callable(target)  # an empty __dict__ changes nothing
+        if not no_op and not (isinstance(target, (np.ndarray, np.dtype)) and isinstance(state, tuple)):
             raise UnsafeFileError(f"refusing to set attributes on {getattr(target, '__name__', type(target).__name__)}"
                                   " (a pickle may only build data)")
         super().load_build()
@@ -123,6 +134,4 @@ def restricted_load(f):
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             RuntimeError, MemoryError, RecursionError, OverflowError) as e:
-        from latentedit.errors import FormatError
-
         raise FormatError(f"corrupt or truncated pickle ({type(e).__name__}: {str(e)[:200]})") from None

@@ -1,7 +1,19 @@
 """The to_dict / from_dict pair shared by the dataclass configs that bundles and run folders store."""
+import math
+import numbers
 from dataclasses import asdict
 
 from latentedit.errors import InputError
+
+
+def is_real(v):
+    """A finite int or float (numpy scalars too), not a bool: what a numeric config field may hold."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_count(v, low=1):
+    """An int (not a bool) >= low."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
 
 
 class DictConfig:

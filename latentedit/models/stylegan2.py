@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from latentedit.errors import InputError
-from latentedit.models.config import DictConfig
+from latentedit.models.config import DictConfig, is_real
 from latentedit.models.layers import Conv2dLayer, FullyConnectedLayer, conv2d_resample, normalize_2nd_moment
 from latentedit.ops import bias_act, setup_filter, upsample2d
 
@@ -27,18 +27,45 @@ CONFIG_LIMITS = {"resolution": 4096, "z_dim": 8192, "w_dim": 8192, "img_channels
                  "mbstd_num_channels": 64}
 
 
+MAX_FILTER_TAPS = 32  # NVlabs and rosinality use 4 ([1, 3, 3, 1])
+# Parameters and buffers a config may ask for, checked before anything is allocated: config-f at
+# 1024 px is about 59 M elements (G + D); 1 Gi float32 elements are 4 GiB.
+MAX_CONFIG_ELEMENTS = 1 << 30
+
+
 def check_config(cfg):
-    for name, limit in CONFIG_LIMITS.items():
-        value = getattr(cfg, name, None)
+    """Types and ranges of every field, then the memory the network would take; InputError naming
+    the field, so that a corrupt or hostile file fails before a tensor is allocated."""
+    name = type(cfg).__name__
+    for field_name, limit in CONFIG_LIMITS.items():
+        value = getattr(cfg, field_name, None)
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
-            raise InputError(f"{type(cfg).__name__}.{name} must be an integer in [0, {limit}], got {value!r}")
+            raise InputError(f"{name}.{field_name} must be an integer in [0, {limit}], got {value!r:.80}")
     log2 = math.log2(cfg.resolution) if cfg.resolution > 0 else 0.5
     if cfg.resolution < 4 or log2 != int(log2):
         raise InputError(f"resolution must be a power of two >= 4, got {cfg.resolution}")
     if cfg.channel_base < 1 or cfg.channel_max < 1 or getattr(cfg, "z_dim", 1) < 1 or getattr(cfg, "w_dim", 1) < 1:
-        raise InputError(f"{type(cfg).__name__}: channels and latent sizes must be positive")
+        raise InputError(f"{name}: channels and latent sizes must be positive")
+    if getattr(cfg, "n_mlp", 1) < 1:  # without a layer z is not mapped to W (nor z_dim to w_dim)
+        raise InputError(f"{name}.n_mlp must be >= 1, got {cfg.n_mlp}")
+    lr_mul, beta = getattr(cfg, "mapping_lr_multiplier", 1), getattr(cfg, "w_avg_beta", 0)
+    if not is_real(lr_mul) or lr_mul <= 0:  # 0 freezes the mapping network (its weights are scaled by it)
+        raise InputError(f"{name}.mapping_lr_multiplier must be a positive number, got {lr_mul!r:.80}")
+    if not is_real(beta) or not 0 <= beta <= 1:
+        raise InputError(f"{name}.w_avg_beta must be a number in [0, 1], got {beta!r:.80}")
+    if cfg.conv_clamp is not None and (not is_real(cfg.conv_clamp) or cfg.conv_clamp <= 0):
+        raise InputError(f"{name}.conv_clamp must be null or a positive number, got {cfg.conv_clamp!r:.80}")
+    f = cfg.resample_filter
+    if (not isinstance(f, (list, tuple)) or not 1 <= len(f) <= MAX_FILTER_TAPS or not all(is_real(t) for t in f)
+            or not is_real(sum(f)) or sum(f) == 0):
+        raise InputError(f"{name}.resample_filter must be a list of 1 to {MAX_FILTER_TAPS} numbers with a "
+                         f"non-zero sum, got {f!r:.80}")
+    elements = cfg.tensor_elements()
+    if elements > MAX_CONFIG_ELEMENTS:
+        raise InputError(f"{name} asks for {elements / 2 ** 30:.1f} Gi parameters ({elements * 4 / 2 ** 30:.0f} GiB); "
+                         f"the limit is {MAX_CONFIG_ELEMENTS / 2 ** 30:.0f} Gi (a 1024 px config-f network has 0.03 Gi)")
 
 
 
@@ -72,6 +99,18 @@ class GeneratorConfig(DictConfig):
     def channels(self, res):
         return min(self.channel_base // res, self.channel_max)
 
+    def tensor_elements(self):
+        """Parameters + buffers of Generator(self), counted from the config alone (filters left out)."""
+        n = self.z_dim * self.w_dim + (self.n_mlp - 1) * self.w_dim ** 2 + (self.n_mlp + 1) * self.w_dim
+
+        def layer(i, o, res):  # SynthesisLayer: affine, weight, noise, bias
+            return (self.w_dim + 1) * i + 9 * i * o + res * res + o + 1
+        for res in self.block_resolutions:
+            c = self.channels(res)
+            n += (16 * c if res == 4 else layer(self.channels(res // 2), c, res)) + layer(c, c, res)
+            n += (self.w_dim + 1) * c + (c + 1) * self.img_channels  # ToRGB
+        return n
+
 
 @dataclass
 class DiscriminatorConfig(DictConfig):
@@ -87,6 +126,15 @@ class DiscriminatorConfig(DictConfig):
 
     channels = GeneratorConfig.channels
     __post_init__ = check_config
+
+    def tensor_elements(self):
+        """Parameters + buffers of Discriminator(self), counted from the config alone (filters left out)."""
+        c4, n = self.channels(4), 0
+        for res in (2 ** i for i in range(int(math.log2(self.resolution)), 2, -1)):
+            c, out = self.channels(res), self.channels(res // 2)
+            n += (self.img_channels + 1) * c if res == self.resolution else 0
+            n += 9 * c * c + c + 9 * c * out + out + c * out
+        return n + 9 * (c4 + self.mbstd_num_channels) * c4 + c4 + 16 * c4 * c4 + c4 + c4 + 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save
 from latentedit import world
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_bytes, write_text
+from latentedit.models.config import DictConfig, is_count, is_real
 from latentedit.models.evaluators import (ATTRIBUTE_HEADS, REGRESSION_HEADS, AttributeClassifier,
                                           ClassifierConfig, FaceParser, IdentityConfig, IdentityEmbedder,
                                           ParserConfig)
@@ -361,8 +362,11 @@ def net_cfg(net):
 
 # -- the loop ---------------------------------------------------------------------------------
 
+MIN_EVAL = 6  # the identity metric compares each held-out identity with 5 others
+
+
 @dataclass
-class EvalTrainConfig:
+class EvalTrainConfig(DictConfig):
     kind: str
     steps: int = 2000
     batch: int = 64
@@ -373,17 +377,28 @@ class EvalTrainConfig:
     seed: int = TRAIN_SEED
     resolution: int = 64
 
+    def __post_init__(self):
+        if self.kind not in TASKS:
+            raise InputError(f"unknown evaluator {self.kind!r}; choose from {list(TASKS)}")
+        for name, low in (("steps", 1), ("batch", 4), ("n_eval", MIN_EVAL), ("eval_every", 1), ("seed", 0)):
+            if not is_count(getattr(self, name), low):
+                raise InputError(f"{name} (--{name.replace('_', '-')}) must be an integer >= {low}, "
+                                 f"got {getattr(self, name)!r:.80}")
+        if self.batch % 2:
+            raise InputError(f"batch must be an even number >= 4, got {self.batch}")
+        if not is_count(self.n_train, self.batch):  # each batch draws distinct identities
+            raise InputError(f"n_train (--n-train) must be an integer >= the batch ({self.batch}), "
+                             f"got {self.n_train!r:.80}")
+        if self.lr is not None and not (is_real(self.lr) and self.lr > 0):
+            raise InputError(f"lr must be a positive number, got {self.lr!r:.80}")
+
 
 def train_evaluator(kind, out, steps=2000, batch=64, lr=None, n_train=6000, n_eval=500, eval_every=250,
                     resume=True, progress=print, pool_dir=None):
     """Train (or resume) evaluator `kind` in `out/kind/`; returns the final held-out metrics.
     Writes state.{json,safetensors} (resumable), log.jsonl (loss, held-out metrics) and metrics.json."""
-    if kind not in TASKS:
-        raise InputError(f"unknown evaluator {kind!r}; choose from {list(TASKS)}")
     cfg = EvalTrainConfig(kind=kind, steps=steps, batch=batch, lr=lr, n_train=n_train, n_eval=n_eval,
                           eval_every=eval_every)
-    if batch % 2 or batch < 4:
-        raise InputError("batch must be an even number >= 4")
     run = Path(out) / kind
     run.mkdir(parents=True, exist_ok=True)
     rank, ws = _rank(), _world_size()

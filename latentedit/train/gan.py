@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import grid, save_png
+from latentedit.models.config import DictConfig, is_count, is_real
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from latentedit.train.state import load_state, save_state
 from latentedit.runtime import seeded
 
 
 @dataclass
-class GANConfig:
+class GANConfig(DictConfig):
     resolution: int = 64
     channel_base: int = 4096
     channel_max: int = 256
@@ -47,11 +48,26 @@ class GANConfig:
     world_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        for name in ("batch", "g_reg_interval", "d_reg_interval", "pl_batch_shrink"):
+            if not is_count(getattr(self, name)):
+                raise InputError(f"GANConfig.{name} must be a positive integer, got {getattr(self, name)!r:.80}")
+        if not (is_real(self.lr) and self.lr > 0):
+            raise InputError(f"GANConfig.lr must be a positive number, got {self.lr!r:.80}")
+        for name in ("r1_gamma", "pl_weight", "pl_decay", "style_mixing", "ema_kimg", "ema_rampup"):
+            value = getattr(self, name)
+            if value is not None and not (is_real(value) and value >= 0):
+                raise InputError(f"GANConfig.{name} must be a number >= 0 (or null), got {value!r:.80}")
+        if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2 or \
+                not all(is_real(b) and 0 <= b < 1 for b in self.betas):
+            raise InputError(f"GANConfig.betas must be two numbers in [0, 1), got {self.betas!r:.80}")
+        if not isinstance(self.world_overrides, dict):
+            raise InputError(f"GANConfig.world_overrides must be an object, got {self.world_overrides!r:.80}")
         self.betas = tuple(self.betas)
         if self.r1_gamma is None:
             self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch
         if self.ema_kimg is None:
             self.ema_kimg = self.batch * 10 / 32
+        self.generator_config(), self.discriminator_config()  # their sizes checked now, before a run starts
 
     def generator_config(self):
         return GeneratorConfig(resolution=self.resolution, channel_base=self.channel_base,

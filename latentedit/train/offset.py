@@ -43,6 +43,7 @@ from latentedit.edit.discrete import KINDS, DiscreteSynthesizer, accessory_seen,
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
+from latentedit.models.config import DictConfig
 from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.train import distributed
 from latentedit.train.loop import run_steps
@@ -51,7 +52,7 @@ from latentedit.runtime import seeded
 
 
 @dataclass
-class OffsetConfig:
+class OffsetConfig(DictConfig):
     kind: str = "frame_glasses"
     steps: int = 1500
     batch: int = 16

@@ -69,11 +69,14 @@ def load_state(path, modules, optimizers):
             raise FormatError(f"{path}: state.json and state.safetensors are from different saves "
                               "(interrupted save); restore a consistent pair")
         tensors = load(data)
-    except (OSError, ValueError, SafetensorError) as e:
+    except (OSError, ValueError, SafetensorError, AttributeError) as e:  # AttributeError: JSON not an object
         raise FormatError(f"{path}: cannot read training state ({e})") from None
-    for name, module in modules.items():
-        sd = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
-        module.load_state_dict(sd, strict=True)
-    for name, opt in optimizers.items():
-        _unflatten_optimizer(name, opt, tensors, meta["optimizers"][name])
-    return meta["info"]
+    try:
+        for name, module in modules.items():
+            sd = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+            module.load_state_dict(sd, strict=True)
+        for name, opt in optimizers.items():
+            _unflatten_optimizer(name, opt, tensors, meta["optimizers"][name])
+        return meta["info"]
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:  # another run's or a damaged state
+        raise FormatError(f"{path}: training state does not fit this run ({type(e).__name__}: {str(e)[:200]})") from None
