@@ -32,8 +32,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest"],
-        # lpips: only its shipped linear weights are read (the package is located, never imported)
-        "lpips": ["lpips>=0.1.4"],
+        # LPIPS's linear weights come from `pip install --no-deps lpips==0.1.4` (only its weight files
+        # are read): no extra here, since its dependency torchvision would pull another torch
         # align: dlib's face detector (binary wheel) and its 68-point landmark predictor file
         "align": ["dlib-bin", "face-recognition-models"],
     },

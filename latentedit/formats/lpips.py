@@ -1,6 +1,7 @@
 """Reading LPIPS: an ImageNet trunk file the user passes (torchvision's state-dict layout:
 vgg16-397923af.pth, alexnet-owt-7be5be79.pth) and the linear weights the `lpips` package ships
-(`lpips/weights/v0.1/{vgg,alex}.pth`, BSD-2; `pip install latentedit[lpips]`), or a file given.
+(`lpips/weights/v0.1/{vgg,alex}.pth`, BSD-2; `pip install --no-deps lpips==0.1.4`, since its
+dependency torchvision would pull another torch), or a file given.
 
     net = load_lpips("vgg16-397923af.pth")          # the variant is read from the trunk's shapes
     net = load_lpips("alexnet-owt-7be5be79.pth:alex", lin_path="alex.pth")
@@ -64,7 +65,7 @@ def load_lpips(trunk, variant=None, lin_path=None, max_size=256, device="cpu"):
     lin = Path(lin_path) if lin_path is not None else package_lin_path(found)
     if lin is None:
         raise InputError(f"LPIPS {found} needs its linear weights: install the lpips package "
-                         "(pip install latentedit[lpips]) or pass lin_path=.../weights/v0.1/"
+                         "(pip install --no-deps lpips==0.1.4) or pass lin_path=.../weights/v0.1/"
                          f"{found}.pth")
     lins = load_torch_file(lin)
     if not isinstance(lins, dict):
