@@ -26,11 +26,12 @@ def replay(recipe_path, out, model_path, latents_out, threads):
     resolved). Any other model.path (absolute, or leading out of the folder) is not opened,
     whatever it names: pass that model with --model. The whole recipe is checked against the
     model before anything is applied or rendered."""
-    from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
     from latentedit.formats.atomic import write_bytes
+    from latentedit.model import load_model
     from latentedit.runtime import check_threads, set_threads
-    from latentedit.studio.recipe import (RecipeContext, encode_png, latents_bytes, read_recipe, recipe_model_path,
-                                          regular_file, run_recipe)
+    from latentedit.studio.context import RecipeContext
+    from latentedit.studio.recipe import (encode_png, latents_bytes, read_recipe, recipe_model_path, regular_file,
+                                          run_recipe)
 
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -46,15 +47,12 @@ def replay(recipe_path, out, model_path, latents_out, threads):
             regular_file(path, path)
     else:
         path = recipe_model_path(recipe, recipe_path)
-    path = path if path is not None else DEFAULT_BUNDLE
-    G = load_generator(path)
-    bundle_path = path if bundle.is_bundle(path) else None
-    ctx = RecipeContext(G, bundle_path, path)
+    ctx = RecipeContext(load_model(path))  # None: the bundled model
     ctx.normalize(recipe)  # every field checked (render.threads too) before anything is applied
     if threads is None:
         threads = (recipe.get("render") or {}).get("threads", 1)
     set_threads(threads)
-    res = run_recipe(recipe, G, bundle_path, ctx)
+    res = run_recipe(recipe, ctx.G, ctx.bundle, ctx)
     write_bytes(out, encode_png(res.image))
     if latents_out is not None:
         write_bytes(latents_out, latents_bytes(res.latents, Path(latents_out).suffix[1:])[0])

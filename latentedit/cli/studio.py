@@ -27,6 +27,7 @@ from latentedit.runtime import check_threads, set_threads
 def studio(model_path, host, allow_host, port, threads, invert_steps, no_warm, verbose):
     """Serve the editing page: seeds, latent files or images in; direction sliders, accessories,
     attribute layers, masks, component transfer; PNG, latents and recipe out."""
+    from latentedit.model import load_model
     from latentedit.studio.hosts import allowed_hosts, is_loopback
     from latentedit.studio.server import Studio, make_server
 
@@ -37,7 +38,7 @@ def studio(model_path, host, allow_host, port, threads, invert_steps, no_warm, v
         raise InputError(f"--port must be in 0..65535, got {port}")
     names = sorted(allowed_hosts(host, allow_host))  # checks --allow-host before the model loads
     set_threads(threads)
-    app = Studio(model_path, warm=not no_warm, invert_steps=invert_steps)
+    app = Studio(load_model(model_path), warm=not no_warm, invert_steps=invert_steps)
     try:
         server = make_server(app, host, port, quiet=not verbose, allow_hosts=allow_host)
     except OSError as e:

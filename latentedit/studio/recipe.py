@@ -3,7 +3,8 @@ it into an image. `latentedit studio` (the server) and `latentedit replay` (the 
 `run_recipe`, so a recipe downloaded from the page replays to the same PNG bytes.
 
     recipe = read_recipe("edit.json")
-    image = render_recipe(recipe, G, bundle)          # [1, 3, R, R] in [-1, 1]
+    ctx = RecipeContext(le.load_model(path))          # studio.context: the model and stage caches
+    image = render_recipe(recipe, ctx.G, ctx.bundle, ctx)   # [1, 3, R, R] in [-1, 1]
     png = encode_png(image)
 
 A recipe (format "latentedit-recipe", version 1):
@@ -24,13 +25,13 @@ The stages, in order (each a library call):
 2. directions: w += strength * d for each direction (sorted by name), d = the bundle's boundary,
    or `Direction.orthogonal_to(*keep)` of it when conditions are kept (InterfaceGAN's
    conditional manipulation);
-3. accessory: w = `DiscreteSynthesizer(kind)(w).latents` (SD-GAN's w + prior + offset);
+3. accessory: w = `model.synthesizer(kind)(w).latents` (SD-GAN's w + prior + offset);
 4. image: G(w) (const noise, reference path), or `regions.transfer_component(G, w, source, ...)`
    (feature-space blend of the source face's component) when a transfer is set;
 5. attribute layers built once for w (`AttributeLayers`, one generation per layer at s_ref) and
    recomposited at the given strengths on top of the stage-4 image (the layers' residuals are
    added to it), then the colours in order (a layer's region, or a named region's mask from
-   `regions.default_components`).
+   `model.components()`).
 
 The latents of a recipe (`run_recipe(...).latents`) are w after stage 3; stages 4-5 act on
 images, so with a transfer or layers the image is not G(latents) alone.
@@ -40,14 +41,12 @@ are ordered by the thread split): "render.threads" records the server's, and `la
 uses it. Hashes of the generator, the directions and the offset network are recorded too, and a
 replay against other weights is refused.
 """
-import hashlib
 import io
 import json
 import math
 import numbers
 import os
 import stat
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -57,10 +56,10 @@ import torch
 
 from latentedit.errors import FormatError, InputError
 from latentedit.runtime import check_threads
+from latentedit.studio.context import ACCESSORIES, RecipeContext, _key
 
 FORMAT = "latentedit-recipe"
 VERSION = 1
-ACCESSORIES = ("mask", "sunglasses", "frame_glasses")
 DEFAULT_TRUNCATION = 0.7
 MAX_STRENGTH = 20.0
 MAX_RECIPE_BYTES = 16 << 20  # a W+ start is ~100 kB of JSON
@@ -69,15 +68,6 @@ KEYS = ("format", "version", "model", "start", "directions", "accessory", "trans
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _sha256(array):
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
-
-
-def _key(t):
-    """A short cache key for a tensor's exact values."""
-    return hashlib.blake2b(t.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
 
 
 def _number(value, what, lo=-math.inf, hi=math.inf):
@@ -109,194 +99,6 @@ def float32_list(array):
     if array.ndim == 1:
         return [float(str(v)) for v in array]
     return [float32_list(row) for row in array]
-
-
-class _LRU(OrderedDict):
-    def __init__(self, size):
-        super().__init__()
-        self.size = size
-
-    def get_or(self, key, make):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        value = make()
-        self[key] = value
-        while len(self) > self.size:
-            self.popitem(last=False)
-        return value
-
-
-# ---------------------------------------------------------------------------------------------
-# Context: the model, its bundle, and caches of every stage
-
-
-class RecipeContext:
-    """G, its bundle (boundaries, offset networks; None: no directions or accessories) and caches
-    of each stage keyed by exact input values, so that a server re-renders only what changed. A
-    cache hit returns what the computation returned the first time: results never depend on it.
-
-    components: a `regions.ComponentModel`, a callable returning one, or None (default:
-    `regions.default_components(G)` on first use: region masks, region colours, transfers).
-    Not thread-safe: one render at a time (the server holds a lock)."""
-
-    def __init__(self, G, bundle=None, model_path=None, components=None, cache_size=32):
-        from latentedit.formats import DEFAULT_BUNDLE
-        from latentedit.formats import bundle as bundle_io
-
-        self.G = G.eval()
-        self.bundle = Path(bundle) if bundle is not None and bundle_io.is_bundle(bundle) else None
-        if model_path is None or Path(model_path).resolve() == DEFAULT_BUNDLE.resolve():
-            self.model_path = "default"
-        else:
-            self.model_path = str(Path(model_path).resolve()) if Path(model_path).exists() else str(model_path)
-        self._components = components
-        self._cache = _LRU(cache_size)
-        self._directions = None
-        self._synths, self._synth_sha = {}, {}
-        self._generator_hash = None
-
-    # -- identity ---------------------------------------------------------------------------
-    @property
-    def generator_hash(self):
-        if self._generator_hash is None:
-            from latentedit.formats.directions import generator_hash
-
-            self._generator_hash = generator_hash(self.G)
-        return self._generator_hash
-
-    def model_identity(self):
-        return {"path": self.model_path, "generator": self.generator_hash, "resolution": self.G.img_resolution}
-
-    # -- directions -------------------------------------------------------------------------
-    def directions(self):
-        """name -> Direction (checked against G) or the reason it cannot be used (a string)."""
-        if self._directions is None:
-            from latentedit.edit.directions import Direction
-            from latentedit.errors import LatentEditError
-            from latentedit.formats.directions import BOUNDARIES
-
-            found = {}
-            folder = self.bundle / BOUNDARIES if self.bundle is not None else None
-            for f in sorted(folder.glob("*.npy")) if folder is not None and folder.is_dir() else []:
-                try:
-                    found[f.stem] = Direction.load(f).check(self.G, "w")
-                except LatentEditError as e:
-                    found[f.stem] = str(e)
-            self._directions = found
-        return self._directions
-
-    def direction(self, name):
-        d = self.directions().get(name)
-        if d is None:
-            have = ", ".join(n for n, v in self.directions().items() if not isinstance(v, str)) or "none"
-            raise InputError(f"unknown direction {name!r} (this model's: {have})")
-        if isinstance(d, str):
-            raise InputError(f"direction {name!r} cannot be used: {d}")
-        return d
-
-    def direction_sha256(self, name):
-        return self._cache.get_or(("dsha", name), lambda: _sha256(self.direction(name).vector.numpy()))
-
-    def edit_direction(self, name, keep=()):
-        """The direction `name`, orthogonal to the directions in `keep` when any."""
-        d = self.direction(name)
-        if not keep:
-            return d
-        return self._cache.get_or(("orth", name, tuple(keep)),
-                                  lambda: d.orthogonal_to(*[self.direction(k) for k in keep]))
-
-    # -- accessories ------------------------------------------------------------------------
-    def synthesizer(self, kind):
-        """The DiscreteSynthesizer of `kind`; FormatError / InputError saying why when there is none.
-        A failure is not cached: offset networks added to the bundle later are found."""
-        if kind not in ACCESSORIES:
-            raise InputError(f"unknown accessory {kind!r} (known: {', '.join(ACCESSORIES)})")
-        if kind not in self._synths:
-            from latentedit.edit.discrete import DiscreteSynthesizer
-
-            if self.bundle is None:
-                raise FormatError("the model is not a bundle folder, so it has no offset networks")
-            from latentedit.formats import bundle as bundle_io
-            from latentedit.formats.sdgan import offset_network_name
-
-            sha = bundle_io.read_manifest(self.bundle)["networks"].get(offset_network_name(kind), {}).get("sha256")
-            self._synths[kind] = DiscreteSynthesizer.load(kind, bundle=self.bundle, G=self.G)
-            self._synth_sha[kind] = sha
-        return self._synths[kind]
-
-    def accessory_sha256(self, kind):
-        """sha256 of the offset network's weight file (as the bundle listed it when loaded)."""
-        self.synthesizer(kind)
-        return self._synth_sha[kind]
-
-    def accessories(self):
-        """[{kind, available, reason}] for every accessory kind."""
-        from latentedit.errors import LatentEditError
-
-        out = []
-        for kind in ACCESSORIES:
-            try:
-                self.synthesizer(kind)
-                out.append({"kind": kind, "available": True, "reason": None})
-            except LatentEditError as e:
-                out.append({"kind": kind, "available": False, "reason": str(e)})
-        return out
-
-    # -- components -------------------------------------------------------------------------
-    def components(self):
-        if self._components is None:
-            from latentedit.edit.regions import default_components
-
-            return default_components(self.G)
-        if callable(self._components):
-            self._components = self._components()
-        return self._components
-
-    # -- stages -----------------------------------------------------------------------------
-    def code(self, start):
-        """A normalised start ({"seed", "truncation"} or {"latents"}) -> W+ [1, L, D]."""
-        if "seed" in start:
-            key = ("seed", start["seed"], start["truncation"])
-            return self._cache.get_or(key, lambda: self.G.broadcast_w(
-                self.G.sample_w(seeds=[start["seed"]], truncation=start["truncation"])))
-        return self.G.broadcast_w(torch.from_numpy(start["latents"][None]))
-
-    @torch.no_grad()
-    def accessory(self, ws, kind):
-        synth = self.synthesizer(kind)
-        return self._cache.get_or(("acc", kind, _key(ws)), lambda: synth(ws).latents)
-
-    @torch.no_grad()
-    def image(self, ws):
-        return self._cache.get_or(("img", _key(ws)),
-                                  lambda: self.G.synthesis(ws, noise_mode="const", fast=False))
-
-    @torch.no_grad()
-    def transfer(self, ws, source, component):
-        from latentedit.edit.regions import transfer_component
-
-        return self._cache.get_or(("transfer", _key(ws), _key(source), component),
-                                  lambda: transfer_component(self.G, ws, source, component,
-                                                             components=self.components()))
-
-    def layers(self, ws, names, s_ref):
-        from latentedit.edit.layers import AttributeLayers
-
-        return self._cache.get_or(("layers", _key(ws), tuple(names), s_ref),
-                                  lambda: AttributeLayers(self.G, ws, {n: self.direction(n) for n in names},
-                                                          s_ref=s_ref))
-
-    @torch.no_grad()
-    def region_mask(self, ws, name):
-        from latentedit.edit.regions import region_mask
-
-        return self._cache.get_or(("region", _key(ws), name),
-                                  lambda: region_mask(self.G, ws, name, self.components()))
-
-    # -- recipes ----------------------------------------------------------------------------
-    def normalize(self, recipe):
-        return normalize_recipe(recipe, self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +381,7 @@ def run_recipe(recipe, G, bundle=None, context=None, check=None):
 
     from latentedit.edit.layers import parse_colour, recolour
 
-    ctx = context if context is not None else RecipeContext(G, bundle)
+    ctx = context if context is not None else RecipeContext.for_generator(G, bundle)
     if ctx.G is not G:
         raise InputError("the context belongs to another generator")
     check = check or _noop
@@ -638,7 +440,7 @@ def recipe_mask(recipe, G, bundle=None, name="edit", context=None, check=None):
     (`regions.region_mask` of the edited code, label-free part clusters)."""
     from latentedit.edit.regions import REGIONS, edit_mask
 
-    ctx = context if context is not None else RecipeContext(G, bundle)
+    ctx = context if context is not None else RecipeContext.for_generator(G, bundle)
     if name != "edit" and name not in REGIONS:
         raise InputError(f"unknown mask {name!r} (edit, or a region: {', '.join(REGIONS)})")
     res = run_recipe(recipe, G, bundle, ctx, check)
