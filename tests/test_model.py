@@ -86,7 +86,7 @@ def test_nvlabs_calling_convention(tiny_G, tiny_D):
 def test_block_hooks_fire_on_every_path(tiny_G):
     """A forward hook on a synthesis block sees the block run on the fast path (fused and not,
     fp32 and bf16), the reference path and projection's noise path, with the same output."""
-    from latentedit.edit.project import synthesize_with_noise
+    from latentedit.edit.inversion import synthesize_with_noise
 
     seen = []
     handle = tiny_G.synthesis.b8.register_forward_hook(lambda module, args, output: seen.append(output[0].float()))

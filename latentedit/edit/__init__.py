@@ -15,8 +15,8 @@ _EXPORTS = {
     # discrete attributes
     "DiscreteSynthesizer": "discrete", "resolve_kind": "discrete", "SDGANSynthesizer": "sdgan",
     # inversion
-    "project": "project", "invert": "project", "encode_images": "project", "load_encoder": "project",
-    "reconstruct": "project",
+    "project": "inversion", "invert": "inversion", "encode_images": "inversion", "load_encoder": "inversion",
+    "reconstruct": "inversion",
     # regions: edit masks, part components, region-locked edits, transfer, layers
     "edit_mask": "regions", "threshold_mask": "regions", "component_clusters": "regions",
     "default_components": "regions", "region_mask": "regions", "region_edit": "regions",

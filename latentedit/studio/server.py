@@ -284,7 +284,7 @@ class Studio:
 
         from PIL import Image, UnidentifiedImageError
 
-        from latentedit.edit.project import invert, load_encoder
+        from latentedit.edit.inversion import invert, load_encoder
         from latentedit.formats.encoder import has_encoder
         from latentedit.formats.image_input import read_image, to_tensor
 
