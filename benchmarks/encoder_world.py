@@ -36,7 +36,7 @@ from latentedit import world  # noqa: E402
 from latentedit.edit.directions import Direction  # noqa: E402
 from latentedit.edit.discrete import KINDS, DiscreteSynthesizer  # noqa: E402
 from latentedit.edit.imaging import resize  # noqa: E402
-from latentedit.edit.project import encode_images, invert, load_encoder, reconstruct  # noqa: E402
+from latentedit.edit.inversion import encode_images, invert, load_encoder, reconstruct  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.formats.images import save_png, tile, to_uint8  # noqa: E402

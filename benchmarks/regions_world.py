@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentedit.edit import regions as rg  # noqa: E402
 from latentedit.edit.directions import Direction  # noqa: E402
 from latentedit.edit.discrete import KINDS, accessory_present  # noqa: E402
-from latentedit.edit.project import load_encoder  # noqa: E402
+from latentedit.edit.inversion import load_encoder  # noqa: E402
 from latentedit.formats.encoder import has_encoder  # noqa: E402
 from latentedit.edit.layers import AttributeLayers  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
@@ -116,7 +116,7 @@ def inverted_renders(G, comps, encoder, parser, lid, n, seed):
     the same masks against the parser's labels of the reconstructions, to tell inversion error
     (reconstruction off the render) from mask error."""
     from latentedit import world
-    from latentedit.edit.project import encode_images
+    from latentedit.edit.inversion import encode_images
     from latentedit.metrics.image import psnr
 
     batch = world.sample(n, seed=seed, resolution=G.img_resolution)

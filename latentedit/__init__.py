@@ -10,7 +10,7 @@
 from latentedit.edit.directions import Direction, linear_interpolate
 from latentedit.edit.discrete import DiscreteSynthesizer
 from latentedit.edit.layers import AttributeLayers
-from latentedit.edit.project import encode_images, invert, load_encoder
+from latentedit.edit.inversion import encode_images, invert, load_encoder
 from latentedit.errors import FormatError, InputError, LatentEditError, UnsafeFileError
 from latentedit.formats import load_generator, load_networks, save_networks
 from latentedit.formats.latents import read_latents, write_latents

@@ -113,7 +113,7 @@ class Model:
 
     def encoder(self):
         """The image -> W+ encoder of the model's parts, checked against G."""
-        from latentedit.edit.project import load_encoder
+        from latentedit.edit.inversion import load_encoder
 
         def load():
             parts = self._require_parts("encoder", "pass encoder=BUNDLE (--encoder) or train one with "

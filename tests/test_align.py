@@ -259,7 +259,7 @@ def test_one_command_photo_to_edited_photo_with_an_e4e_checkpoint(tmp_path, face
     aligned crop, moved along the direction, synthesized and put back where the crop came from."""
     import torch
 
-    from latentedit.edit.project import encode_images
+    from latentedit.edit.inversion import encode_images
     from latentedit.formats.images import to_uint8
     from latentedit.formats.psp import load_psp_encoder
     from test_psp_encoders import SMALL, tiny_generator, write_checkpoint

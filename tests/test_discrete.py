@@ -365,7 +365,7 @@ def test_train_offset_export_and_resume(world, tmp_path):
 
 def test_offset_training_batch_mixes_sampled_and_inverted_codes(world, tmp_path):
     from latentedit import world as face_world
-    from latentedit.edit.project import encode_images, load_encoder
+    from latentedit.edit.inversion import encode_images, load_encoder
     from latentedit.train.offset import OffsetConfig, OffsetTrainer
 
     source, G, _ = world

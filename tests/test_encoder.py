@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latentedit import world
-from latentedit.edit.project import w_stats
+from latentedit.edit.inversion import w_stats
 from latentedit.errors import FormatError, InputError
 from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
 from latentedit.formats.encoder import has_encoder, read_encoder, write_encoder

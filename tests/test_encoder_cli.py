@@ -13,7 +13,7 @@ from PIL import Image
 
 import latentedit as le
 from latentedit.edit.directions import Direction
-from latentedit.edit.project import encode_images
+from latentedit.edit.inversion import encode_images
 from latentedit.errors import InputError
 from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator, save_networks, Networks
 from latentedit.formats.encoder import read_encoder, write_encoder

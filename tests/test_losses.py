@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 import latentedit as le
 from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
-from latentedit.edit.project import project, synthesize_with_noise
+from latentedit.edit.inversion import project, synthesize_with_noise
 from latentedit.errors import InputError
 from latentedit.models.evaluators import AttributeClassifier, ClassifierConfig
 from latentedit.models.lpips import LPIPS

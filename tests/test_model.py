@@ -86,7 +86,7 @@ def test_nvlabs_calling_convention(tiny_G, tiny_D):
 def test_block_hooks_fire_on_every_path(tiny_G):
     """A forward hook on a synthesis block sees the block run on the fast path (fused and not,
     fp32 and bf16), the reference path and projection's noise path, with the same output."""
-    from latentedit.edit.project import synthesize_with_noise
+    from latentedit.edit.inversion import synthesize_with_noise
 
     seen = []
     handle = tiny_G.synthesis.b8.register_forward_hook(lambda module, args, output: seen.append(output[0].float()))
@@ -108,3 +108,14 @@ def test_block_hooks_fire_on_every_path(tiny_G):
     for out in outputs[1:4] + outputs[5:]:
         assert torch.allclose(out, outputs[0], atol=1e-4)
     assert torch.allclose(outputs[4], outputs[0], atol=0.1 * outputs[0].abs().max())  # bf16
+
+
+def test_edit_package_exports_resolve():
+    import latentedit.edit as edit
+
+    assert {"train_boundary", "sefa", "ganspace", "edit_mask", "region_edit", "transfer_component",
+            "project"} <= set(edit.__all__)
+    for name in edit.__all__:
+        assert callable(getattr(edit, name)), name
+    with pytest.raises(AttributeError):
+        edit.no_such_thing  # noqa: B018

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import latentedit as le
-from latentedit.edit.project import (lr_schedule, noise_layers, noise_regularizer, project, reconstruct,
+from latentedit.edit.inversion import (lr_schedule, noise_layers, noise_regularizer, project, reconstruct,
                                      synthesize_with_noise)
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.image_input import list_images, read_images

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from latentedit.cli import main
-from latentedit.edit.project import invert
+from latentedit.edit.inversion import invert
 
 from latentedit.errors import FormatError, InputError
 from latentedit.formats import load_generator
@@ -317,7 +317,7 @@ def test_invert_cli_with_an_e4e_checkpoint(tmp_path):
     codes = np.load(tmp_path / "out" / "photo.npy")
     assert codes.shape == (1, G.num_ws, 32)
     from latentedit.formats.image_input import read_image, to_tensor
-    from latentedit.edit.project import encode_images
+    from latentedit.edit.inversion import encode_images
 
     x = to_tensor([read_image(photo, G.img_resolution)])
     expected = encode_images(load_psp_encoder(path), G, x)

@@ -397,7 +397,7 @@ def png_bytes(size, colour=(120, 90, 60), fmt="PNG"):
 
 
 def test_upload_image_inverts_with_the_bundled_encoder(server):
-    from latentedit.edit.project import encode_images, load_encoder
+    from latentedit.edit.inversion import encode_images, load_encoder
 
     status, out = server.post("/api/upload/image?filename=me.png", data=png_bytes((80, 60)),
                               content_type="image/png")

@@ -9,7 +9,7 @@ import numpy as np
 
 from latentedit.cli.models import model_options, resolve_model
 from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
-from latentedit.edit.project import MODES, SPACES, invert as invert_images, load_encoder, reconstruct
+from latentedit.edit.inversion import MODES, SPACES, invert as invert_images, load_encoder, reconstruct
 from latentedit.errors import InputError
 from latentedit.formats.image_input import list_images, read_image, to_tensor
 from latentedit.formats.images import save_png, tile, to_uint8

@@ -239,7 +239,7 @@ class Studio:
 
         from PIL import Image, UnidentifiedImageError
 
-        from latentedit.edit.project import invert
+        from latentedit.edit.inversion import invert
         from latentedit.formats.image_input import read_image, to_tensor
 
         try:

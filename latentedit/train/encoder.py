@@ -284,7 +284,7 @@ class EncoderTrainer:
         """Warm start from the encoder of bundle `path`, e.g. one trained through an earlier generator
         of the same GAN run: its weights with this generator's w_avg, every delta it had trained
         active from step 0; the optimiser starts fresh."""
-        from latentedit.edit.project import load_encoder
+        from latentedit.edit.inversion import load_encoder
 
         source = load_encoder(path)
         ours, theirs = self.encoder.cfg.to_dict(), source.cfg.to_dict()

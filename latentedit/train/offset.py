@@ -136,7 +136,7 @@ class OffsetTrainer:
         self.log = []
         self.encoder = None
         if cfg.inverted_fraction > 0:
-            from latentedit.edit.project import load_encoder
+            from latentedit.edit.inversion import load_encoder
 
             self.encoder = load_encoder(self.bundle, self.G)
 
@@ -157,7 +157,7 @@ class OffsetTrainer:
         """W+ codes of one batch of n: sampled W codes, then the inverted renders; under torchrun
         this rank's share of each (the sampled codes are drawn for the whole batch on every rank)."""
         from latentedit import world
-        from latentedit.edit.project import encode_images
+        from latentedit.edit.inversion import encode_images
 
         k = int(round(n * self.cfg.inverted_fraction))
         ws = self.G.broadcast_w(self.sample_w(n - k)[distributed.shard(n - k, "the sampled codes of the batch")])
