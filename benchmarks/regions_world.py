@@ -189,7 +189,7 @@ def transfer(G, comps, ev, w_t, w_s):
     ht, hs, et, es = heads(xt), heads(xs), ident(xt), ident(xs)
     out = {}
     for region, head in (("mouth", "smile"), ("hair", "hair_color")):
-        y = rg.transfer_component(G, w_t, w_s, region, components=comps)
+        y, _ = rg.transfer_component(G, w_t, w_s, region, components=comps)
         hy, ey = heads(y), ident(y)
         out[region] = {"identity_target": float((ey * et).sum(1).mean()),
                        "identity_source": float((ey * es).sum(1).mean()),

@@ -98,7 +98,7 @@ def test_transfer_writes_source_target_result_and_mask(tmp_path, G, comps):
     assert Image.open(out / "grid.png").size == (4 * R, 2 * R)
     t, s = G.sample_w(seeds=[0, 1], truncation=0.7), G.sample_w(seeds=[7], truncation=0.7)
     with torch.no_grad():
-        api = to_uint8(rg.transfer_component(G, t, s, "mouth", components=comps))
+        api = to_uint8(rg.transfer_component(G, t, s, "mouth", components=comps)[0])
     assert close_uint8(png(out / "seed0001_result.png"), api[1])
     mask = np.load(out / "seed0001_mask.npy")
     assert mask.shape == (R, R) and mask.max() == 1 and 0 < mask.mean() < 0.5

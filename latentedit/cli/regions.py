@@ -347,9 +347,8 @@ def transfer(model_path, random_weights, resolution, channel_base, channel_max, 
             torch.no_grad():
         for sl in bar:
             ts, ss = t[sl], s[sl]
-            m = rg.feather_mask(torch.maximum(rg.region_mask(G, ts, component, comps),
-                                              rg.region_mask(G, ss, component, comps)))
-            result = to_uint8(rg.transfer_component(G, ts, ss, m, grow=0, sigma=0))
+            result, m = rg.transfer_component(G, ts, ss, component, components=comps)
+            result = to_uint8(result)
             tgt, src = to_uint8(G.synthesize(ts)), to_uint8(G.synthesize(ss))
             for j, name in enumerate(t_names[sl]):
                 save_png(out / f"{name}_target.png", tgt[j])

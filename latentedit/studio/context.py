@@ -194,7 +194,7 @@ class RecipeContext:
 
         return self._cache.get_or(("transfer", _key(ws), _key(source), component),
                                   lambda: transfer_component(self.G, ws, source, component,
-                                                             components=self.components()))
+                                                             components=self.components())[0])
 
     def layers(self, ws, names, s_ref):
         from latentedit.edit.layers import AttributeLayers
