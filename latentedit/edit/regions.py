@@ -476,11 +476,13 @@ def component_clusters(G, n_samples=64, k=64, layer_res=(32, 64), seed=0, trunca
 def default_components(G):
     """The components of G (component_clusters defaults; blocks 32 and 64 px where G has them)
     named with the bundled face parser, fitted once (about 10 s on one CPU thread at 64 px) and
-    cached on G until its weights change."""
+    cached on G until its weights change (not cached for weights made under inference_mode)."""
+    from latentedit.models.layers import version_key
+
     first = next(G.synthesis.parameters())
-    key = (first.data_ptr(), first._version)
+    key = version_key(first)
     hit = getattr(G, "_default_components", None)
-    if hit is not None and hit[0] == key:
+    if key is not None and hit is not None and hit[0] == key:
         return hit[1]
     from latentedit.formats import DEFAULT_BUNDLE
     from latentedit.formats.evaluators import load_evaluators
@@ -489,7 +491,8 @@ def default_components(G):
     blocks = G.synthesis.block_resolutions
     res = tuple(r for r in (32, 64) if r in blocks) or (blocks[-1],)
     model = component_clusters(G, layer_res=res, parser=parser)
-    G._default_components = (key, model)
+    if key is not None:
+        G._default_components = (key, model)
     return model
 
 

@@ -108,9 +108,12 @@ def _load_bundle(path, overrides):
     return nets
 
 
+@torch.inference_mode(False)
 def load_networks(path, overrides=None):
     """Loads the generator (and discriminator, when the file has one) from any supported format.
-    overrides: GeneratorConfig fields the file cannot tell, e.g. {"mapping_lr_multiplier": 0.01}."""
+    overrides: GeneratorConfig fields the file cannot tell, e.g. {"mapping_lr_multiplier": 0.01}.
+    The weights are normal tensors even when loaded under torch.inference_mode, so the networks
+    also run (and train) outside it."""
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "bundle":
@@ -134,6 +137,7 @@ def load_networks(path, overrides=None):
     return _load_rosinality(path, ckpt, overrides)
 
 
+@torch.inference_mode(False)  # as load_networks: also .to(device)
 def load_generator(path=None, device="cpu", overrides=None):
     """The generator from `path` (bundle folder, rosinality .pt, NVlabs .pkl); the bundled default
     when path is None."""

@@ -18,6 +18,13 @@ FAST_CPU = True  # CPU fast path of Conv2dLayer (folded gains and bias, in-place
 _POSITIVE_HOMOGENEOUS = ("linear", "lrelu", "relu")  # act(g x) = g act(x) for g > 0
 
 
+def version_key(t):
+    """A key for caching values derived from tensor t that changes when t is modified in place
+    (optimiser steps, load_state_dict); None for an inference tensor, which has no version
+    counter: do not cache what derives from one."""
+    return None if t.is_inference() else (t.data_ptr(), t._version, t.device)
+
+
 def normalize_2nd_moment(x, dim=1, eps=1e-8):
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 

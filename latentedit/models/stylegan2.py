@@ -203,14 +203,16 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
 
 def _weight_energy(layer, cache):
     """sum over the kernel taps of weight^2, [O, I]; cached for inference (keyed on the weight's
-    storage and version, so optimiser steps and load_state_dict invalidate it)."""
+    storage and version, so optimiser steps and load_state_dict invalidate it; never for
+    inference tensors, which have no version)."""
     weight = layer.weight
-    if not cache:
+    key = layers.version_key(weight) if cache else None
+    if key is None:
         return weight.square().sum(dim=[2, 3])
-    key = (weight.data_ptr(), weight._version, weight.device)
     hit = getattr(layer, "_energy_cache", None)
     if hit is None or hit[0] != key:
-        with torch.no_grad():
+        # A normal tensor even when filled under inference_mode, so later autograd runs can use it.
+        with torch.no_grad(), torch.inference_mode(False):
             hit = (key, weight.square().sum(dim=[2, 3]))
         layer._energy_cache = hit
     return hit[1]
