@@ -16,9 +16,10 @@ from latentedit.formats.atomic import atomic_path
 from latentedit.formats.safe_pickle import restricted_load
 from latentedit.formats.weights import load_weights
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.shipped import shipped_dir
 
 FORMATS = ("bundle", "rosinality", "nvlabs")
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+DEFAULT_BUNDLE = shipped_dir("checkpoints") / "default"
 W_AVG_SAMPLES = 10_000  # rosinality files without latent_avg: estimate w_avg from this many z (fixed seed)
 
 
