@@ -44,7 +44,9 @@ def test_recovers_planted_hyperplane():
     x, s, normal = planted()
     b = train_boundary(x, s, ratio=0.05)
     assert b.normal.shape == (1, 32) and b.normal.dtype == np.float32
-    assert float(b.normal[0] @ normal) > 0.98
+    # The SVM on the extremes of this anisotropic cloud finds cosines 0.974-0.990 over planted()
+    # seeds 0-5 (0.9801 for seed 0; a random 32-d direction: about 0.18), rest accuracy 0.85-0.91.
+    assert float(b.normal[0] @ normal) > 0.95
     assert b.val_accuracy > 0.99 and b.rest_accuracy > 0.8
 
 
