@@ -100,7 +100,8 @@ def test_sparse_labels_beat_labels_only():
             out.append((float(b.normal[0] @ axis), b.accuracy(x_test, y_test)))
     semi, only = np.array(semi), np.array(only)                    # [trials, (cosine to truth, accuracy)]
     assert (semi[:, 0] > 0.85).all() and (semi[:, 0] > only[:, 0]).all()
-    assert semi[:, 1].mean() > 0.98 and semi[:, 1].mean() > only[:, 1].mean() + 0.02
+    # mean accuracy 0.9836 / 0.9838 under two CPU settings, labels only 0.933: the claim is the gain
+    assert semi[:, 1].mean() > 0.97 and semi[:, 1].mean() > only[:, 1].mean() + 0.02
 
 
 def test_cli_boundary_train_from_files(tmp_path):
