@@ -17,8 +17,13 @@ setup(
     name="latentedit",
     version="0.1.0",
     description="StyleGAN2 latent-space editing: generator, formats, directions, discrete attributes",
-    packages=find_packages(include=["latentedit", "latentedit.*"]),
-    package_data={"latentedit.studio": ["static/*.html", "static/*.js", "static/*.css"]},
+    # checkpoints/ (the bundled default model) and csrc/ (CUDA sources) go inside the installed
+    # package, where latentedit.shipped finds them; a source checkout uses them where they are.
+    packages=find_packages(include=["latentedit", "latentedit.*"]) + ["latentedit.checkpoints", "latentedit.csrc"],
+    package_dir={"latentedit.checkpoints": "checkpoints", "latentedit.csrc": "csrc"},
+    package_data={"latentedit.studio": ["static/*.html", "static/*.js", "static/*.css"],
+                  "latentedit.checkpoints": ["README.md", "default/*.*", "default/*/*.*"],
+                  "latentedit.csrc": ["*.cpp", "*.cu", "*.cuh", "*.h", "README.md"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.6",  # weights-only loading with safe_globals, and its 2.6 security fix

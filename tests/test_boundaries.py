@@ -44,7 +44,9 @@ def test_recovers_planted_hyperplane():
     x, s, normal = planted()
     b = train_boundary(x, s, ratio=0.05)
     assert b.normal.shape == (1, 32) and b.normal.dtype == np.float32
-    assert float(b.normal[0] @ normal) > 0.98
+    # The SVM on the extremes of this anisotropic cloud finds cosines 0.974-0.990 over planted()
+    # seeds 0-5 (0.9801 for seed 0; a random 32-d direction: about 0.18), rest accuracy 0.85-0.91.
+    assert float(b.normal[0] @ normal) > 0.95
     assert b.val_accuracy > 0.99 and b.rest_accuracy > 0.8
 
 
@@ -98,7 +100,8 @@ def test_sparse_labels_beat_labels_only():
             out.append((float(b.normal[0] @ axis), b.accuracy(x_test, y_test)))
     semi, only = np.array(semi), np.array(only)                    # [trials, (cosine to truth, accuracy)]
     assert (semi[:, 0] > 0.85).all() and (semi[:, 0] > only[:, 0]).all()
-    assert semi[:, 1].mean() > 0.98 and semi[:, 1].mean() > only[:, 1].mean() + 0.02
+    # mean accuracy 0.9836 / 0.9838 under two CPU settings, labels only 0.933: the claim is the gain
+    assert semi[:, 1].mean() > 0.97 and semi[:, 1].mean() > only[:, 1].mean() + 0.02
 
 
 def test_cli_boundary_train_from_files(tmp_path):

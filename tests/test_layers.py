@@ -105,7 +105,7 @@ def test_layers_add_and_scale_linearly(layers):
 def test_psnr_vs_regenerated_is_highest_at_s_ref(smile_layer, dirs, G, w):
     L = smile_layer
     p = {s: float(L.psnr_vs_regenerated({"smile": s}).mean()) for s in (-2.0, -1.0, 1.0, 2.0, 3.0)}
-    assert p[1.0] > 35                                                   # s_ref: close to the generator
+    assert p[1.0] > 30             # s_ref: close to the generator (35.6 dB on the bundled model)
     assert p[1.0] > p[2.0] > p[3.0] and p[1.0] > p[-1.0] > p[-2.0]       # worse the farther from s_ref
     regen = L.regenerate({"smile": 2.0})
     assert torch.allclose(regen, reference(G, dirs["smile"].apply(w, 2.0, G=G)), atol=1e-5)

@@ -252,7 +252,11 @@ def test_cli_invert_with_evaluators(tmp_path, image_dir):
 def test_hybrid_keeps_a_good_start(G):
     """Started at the true code, hybrid (its defaults: no exploration noise, smaller lr) stays much
     nearer the target than the projection schedule made for a start at w_avg (Adam's first steps
-    move every coordinate by about lr, however small the gradient)."""
+    move every coordinate by about lr, however small the gradient).
+    At the true code the gradient is rounding noise, so where Adam goes depends on the CPU's
+    kernels: the image error ratio ranged 0.05-0.44 over 3 generators x 3 codes x 4 ISA / thread
+    settings (0.29 on Intel AMX), the code-space distance ratio 0.12-0.23 (lr 0.03 vs 0.1, plus
+    noise). Hence: twice nearer in code space, and nearer in the image."""
     w = G.sample_w(2, seed=11)
     target = G.synthesize(w, noise_mode="const")
     exact = lambda x: w  # noqa: E731  an encoder that is right
@@ -260,4 +264,6 @@ def test_hybrid_keeps_a_good_start(G):
     from_w_avg_schedule = le.invert(target, mode="hybrid", G=G, encoder=exact, steps=10, lr=0.1,
                                     initial_noise_factor=0.05)
     mse = lambda codes: float((reconstruct(G, codes) - target).square().mean())  # noqa: E731
-    assert mse(hybrid) < 0.25 * mse(from_w_avg_schedule)
+    distance = lambda codes: float((codes - w.unsqueeze(1)).square().mean().sqrt())  # noqa: E731
+    assert distance(hybrid) < 0.5 * distance(from_w_avg_schedule)
+    assert mse(hybrid) < mse(from_w_avg_schedule)

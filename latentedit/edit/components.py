@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from latentedit.edit.features import _resolutions, _wplus, synthesis_features
 from latentedit.edit.imaging import resize
 from latentedit.errors import InputError
+from latentedit.models.layers import version_key
 
 # Region names -> the parser labels (latentedit.world.params.LABELS) that name their clusters.
 # Names beyond the public ones (background, neck, ...) exist so that the clusters of those areas
@@ -219,9 +220,9 @@ def default_components(G, parser=None):
     thread at 64 px) and cached per generator and parser until G's weights change.
     `Model.components()` passes the model's own parser."""
     first = next(G.synthesis.parameters())
-    key = (first.data_ptr(), _version_of(first))
+    key = version_key(first)  # None for inference tensors: then nothing is cached
     hit = _COMPONENTS.get(G)
-    if hit is not None and key[1] is not None and hit[0] == key and hit[1] is parser:
+    if key is not None and hit is not None and hit[0] == key and hit[1] is parser:
         return hit[2]
     given = parser
     if parser is None:
@@ -232,20 +233,12 @@ def default_components(G, parser=None):
     blocks = G.synthesis.block_resolutions
     res = tuple(r for r in (32, 64) if r in blocks) or (blocks[-1],)
     model = component_clusters(G, layer_res=res, parser=parser)
-    _COMPONENTS[G] = (key, given, model)
+    if key is not None:
+        _COMPONENTS[G] = (key, given, model)
     return model
 
 
-_COMPONENTS = weakref.WeakKeyDictionary()  # G -> ((weights' address, version), parser given, components)
-
-
-def _version_of(t):
-    """A tensor's in-place version counter; None for inference tensors, which keep none (then
-    nothing is cached: an in-place change could not be seen)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
+_COMPONENTS = weakref.WeakKeyDictionary()  # G -> (version_key of its weights, parser given, components)
 
 
 def _split_side(eyes, nose, left_on_image_left, want_left):

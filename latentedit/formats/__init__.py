@@ -17,9 +17,10 @@ from latentedit.formats.atomic import atomic_path
 from latentedit.formats.safe_pickle import restricted_load
 from latentedit.formats.weights import load_weights
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.shipped import shipped_dir
 
 FORMATS = ("bundle", "rosinality", "nvlabs", "psp")
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+DEFAULT_BUNDLE = shipped_dir("checkpoints") / "default"
 W_AVG_SAMPLES = 10_000  # rosinality files without latent_avg: estimate w_avg from this many z (fixed seed)
 
 
@@ -121,9 +122,12 @@ def _load_bundle(path, overrides):
     return nets
 
 
+@torch.inference_mode(False)
 def load_networks(path, overrides=None):
     """Loads the generator (and discriminator, when the file has one) from any supported format.
-    overrides: GeneratorConfig fields the file cannot tell, e.g. {"mapping_lr_multiplier": 0.01}."""
+    overrides: GeneratorConfig fields the file cannot tell, e.g. {"mapping_lr_multiplier": 0.01}.
+    The weights are normal tensors even when loaded under torch.inference_mode, so the networks
+    also run (and train) outside it."""
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "bundle":
@@ -149,6 +153,7 @@ def load_networks(path, overrides=None):
     return _load_rosinality(path, ckpt, overrides)
 
 
+@torch.inference_mode(False)  # as load_networks: also .to(device)
 def load_generator(path=None, device="cpu", overrides=None):
     """The generator from `path` (bundle folder, rosinality .pt, NVlabs .pkl, or an e4e / pSp /
     ReStyle checkpoint's decoder); the bundled default when path is None."""

@@ -17,6 +17,13 @@ from latentedit.ops.upfirdn2d import filter_size, parse_padding
 _POSITIVE_HOMOGENEOUS = ("linear", "lrelu", "relu")  # act(g x) = g act(x) for g > 0
 
 
+def version_key(t):
+    """A key for caching values derived from tensor t that changes when t is modified in place
+    (optimiser steps, load_state_dict); None for an inference tensor, which has no version
+    counter: do not cache what derives from one."""
+    return None if t.is_inference() else (t.data_ptr(), t._version, t.device)
+
+
 def normalize_2nd_moment(x, dim=1, eps=1e-8):
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 

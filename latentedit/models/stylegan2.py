@@ -6,6 +6,7 @@ parameter names follow the NVlabs stylegan2-ada layout, so their state dicts loa
 rosinality's by rename + reshape (latentedit.formats).
 """
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,8 @@ from torch import nn
 
 from latentedit.errors import InputError
 from latentedit.models.config import DictConfig, is_real
-from latentedit.models.layers import Conv2dLayer, FullyConnectedLayer, conv2d_resample, normalize_2nd_moment
+from latentedit.models.layers import (Conv2dLayer, FullyConnectedLayer, conv2d_resample, normalize_2nd_moment,
+                                     version_key)
 from latentedit.ops import bias_act, setup_filter, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
@@ -269,17 +271,22 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
 
 def _weight_energy(layer, cache):
     """sum over the kernel taps of weight^2, [O, I]; cached for inference (keyed on the weight's
-    storage and version, so optimiser steps and load_state_dict invalidate it)."""
+    storage and version, so optimiser steps and load_state_dict invalidate it; never for
+    inference tensors, which have no version)."""
     weight = layer.weight
-    if not cache:
+    key = version_key(weight) if cache else None
+    if key is None:
         return weight.square().sum(dim=[2, 3])
-    key = (weight.data_ptr(), weight._version, weight.device)
-    hit = getattr(layer, "_energy_cache", None)
+    hit = _WEIGHT_ENERGY.get(layer)
     if hit is None or hit[0] != key:
-        with torch.no_grad():
+        # A normal tensor even when filled under inference_mode, so later autograd runs can use it.
+        with torch.no_grad(), torch.inference_mode(False):
             hit = (key, weight.square().sum(dim=[2, 3]))
-        layer._energy_cache = hit
+        _WEIGHT_ENERGY[layer] = hit
     return hit[1]
+
+
+_WEIGHT_ENERGY = weakref.WeakKeyDictionary()  # layer -> (version_key of its weight, energy)
 
 
 def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):

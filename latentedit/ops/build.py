@@ -7,8 +7,8 @@ the csrc/ sources, the torch, Python, nvcc and torch-CUDA versions and the GPU a
 Concurrent processes serialise on a lock file next to that folder; a waiter gives up after
 LOCK_TIMEOUT_S and breaks a lock whose owner died or that is older than LOCK_STALE_S.
 
-When the build is impossible (no CUDA device, a CPU torch, no nvcc or ninja, no csrc/ in a
-non-editable install, a compile error) it warns once and returns None, and the ops use their
+When the build is impossible (no CUDA device, a CPU torch, no nvcc or ninja, no csrc/ in an
+incomplete install, a compile error) it warns once and returns None, and the ops use their
 reference path; with LATENTEDIT_OPS=cuda it raises instead. Modules built ahead of time by
 setup.py (LATENTEDIT_BUILD_OPS=1, see `aot_extensions`) are used when present.
 """
@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 from latentedit.ops.dispatch import requested_impl
+from latentedit.shipped import shipped_dir
 
 # One extension module per op: {name: its sources in csrc/}.
 EXTENSIONS = {
@@ -39,8 +40,8 @@ _NVCC_FLAGS = ["-O3"]  # no --use_fast_math: tanh / sigmoid / exp stay accurate
 
 
 def csrc_dir():
-    """The csrc/ folder of a source checkout (absent from a non-editable install)."""
-    return Path(__file__).resolve().parents[2] / "csrc"
+    """The CUDA sources: the source checkout's csrc/, or the installed package's copy."""
+    return shipped_dir("csrc")
 
 
 def cache_root():
@@ -105,8 +106,8 @@ def _jit_build():
     src = csrc_dir()
     missing = [f for files in EXTENSIONS.values() for f in files if not (src / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"csrc/ sources {missing} not found under {src} (a non-editable install "
-                                "ships no csrc/; use pip install -e . or LATENTEDIT_BUILD_OPS=1)")
+        raise FileNotFoundError(f"csrc/ sources {missing} not found under {src} (an incomplete install: "
+                                "reinstall latentedit)")
 
     digest = build_hash(src)
     root = cache_root() / digest
