@@ -144,7 +144,8 @@ def generator_table(args, best):
 
 
 def training_table(args, best):
-    from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+    from latentedit.models.discriminator import Discriminator
+    from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
     print("\n== G+D training step, 64 px, channel_base 2048 / max 128 (the bundled config), batch 32 ==")
     for name in ("fp32", "bf16"):

@@ -41,7 +41,8 @@ def build(config, path, cfg):
                 num_fp16_res=0, conv_clamp=None)
         c = torch.zeros([cfg["batch"], 0])
         return G, D, (lambda z: G(z, c)), (lambda img: D(img, c)), None
-    from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+    from latentedit.models.discriminator import Discriminator
+    from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
     G = Generator(GeneratorConfig(resolution=cfg["res"], channel_base=cfg["cb"], channel_max=cfg["cm"]))
     D = Discriminator(DiscriminatorConfig(resolution=cfg["res"], channel_base=cfg["cb"], channel_max=cfg["cm"]))
@@ -121,7 +122,8 @@ def main():
         configs.remove("nvlabs")
     from generator_speed import machine_description, run_worker  # sibling script (benchmarks/ is on sys.path)
 
-    from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+    from latentedit.models.discriminator import Discriminator
+    from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=a.res, channel_base=a.channel_base, channel_max=a.channel_max))

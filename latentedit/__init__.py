@@ -16,7 +16,8 @@ from latentedit.formats import load_generator, load_networks, save_networks
 from latentedit.formats.latents import read_latents, write_latents
 from latentedit.model import Model, load_model
 from latentedit.models.encoder import Encoder, EncoderConfig
-from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.models.discriminator import Discriminator
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.models.discriminator import Discriminator
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
 TINY = dict(resolution=16, channel_base=512, channel_max=32)
 

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.models.discriminator import Discriminator
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
 
 @pytest.fixture(scope="module")

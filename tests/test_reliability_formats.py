@@ -92,7 +92,8 @@ def test_info_refuses_a_bundle_config_of_wrong_type_range_or_size(tmp_path, tiny
 
 
 def test_config_size_estimate_matches_the_networks_built():
-    from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+    from latentedit.models.discriminator import Discriminator
+    from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
     sizes = dict(resolution=32, channel_base=2048, channel_max=64)
     for cfg, net in [(GeneratorConfig(**sizes, z_dim=48, w_dim=80, n_mlp=3, img_channels=4), Generator),

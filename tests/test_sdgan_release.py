@@ -26,7 +26,8 @@ from latentedit.formats.sdgan import fusion_state_dict_for_sdgan, load_sdgan_fus
 from latentedit.formats.unsup3d import face3d_to_state, load_unsup3d, read_checkpoint
 from latentedit.models.face3d import Face3D, Face3DConfig
 from latentedit.models.fusion import FusionConfig, FusionNet
-from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.models.discriminator import Discriminator
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
 torch.set_num_threads(1)
 FUSION = FusionConfig(resolution=32, id_widths=(8, 16, 16, 32), id_depths=(1, 2, 1, 1), tpl_widths=(8, 8, 16, 24),

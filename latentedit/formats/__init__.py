@@ -16,7 +16,8 @@ from latentedit.formats import bundle, nvlabs, psp, rosinality
 from latentedit.formats.atomic import atomic_path
 from latentedit.formats.safe_pickle import restricted_load
 from latentedit.formats.weights import load_weights
-from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.models.discriminator import Discriminator
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 from latentedit.shipped import shipped_dir
 
 FORMATS = ("bundle", "rosinality", "nvlabs", "psp")

@@ -20,7 +20,8 @@ from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import grid, save_png
 from latentedit.models.config import DictConfig, is_count, is_real
-from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.models.discriminator import Discriminator
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 from latentedit.train.state import load_state, save_state
 from latentedit.runtime import seeded
 
