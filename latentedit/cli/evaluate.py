@@ -7,6 +7,7 @@ import click
 import torch
 
 from latentedit.errors import FormatError
+from latentedit.runtime import set_threads
 
 
 @click.group()
@@ -33,8 +34,7 @@ def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, 
     from latentedit.formats.evaluators import load_evaluators
     from latentedit.metrics import evaluate_generator
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     G = load_generator(model_path).eval()
     candidates = [evaluators_path] if evaluators_path else [model_path, DEFAULT_BUNDLE]
     evaluators = None

@@ -22,6 +22,7 @@ def replay(recipe_path, out, model_path, latents_out, threads):
 
     from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
     from latentedit.formats.atomic import write_bytes
+    from latentedit.runtime import set_threads
     from latentedit.studio.recipe import encode_png, latents_bytes, read_recipe, RecipeContext, run_recipe
 
     out = Path(out)
@@ -37,7 +38,7 @@ def replay(recipe_path, out, model_path, latents_out, threads):
         threads = (recipe.get("render") or {}).get("threads", 1) if isinstance(recipe.get("render"), dict) else 1
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise InputError(f"threads must be an integer >= 1, got {threads!r}")
-    torch.set_num_threads(threads)
+    set_threads(threads)  # bounded: far past the cores OpenMP crashes
     path = Path(model_path) if model_path is not None else DEFAULT_BUNDLE
     G = load_generator(path)
     bundle_path = path if bundle.is_bundle(path) else None

@@ -5,6 +5,7 @@ import sys
 import click
 
 from latentedit.errors import InputError
+from latentedit.runtime import set_threads
 
 
 @click.command()
@@ -23,15 +24,13 @@ from latentedit.errors import InputError
 def studio(model_path, host, port, threads, invert_steps, no_warm, verbose):
     """Serve the editing page: seeds, latent files or images in; direction sliders, accessories,
     attribute layers, masks, component transfer; PNG, latents and recipe out."""
-    import torch
-
     from latentedit.studio.server import Studio, is_loopback, make_server
 
-    if threads < 1 or invert_steps < 1:
-        raise InputError("--threads and --invert-steps must be >= 1")
+    set_threads(threads)  # before any model work: bounded, far past the cores OpenMP crashes
+    if invert_steps < 1:
+        raise InputError("--invert-steps must be >= 1")
     if not 0 <= port < 65536:
         raise InputError(f"--port must be in 0..65535, got {port}")
-    torch.set_num_threads(threads)
     app = Studio(model_path, warm=not no_warm, invert_steps=invert_steps)
     try:
         server = make_server(app, host, port, quiet=not verbose)

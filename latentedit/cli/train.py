@@ -5,6 +5,7 @@ import click
 import torch
 
 from latentedit.errors import InputError
+from latentedit.runtime import set_threads
 
 
 @click.group()
@@ -35,8 +36,7 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     from latentedit.train.distributed import init_distributed
     from latentedit.train.gan import GANConfig, GANTrainer
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if (Path(out) / "state.json").exists() and not resume:
         raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if snapshot_kimg <= 0 or kimg <= 0:
@@ -76,8 +76,7 @@ def _open_run(out, resume, steps, snapshot, bundle_path, threads):
 
     from latentedit.train.distributed import init_distributed
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if (Path(out) / "state.json").exists() and not resume:
         raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     init_distributed("gloo")  # under torchrun: one CPU process per rank, each computing its share of every batch
