@@ -1,9 +1,15 @@
 """Hostile or mistaken command-line inputs: each is one `error:` line and exit status 2 (or works),
 never a traceback, a crash or a hang (issue 16)."""
+import os
+import signal
+
 import pytest
 from click.testing import CliRunner
 
 from latentedit.cli import main
+from latentedit.errors import FormatError
+from latentedit.formats import Networks, save_networks
+from latentedit.formats.files import read_json
 
 
 def run(*args):
@@ -36,3 +42,71 @@ def test_threads_out_of_range_refused_before_any_work(tmp_path, command, threads
     r = run(*[a.format(tmp=tmp_path) for a in command], "--threads", threads)
     assert_refused(r, "--threads", threads)
     assert not (tmp_path / "run").exists()
+
+
+RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
+
+
+@pytest.fixture
+def no_hang():
+    """Fails the test instead of hanging when a reader blocks on a FIFO or reads a device forever."""
+    def timeout(signum, frame):
+        raise TimeoutError("the command hung on a non-regular file")
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _not_regular(tmp_path, kind, name):
+    """A FIFO, or a symlink to /dev/zero, named like the file a command expects."""
+    path = tmp_path / name
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link"])
+def test_non_regular_files_are_refused_up_front(tmp_path, tiny_G, kind, no_hang):
+    bundle = tmp_path / "bundle"
+    save_networks(Networks("test", "-", tiny_G), bundle)
+    (bundle / "G.safetensors").unlink()
+    _not_regular(bundle, kind, "G.safetensors")  # a bundle's weight file
+    model = _not_regular(tmp_path, kind, "model.pt")
+    w_file = _not_regular(tmp_path, kind, "w.json")
+    image = _not_regular(tmp_path, kind, "face.png")
+    direction = _not_regular(tmp_path, kind, "smile.npy")
+    what = "FIFO" if kind == "fifo" else "device"
+    out = tmp_path / "out.png"
+    cases = [
+        (["generate", "--model", model, "--out", out], "model.pt"),
+        (["info", model], "model.pt"),
+        (["generate", "--model", bundle, "--out", out], "G.safetensors"),
+        (["generate", *RANDOM, "--w-file", w_file, "--out", out], "w.json"),
+        (["invert", *RANDOM, image, "--out", tmp_path / "inv"], "face.png"),
+        (["edit", *RANDOM, "--direction", direction, "--seeds", "0", "--out", out], "smile.npy"),
+    ]
+    for args, name in cases:
+        assert_refused(run(*args), name, what)
+    assert not out.exists()
+
+
+def test_json_that_cannot_be_parsed_is_one_line(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "latin1.json").write_bytes(b'{"0": [1.0], "caf\xe9": 1}')
+    (tmp_path / "digits.json").write_text('{"0": [' + "9" * 5000 + "]}")
+    (tmp_path / "broken.json").write_text('{"0": [1.0, ')
+    for name, words in [("deep", ["nested too deeply"]), ("latin1", ["not UTF-8"]), ("digits", ["not valid JSON"]),
+                        ("broken", ["not valid JSON"])]:
+        r = run("generate", *RANDOM, "--w-file", tmp_path / f"{name}.json", "--out", tmp_path / "o.png")
+        assert_refused(r, f"{name}.json", *words)
+
+
+def test_read_json_refuses_an_oversized_file_before_reading_it(tmp_path):
+    (tmp_path / "big.json").write_text("[" + "0," * 600 + "0]")
+    assert read_json(tmp_path / "big.json", max_bytes=2000) == [0] * 601
+    with pytest.raises(FormatError, match="big.json: 1,203 bytes, more than the 1,000"):
+        read_json(tmp_path / "big.json", "latent file", max_bytes=1000)

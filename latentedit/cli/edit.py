@@ -12,6 +12,7 @@ from latentedit.cli.invert import (check_input_options, input_encoder, input_opt
 from latentedit.cli.models import model_options, parse_seeds, resolve_model
 from latentedit.cli.regions import check_region_name, component_options, fit_components
 from latentedit.errors import FormatError, InputError
+from latentedit.formats.files import regular_file
 
 
 def parse_layers(text):
@@ -86,8 +87,8 @@ def train(model_path, random_weights, resolution, channel_base, channel_max, wei
     if latents_path:
         if attribute == "all":
             raise InputError("--attribute all needs the classifier; with --scores name the attribute")
-        x = np.load(latents_path, allow_pickle=False)
-        table = {attribute: np.load(scores_path, allow_pickle=False)}
+        x = np.load(regular_file(latents_path, "latents file"), allow_pickle=False)
+        table = {attribute: np.load(regular_file(scores_path, "scores file"), allow_pickle=False)}
     else:
         clf = _classifier(evaluators_path, model_path)
         x = sample_latents(G, n, space, seed, truncation)

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import click
-import torch
 
 from latentedit.errors import FormatError
 from latentedit.runtime import set_threads

@@ -208,5 +208,7 @@ def _uint8(img):  # [3, H, W] in [-1, 1] -> [H, W, 3] uint8
 def _read_png(path):
     from PIL import Image
 
-    with Image.open(path) as im:
+    from latentedit.formats.files import regular_file
+
+    with Image.open(regular_file(path, "image from an earlier run")) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.atomic import write_text
+from latentedit.formats.files import read_json, regular_file
 from latentedit.formats import Networks, load_networks, save_networks
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.formats.latents import read_latents
@@ -128,7 +129,7 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
 
 def _read_earlier_png(path, resolution):
     try:
-        arr = np.asarray(Image.open(path).convert("RGB"))
+        arr = np.asarray(Image.open(regular_file(path, "image from an earlier run")).convert("RGB"))
     except OSError as e:
         raise FormatError(f"{path}: unreadable image from an earlier run ({e}); delete it") from None
     if arr.shape[:2] != (resolution, resolution):
@@ -142,8 +143,8 @@ def _check_resume_settings(out, settings):
     record = out / "run.json"
     if record.exists():
         try:
-            saved = json.loads(record.read_text())
-        except (OSError, ValueError):
+            saved = read_json(record, "run record")
+        except FormatError:
             saved = None
         if saved != settings:
             raise InputError(f"{out} holds images made with other settings ({record}); choose another --out")

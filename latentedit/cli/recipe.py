@@ -18,8 +18,6 @@ from latentedit.errors import InputError
               help="CPU threads (default: the recipe's render.threads, which bit-exact replay needs).")
 def replay(recipe_path, out, model_path, latents_out, threads):
     """Reproduce the image of a recipe saved by `latentedit studio`."""
-    import torch
-
     from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
     from latentedit.formats.atomic import write_bytes
     from latentedit.runtime import set_threads

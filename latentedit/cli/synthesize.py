@@ -39,16 +39,14 @@ import torch
 
 from latentedit.cli.invert import check_input_options, input_encoder, input_options, read_inputs, warning_lines
 from latentedit.errors import FormatError, InputError
+from latentedit.formats.files import read_bytes, regular_file
 
 FOLDERS = ("origins", "interfacegan_origins", "predict_images")
 GRID_SAMPLES = 16
 
 
 def _sha256(path):
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    return hashlib.sha256(read_bytes(path)).hexdigest()
 
 
 def _compact_json(obj, indent=1, level=0):
@@ -77,7 +75,7 @@ def _floats(array):
 
 def _load_record(path, num_ws, w_dim):
     try:
-        rec = np.load(path, allow_pickle=False)
+        rec = np.load(regular_file(path, "record from an earlier run"), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise FormatError(f"{path}: unreadable record from an earlier run ({e}); delete it") from None
     if not isinstance(rec, np.ndarray) or rec.shape != (1 + num_ws, w_dim) or not np.isfinite(rec).all():
@@ -94,7 +92,7 @@ def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
     shape = (len(images), G.num_ws, G.w_dim)
     if path.exists():
         try:
-            codes = np.load(path, allow_pickle=False)
+            codes = np.load(regular_file(path, "inverted codes from an earlier run"), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise FormatError(f"{path}: unreadable inverted codes from an earlier run ({e}); delete it") from None
         if not isinstance(codes, np.ndarray) or codes.shape != shape or not np.isfinite(codes).all():

@@ -1,10 +1,9 @@
 """`latentedit train ...`: training runs (single process, or one process per rank under torchrun)."""
-import json
 
 import click
-import torch
 
 from latentedit.errors import InputError
+from latentedit.formats.files import read_json
 from latentedit.runtime import set_threads
 
 
@@ -46,7 +45,7 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     saved_path = Path(out) / "config.json"
     if resume and saved_path.exists():
         # A resumed run keeps its own configuration; a flag given on the command line must agree with it.
-        saved = json.loads(saved_path.read_text())
+        saved = read_json(saved_path, "run configuration")
         ctx = click.get_current_context()
         for name, value in given.items():
             explicit = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
@@ -96,10 +95,7 @@ def _saved_config(out, resume, given, what, always=()):
     saved_path = Path(out) / "config.json"
     if not (resume and saved_path.exists()):
         return None
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{saved_path}: unreadable run configuration ({e})") from None
+    saved = read_json(saved_path, "run configuration")
     if not isinstance(saved, dict):
         raise InputError(f"{saved_path}: not an {what} configuration")
     ctx = click.get_current_context()

@@ -1,7 +1,6 @@
 """`latentedit train evaluators`: the attribute classifier, identity embedder, face parser and
 unsup3d-layout 3D encoder on world renders (resumable; single process or torchrun)."""
 import click
-import torch
 
 from latentedit.errors import InputError
 from latentedit.runtime import set_threads

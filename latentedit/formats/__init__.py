@@ -13,6 +13,7 @@ import torch
 from latentedit.errors import FormatError, UnsafeFileError
 from latentedit.formats import bundle, nvlabs, rosinality
 from latentedit.formats.atomic import atomic_path
+from latentedit.formats.files import regular_file
 from latentedit.formats.safe_pickle import restricted_load
 from latentedit.formats.weights import load_weights
 from latentedit.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
@@ -39,6 +40,7 @@ def detect_format(path):
         if bundle.is_bundle(path):
             return "bundle"
         raise FormatError(f"{path}: a folder without bundle.json is not a latentedit bundle")
+    regular_file(path, "model file")
     with open(path, "rb") as f:
         head = f.read(4)
     if zipfile.is_zipfile(path):

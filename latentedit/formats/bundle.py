@@ -14,6 +14,7 @@ from safetensors.torch import load, save
 
 from latentedit.errors import FormatError
 from latentedit.formats.atomic import write_bytes, write_text
+from latentedit.formats.files import read_bytes, read_json
 from latentedit.formats.weights import strip_derived
 
 BUNDLE_FORMAT = "latentedit-bundle"
@@ -26,10 +27,7 @@ def is_bundle(path):
 
 def read_manifest(path):
     path = Path(path)
-    try:
-        manifest = json.loads((path / "bundle.json").read_text())
-    except (OSError, ValueError) as e:  # ValueError covers bad JSON and bad UTF-8
-        raise FormatError(f"{path / 'bundle.json'}: unreadable bundle manifest ({e})") from None
+    manifest = read_json(path / "bundle.json", "bundle manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise FormatError(f"{path / 'bundle.json'}: not a latentedit bundle manifest")
     if not isinstance(manifest.get("version", 0), int):
@@ -55,10 +53,7 @@ def read_network(path, name):
         raise FormatError(f"{path}: bundle has no network {name!r} (has {sorted(manifest['networks'])})")
     entry = manifest["networks"][name]
     file = path / entry["file"]
-    try:
-        data = file.read_bytes()
-    except OSError as e:
-        raise FormatError(f"{file}: cannot read weights ({e.strerror})") from None
+    data = read_bytes(file, "weight file")
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry["sha256"]:
         raise FormatError(f"{file}: sha256 mismatch (file corrupt or replaced)")

@@ -12,6 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from latentedit.errors import FormatError, InputError
+from latentedit.formats.files import regular_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 
@@ -34,8 +35,8 @@ def list_images(paths):
             if not images:
                 raise InputError(f"{p}: no image files in this folder")
             out += images
-        elif p.is_file():
-            out.append(p)
+        elif p.exists():
+            out.append(regular_file(p, "image file"))
         else:
             raise InputError(f"{p}: no such file or folder")
     return out
@@ -43,7 +44,7 @@ def list_images(paths):
 
 def read_image(path, resolution):
     """One image file -> uint8 array [R, R, 3] (RGB), centre-cropped / resized with a warning."""
-    path = Path(path)
+    path = regular_file(path, "image file")
     try:
         with Image.open(path) as im:
             im.load()
