@@ -3,6 +3,7 @@ never a traceback, a crash or a hang (issue 16)."""
 import os
 import signal
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -110,3 +111,40 @@ def test_read_json_refuses_an_oversized_file_before_reading_it(tmp_path):
     assert read_json(tmp_path / "big.json", max_bytes=2000) == [0] * 601
     with pytest.raises(FormatError, match="big.json: 1,203 bytes, more than the 1,000"):
         read_json(tmp_path / "big.json", "latent file", max_bytes=1000)
+
+
+def test_counts_are_bounded_before_any_work(tmp_path):
+    cases = [
+        (["synthesize", "--kind", "mask", "--n", "100000000", "--out", tmp_path / "s"], ["--n", "1,000,000"]),
+        (["generate", *RANDOM, "--seeds", "0-4294967295", "--out", tmp_path / "g"], ["--seeds", "1,000,000"]),
+        (["generate", *RANDOM, "--seeds", ",".join(["0-999999", "5"]), "--out", tmp_path / "g"], ["1,000,000"]),
+        (["boundary", "train", *RANDOM, "--attribute", "smile", "--n", "0", "--out", tmp_path / "b.npy"], ["--n"]),
+        (["evaluate", "generator", "--n", "2000000"], ["--n", "1,000,000"]),
+    ]
+    for args, words in cases:
+        assert_refused(run(*args), *words)
+    assert not any(tmp_path.iterdir())
+    assert "1,000,000" in run("synthesize", "--help").output and "1,000,000" in run("generate", "--help").output
+
+
+def test_out_of_range_scales_and_options_name_the_option(tmp_path):
+    out = tmp_path / "o.png"
+    np.save(tmp_path / "zero.npy", np.zeros([1, 512], np.float32))
+    cases = [
+        (["generate", *RANDOM, "--truncation", "1e30", "--out", out], "--truncation"),
+        (["generate", *RANDOM, "--truncation", "nan", "--out", out], "--truncation"),
+        (["generate", *RANDOM, "--truncation-cutoff", "-5", "--out", out], "--truncation-cutoff"),
+        (["generate", *RANDOM, "--mapping-lr-mul", "0", "--out", out], "--mapping-lr-mul"),
+        (["convert", tmp_path / "x.pt", tmp_path / "y", "--mapping-lr-mul", "-1"], "--mapping-lr-mul"),
+        (["edit", *RANDOM, "--direction", "smile", "--strength", "1e30", "--out", out], "--strength"),
+        (["edit", *RANDOM, "--direction", "smile", "--strength", "-2..inf", "--out", out], "--strength"),
+        (["edit", *RANDOM, "--direction", tmp_path / "zero.npy", "--out", out], "all zeros"),
+        (["synthesize", "--kind", "mask", "--truncation", "-1e30", "--out", tmp_path / "s"], "--truncation"),
+        (["layers", *RANDOM, "--direction", "smile", "--strengths", "-1e30..2", "--out", out], "--strengths"),
+        (["mask", *RANDOM, "--direction", "smile", "--strength", "1e30", "--out", tmp_path / "m"], "--strength"),
+    ]
+    for args, word in cases:
+        assert_refused(run(*args), word)
+    assert not out.exists()
+    assert run("generate", *RANDOM, "--seeds", "0", "--truncation", "-100", "--truncation-cutoff", "0",
+               "--out", out).exit_code == 0  # the bounds themselves are accepted

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from latentedit.cli.models import check_count, check_scale
 from latentedit.errors import FormatError
 from latentedit.runtime import set_threads
 
@@ -34,6 +35,8 @@ def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, 
     from latentedit.metrics import evaluate_generator
 
     set_threads(threads)
+    check_count(n, "--n")
+    check_scale(truncation, "--truncation")
     G = load_generator(model_path).eval()
     candidates = [evaluators_path] if evaluators_path else [model_path, DEFAULT_BUNDLE]
     evaluators = None

@@ -20,7 +20,7 @@ import click
 import numpy as np
 import torch
 
-from latentedit.cli.models import model_options, parse_seeds, resolve_model
+from latentedit.cli.models import check_scale, model_options, parse_seeds, resolve_model
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_bytes, write_text
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -90,6 +90,7 @@ def sample_latents(G, seeds, w_file, truncation, flag_seeds="--seeds", flag_w="-
     seed_list = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
     if len(seed_list) > 4096:
         raise InputError(f"{flag_seeds}: {len(seed_list)} seeds; at most 4096 per run")
+    check_scale(truncation, "--truncation")
     return G.sample_w(seeds=seed_list, truncation=truncation), [f"seed{s:04d}" for s in seed_list]
 
 
@@ -186,8 +187,8 @@ def mask(model_path, random_weights, resolution, channel_base, channel_max, weig
         raise InputError("--strength applies to --direction")
     if direction and (_from_cli("fit_samples") or _from_cli("clusters")):
         raise InputError("--fit-samples / --clusters apply to --region")
-    if not math.isfinite(strength) or strength == 0:
-        raise InputError(f"--strength must be a finite non-zero number, got {strength}")
+    if check_scale(strength, "--strength") == 0:
+        raise InputError(f"--strength must be a non-zero number, got {strength}")
     names_regions = None
     if region:
         names_regions = [r.strip() for r in region.split(",") if r.strip()]
@@ -435,9 +436,7 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
         raise InputError("pass either --seeds or --w-file")
     if w_file and _from_cli("truncation"):
         raise InputError("--truncation applies to seeds; latents from --w-file are used as they are")
-    lo, hi = parse_strength(strengths)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise InputError(f"--strengths must be finite, got {strengths!r}")
+    lo, hi = parse_strength(strengths, "--strengths")
     tokens = [x.strip() for x in direction.split(",") if x.strip()]
     if not tokens:
         raise InputError("--direction is empty")

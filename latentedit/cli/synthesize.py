@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from latentedit.cli.invert import check_input_options, input_encoder, input_options, read_inputs, warning_lines
+from latentedit.cli.models import MAX_IMAGES, check_count, check_scale
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.files import read_bytes, regular_file
 
@@ -109,7 +110,7 @@ def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
 @click.option("--kind", required=True,
               help="mask | glasses (with --normal: frame glasses, without: sunglasses) | frame_glasses | sunglasses.")
 @click.option("--normal", is_flag=True, help="With --kind glasses: frame (normal) glasses instead of sunglasses.")
-@click.option("--n", "n", type=int, default=None, help="Number of samples from seeds [default: 16].")
+@click.option("--n", "n", type=int, default=None, help=f"Number of samples from seeds [default: 16; at most {MAX_IMAGES:,} per run].")
 @click.option("--seed", type=int, default=None, help="First seed; sample i uses seed + i [default: 0].")
 @click.option("--w-file", type=click.Path(), default=None,
               help="Latent codes instead of seeds: SD-GAN JSON {\"0\": [w_dim floats], ...} "
@@ -161,8 +162,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
             raise InputError("--interface-file gives one prior per code: pass --w-file too (or --input images)")
         n = 16 if n is None else n
         seed = 0 if seed is None else seed
-        if n < 1:
-            raise InputError(f"--n must be >= 1, got {n}")
+        check_count(n, "--n")
+        check_scale(truncation, "--truncation")
         if not 0 <= seed or seed + n > 2 ** 32:
             raise InputError(f"seeds {seed}..{seed + n - 1} must lie in [0, 2^32)")
     model = Path(model_path) if model_path is not None else DEFAULT_BUNDLE
