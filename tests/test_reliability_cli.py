@@ -1,6 +1,8 @@
 """Hostile or mistaken command-line inputs: each is one `error:` line and exit status 2 (or works),
 never a traceback, a crash or a hang (issue 16)."""
+import json
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -9,7 +11,7 @@ from click.testing import CliRunner
 
 from latentedit.cli import main
 from latentedit.errors import FormatError
-from latentedit.formats import Networks, save_networks
+from latentedit.formats import DEFAULT_BUNDLE, Networks, save_networks
 from latentedit.formats.files import read_json
 
 
@@ -148,3 +150,36 @@ def test_out_of_range_scales_and_options_name_the_option(tmp_path):
     assert not out.exists()
     assert run("generate", *RANDOM, "--seeds", "0", "--truncation", "-100", "--truncation-cutoff", "0",
                "--out", out).exit_code == 0  # the bounds themselves are accepted
+
+
+def _copy_default_bundle(dst):
+    """bundle.json, G, D and one more network (the parser, the smallest) of the bundled model."""
+    dst.mkdir()
+    for name in ("bundle.json", "G.safetensors", "D.safetensors", "parser.safetensors"):
+        shutil.copy(DEFAULT_BUNDLE / name, dst / name)
+    return dst
+
+
+def test_convert_into_an_existing_bundle_keeps_its_other_networks(tmp_path, tiny_G):
+    src = _copy_default_bundle(tmp_path / "src")
+    before = json.loads((src / "bundle.json").read_text())
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    for args in ([src, src, "--fp16"], [src, copy], [src, src]):  # into itself (fp16, then back), into a copy
+        r = run("convert", *args)
+        assert r.exit_code == 0, r.output
+        for folder in {args[1]}:
+            after = json.loads((folder / "bundle.json").read_text())
+            assert set(after["networks"]) == set(before["networks"]), r.output
+            assert after["networks"]["parser"] == before["networks"]["parser"]
+            assert after["figures"] == before["figures"]
+            assert "parser" in r.output
+            on_disk = {p.name for p in folder.glob("[GD].*safetensors")}
+            assert on_disk == {after["networks"][n]["file"] for n in ("G", "D")}  # nothing orphaned
+    assert json.loads((src / "bundle.json").read_text())["networks"]["G"]["dtype"] == "float32"
+    assert run("info", src).exit_code == 0
+    # a generator of another model is refused: the parser was made for the one already there
+    save_networks(Networks("test", "-", tiny_G), tmp_path / "other.pt")
+    manifest = (copy / "bundle.json").read_bytes()
+    assert_refused(run("convert", tmp_path / "other.pt", copy), "copy", "parser", "another generator")
+    assert (copy / "bundle.json").read_bytes() == manifest

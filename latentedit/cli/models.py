@@ -11,7 +11,7 @@ from PIL import Image
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.files import read_json, regular_file
-from latentedit.formats import Networks, load_networks, save_networks
+from latentedit.formats import Networks, bundle, load_networks, save_networks
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.formats.latents import read_latents
 from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig, z_from_seeds
@@ -234,4 +234,5 @@ def convert(src, dst, fp16, mapping_lr_mul):
     nets = load_networks(src, overrides)
     save_networks(nets, dst, fp16=fp16)
     held = "+".join(n for n in ("G", "D") if getattr(nets, n) is not None)
-    click.echo(f"converted {nets.format} ({held}) -> {dst}")
+    kept = sorted(set(bundle.read_manifest(dst)["networks"]) - {"G", "D"}) if bundle.is_bundle(dst) else []
+    click.echo(f"converted {nets.format} ({held}) -> {dst}" + (f" (kept its {', '.join(kept)})" if kept else ""))

@@ -149,8 +149,22 @@ def load_generator(path=None, device="cpu", overrides=None):
     return nets.G.to(device)
 
 
+def _holds_generator(path, G):
+    """Whether the bundle at `path` already holds G (same config, weights equal up to fp16 rounding)."""
+    manifest = bundle.read_manifest(path)
+    if "G" not in manifest["networks"] or manifest["networks"]["G"].get("config") != G.cfg.to_dict():
+        return False
+    _, stored = bundle.read_network(path, "G")
+    current = G.state_dict()
+    return all(k in current and current[k].shape == v.shape and torch.allclose(current[k].float(), v, rtol=2e-3, atol=1e-4)
+               for k, v in stored.items())
+
+
 def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None):
-    """Writes a bundle folder (dst without a suffix) or a rosinality-layout .pt (dst ending in .pt)."""
+    """Writes a bundle folder (dst without a suffix) or a rosinality-layout .pt (dst ending in .pt).
+    Into an existing bundle of the same generator (the source itself, or a copy of it) only G and D
+    are rewritten: its other networks, figures and provenance are kept. An existing bundle whose
+    other networks were made for another generator is refused rather than orphaning them."""
     dst = Path(dst)
     if dst.suffix == ".pkl":
         raise FormatError("writing NVlabs .pkl is not supported (their loader executes embedded source); "
@@ -171,5 +185,13 @@ def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None
     if provenance is None:  # a conversion: keep what the source said about itself
         provenance = {**nets.info.get("provenance", {}), "converted_from": {"format": nets.format, "path": str(nets.path)}}
     figures = nets.info.get("figures", {}) if figures is None else figures
+    merge = False
+    if bundle.is_bundle(dst):
+        others = sorted(set(bundle.read_manifest(dst)["networks"]) - {"G", "D"})
+        merge = _holds_generator(dst, nets.G)
+        if others and not merge:
+            raise FormatError(f"{dst}: already a bundle of another generator, with networks made for it "
+                              f"({', '.join(others)}); writing this generator there would orphan them: "
+                              "choose a new folder")
     return bundle.write_bundle(dst, networks, provenance=provenance, figures=figures,
-                               dtype=torch.float16 if fp16 else torch.float32)
+                               dtype=torch.float16 if fp16 else torch.float32, merge=merge)

@@ -66,25 +66,41 @@ def read_network(path, name):
 
 def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.float32, merge=False, keep_fp32=()):
     """networks: {name: (kind, config dict, state dict)}. Weight files first, manifest last, each
-    written atomically, so an interrupted write never leaves a manifest pointing at bad files.
+    written atomically, so an interrupted write never leaves a manifest pointing at bad files: a
+    weight file the existing manifest lists with other content is not overwritten but written under
+    a new name, and the replaced networks' old files are removed once the new manifest is in place.
     merge: keep the networks, figures and provenance an existing bundle at `path` already lists.
     keep_fp32: tensor names stored in float32 whatever `dtype` is (values that must stay exact)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    old = None
+    if is_bundle(path):
+        try:
+            old = read_manifest(path)
+        except FormatError:
+            if merge:
+                raise
+    listed = {e["file"]: e["sha256"] for e in old["networks"].values()} if old else {}
     manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "networks": {}, "provenance": {}, "figures": {}}
-    if merge and is_bundle(path):
-        manifest = read_manifest(path)
+    if merge and old:
+        manifest = json.loads(json.dumps(old))  # a copy: `old` still says which files it listed
     manifest.setdefault("provenance", {}).update(provenance or {})
     manifest.setdefault("figures", {}).update(figures or {})
     for name, (kind, config, sd) in networks.items():
         tensors = {k: v.detach().to(torch.float32 if k in keep_fp32 else dtype if v.is_floating_point() else v.dtype)
                    .contiguous().cpu() for k, v in strip_derived(sd).items()}
         data = save(tensors)
-        write_bytes(path / f"{name}.safetensors", data)
-        manifest["networks"][name] = {"file": f"{name}.safetensors", "kind": kind, "config": config,
-                                      "dtype": str(dtype).replace("torch.", ""),
-                                      "sha256": hashlib.sha256(data).hexdigest()}
+        digest = hashlib.sha256(data).hexdigest()
+        file = f"{name}.safetensors"
+        if listed.get(file, digest) != digest:
+            file = f"{name}.{digest[:16]}.safetensors"
+        write_bytes(path / file, data)
+        manifest["networks"][name] = {"file": file, "kind": kind, "config": config,
+                                      "dtype": str(dtype).replace("torch.", ""), "sha256": digest}
     write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
+    replaced = {old["networks"][name]["file"] for name in networks if old and name in old["networks"]}
+    for file in replaced - {e["file"] for e in manifest["networks"].values()}:
+        (path / file).unlink(missing_ok=True)
     return path
 
 

@@ -19,7 +19,7 @@ def regular_file(path, what="file"):
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise FormatError(f"{path}: no such {what}") from None
+        raise FormatError(f"{path}: no such {what}, cannot read it") from None
     except OSError as e:
         raise FormatError(f"{path}: cannot read {what} ({e.strerror or e})") from None
     if stat.S_ISDIR(mode):
