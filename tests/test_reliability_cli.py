@@ -8,6 +8,7 @@ import signal
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from latentedit.cli import main
 from latentedit.errors import FormatError
@@ -183,3 +184,38 @@ def test_convert_into_an_existing_bundle_keeps_its_other_networks(tmp_path, tiny
     manifest = (copy / "bundle.json").read_bytes()
     assert_refused(run("convert", tmp_path / "other.pt", copy), "copy", "parser", "another generator")
     assert (copy / "bundle.json").read_bytes() == manifest
+
+
+def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypatch):
+    (tmp_path / "grid.png").mkdir()  # the output path is taken by a folder: the final rename fails
+    r = run("generate", *RANDOM, "--seeds", "0", "--out", tmp_path / "grid.png")
+    assert_refused(r, "grid.png")
+    assert ".tmp" not in r.output
+    from latentedit.formats import atomic
+
+    def disk_full(self, data):
+        raise OSError(28, "No space left on device", str(self))
+    monkeypatch.setattr(atomic.Path, "write_bytes", disk_full)
+    with pytest.raises(OSError) as e:
+        atomic.write_text(tmp_path / "report.json", "{}")
+    assert e.value.filename == str(tmp_path / "report.json") and e.value.errno == 28
+    assert not list(tmp_path.glob(".report.json*"))  # the temporary file is gone too
+
+
+def test_layers_writes_both_outputs_or_neither(tmp_path):
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal([1, 512]).astype(np.float32))
+    args = ["layers", *RANDOM, "--direction", tmp_path / "d.npy", "--seeds", "0", "--steps", "2"]
+    assert run(*args, "--out", tmp_path / "ok.png").exit_code == 0
+    assert (tmp_path / "ok.png").exists() and (tmp_path / "ok.json").exists()
+    (tmp_path / "layers.json").mkdir()  # the report cannot be written: the grid must not be either
+    assert_refused(run(*args, "--out", tmp_path / "layers.png"), "layers.json")
+    assert not (tmp_path / "layers.png").exists()
+
+
+def test_invert_refuses_an_out_folder_inside_its_input_folder(tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    Image.new("RGB", (16, 16), (200, 100, 50)).save(faces / "a.png")
+    for out in (faces, faces / "inverted"):
+        assert_refused(run("invert", *RANDOM, faces, "--out", out), "inside the input folder")
+    assert sorted(p.name for p in faces.iterdir()) == ["a.png"]

@@ -128,6 +128,10 @@ def invert(inputs, model_path, random_weights, resolution, channel_base, channel
     A re-run skips images whose NAME.npy exists."""
     if batch_size < 1 or steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
+    for folder in (Path(p) for p in inputs):
+        if folder.is_dir() and Path(out).resolve().is_relative_to(folder.resolve()):
+            # its reconstructions and grid would be read back as inputs on every re-run
+            raise InputError(f"--out {out} is inside the input folder {folder}: choose a folder outside it")
     if encoder_path is not None and mode == "project":
         click.echo("note: --encoder is used by modes encoder / hybrid; unused in mode project")
     with warning_lines():

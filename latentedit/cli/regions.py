@@ -430,8 +430,10 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
         raise InputError(f"--out must be a .png file (the grid), got {out}")
     if steps < 1:
         raise InputError("--steps must be >= 1")
-    if not math.isfinite(s_ref) or s_ref == 0:
-        raise InputError(f"--s-ref must be a finite non-zero number, got {s_ref}")
+    if check_scale(s_ref, "--s-ref") == 0:
+        raise InputError(f"--s-ref must be a non-zero number, got {s_ref}")
+    if out.with_suffix(".json").is_dir():
+        raise InputError(f"{out.with_suffix('.json')} is a folder; the report is written there: choose another --out")
     if w_file and _from_cli("seeds"):
         raise InputError("pass either --seeds or --w-file")
     if w_file and _from_cli("truncation"):
@@ -481,7 +483,6 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
                          "min_db": min(finite) if finite else None, "per_image_db": db})
             if compare:
                 cells[:, -1, j] = to_uint8(regen)
-    save_png(out, tile(cells.reshape(-1, *cells.shape[3:]), cols=steps))
     report = {
         "model": str(model_path or ("random" if random_weights else "default")),
         "layers": list(edits), "s_ref": s_ref, "strengths": [round(v, 6) for v in values],
@@ -493,7 +494,12 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
         "render_ms": round(1000 * render_s / max(renders, 1), 4), "render_batch": len(ws),
         "note": "PSNR over images in [-1, 1] (peak-to-peak 2); null: identical images (strength 0)",
     }
-    write_json(out.with_suffix(".json"), report)
+    try:  # the report is made before either file is written: never a grid without its report
+        report_text = json.dumps(report, indent=1, allow_nan=False) + "\n"
+    except ValueError:
+        raise InputError("the renders hold non-finite values (PSNR is NaN); try smaller --strengths / --s-ref") from None
+    save_png(out, tile(cells.reshape(-1, *cells.shape[3:]), cols=steps))
+    write_text(out.with_suffix(".json"), report_text)
     summary = ", ".join(f"{p['strength']:g}: {p['mean_db'] if p['mean_db'] is not None else 'inf'}" for p in psnr)
     click.echo(f"wrote {out} ({len(ws)} images x {per_row} rows x {steps} strengths) and {out.with_suffix('.json')}; "
                f"PSNR recomposited vs regenerated (dB) {summary}")
