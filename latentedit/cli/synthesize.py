@@ -203,6 +203,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                 "interface_sha256": _sha256(interface_file) if interface_file is not None else None,
                 "n": N, "seed": seed, "truncation": truncation if w_file is None and not input_paths else None,
                 "noise_mode": "const"}
+    if batch_size != 16:  # the batches' composition shapes the float sums; 16 (the default) unrecorded so
+        settings["batch_size"] = batch_size  # that folders of earlier versions still resume
     if input_paths:  # only then, so that folders of earlier versions still resume
         settings.update({"input": [str(f) for f in input_files], "input_sha256": [_sha256(f) for f in input_files],
                          "invert_mode": invert_mode,
@@ -220,15 +222,22 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     todo = [i for i in range(N) if not records[i].exists() or not all(f.exists() for f in files[i])]
     shown = set(range(min(N, GRID_SAMPLES)))
     tiles = {}  # (sample, column) -> uint8 [R, R, 3] for the grid
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    # Fixed batches (samples k*B .. k*B+B-1) whichever samples are left: a batch's composition changes
+    # its float sums, so a resumed run recomputes whole batches and is bit-identical to an uninterrupted one.
+    left = set(todo)
+    batches = [range(k, min(k + batch_size, N)) for k in range(0, N, batch_size)
+               if left.intersection(range(k, min(k + batch_size, N)))]
     with click.progressbar(batches, label=f"synthesizing {len(todo)} of {N} images ({resolved})", file=None) as bar:
         for batch in bar:
+            batch = list(batch)
             res = synth(ws[batch], None if priors is None else priors[batch], batch_size=len(batch))
             for j, i in enumerate(batch):
-                write_latents(records[i], torch.cat([res.prior[j][None], res.offset[j]]).numpy())
+                if i in left:
+                    write_latents(records[i], torch.cat([res.prior[j][None], res.offset[j]]).numpy())
             for column, images in enumerate((res.origin, res.prior_image, res.image)):
                 for i, arr in zip(batch, to_uint8(images)):
-                    save_png(files[i][column], arr)
+                    if i in left:
+                        save_png(files[i][column], arr)
                     if i in shown:
                         tiles[i, column] = arr
 
