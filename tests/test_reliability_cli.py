@@ -92,6 +92,7 @@ def test_non_regular_files_are_refused_up_front(tmp_path, tiny_G, kind, no_hang)
         (["generate", *RANDOM, "--w-file", w_file, "--out", out], "w.json"),
         (["invert", *RANDOM, image, "--out", tmp_path / "inv"], "face.png"),
         (["edit", *RANDOM, "--direction", direction, "--seeds", "0", "--out", out], "smile.npy"),
+        (["synthesize", "--kind", "mask", "--n", "1", "--template", image, "--out", tmp_path / "s"], "face.png"),
     ]
     for args, name in cases:
         assert_refused(run(*args), name, what)
