@@ -143,6 +143,7 @@ def test_out_of_range_scales_and_options_name_the_option(tmp_path):
         (["edit", *RANDOM, "--direction", "smile", "--strength", "1e30", "--out", out], "--strength"),
         (["edit", *RANDOM, "--direction", "smile", "--strength", "-2..inf", "--out", out], "--strength"),
         (["edit", *RANDOM, "--direction", tmp_path / "zero.npy", "--out", out], "all zeros"),
+        (["layers", *RANDOM, "--direction", tmp_path / "zero.npy", "--out", out], "all zeros"),
         (["synthesize", "--kind", "mask", "--truncation", "-1e30", "--out", tmp_path / "s"], "--truncation"),
         (["layers", *RANDOM, "--direction", "smile", "--strengths", "-1e30..2", "--out", out], "--strengths"),
         (["mask", *RANDOM, "--direction", "smile", "--strength", "1e30", "--out", tmp_path / "m"], "--strength"),

@@ -215,8 +215,6 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
     if parse_layers(layers):
         d = d.restrict(*parse_layers(layers), num_ws=G.num_ws)
     d.check(G, "w")
-    if d.norm() < 1e-8:  # all zeros: every column would be the same image
-        raise InputError(f"direction {d.name} is all zeros" + (" once made orthogonal to --condition" if condition else ""))
     if input_paths:
         w = invert_inputs(images, G, invert_mode, encoder, invert_steps).cpu()       # [N, L, D]
     else:
