@@ -7,12 +7,13 @@ import signal
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from latentedit.cli import main
 from latentedit.errors import FormatError
-from latentedit.formats import DEFAULT_BUNDLE, Networks, save_networks
+from latentedit.formats import DEFAULT_BUNDLE, Networks, bundle, save_networks
 from latentedit.formats.files import read_json
 
 
@@ -75,10 +76,10 @@ def _not_regular(tmp_path, kind, name):
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero-link"])
 def test_non_regular_files_are_refused_up_front(tmp_path, tiny_G, kind, no_hang):
-    bundle = tmp_path / "bundle"
-    save_networks(Networks("test", "-", tiny_G), bundle)
-    (bundle / "G.safetensors").unlink()
-    _not_regular(bundle, kind, "G.safetensors")  # a bundle's weight file
+    bundle_dir = tmp_path / "bundle_dir"
+    save_networks(Networks("test", "-", tiny_G), bundle_dir)
+    (bundle_dir / "G.safetensors").unlink()
+    _not_regular(bundle_dir, kind, "G.safetensors")  # a bundle's weight file
     model = _not_regular(tmp_path, kind, "model.pt")
     w_file = _not_regular(tmp_path, kind, "w.json")
     image = _not_regular(tmp_path, kind, "face.png")
@@ -88,7 +89,7 @@ def test_non_regular_files_are_refused_up_front(tmp_path, tiny_G, kind, no_hang)
     cases = [
         (["generate", "--model", model, "--out", out], "model.pt"),
         (["info", model], "model.pt"),
-        (["generate", "--model", bundle, "--out", out], "G.safetensors"),
+        (["generate", "--model", bundle_dir, "--out", out], "G.safetensors"),
         (["generate", *RANDOM, "--w-file", w_file, "--out", out], "w.json"),
         (["invert", *RANDOM, image, "--out", tmp_path / "inv"], "face.png"),
         (["edit", *RANDOM, "--direction", direction, "--seeds", "0", "--out", out], "smile.npy"),
@@ -242,3 +243,10 @@ def test_resumed_synthesize_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     expected, got = _folder_bytes(whole), _folder_bytes(resumed)
     assert set(got) == set(expected)
     assert [name for name in expected if got[name] != expected[name]] == []
+
+
+def test_convert_into_a_bundle_without_a_generator_adds_one(tmp_path, tiny_G):
+    bundle.write_bundle(tmp_path / "b", {"parser": ("parser", {}, {"t": torch.ones(2)})})
+    save_networks(Networks("test", "-", tiny_G), tmp_path / "g.pt")
+    assert run("convert", tmp_path / "g.pt", tmp_path / "b").exit_code == 0
+    assert set(bundle.read_manifest(tmp_path / "b")["networks"]) == {"G", "parser"}

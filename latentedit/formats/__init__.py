@@ -150,9 +150,8 @@ def load_generator(path=None, device="cpu", overrides=None):
 
 
 def _holds_generator(path, G):
-    """Whether the bundle at `path` already holds G (same config, weights equal up to fp16 rounding)."""
-    manifest = bundle.read_manifest(path)
-    if "G" not in manifest["networks"] or manifest["networks"]["G"].get("config") != G.cfg.to_dict():
+    """Whether the bundle at `path` holds G (same config, weights equal up to fp16 rounding)."""
+    if bundle.read_manifest(path)["networks"]["G"].get("config") != G.cfg.to_dict():
         return False
     _, stored = bundle.read_network(path, "G")
     current = G.state_dict()
@@ -162,9 +161,9 @@ def _holds_generator(path, G):
 
 def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None):
     """Writes a bundle folder (dst without a suffix) or a rosinality-layout .pt (dst ending in .pt).
-    Into an existing bundle of the same generator (the source itself, or a copy of it) only G and D
-    are rewritten: its other networks, figures and provenance are kept. An existing bundle whose
-    other networks were made for another generator is refused rather than orphaning them."""
+    Into an existing bundle of the same generator (the source itself, or a copy of it), or of none
+    yet, only G and D are written: its other networks, figures and provenance are kept. A bundle of
+    another generator holding more networks (made for that one) is refused rather than orphaning them."""
     dst = Path(dst)
     if dst.suffix == ".pkl":
         raise FormatError("writing NVlabs .pkl is not supported (their loader executes embedded source); "
@@ -187,8 +186,9 @@ def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None
     figures = nets.info.get("figures", {}) if figures is None else figures
     merge = False
     if bundle.is_bundle(dst):
-        others = sorted(set(bundle.read_manifest(dst)["networks"]) - {"G", "D"})
-        merge = _holds_generator(dst, nets.G)
+        held = bundle.read_manifest(dst)["networks"]
+        others = sorted(set(held) - {"G", "D"})
+        merge = "G" not in held or _holds_generator(dst, nets.G)
         if others and not merge:
             raise FormatError(f"{dst}: already a bundle of another generator, with networks made for it "
                               f"({', '.join(others)}); writing this generator there would orphan them: "

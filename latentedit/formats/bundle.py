@@ -4,6 +4,7 @@ bundle.json: {"format": "latentedit-bundle", "version": 1, "networks": {name: {"
 "config", "sha256", "dtype"}}, "provenance": {...}, "figures": {...}}. No pickle anywhere; the
 sha256 of each weight file is checked on load.
 """
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -83,7 +84,7 @@ def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.floa
     listed = {e["file"]: e["sha256"] for e in old["networks"].values()} if old else {}
     manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "networks": {}, "provenance": {}, "figures": {}}
     if merge and old:
-        manifest = json.loads(json.dumps(old))  # a copy: `old` still says which files it listed
+        manifest = copy.deepcopy(old)  # `old` still says which files it listed
     manifest.setdefault("provenance", {}).update(provenance or {})
     manifest.setdefault("figures", {}).update(figures or {})
     for name, (kind, config, sd) in networks.items():
