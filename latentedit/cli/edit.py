@@ -62,7 +62,8 @@ def boundary():
 @click.option("--latents", "latents_path", type=click.Path(), help="Latents .npy [N, D] (with --scores).")
 @click.option("--scores", "scores_path", type=click.Path(), help="Scores .npy [N, 1] (with --latents).")
 @click.option("--evaluators", "evaluators_path", type=click.Path(), help="Bundle with the attribute classifier.")
-@click.option("--n", type=int, default=20000, show_default=True, help=f"Latents to sample and score (at most {MAX_IMAGES:,}).")
+@click.option("--n", type=int, default=20000, show_default=True,
+              help=f"Latents to sample and score (at most {MAX_IMAGES:,}).")
 @click.option("--ratio", type=float, default=0.02, show_default=True, help="Top / bottom share (or count if > 1).")
 @click.option("--split", type=float, default=0.7, show_default=True, help="Train share of the chosen samples.")
 @click.option("--space", type=click.Choice(["w", "z"]), default="w", show_default=True)

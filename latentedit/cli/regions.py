@@ -497,7 +497,8 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
     try:  # the report is made before either file is written: never a grid without its report
         report_text = json.dumps(report, indent=1, allow_nan=False) + "\n"
     except ValueError:
-        raise InputError("the renders hold non-finite values (PSNR is NaN); try smaller --strengths / --s-ref") from None
+        raise InputError("the renders hold non-finite values (PSNR is NaN); "
+                         "try smaller --strengths / --s-ref") from None
     save_png(out, tile(cells.reshape(-1, *cells.shape[3:]), cols=steps))
     write_text(out.with_suffix(".json"), report_text)
     summary = ", ".join(f"{p['strength']:g}: {p['mean_db'] if p['mean_db'] is not None else 'inf'}" for p in psnr)

@@ -110,7 +110,8 @@ def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
 @click.option("--kind", required=True,
               help="mask | glasses (with --normal: frame glasses, without: sunglasses) | frame_glasses | sunglasses.")
 @click.option("--normal", is_flag=True, help="With --kind glasses: frame (normal) glasses instead of sunglasses.")
-@click.option("--n", "n", type=int, default=None, help=f"Number of samples from seeds [default: 16; at most {MAX_IMAGES:,} per run].")
+@click.option("--n", "n", type=int, default=None,
+              help=f"Number of samples from seeds [default: 16; at most {MAX_IMAGES:,} per run].")
 @click.option("--seed", type=int, default=None, help="First seed; sample i uses seed + i [default: 0].")
 @click.option("--w-file", type=click.Path(), default=None,
               help="Latent codes instead of seeds: SD-GAN JSON {\"0\": [w_dim floats], ...} "

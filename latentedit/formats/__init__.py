@@ -155,8 +155,8 @@ def _holds_generator(path, G):
         return False
     _, stored = bundle.read_network(path, "G")
     current = G.state_dict()
-    return all(k in current and current[k].shape == v.shape and torch.allclose(current[k].float(), v, rtol=2e-3, atol=1e-4)
-               for k, v in stored.items())
+    return all(k in current and current[k].shape == v.shape
+               and torch.allclose(current[k].float(), v, rtol=2e-3, atol=1e-4) for k, v in stored.items())
 
 
 def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None):
