@@ -9,7 +9,7 @@ import torch
 
 from latentedit.cli.invert import (check_input_options, input_encoder, input_options, invert_inputs,
                                    model_for_encoder, read_aligned_inputs, read_inputs, warning_lines, write_pasted)
-from latentedit.cli.models import model_options, parse_seeds, resolve_model
+from latentedit.cli.models import MAX_IMAGES, check_count, check_scale, model_options, parse_seeds, resolve_model
 from latentedit.cli.regions import check_region_name, component_options, fit_components
 from latentedit.errors import FormatError, InputError
 from latentedit.models.stylegan2 import z_from_seeds
@@ -27,13 +27,14 @@ def parse_layers(text):
     return start, stop
 
 
-def parse_strength(text):
-    """'-3..3' -> (-3.0, 3.0); '2' -> (2.0, 2.0)."""
+def parse_strength(text, name="--strength"):
+    """'-3..3' -> (-3.0, 3.0); '2' -> (2.0, 2.0); each end finite and within +-MAX_SCALE."""
     try:
         lo, sep, hi = text.partition("..")
-        return float(lo), float(hi if sep else lo)
+        lo, hi = float(lo), float(hi if sep else lo)
     except ValueError:
-        raise InputError(f"--strength must look like -3..3 or 2, got {text!r}") from None
+        raise InputError(f"{name} must look like -3..3 or 2, got {text!r}") from None
+    return check_scale(lo, name), check_scale(hi, name)
 
 
 def _classifier(evaluators_path, model_path, required=True):
@@ -61,7 +62,8 @@ def boundary():
 @click.option("--latents", "latents_path", type=click.Path(), help="Latents .npy [N, D] (with --scores).")
 @click.option("--scores", "scores_path", type=click.Path(), help="Scores .npy [N, 1] (with --latents).")
 @click.option("--evaluators", "evaluators_path", type=click.Path(), help="Bundle with the attribute classifier.")
-@click.option("--n", type=int, default=20000, show_default=True, help="Latents to sample and score.")
+@click.option("--n", type=int, default=20000, show_default=True,
+              help=f"Latents to sample and score (at most {MAX_IMAGES:,}).")
 @click.option("--ratio", type=float, default=0.02, show_default=True, help="Top / bottom share (or count if > 1).")
 @click.option("--split", type=float, default=0.7, show_default=True, help="Train share of the chosen samples.")
 @click.option("--space", type=click.Choice(["w", "z"]), default="w", show_default=True)
@@ -76,6 +78,9 @@ def train(model_path, random_weights, resolution, channel_base, channel_max, wei
           seed, out):
     """Train an InterfaceGAN boundary (unit normal of a linear SVM)."""
     from latentedit.edit.boundaries import sample_latents, score_latents, train_boundary
+
+    check_count(n, "--n")
+    check_scale(truncation, "--truncation")
     from latentedit.formats.directions import generator_hash
     from latentedit.formats.latents import read_latents, read_npy
 
@@ -124,6 +129,8 @@ def discover(model_path, random_weights, resolution, channel_base, channel_max, 
              method, k, layers, n, evaluators_path, no_names, out):
     """Find directions without labels (SeFa / GANSpace), named by what the classifier sees change."""
     from latentedit.edit.discover import ganspace, name_directions, sefa
+
+    check_count(n, "--n")
 
     G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
                       mapping_lr_mul).G.eval()
@@ -184,6 +191,8 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
 
     if steps < 1:
         raise InputError("--steps must be >= 1")
+    lo, hi = parse_strength(strength)
+    check_scale(truncation, "--truncation")
     check_input_options(input_paths, invert_mode, invert_steps, encoder_path)
     if region:
         check_region_name(region)

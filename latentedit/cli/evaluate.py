@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 import click
-import torch
 
+from latentedit.cli.models import check_count, check_scale
 from latentedit.errors import FormatError
+from latentedit.runtime import set_threads
 
 
 @click.group()
@@ -33,8 +34,9 @@ def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, 
     from latentedit.formats.evaluators import load_evaluators
     from latentedit.metrics import evaluate_generator
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
+    check_count(n, "--n")
+    check_scale(truncation, "--truncation")
     G = load_generator(model_path).eval()
     candidates = [evaluators_path] if evaluators_path else [model_path, DEFAULT_BUNDLE]
     evaluators = None

@@ -187,6 +187,10 @@ def invert(inputs, model_path, random_weights, resolution, channel_base, channel
     if encoder_path is not None and click.get_current_context().get_parameter_source("mode") == \
             click.core.ParameterSource.DEFAULT:
         mode = "encoder"  # an explicit --encoder means: use it
+    for folder in (Path(p) for p in inputs):
+        if folder.is_dir() and Path(out).resolve().is_relative_to(folder.resolve()):
+            # its reconstructions and grid would be read back as inputs on every re-run
+            raise InputError(f"--out {out} is inside the input folder {folder}: choose a folder outside it")
     if encoder_path is not None and mode == "project":
         click.echo("note: --encoder is used by modes encoder / hybrid; unused in mode project")
     with warning_lines():
@@ -309,5 +313,7 @@ def _uint8(img):  # [3, H, W] in [-1, 1] -> [H, W, 3] uint8
 def _read_png(path):
     from PIL import Image
 
-    with Image.open(path) as im:
+    from latentedit.formats.files import regular_file
+
+    with Image.open(regular_file(path, "image from an earlier run")) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)

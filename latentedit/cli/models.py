@@ -10,15 +10,40 @@ from PIL import Image
 
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.atomic import write_text
-from latentedit.formats import Networks, load_networks, save_networks
+from latentedit.formats.files import read_json, regular_file
+from latentedit.formats import Networks, bundle, load_networks, save_networks
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.formats.latents import read_latents
 from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig, z_from_seeds
 from latentedit.runtime import seeded
 
 
-def parse_seeds(text):
-    """'0-15' / '1,5,7-9' -> [0, ..., 15] / [1, 5, 7, 8, 9]."""
+MAX_IMAGES = 1_000_000  # images (or samples) one run may make: a typo like --n 100000000 fails at once
+MAX_SCALE = 100.0  # |truncation|, |strength|: far past any useful edit, well before float overflow
+
+
+def check_count(n, name="--n", maximum=MAX_IMAGES):
+    """A sample / image count in 1..maximum, checked before any work starts."""
+    if not 1 <= n <= maximum:
+        raise InputError(f"{name} must be in 1..{maximum:,} per run, got {n:,}")
+    return n
+
+
+def check_scale(value, name):
+    """A truncation psi or edit strength: finite and at most MAX_SCALE in size."""
+    if not abs(value) <= MAX_SCALE:  # also refuses NaN
+        raise InputError(f"{name} must be a number in -{MAX_SCALE:g}..{MAX_SCALE:g}, got {value:g}")
+    return value
+
+
+def check_mapping_lr_mul(value, name="--mapping-lr-mul"):
+    if value is not None and not 0 < value <= MAX_SCALE:
+        raise InputError(f"{name} must be in (0, {MAX_SCALE:g}] (rosinality's --lr_mlp, usually 0.01), got {value:g}")
+    return value
+
+
+def parse_seeds(text, name="--seeds"):
+    """'0-15' / '1,5,7-9' -> [0, ..., 15] / [1, 5, 7, 8, 9]; at most MAX_IMAGES seeds."""
     seeds = []
     try:
         for part in text.split(","):
@@ -27,11 +52,18 @@ def parse_seeds(text):
                 lo, hi = (int(v) for v in part.split("-", 1))
                 if lo > hi:
                     raise ValueError(part)
+                if len(seeds) + hi - lo + 1 > MAX_IMAGES:  # before building the list
+                    raise InputError(f"{name} {text!r} names {len(seeds) + hi - lo + 1:,} seeds; "
+                                     f"at most {MAX_IMAGES:,} per run")
                 seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
+    except InputError:
+        raise
     except ValueError:
-        raise InputError(f"--seeds must look like 0-15 or 1,5,7-9, got {text!r}") from None
+        raise InputError(f"{name} must look like 0-15 or 1,5,7-9, got {text!r}") from None
+    if len(seeds) > MAX_IMAGES:
+        raise InputError(f"{name} names {len(seeds):,} seeds; at most {MAX_IMAGES:,} per run")
     if not seeds or any(s < 0 or s >= 2 ** 32 for s in seeds):
         raise InputError(f"--seeds must be non-empty and in [0, 2^32), got {text!r}")
     return seeds
@@ -56,6 +88,7 @@ def model_options(f):
 
 
 def resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul):
+    check_mapping_lr_mul(mapping_lr_mul)
     if random_weights:
         if model_path:
             raise InputError("pass either --model or --random-weights, not both")
@@ -75,10 +108,12 @@ def resolve_model(model_path, random_weights, resolution, channel_base, channel_
 
 @click.command()
 @model_options
-@click.option("--seeds", default="0-15", show_default=True, help="Seeds: 0-15 or 1,5,7-9.")
+@click.option("--seeds", default="0-15", show_default=True,
+              help=f"Seeds: 0-15 or 1,5,7-9 (at most {MAX_IMAGES:,} per run).")
 @click.option("--w-file", type=click.Path(), default=None, help="Latents (.json SD-GAN / .npy) instead of seeds.")
-@click.option("--truncation", type=float, default=1.0, show_default=True, help="Truncation psi.")
-@click.option("--truncation-cutoff", type=int, default=None, help="Truncate only the first N W+ layers.")
+@click.option("--truncation", type=float, default=1.0, show_default=True,
+              help=f"Truncation psi (|psi| <= {MAX_SCALE:g}).")
+@click.option("--truncation-cutoff", type=int, default=None, help="Truncate only the first N W+ layers (0..num_ws).")
 @click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="A folder (one PNG per image + grid.png) or a .png grid.")
@@ -87,10 +122,15 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
     """Generate images from seeds or a latent file."""
     if batch_size < 1:
         raise InputError("--batch-size must be >= 1")
+    check_scale(truncation, "--truncation")
     if w_file and (truncation != 1.0 or truncation_cutoff is not None):
         raise InputError("--truncation applies to seeds; latents from --w-file are used as they are")
+    seed_list = None if w_file else parse_seeds(seeds)  # checked before the model loads
     G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
                       mapping_lr_mul).G
+    if truncation_cutoff is not None and not 0 <= truncation_cutoff <= G.num_ws:
+        raise InputError(f"--truncation-cutoff must be in 0..{G.num_ws} (the generator's W+ layers), "
+                         f"got {truncation_cutoff}")
     out = Path(out)
     grid_only = out.suffix.lower() == ".png"
     if w_file:
@@ -98,7 +138,6 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
         names = [f"{i:04d}" for i in range(len(ws))]
         ws = G.broadcast_w(ws)
     else:
-        seed_list = parse_seeds(seeds)
         names = [f"seed{s:04d}" for s in seed_list]
         with torch.no_grad():
             ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation_psi=truncation,
@@ -130,7 +169,7 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
 
 def _read_earlier_png(path, resolution):
     try:
-        arr = np.asarray(Image.open(path).convert("RGB"))
+        arr = np.asarray(Image.open(regular_file(path, "image from an earlier run")).convert("RGB"))
     except OSError as e:
         raise FormatError(f"{path}: unreadable image from an earlier run ({e}); delete it") from None
     if arr.shape[:2] != (resolution, resolution):
@@ -144,8 +183,8 @@ def _check_resume_settings(out, settings):
     record = out / "run.json"
     if record.exists():
         try:
-            saved = json.loads(record.read_text())
-        except (OSError, ValueError):
+            saved = read_json(record, "run record")
+        except FormatError:
             saved = None
         if saved != settings:
             raise InputError(f"{out} holds images made with other settings ({record}); choose another --out")
@@ -202,6 +241,7 @@ def convert(src, dst, fp16, mapping_lr_mul, unsup3d_path, sdgan_fusions, sdgan_t
 
     With --unsup3d, --sdgan-fusion and --sdgan-templates, DST is one bundle of SD-GAN's released
     set, which `latentedit synthesize --model DST` runs with SD-GAN's test.py maths."""
+    check_mapping_lr_mul(mapping_lr_mul)
     fusions = {}
     for item in sdgan_fusions:
         kind, sep, path = item.partition("=")
@@ -226,4 +266,5 @@ def convert(src, dst, fp16, mapping_lr_mul, unsup3d_path, sdgan_fusions, sdgan_t
 
         kinds = convert_sdgan_release(dst, unsup3d_path, fusions, sdgan_templates)
         held += f" + unsup3d + SD-GAN fusion ({', '.join(kinds)})"
-    click.echo(f"converted {nets.format} ({held}) -> {dst}")
+    kept = sorted(set(bundle.read_manifest(dst)["networks"]) - {"G", "D"}) if bundle.is_bundle(dst) and not fusions else []
+    click.echo(f"converted {nets.format} ({held}) -> {dst}" + (f" (kept its {', '.join(kept)})" if kept else ""))

@@ -30,8 +30,7 @@ def replay(recipe_path, out, model_path, latents_out, threads):
     from latentedit.model import load_model
     from latentedit.runtime import check_threads, set_threads
     from latentedit.studio.context import RecipeContext
-    from latentedit.studio.recipe import (encode_png, latents_bytes, read_recipe, recipe_model_path, regular_file,
-                                          run_recipe)
+    from latentedit.studio.recipe import encode_png, latents_bytes, read_recipe, recipe_model_path, run_recipe
 
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -42,9 +41,7 @@ def replay(recipe_path, out, model_path, latents_out, threads):
         check_threads(threads)
     recipe = read_recipe(recipe_path)
     if model_path is not None:
-        path = Path(model_path)
-        if not path.is_dir():  # TODO(merge): h1's file check in load_generator may make this redundant
-            regular_file(path, path)
+        path = Path(model_path)  # load_networks refuses a FIFO or device before opening it
     else:
         path = recipe_model_path(recipe, recipe_path)
     ctx = RecipeContext(load_model(path))  # None: the bundled model

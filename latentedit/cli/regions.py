@@ -20,7 +20,7 @@ import click
 import numpy as np
 import torch
 
-from latentedit.cli.models import model_options, parse_seeds, resolve_model
+from latentedit.cli.models import check_scale, model_options, parse_seeds, resolve_model
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_bytes, write_text
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -90,6 +90,7 @@ def sample_latents(G, seeds, w_file, truncation, flag_seeds="--seeds", flag_w="-
     seed_list = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
     if len(seed_list) > 4096:
         raise InputError(f"{flag_seeds}: {len(seed_list)} seeds; at most 4096 per run")
+    check_scale(truncation, "--truncation")
     return G.sample_w(seeds=seed_list, truncation=truncation), [f"seed{s:04d}" for s in seed_list]
 
 
@@ -186,8 +187,8 @@ def mask(model_path, random_weights, resolution, channel_base, channel_max, weig
         raise InputError("--strength applies to --direction")
     if direction and (_from_cli("fit_samples") or _from_cli("clusters")):
         raise InputError("--fit-samples / --clusters apply to --region")
-    if not math.isfinite(strength) or strength == 0:
-        raise InputError(f"--strength must be a finite non-zero number, got {strength}")
+    if check_scale(strength, "--strength") == 0:
+        raise InputError(f"--strength must be a non-zero number, got {strength}")
     names_regions = None
     if region:
         names_regions = [r.strip() for r in region.split(",") if r.strip()]
@@ -428,15 +429,15 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
         raise InputError(f"--out must be a .png file (the grid), got {out}")
     if steps < 1:
         raise InputError("--steps must be >= 1")
-    if not math.isfinite(s_ref) or s_ref == 0:
-        raise InputError(f"--s-ref must be a finite non-zero number, got {s_ref}")
+    if check_scale(s_ref, "--s-ref") == 0:
+        raise InputError(f"--s-ref must be a non-zero number, got {s_ref}")
+    if out.with_suffix(".json").is_dir():
+        raise InputError(f"{out.with_suffix('.json')} is a folder; the report is written there: choose another --out")
     if w_file and _from_cli("seeds"):
         raise InputError("pass either --seeds or --w-file")
     if w_file and _from_cli("truncation"):
         raise InputError("--truncation applies to seeds; latents from --w-file are used as they are")
-    lo, hi = parse_strength(strengths)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise InputError(f"--strengths must be finite, got {strengths!r}")
+    lo, hi = parse_strength(strengths, "--strengths")
     tokens = [x.strip() for x in direction.split(",") if x.strip()]
     if not tokens:
         raise InputError("--direction is empty")
@@ -481,7 +482,6 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
                          "min_db": min(finite) if finite else None, "per_image_db": db})
             if compare:
                 cells[:, -1, j] = to_uint8(regen)
-    save_png(out, tile(cells.reshape(-1, *cells.shape[3:]), cols=steps))
     report = {
         "model": str(model_path or ("random" if random_weights else "default")),
         "layers": list(edits), "s_ref": s_ref, "strengths": [round(v, 6) for v in values],
@@ -493,7 +493,13 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
         "render_ms": round(1000 * render_s / max(renders, 1), 4), "render_batch": len(ws),
         "note": "PSNR over images in [-1, 1] (peak-to-peak 2); null: identical images (strength 0)",
     }
-    write_json(out.with_suffix(".json"), report)
+    try:  # the report is made before either file is written: never a grid without its report
+        report_text = json.dumps(report, indent=1, allow_nan=False) + "\n"
+    except ValueError:
+        raise InputError("the renders hold non-finite values (PSNR is NaN); "
+                         "try smaller --strengths / --s-ref") from None
+    save_png(out, tile(cells.reshape(-1, *cells.shape[3:]), cols=steps))
+    write_text(out.with_suffix(".json"), report_text)
     summary = ", ".join(f"{p['strength']:g}: {p['mean_db'] if p['mean_db'] is not None else 'inf'}" for p in psnr)
     click.echo(f"wrote {out} ({len(ws)} images x {per_row} rows x {steps} strengths) and {out.with_suffix('.json')}; "
                f"PSNR recomposited vs regenerated (dB) {summary}")

@@ -39,17 +39,16 @@ import torch
 
 from latentedit.cli.invert import (check_input_options, input_encoder, input_options, read_aligned_inputs, read_inputs,
                                    warning_lines, write_pasted)
+from latentedit.cli.models import MAX_IMAGES, check_count, check_scale
 from latentedit.errors import FormatError, InputError
+from latentedit.formats.files import read_bytes, regular_file
 
 FOLDERS = ("origins", "interfacegan_origins", "predict_images")
 GRID_SAMPLES = 16
 
 
 def _sha256(path):
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    return hashlib.sha256(read_bytes(path)).hexdigest()
 
 
 def _compact_json(obj, indent=1, level=0):
@@ -78,7 +77,7 @@ def _floats(array):
 
 def _load_record(path, num_ws, w_dim):
     try:
-        rec = np.load(path, allow_pickle=False)
+        rec = np.load(regular_file(path, "record from an earlier run"), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise FormatError(f"{path}: unreadable record from an earlier run ({e}); delete it") from None
     if not isinstance(rec, np.ndarray) or rec.shape != (1 + num_ws, w_dim) or not np.isfinite(rec).all():
@@ -95,7 +94,7 @@ def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
     shape = (len(images), G.num_ws, G.w_dim)
     if path.exists():
         try:
-            codes = np.load(path, allow_pickle=False)
+            codes = np.load(regular_file(path, "inverted codes from an earlier run"), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise FormatError(f"{path}: unreadable inverted codes from an earlier run ({e}); delete it") from None
         if not isinstance(codes, np.ndarray) or codes.shape != shape or not np.isfinite(codes).all():
@@ -126,7 +125,8 @@ def _sdgan_bundle(model_path, kind, input_paths, template):
 @click.option("--kind", required=True,
               help="mask | glasses (with --normal: frame glasses, without: sunglasses) | frame_glasses | sunglasses.")
 @click.option("--normal", is_flag=True, help="With --kind glasses: frame (normal) glasses instead of sunglasses.")
-@click.option("--n", "n", type=int, default=None, help="Number of samples from seeds [default: 16].")
+@click.option("--n", "n", type=int, default=None,
+              help=f"Number of samples from seeds [default: 16; at most {MAX_IMAGES:,} per run].")
 @click.option("--seed", type=int, default=None, help="First seed; sample i uses seed + i [default: 0].")
 @click.option("--w-file", type=click.Path(), default=None,
               help="Latent codes instead of seeds: SD-GAN JSON {\"0\": [w_dim floats], ...} "
@@ -197,8 +197,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
             raise InputError("--interface-file gives one prior per code: pass --w-file too (or --input images)")
         n = 16 if n is None else n
         seed = 0 if seed is None else seed
-        if n < 1:
-            raise InputError(f"--n must be >= 1, got {n}")
+        check_count(n, "--n")
+        check_scale(truncation, "--truncation")
         if not 0 <= seed or seed + n > 2 ** 32:
             raise InputError(f"seeds {seed}..{seed + n - 1} must lie in [0, 2^32)")
     model = Path(model_path) if model_path is not None else DEFAULT_BUNDLE
@@ -242,6 +242,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                 "interface_sha256": _sha256(interface_file) if interface_file is not None else None,
                 "n": N, "seed": seed, "truncation": truncation if w_file is None and not input_paths else None,
                 "noise_mode": "const"}
+    if batch_size != 16:  # the batches' composition shapes the float sums; 16 (the default) unrecorded so
+        settings["batch_size"] = batch_size  # that folders of earlier versions still resume
     if input_paths:  # only then, so that folders of earlier versions still resume
         settings.update({"input": [str(f) for f in input_files], "input_sha256": [_sha256(f) for f in input_files],
                          "invert_mode": invert_mode,
@@ -261,15 +263,22 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     todo = [i for i in range(N) if not records[i].exists() or not all(f.exists() for f in files[i])]
     shown = set(range(min(N, GRID_SAMPLES)))
     tiles = {}  # (sample, column) -> uint8 [R, R, 3] for the grid
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    # Fixed batches (samples k*B .. k*B+B-1) whichever samples are left: a batch's composition changes
+    # its float sums, so a resumed run recomputes whole batches and is bit-identical to an uninterrupted one.
+    left = set(todo)
+    batches = [range(k, min(k + batch_size, N)) for k in range(0, N, batch_size)
+               if left.intersection(range(k, min(k + batch_size, N)))]
     with click.progressbar(batches, label=f"synthesizing {len(todo)} of {N} images ({resolved})", file=None) as bar:
         for batch in bar:
+            batch = list(batch)
             res = synth(ws[batch], None if priors is None else priors[batch], batch_size=len(batch))
             for j, i in enumerate(batch):
-                write_latents(records[i], torch.cat([res.prior[j][None], res.offset[j]]).numpy())
+                if i in left:
+                    write_latents(records[i], torch.cat([res.prior[j][None], res.offset[j]]).numpy())
             for column, images in enumerate((res.origin, res.prior_image, res.image)):
                 for i, arr in zip(batch, to_uint8(images)):
-                    save_png(files[i][column], arr)
+                    if i in left:
+                        save_png(files[i][column], arr)
                     if i in shown:
                         tiles[i, column] = arr
 

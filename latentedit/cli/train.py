@@ -1,10 +1,10 @@
 """`latentedit train ...`: training runs (single process, or one process per rank under torchrun)."""
-import json
 
 import click
-import torch
 
 from latentedit.errors import InputError
+from latentedit.formats.files import read_json
+from latentedit.runtime import set_threads
 
 
 @click.group()
@@ -35,8 +35,7 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     from latentedit.train.distributed import init_distributed
     from latentedit.train.gan import GANConfig, GANTrainer
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if (Path(out) / "state.json").exists() and not resume:
         raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if snapshot_kimg <= 0 or kimg <= 0:
@@ -66,8 +65,7 @@ def _open_run(out, resume, steps, snapshot, bundle_path, threads):
 
     from latentedit.train.distributed import init_distributed
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if (Path(out) / "state.json").exists() and not resume:
         raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     init_distributed("gloo")  # under torchrun: one CPU process per rank, each computing its share of every batch
@@ -87,10 +85,7 @@ def _saved_config(out, resume, given, what, always=()):
     saved_path = Path(out) / "config.json"
     if not (resume and saved_path.exists()):
         return None
-    try:
-        saved = json.loads(saved_path.read_text())  # TODO(merge): read_json
-    except (OSError, ValueError) as e:
-        raise InputError(f"{saved_path}: unreadable run configuration ({e})") from None
+    saved = read_json(saved_path, "run configuration")
     if not isinstance(saved, dict):
         raise InputError(f"{saved_path}: holds no {what} configuration (a JSON object)")
     ctx = click.get_current_context()

@@ -1,9 +1,9 @@
 """`latentedit train evaluators`: the attribute classifier, identity embedder, face parser and
 unsup3d-layout 3D encoder on world renders (resumable; single process or torchrun)."""
 import click
-import torch
 
 from latentedit.errors import InputError
+from latentedit.runtime import set_threads
 
 KINDS = ("attributes", "identity", "parser", "face3d")
 
@@ -29,8 +29,7 @@ def evaluators(out, kinds, steps, batch, lr, n_train, n_eval, eval_every, export
 
     from latentedit.train.evaluators import export_evaluators, train_evaluator
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         import torch.distributed as dist
         dist.init_process_group("gloo")

@@ -268,6 +268,8 @@ class Direction:
         else:
             path = find_direction(name_or_path, bundle)
             vector, meta = read_direction(path)
+        if not vector.any():  # it would move nothing; normalising it would divide by zero
+            raise InputError(f"{path}: the direction is all zeros")
         file_space = meta.get("space", space)
         if space is not None and file_space != space:
             raise InputError(f"{path}: a {str(file_space).upper()} direction, not {space.upper()}")

@@ -14,6 +14,7 @@ import torch
 from latentedit.errors import FormatError, UnsafeFileError
 from latentedit.formats import bundle, nvlabs, psp, rosinality
 from latentedit.formats.atomic import atomic_path
+from latentedit.formats.files import regular_file
 from latentedit.formats.safe_pickle import restricted_load
 from latentedit.formats.weights import load_weights
 from latentedit.models.discriminator import Discriminator
@@ -42,6 +43,7 @@ def detect_format(path):
         if bundle.is_bundle(path):
             return "bundle"
         raise FormatError(f"{path}: a folder without bundle.json is not a latentedit bundle")
+    regular_file(path, "model file")
     with open(path, "rb") as f:
         head = f.read(4)
     if zipfile.is_zipfile(path):
@@ -168,8 +170,21 @@ def load_generator(path=None, device="cpu", overrides=None):
     return nets.G.to(device)
 
 
+def _holds_generator(path, G):
+    """Whether the bundle at `path` holds G (same config, weights equal up to fp16 rounding)."""
+    if bundle.read_manifest(path)["networks"]["G"].get("config") != G.cfg.to_dict():
+        return False
+    _, stored = bundle.read_network(path, "G")
+    current = G.state_dict()
+    return all(k in current and current[k].shape == v.shape
+               and torch.allclose(current[k].float(), v, rtol=2e-3, atol=1e-4) for k, v in stored.items())
+
+
 def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None):
-    """Writes a bundle folder (dst without a suffix) or a rosinality-layout .pt (dst ending in .pt)."""
+    """Writes a bundle folder (dst without a suffix) or a rosinality-layout .pt (dst ending in .pt).
+    Into an existing bundle of the same generator (the source itself, or a copy of it), or of none
+    yet, only G and D are written: its other networks, figures and provenance are kept. A bundle of
+    another generator holding more networks (made for that one) is refused rather than orphaning them."""
     dst = Path(dst)
     if dst.suffix == ".pkl":
         raise FormatError("writing NVlabs .pkl is not supported (their loader executes embedded source); "
@@ -190,5 +205,14 @@ def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None
     if provenance is None:  # a conversion: keep what the source said about itself
         provenance = {**nets.info.get("provenance", {}), "converted_from": {"format": nets.format, "path": str(nets.path)}}
     figures = nets.info.get("figures", {}) if figures is None else figures
+    merge = False
+    if bundle.is_bundle(dst):
+        held = bundle.read_manifest(dst)["networks"]
+        others = sorted(set(held) - {"G", "D"})
+        merge = "G" not in held or _holds_generator(dst, nets.G)
+        if others and not merge:
+            raise FormatError(f"{dst}: already a bundle of another generator, with networks made for it "
+                              f"({', '.join(others)}); writing this generator there would orphan them: "
+                              "choose a new folder")
     return bundle.write_bundle(dst, networks, provenance=provenance, figures=figures,
-                               dtype=torch.float16 if fp16 else torch.float32)
+                               dtype=torch.float16 if fp16 else torch.float32, merge=merge)

@@ -4,6 +4,7 @@ bundle.json: {"format": "latentedit-bundle", "version": 1, "networks": {name: {"
 "config", "sha256", "dtype"}}, "provenance": {...}, "figures": {...}}. No pickle anywhere; the
 sha256 of each weight file is checked on load.
 """
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -14,6 +15,7 @@ from safetensors.torch import load, save
 
 from latentedit.errors import FormatError
 from latentedit.formats.atomic import write_bytes, write_text
+from latentedit.formats.files import read_bytes, read_json
 from latentedit.formats.weights import strip_derived
 
 BUNDLE_FORMAT = "latentedit-bundle"
@@ -26,10 +28,7 @@ def is_bundle(path):
 
 def read_manifest(path):
     path = Path(path)
-    try:
-        manifest = json.loads((path / "bundle.json").read_text())
-    except (OSError, ValueError) as e:  # ValueError covers bad JSON and bad UTF-8
-        raise FormatError(f"{path / 'bundle.json'}: unreadable bundle manifest ({e})") from None
+    manifest = read_json(path / "bundle.json", "bundle manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise FormatError(f"{path / 'bundle.json'}: not a latentedit bundle manifest")
     if not isinstance(manifest.get("version", 0), int):
@@ -55,10 +54,7 @@ def read_network(path, name):
         raise FormatError(f"{path}: bundle has no network {name!r} (has {sorted(manifest['networks'])})")
     entry = manifest["networks"][name]
     file = path / entry["file"]
-    try:
-        data = file.read_bytes()
-    except OSError as e:
-        raise FormatError(f"{file}: cannot read weights ({e.strerror})") from None
+    data = read_bytes(file, "weight file")
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry["sha256"]:
         raise FormatError(f"{file}: sha256 mismatch (file corrupt or replaced)")
@@ -71,25 +67,41 @@ def read_network(path, name):
 
 def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.float32, merge=False, keep_fp32=()):
     """networks: {name: (kind, config dict, state dict)}. Weight files first, manifest last, each
-    written atomically, so an interrupted write never leaves a manifest pointing at bad files.
+    written atomically, so an interrupted write never leaves a manifest pointing at bad files: a
+    weight file the existing manifest lists with other content is not overwritten but written under
+    a new name, and the replaced networks' old files are removed once the new manifest is in place.
     merge: keep the networks, figures and provenance an existing bundle at `path` already lists.
     keep_fp32: tensor names stored in float32 whatever `dtype` is (values that must stay exact)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    old = None
+    if is_bundle(path):
+        try:
+            old = read_manifest(path)
+        except FormatError:
+            if merge:
+                raise
+    listed = {e["file"]: e["sha256"] for e in old["networks"].values()} if old else {}
     manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "networks": {}, "provenance": {}, "figures": {}}
-    if merge and is_bundle(path):
-        manifest = read_manifest(path)
+    if merge and old:
+        manifest = copy.deepcopy(old)  # `old` still says which files it listed
     manifest.setdefault("provenance", {}).update(provenance or {})
     manifest.setdefault("figures", {}).update(figures or {})
     for name, (kind, config, sd) in networks.items():
         tensors = {k: v.detach().to(torch.float32 if k in keep_fp32 else dtype if v.is_floating_point() else v.dtype)
                    .contiguous().cpu() for k, v in strip_derived(sd).items()}
         data = save(tensors)
-        write_bytes(path / f"{name}.safetensors", data)
-        manifest["networks"][name] = {"file": f"{name}.safetensors", "kind": kind, "config": config,
-                                      "dtype": str(dtype).replace("torch.", ""),
-                                      "sha256": hashlib.sha256(data).hexdigest()}
+        digest = hashlib.sha256(data).hexdigest()
+        file = f"{name}.safetensors"
+        if listed.get(file, digest) != digest:
+            file = f"{name}.{digest[:16]}.safetensors"
+        write_bytes(path / file, data)
+        manifest["networks"][name] = {"file": file, "kind": kind, "config": config,
+                                      "dtype": str(dtype).replace("torch.", ""), "sha256": digest}
     write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
+    replaced = {old["networks"][name]["file"] for name in networks if old and name in old["networks"]}
+    for file in replaced - {e["file"] for e in manifest["networks"].values()}:
+        (path / file).unlink(missing_ok=True)
     return path
 
 

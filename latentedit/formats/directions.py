@@ -27,6 +27,7 @@ import torch
 
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.atomic import write_bytes, write_text
+from latentedit.formats.files import read_json, regular_file
 from latentedit.formats.weights import is_derived
 
 SPACES = ("z", "w", "w+")  # latent spaces a direction lives in (edit.directions uses this list)
@@ -78,9 +79,7 @@ def write_direction(path, vector, meta):
 
 def read_direction(path):
     """-> (vector float32 [1, D] or [L, D], metadata dict; {} without a sidecar)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: no such direction file")
+    path = regular_file(path, "direction file")
     try:
         vector = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -95,10 +94,7 @@ def read_direction(path):
     meta = {}
     side = sidecar_path(path)
     if side.is_file():
-        try:
-            meta = json.loads(side.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"{side}: unreadable direction sidecar ({e})") from None
+        meta = read_json(side, "direction sidecar")
         _check_sidecar(side, meta, vector.shape)
     else:
         meta = _interfacegan_meta(path)
@@ -257,9 +253,7 @@ def find_direction(name_or_path, bundle=None):
     when None)."""
     p = Path(name_or_path)
     if p.suffix == ".npy" or p.exists() or len(p.parts) > 1:
-        if not p.is_file():
-            raise FormatError(f"{p}: no such direction file")
-        return p
+        return regular_file(p, "direction file")
     name = str(name_or_path)
     if not _NAME.match(name):
         raise FormatError(f"{name!r} is neither a direction file nor a direction name")

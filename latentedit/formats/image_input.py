@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from latentedit.errors import FormatError, InputError
+from latentedit.formats.files import regular_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 
@@ -34,8 +35,8 @@ def list_images(paths):
             if not images:
                 raise InputError(f"{p}: no image files in this folder")
             out += images
-        elif p.is_file():
-            out.append(p)
+        elif p.exists():
+            out.append(regular_file(p, "image file"))
         else:
             raise InputError(f"{p}: no such file or folder")
     return out
@@ -51,7 +52,7 @@ def open_rgb(path, alpha="white", upright=False):
     orientation says, as a phone photo is shown. FormatError naming an unreadable file."""
     if alpha not in ALPHA_MODES:
         raise InputError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
-    path = Path(path)
+    path = regular_file(path, "image file")
     try:
         with Image.open(path) as im:
             im.load()

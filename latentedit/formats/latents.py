@@ -17,6 +17,7 @@ import numpy as np
 
 from latentedit.errors import FormatError
 from latentedit.formats.atomic import write_bytes, write_text
+from latentedit.formats.files import read_json, regular_file
 
 _INDEX = re.compile(r"0|[1-9][0-9]*")
 MAX_NPY_BYTES = 8 << 30  # 8 GiB: millions of W+ codes; a header claiming more is refused unread
@@ -81,10 +82,7 @@ def _entry(path, name, value, w_dim):
 
 
 def _read_json(path, w_dim):
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "latent file")
     if isinstance(data, dict):
         for key in data:
             if not _INDEX.fullmatch(key):
@@ -131,9 +129,7 @@ def read_npy(path, what="the array"):
 def read_latents(path, w_dim=None, num_ws=None):
     """Latents [N, w_dim] or [N, L, w_dim] (float32) from .json or .npy. w_dim / num_ws (when
     given) are the generator's: a code of another length or W+ depth is an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: no such latent file")
+    path = regular_file(path, "latent file")
     if path.suffix == ".npy":
         w = read_npy(path, "latents")
     elif path.suffix == ".json":

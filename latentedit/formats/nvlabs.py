@@ -7,6 +7,7 @@ NVlabs ones, so weights map one to one (the FIR filter buffers are derived, not 
 import torch
 
 from latentedit.errors import FormatError
+from latentedit.formats.files import regular_file
 from latentedit.formats.safe_pickle import PersistentObject, restricted_load
 from latentedit.formats.weights import strip_derived
 from latentedit.models.stylegan2 import DiscriminatorConfig, GeneratorConfig
@@ -16,7 +17,7 @@ NETWORK_KEYS = ("G_ema", "G", "D")
 
 def load_pkl(path):
     """-> {'G_ema'|'G'|'D': PersistentObject} plus any plain metadata the pickle holds."""
-    with open(path, "rb") as f:
+    with open(regular_file(path, "network pickle"), "rb") as f:
         data = restricted_load(f)
     if not isinstance(data, dict) or not any(isinstance(data.get(k), PersistentObject) for k in NETWORK_KEYS):
         raise FormatError(f"{path}: a pickle, but not an NVlabs network pickle (no G_ema / G / D networks)")

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from latentedit.errors import FormatError, InputError
+from latentedit.formats.files import regular_file
 from latentedit.formats.torch_file import load_torch_file
 from latentedit.models.fusion import FusionConfig, FusionNet
 
@@ -187,9 +188,7 @@ def read_template(source, resolution, alpha="white"):
         if rel.is_absolute() or ".." in rel.parts:
             raise FormatError(f"{folder}: template path {str(rel)!r} must stay inside the bundle")
         source = folder / rel
-    source = Path(source)
-    if not source.is_file():
-        raise FormatError(f"{source}: no such template image")
+    source = regular_file(source, "template image")
     return to_tensor([read_image(source, resolution, alpha)])[0]
 
 

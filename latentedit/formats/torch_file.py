@@ -1,18 +1,16 @@
 """Reading foreign torch checkpoints safely: weights-only unpickling with an explicit allow-list."""
 import warnings
-from pathlib import Path
 
 import torch
 
 from latentedit.errors import FormatError
+from latentedit.formats.files import regular_file
 
 
 def load_torch_file(path, safe_globals=()):
     """torch.load(weights_only=True) on CPU; `safe_globals` are the only classes allowed beyond
     tensors and plain containers. Any failure is one FormatError line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: no such file")
+    path = regular_file(path)
     try:
         with torch.serialization.safe_globals(list(safe_globals)), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing anyway

@@ -45,8 +45,6 @@ import io
 import json
 import math
 import numbers
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -55,6 +53,7 @@ import numpy as np
 import torch
 
 from latentedit.errors import FormatError, InputError
+from latentedit.formats.files import read_json, regular_file
 from latentedit.runtime import check_threads
 from latentedit.studio.context import ACCESSORIES, RecipeContext, _key
 
@@ -293,36 +292,11 @@ def _jsonable(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def regular_file(path, what):
-    """path, when it (after links) is a regular file: a FIFO or a device would block or never end."""
-    # TODO(merge): latentedit.formats.files (h1) holds the general check; use it here.
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as e:
-        raise FormatError(f"{what}: cannot read ({e.strerror or e})") from None
-    if not stat.S_ISREG(mode):
-        raise FormatError(f"{what}: not a regular file")
-    return path
-
-
 def read_recipe(path):
     """A recipe file -> dict. FormatError naming the file when it is not a regular file of at most
     MAX_RECIPE_BYTES holding a JSON object with "format": "latentedit-recipe"."""
     path = Path(path)
-    regular_file(path, path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_RECIPE_BYTES + 1)
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(raw) > MAX_RECIPE_BYTES:
-        raise FormatError(f"{path}: too large for a recipe (at most {MAX_RECIPE_BYTES >> 20} MB)")
-    try:  # TODO(merge): latentedit.formats.files.read_json (h1)
-        data = json.loads(raw.decode("utf-8"))
-    except RecursionError:
-        raise FormatError(f"{path}: not valid JSON (nested too deeply)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "recipe", MAX_RECIPE_BYTES)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FormatError(f"{path}: not a latentedit recipe (no \"format\": \"{FORMAT}\")")
     return data
@@ -351,7 +325,7 @@ def recipe_model_path(recipe, recipe_path):
                          "is not opened; pass the model with --model")
     if not target.exists():
         raise InputError(f"the recipe's model {named!r} is not in the recipe's folder {folder}; pass it with --model")
-    return target if target.is_dir() else regular_file(target, target)
+    return target if target.is_dir() else regular_file(target, "model file")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from safetensors.torch import load, save
 
 from latentedit.errors import FormatError
 from latentedit.formats.atomic import write_bytes, write_text
+from latentedit.formats.files import read_bytes, read_json
 
 
 def _flatten_optimizer(prefix, opt):
@@ -62,8 +63,8 @@ def load_state(path, modules, optimizers):
     """Restores modules and optimizers in place; returns the saved info dict."""
     path = Path(path)
     try:
-        meta = json.loads((path / "state.json").read_text())
-        data = (path / "state.safetensors").read_bytes()
+        meta = read_json(path / "state.json", "training state")
+        data = read_bytes(path / "state.safetensors", "training state")
         saved_hash = meta.get("tensors_sha256")  # absent in states written before the check existed
         if saved_hash is not None and saved_hash != hashlib.sha256(data).hexdigest():
             raise FormatError(f"{path}: state.json and state.safetensors are from different saves "
