@@ -32,6 +32,7 @@ from latentedit.edit.discrete import (KINDS, DiscreteSynthesizer, accessory_pres
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
+from latentedit.metrics.accessories import frame_measures, frames_pass, world_frame_reference  # noqa: E402
 from latentedit.metrics.image import identity_similarity  # noqa: E402
 from latentedit.world.templates import accessory_labels  # noqa: E402
 
@@ -46,10 +47,18 @@ def measure(x, y, kind, ev, D, dilate=2):
     keep = 1 - region
     mse_out = ((y - x) ** 2 * keep).sum((1, 2, 3)) / (keep.sum((1, 2, 3)) * 3).clamp(min=1)
     success = accessory_present(ev["attributes"], y, kind)
-    return {"success": success.float(), "seen_by_parser": seen.float(), "both": (success & seen).float(),
-            "identity": identity_similarity(y, x, ev["identity"]),
-            "mse_outside": mse_out,
-            "realism": (D(y) - D(x)).flatten()}
+    out = {"success": success.float(), "seen_by_parser": seen.float(), "both": (success & seen).float(),
+           "identity": identity_similarity(y, x, ev["identity"]),
+           "mse_outside": mse_out,
+           "realism": (D(y) - D(x)).flatten()}
+    if kind == "frame_glasses":  # the third judge: thin frames around clear lenses, not a dark band
+        clarity, share = frame_measures(y, labels)
+        ref = ev["frame_reference"]
+        frames = frames_pass(clarity, share, ref)
+        out.update(frames=frames.float(), all_judges=(success & seen & frames).float(),
+                   lens_clarity_ratio=clarity.nan_to_num(0) / ref["clarity"],
+                   frame_share_ratio=share.nan_to_num(1) / ref["share"])
+    return out
 
 
 def summarise(parts):
@@ -119,6 +128,10 @@ def main():
     nets = load_networks(args.model)
     G, D = nets.G.eval(), nets.D.eval()
     ev = load_evaluators(args.model, ["attributes", "identity", "parser"])
+    if "frame_glasses" in args.kinds.split(","):  # world renders' lens clarity / frame share, by the same parser
+        ev["frame_reference"] = world_frame_reference(lambda x: ev["parser"](x).argmax(1), resolution=G.img_resolution)
+        print(f"world frame glasses (parser): lens clarity {ev['frame_reference']['clarity']:.3f}, frame share "
+              f"{ev['frame_reference']['share']:.3f}", flush=True)
     if args.arcface:
         ev["identity"] = identity_loss(args.arcface)
     w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)
@@ -133,6 +146,10 @@ def main():
               f"{o['identity']:.3f} mse_out {o['mse_outside']:.4f} realism {o['realism']:+.3f} "
               f"{o['edits_per_s']:.1f} edits/s | prior only (d={r['distance']}) success {p['success']:.3f} both "
               f"{p['both']:.3f} identity {p['identity']:.3f} mse_out {p['mse_outside']:.4f}", flush=True)
+        if "frames" in o:
+            print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
+                  f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world | prior only "
+                  f"pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x", flush=True)
         for key in ("success", "both"):
             e = r["at_equal_success" if key == "success" else "at_equal_both"]
             print(f"  InterfaceGAN at {'equal' if e['reached'] else 'its best (lower)'} {key} {e[key]:.3f}: identity "

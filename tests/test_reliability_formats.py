@@ -204,7 +204,7 @@ def test_train_gan_bad_option_is_one_error_line(tmp_path, option, value):
     assert not (tmp_path / "run" / "state.json").exists()
 
 
-@pytest.mark.parametrize("text,words", [("{", ["unreadable"]), ("[1, 2]", ["holds no GAN-training"]),
+@pytest.mark.parametrize("text,words", [("{", ["not valid JSON"]), ("[1, 2]", ["holds no GAN-training"]),
                                         ('{"batch": 32, "flavour": 1}', ["unknown", "flavour"]),
                                         ('{"batch": "abc"}', ["batch"]), ('{"lr": 0}', ["lr"]),
                                         ('{"resolution": 48}', ["power of two"])])
