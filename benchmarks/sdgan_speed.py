@@ -19,15 +19,15 @@ Results go to benchmarks/RESULTS.md by hand, with the machine line printed here.
 """
 import argparse
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generator_speed import machine_description  # noqa: E402  sibling scripts
+from roofline import timed  # noqa: E402
 from latentedit.edit.sdgan import SDGANSynthesizer  # noqa: E402
 from latentedit.formats.sdgan import fusion_state_dict_for_sdgan  # noqa: E402
 from latentedit.models.face3d import Face3D, Face3DConfig  # noqa: E402
@@ -35,26 +35,10 @@ from latentedit.models.fusion import FusionConfig, FusionNet  # noqa: E402
 from latentedit.models.stylegan2 import Generator, GeneratorConfig  # noqa: E402
 
 
-def machine():
-    cpu = platform.processor() or "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-
-
 @torch.no_grad()
 def rate(fn, images_per_call, iters, warmup):
     """Images per second of fn() (median of iters timed calls after warmup calls)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return images_per_call / sorted(times)[len(times) // 2]
+    return images_per_call / timed(fn, iters, warmup)
 
 
 def their_fusion(checkout, state):
@@ -103,7 +87,7 @@ def main():
         cfg = Face3DConfig.sdgan_demo()
         f3 = Face3D(cfg).eval()
     fusion = FusionNet(fcfg).eval()
-    report = {"machine": machine(), "small": args.small}
+    report = {"machine": machine_description(), "small": args.small}
     r = fcfg.resolution
     face, tpl, maps = torch.rand(1, 3, r, r) * 2 - 1, torch.rand(1, 3, r, r) * 2 - 1, torch.rand(1, 9, 128, 128) * 2 - 1
     report["fusion_ours"] = rate(lambda: fusion(face, tpl, maps), 1, args.iters, args.warmup)

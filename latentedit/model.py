@@ -15,6 +15,8 @@ Everything loaded is cached on the object, and the generator's hash is computed 
 """
 from pathlib import Path
 
+import torch
+
 from latentedit.errors import InputError
 
 
@@ -153,20 +155,15 @@ class Model:
         return self._cached(("components",), lambda: default_components(self.G, parser=self.evaluator("parser")))
 
 
+@torch.inference_mode(False)  # as load_generator: .to(device) makes normal tensors
 def load_model(path=None, parts=None, device="cpu", overrides=None):
     """A Model from a bundle folder, a rosinality .pt or an NVlabs .pkl (None: the bundled default).
     parts: the bundle folder holding directions / evaluators / encoder / offset networks (default:
     `path` itself when it is a bundle). overrides: GeneratorConfig fields the file cannot tell."""
-    from latentedit.formats import DEFAULT_BUNDLE, bundle, load_networks
-    from latentedit.errors import FormatError
+    from latentedit.formats import bundle, load_generator_networks
 
-    if path is None:
-        if not bundle.is_bundle(DEFAULT_BUNDLE):
-            raise FormatError("no bundled default model is installed; pass a model path")
-        path = DEFAULT_BUNDLE
-    nets = load_networks(path, overrides)
-    if nets.G is None:
-        raise FormatError(f"{path}: holds no generator")
+    nets = load_generator_networks(path, overrides)
+    path = nets.path
     if parts is None and nets.format == "bundle":
         parts = path
     if parts is not None and not bundle.is_bundle(parts):

@@ -24,6 +24,13 @@ def tiny_G():
     return randomize(Generator(GeneratorConfig(**TINY))).eval()
 
 
+@pytest.fixture(scope="module")
+def G():
+    """The tiny random generator, built once per test module (tests that only read it)."""
+    torch.manual_seed(0)
+    return randomize(Generator(GeneratorConfig(**TINY))).eval()
+
+
 @pytest.fixture
 def tiny_D():
     torch.manual_seed(1)

@@ -12,9 +12,7 @@ from latentedit.edit.inversion import project, synthesize_with_noise
 from latentedit.errors import InputError
 from latentedit.models.evaluators import AttributeClassifier, ClassifierConfig
 from latentedit.models.lpips import LPIPS
-from latentedit.models.stylegan2 import Generator, GeneratorConfig
 
-from conftest import TINY, randomize
 
 torch.set_num_threads(1)
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
@@ -33,12 +31,6 @@ class StandInArcFace(nn.Module):
     def forward(self, x):
         x = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False)
         return F.normalize(self.fc(F.relu(self.conv(x)).flatten(1)), dim=1)
-
-
-@pytest.fixture(scope="module")
-def G():
-    torch.manual_seed(0)
-    return randomize(Generator(GeneratorConfig(**TINY))).eval()
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,6 @@ RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--
 
 
 @pytest.fixture(scope="module")
-def G():
-    torch.manual_seed(0)
-    return randomize(Generator(GeneratorConfig(**TINY))).eval()
-
-
-@pytest.fixture(scope="module")
 def G16():
     """A tiny generator whose W (16-d) is identifiable from the image: the affine maps are injective."""
     torch.manual_seed(0)

@@ -156,10 +156,8 @@ def load_networks(path, overrides=None):
     return _load_rosinality(path, ckpt, overrides)
 
 
-@torch.inference_mode(False)  # as load_networks: also .to(device)
-def load_generator(path=None, device="cpu", overrides=None):
-    """The generator from `path` (bundle folder, rosinality .pt, NVlabs .pkl, or an e4e / pSp /
-    ReStyle checkpoint's decoder); the bundled default when path is None."""
+def load_generator_networks(path=None, overrides=None):
+    """load_networks of `path`, the bundled default when None; FormatError when it holds no generator."""
     if path is None:
         if not bundle.is_bundle(DEFAULT_BUNDLE):
             raise FormatError("no bundled default model is installed; pass a model path")
@@ -167,7 +165,14 @@ def load_generator(path=None, device="cpu", overrides=None):
     nets = load_networks(path, overrides)
     if nets.G is None:
         raise FormatError(f"{path}: holds no generator")
-    return nets.G.to(device)
+    return nets
+
+
+@torch.inference_mode(False)  # as load_networks: also .to(device)
+def load_generator(path=None, device="cpu", overrides=None):
+    """The generator from `path` (bundle folder, rosinality .pt, NVlabs .pkl, or an e4e / pSp /
+    ReStyle checkpoint's decoder); the bundled default when path is None."""
+    return load_generator_networks(path, overrides).G.to(device)
 
 
 def _holds_generator(path, G):

@@ -114,15 +114,16 @@ class GeneratorConfig(DictConfig):
 
 @dataclass
 class DiscriminatorConfig(DictConfig):
-    resolution: int = 1024
+    """A StyleGAN2 residual discriminator's architecture (defaults: config-f at 1024 px)."""
+    resolution: int = 1024  # input size in px; one residual block per octave down to 4 px
     img_channels: int = 3
-    channel_base: int = 32768
+    channel_base: int = 32768  # channels at resolution r: min(channel_base // r, channel_max), as G
     channel_max: int = 512
-    mbstd_group_size: int = 4
-    mbstd_num_channels: int = 1
-    num_fp16_res: int = 0
-    conv_clamp: float = None
-    resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
+    mbstd_group_size: int = 4  # minibatch standard deviation over groups of this many samples
+    mbstd_num_channels: int = 1  # feature maps the minibatch-std layer appends
+    num_fp16_res: int = 0  # the top resolutions that run in fp16 on CUDA
+    conv_clamp: float = None  # clamp pre-activations to +-conv_clamp
+    resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])  # FIR taps of down-sampling
 
     channels = GeneratorConfig.channels
     __post_init__ = check_config
