@@ -54,7 +54,7 @@ def check_settings(out, settings, write=True):
         unset = object()
         key = next(k for k in list(settings) + list(saved) if saved.get(k, unset) != settings.get(k, unset))
         detail = f"{key} was {saved.get(key, 'unset')!r}, now {settings.get(key, 'unset')!r}"
-    raise InputError(f"{out} holds images made with other settings ({record}: {detail}); choose another --out")
+    raise InputError(f"{out} holds images made with other settings: {detail} ({record}); choose another --out")
 
 
 def read_earlier_png(path, resolution):
@@ -162,3 +162,21 @@ def generate_images(G, ws, out, names=None, batch_size=4, noise_mode="const", se
     grid_path = out if grid_only else out / "grid.png"
     save_png(grid_path, tile(np.stack(arrays), math.ceil(math.sqrt(len(arrays)))))
     return run.todo_count(), grid_path
+
+
+def synthesize_images(compute, count, out, batch_size=16, settings=None, normalize=False, grid=0, progress=None,
+                      label="synthesizing {todo} of {count} images"):
+    """A resumable SD-GAN-layout synthesis run (`latentedit.edit.outputs`): compute(indices) -> the
+    SynthesisResult of those items; each batch's missing PNGs and records are written. Both
+    synthesis paths (DiscreteSynthesizer, SDGANSynthesizer) run through here.
+    -> (SynthesisOutputs, the ResumableRun, {(i, column): uint8 [R, R, 3]} for the items i < grid
+    this process computed). Call `run.finish()` before reading what other processes wrote."""
+    from latentedit.edit.outputs import SynthesisOutputs
+
+    outputs = SynthesisOutputs(out, count)
+    run = ResumableRun(out, outputs.names, batch_size, settings, done=outputs.done)
+    tiles = {}
+    for batch in (progress or _plain)(run.todo(), label.format(todo=run.todo_count(), count=count)):
+        arrays = outputs.write(compute(batch), batch, only=run.missing(batch), normalize=normalize)
+        tiles.update((key, arr) for key, arr in arrays.items() if key[0] < grid)
+    return outputs, run, tiles
