@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import torch
 
-from latentedit.errors import FormatError, InputError
+from latentedit.errors import InputError
 
 
 def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, truncation, mean_source, mean_samples,
@@ -67,9 +67,7 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
                                         label=f"synthesizing {{todo}} of {{count}} images ({synth.kind}, SD-GAN)")
     if not run.finish():
         return
-    p, offset = outputs.load_records(G.num_ws, G.w_dim)
-    if priors is not None and not torch.equal(p, priors):
-        raise FormatError(f"{out}/records: priors differ from --interface-file; delete the folder and re-run")
+    p, offset = outputs.load_records(G.num_ws, G.w_dim, priors)
     final = synth.truncated(G.broadcast_w(w) + p[:, None] + offset)  # the sum and order of SDGANSynthesizer
     outputs.write_latents(w.numpy(), p.numpy(), final.numpy())
     manifest = {"format": "latentedit-synthesis", "version": 1, "maths": "sdgan-test.py", "kind": synth.kind,

@@ -235,9 +235,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     if not run.finish():
         return
     # Everything below is rebuilt from the records and the PNGs, whichever run wrote them.
-    p, offset = outputs.load_records(G.num_ws, G.w_dim)
-    if priors is not None and not torch.equal(p, priors):
-        raise FormatError(f"{out}/records: priors differ from --interface-file; delete the folder and re-run")
+    p, offset = outputs.load_records(G.num_ws, G.w_dim, priors)
     final = ws + p[:, None] + offset  # the same sum, in the same order, as DiscreteSynthesizer
     shown = range(min(N, GRID_SAMPLES))
     arrays = [tiles[i, c] if (i, c) in tiles else read_earlier_png(outputs.image(i, c), G.img_resolution)

@@ -86,10 +86,14 @@ class SynthesisOutputs:
                 arrays[i, column] = arr
         return arrays
 
-    def load_records(self, num_ws, w_dim):
-        """(priors [N, w_dim], offsets [N, num_ws, w_dim]) from every item's record."""
+    def load_records(self, num_ws, w_dim, priors=None):
+        """(priors [N, w_dim], offsets [N, num_ws, w_dim]) from every item's record; FormatError
+        unless the priors equal `priors` (the run's given ones), when given."""
         recs = np.stack([self._load_record(i, num_ws, w_dim) for i in range(len(self.names))])
-        return torch.from_numpy(recs[:, 0]), torch.from_numpy(recs[:, 1:])
+        p, offsets = torch.from_numpy(recs[:, 0]), torch.from_numpy(recs[:, 1:])
+        if priors is not None and not torch.equal(p, priors):
+            raise FormatError(f"{self.out}/records: priors differ from --interface-file; delete the folder and re-run")
+        return p, offsets
 
     def _load_record(self, i, num_ws, w_dim):
         path = self.record(i)
