@@ -114,7 +114,10 @@ def resolve_model(model_path, random_weights, resolution, channel_base, channel_
 @click.option("--out", required=True, type=click.Path(), help="A folder (one PNG per image + grid.png) or a .png grid.")
 def generate(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
              seeds, w_file, truncation, truncation_cutoff, noise_mode, batch_size, out):
-    """Generate images from seeds or a latent file."""
+    """Generate images from seeds or a latent file.
+
+    A re-run into the same folder resumes; under torchrun the batches are split over the processes
+    (latentedit.runs), which together write the files of one run."""
     if batch_size < 1:
         raise InputError("--batch-size must be >= 1")
     check_scale(truncation, "--truncation")
