@@ -140,3 +140,16 @@ def test_two_processes_write_the_files_of_one(tmp_path, tiny_G, command):
     one, two = _folder_bytes(tmp_path / "one"), _folder_bytes(tmp_path / "two")
     assert len(one) >= 6 and set(two) == set(one)
     assert [name for name in one if two[name] != one[name]] == []
+
+
+def test_what_cannot_be_split_over_processes_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; refused before any process group starts
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(tmp_path / "a.png")
+    cases = [(["generate", *RANDOM, "--seeds", "0-3", "--out", tmp_path / "grid.png"], "a grid alone"),
+             (["synthesize", "--kind", "mask", "--input", tmp_path / "a.png", "--out", tmp_path / "s"],
+              "--input runs in one process")]
+    for args, message in cases:
+        r = CliRunner().invoke(main, [str(a) for a in args])
+        errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+        assert r.exit_code == 2 and len(errors) == 1 and message in errors[0], r.output
+    assert not (tmp_path / "grid.png").exists() and not (tmp_path / "s").exists()
