@@ -14,6 +14,7 @@ from latentedit.errors import InputError
 from latentedit.formats.image_input import list_images, read_image, to_tensor
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.formats.latents import write_latents
+from latentedit.runs import ResumableRun
 
 
 def _warn_line(message, category, filename, lineno, file=None, line=None):
@@ -226,36 +227,44 @@ def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, bat
         images = to_tensor([read_image(f, R) for f in files])  # reads (and checks) every file up front
     losses = _losses(mode, evaluators_path, *loss_paths, device=G.w_avg.device)
 
-    todo = [i for i, n in enumerate(names) if not (out / f"{n}.npy").exists()]
-    if len(todo) < len(names):
-        click.echo(f"resuming: {len(names) - len(todo)} of {len(names)} images already inverted")
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    # Fixed batches, resumed whole and split over torchrun's processes (latentedit.runs): a resumed
+    # or split run writes the same codes as one uninterrupted run (a batch shares its optimisation).
+    run = ResumableRun(out, names, batch_size, done=lambda i: (out / f"{names[i]}.npy").exists())
+    done = len(names) - len(run.left)
+    if done:
+        click.echo(f"resuming: {done} of {len(names)} images already inverted")
     per_image = 1 if mode == "encoder" else steps
-    with click.progressbar(length=len(todo) * per_image, label=f"inverting {len(todo)} images ({mode}, {space})",
-                           file=None) as bar:
-        for batch in batches:
-            def progress(step, total, losses, _bar=bar, _k=len(batch)):
+    with click.progressbar(length=run.todo_count() * per_image,
+                           label=f"inverting {run.todo_count()} images ({mode}, {space})", file=None) as bar:
+        for batch in run.todo():
+            left = run.missing(batch)
+
+            def progress(step, total, losses, _bar=bar, _k=len(left)):
                 _bar.update(_k)
 
             codes = invert_images(images[batch], mode=mode, G=G, perceptual=losses[0], identity=losses[1],
                                   encoder=encoder, space=space, steps=steps, seed=seed, progress=progress)
             if mode == "encoder":
-                bar.update(len(batch))
+                bar.update(len(left))
             recs = reconstruct(G, codes)
             for i, code, rec in zip(batch, codes, recs):
+                if i not in run.left:
+                    continue
                 stem = out / names[i]
                 save_png(out / f"{names[i]}_rec.png", _uint8(rec))
                 if align:
                     _write_alignment(out, names[i], images[i], rec, alignments[i], photos[i])
                 write_latents(stem.with_suffix(".json"), code[None].numpy())
                 write_latents(stem.with_suffix(".npy"), code[None].numpy())  # last: marks the image done
+    if not run.finish():
+        return
     grid_path = out / "grid.png"
-    if todo or not grid_path.exists():
+    if run.left or not grid_path.exists():
         rows = []
         for i, n in enumerate(names):
             rows += [_uint8(images[i]), _read_png(out / f"{n}_rec.png")]
         save_png(grid_path, tile(np.stack(rows), cols=2))
-    click.echo(f"inverted {len(todo)} images ({len(names) - len(todo)} already done) into {out}/ and the grid {grid_path}")
+    click.echo(f"inverted {len(run.left)} images ({done} already done) into {out}/ and the grid {grid_path}")
 
 
 def _write_alignment(out, name, crop, rec, alignment, photo):

@@ -1,20 +1,15 @@
 """`latentedit generate | info | convert`: images from a model, what a model file holds, format conversion."""
 import json
-import math
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
-from PIL import Image
 
-from latentedit.errors import FormatError, InputError
-from latentedit.formats.atomic import write_text
-from latentedit.formats.files import read_json, regular_file
+from latentedit.errors import InputError
 from latentedit.formats import Networks, bundle, load_networks, save_networks
-from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.formats.latents import read_latents
 from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig, z_from_seeds
+from latentedit.runs import generate_images
 from latentedit.runtime import seeded
 
 
@@ -119,7 +114,10 @@ def resolve_model(model_path, random_weights, resolution, channel_base, channel_
 @click.option("--out", required=True, type=click.Path(), help="A folder (one PNG per image + grid.png) or a .png grid.")
 def generate(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
              seeds, w_file, truncation, truncation_cutoff, noise_mode, batch_size, out):
-    """Generate images from seeds or a latent file."""
+    """Generate images from seeds or a latent file.
+
+    A re-run into the same folder resumes; under torchrun the batches are split over the processes
+    (latentedit.runs), which together write the files of one run."""
     if batch_size < 1:
         raise InputError("--batch-size must be >= 1")
     check_scale(truncation, "--truncation")
@@ -131,65 +129,28 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
     if truncation_cutoff is not None and not 0 <= truncation_cutoff <= G.num_ws:
         raise InputError(f"--truncation-cutoff must be in 0..{G.num_ws} (the generator's W+ layers), "
                          f"got {truncation_cutoff}")
-    out = Path(out)
-    grid_only = out.suffix.lower() == ".png"
     if w_file:
         ws = torch.from_numpy(read_latents(w_file, w_dim=G.w_dim, num_ws=G.num_ws))
         names = [f"{i:04d}" for i in range(len(ws))]
-        ws = G.broadcast_w(ws)
     else:
         names = [f"seed{s:04d}" for s in seed_list]
         with torch.no_grad():
             ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation_psi=truncation,
                            truncation_cutoff=truncation_cutoff, update_w_avg=False)
-    files = [None if grid_only else out / f"{name}.png" for name in names]
-    if not grid_only:
-        _check_resume_settings(out, {"model": str(model_path or ("random" if random_weights else "default")),
-                                     "weights_seed": weights_seed if random_weights else None,
-                                     "resolution": G.img_resolution, "w_file": str(w_file) if w_file else None,
-                                     "truncation": truncation, "truncation_cutoff": truncation_cutoff,
-                                     "noise_mode": noise_mode})
-    todo = [i for i, f in enumerate(files) if f is None or not f.exists()]  # a re-run resumes
-    arrays = [None] * len(names)  # uint8 [R, R, C] per image: what the files and the grid hold
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    with torch.no_grad(), click.progressbar(batches, label=f"generating {len(todo)} images", file=None) as bar:
-        for batch in bar:
-            for i, arr in zip(batch, to_uint8(G.synthesize(ws[batch], noise_mode=noise_mode))):
-                arrays[i] = arr
-                if files[i] is not None:
-                    save_png(files[i], arr)
-    for i, arr in enumerate(arrays):
-        if arr is None:  # written by an earlier, interrupted run
-            arrays[i] = _read_earlier_png(files[i], G.img_resolution)
-    sheet = tile(np.stack(arrays), math.ceil(math.sqrt(len(arrays))))
-    grid_path = out if grid_only else out / "grid.png"
-    save_png(grid_path, sheet)
-    click.echo(f"wrote {len(names)} images" + ("" if grid_only else f" to {out}/") + f" and the grid {grid_path}")
+    settings = {"model": str(model_path or ("random" if random_weights else "default")),
+                "weights_seed": weights_seed if random_weights else None,
+                "resolution": G.img_resolution, "w_file": str(w_file) if w_file else None,
+                "truncation": truncation, "truncation_cutoff": truncation_cutoff, "noise_mode": noise_mode}
+    written, grid_path = generate_images(G, ws, out, names, batch_size, noise_mode, settings, progress_bar)
+    if grid_path is not None:  # rank 0 of a torchrun run reports it
+        folder = "" if Path(out).suffix.lower() == ".png" else f" to {out}/"
+        click.echo(f"wrote {len(names)} images{folder} and the grid {grid_path}")
 
 
-def _read_earlier_png(path, resolution):
-    try:
-        arr = np.asarray(Image.open(regular_file(path, "image from an earlier run")).convert("RGB"))
-    except OSError as e:
-        raise FormatError(f"{path}: unreadable image from an earlier run ({e}); delete it") from None
-    if arr.shape[:2] != (resolution, resolution):
-        raise FormatError(f"{path}: {arr.shape[1]}x{arr.shape[0]} image from an earlier run, "
-                          f"expected {resolution} px; delete it or choose another --out")
-    return arr
-
-
-def _check_resume_settings(out, settings):
-    """A folder resumes only the run that made it: the settings live in out/run.json."""
-    record = out / "run.json"
-    if record.exists():
-        try:
-            saved = read_json(record, "run record")
-        except FormatError:
-            saved = None
-        if saved != settings:
-            raise InputError(f"{out} holds images made with other settings ({record}); choose another --out")
-    else:
-        write_text(record, json.dumps(settings, indent=1) + "\n")
+def progress_bar(items, label):
+    """`latentedit.runs`' progress callback: a click progress bar on stderr."""
+    with click.progressbar(list(items), label=label, file=None) as bar:
+        yield from bar
 
 
 @click.command()

@@ -5,9 +5,14 @@ output layout:
     origins/0000.png ...              G(t(w))
     interfacegan_origins/0000.png ... G(t(w + p))
     predict_images/0000.png ...       G(t(w + p + offset))        t(v) = mean + psi (v - mean)
+    records/0000.npy ...              per image [1 + num_ws, w_dim]: p, then the offset
     latents.json, interface.json      the codes w and priors p (SD-GAN JSON)
     predict_latents.npy               [N, num_ws, w_dim] t(w + p + offset), the edited images' codes
     manifest.json                     kind, settings (psi, mean latent source), files
+    run.json                          the settings; a re-run with the same settings resumes
+
+The files are written by `latentedit.edit.outputs` through `latentedit.runs.synthesize_images`
+(as for our synthesis path): resumable, and split over torchrun's processes.
 """
 from pathlib import Path
 
@@ -19,11 +24,13 @@ from latentedit.errors import InputError
 
 def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, truncation, mean_source, mean_samples,
                      mean_seed, normalize_output, batch_size, out):
-    from latentedit.cli.synthesize import _compact_json
-    from latentedit.edit.sdgan import SDGANSynthesizer, save_images
-    from latentedit.formats import load_generator
-    from latentedit.formats.atomic import write_text
-    from latentedit.formats.latents import read_latents, read_priors, write_latents
+    from latentedit.cli.models import progress_bar
+    from latentedit.cli.synthesize import _sha256
+    from latentedit.edit.sdgan import SDGANSynthesizer
+    from latentedit.formats import bundle, load_generator
+    from latentedit.formats.latents import read_latents, read_priors
+    from latentedit.formats.sdgan import SDGAN_PREFIX
+    from latentedit.runs import synthesize_images
 
     G = load_generator(model)
     if w_file is not None:
@@ -41,17 +48,28 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
     if priors is None:
         synth.priors(G.broadcast_w(w[:1]))  # the clear error before any work
     out = Path(out)
-    parts = []
-    batches = [list(range(i, min(i + batch_size, len(w)))) for i in range(0, len(w), batch_size)]
-    with click.progressbar(batches, label=f"synthesizing {len(w)} images ({synth.kind}, SD-GAN)", file=None) as bar:
-        for batch in bar:
-            res = synth(w[batch], None if priors is None else priors[batch], indices=batch, batch_size=len(batch))
-            save_images(out, res, batch, normalize=normalize_output)
-            parts.append((res.prior, synth.truncated(res.latents)))
-    p, final = (torch.cat(t) for t in zip(*parts))
-    write_latents(out / "latents.json", w.numpy())
-    write_latents(out / "interface.json", p.numpy())
-    write_latents(out / "predict_latents.npy", final.numpy())
+    networks = bundle.read_manifest(model)["networks"]
+    settings = {"command": "synthesize", "maths": "sdgan-test.py", "kind": synth.kind, "model": str(model),
+                "generator_sha256": networks["G"]["sha256"],
+                "fusion_sha256": networks[SDGAN_PREFIX + synth.kind]["sha256"],
+                "truncation": synth.truncation, "mean_latent": synth.mean_source, "n": len(w), "seed": seed,
+                "w_file": None if w_file is None else str(w_file),
+                "w_sha256": None if w_file is None else _sha256(w_file),
+                "interface_file": None if interface_file is None else str(interface_file),
+                "interface_sha256": None if interface_file is None else _sha256(interface_file),
+                "normalize_output": normalize_output, "batch_size": batch_size, "noise_mode": "const"}
+
+    def compute(batch):
+        return synth(w[batch], None if priors is None else priors[batch], indices=batch, batch_size=len(batch))
+
+    outputs, run, _ = synthesize_images(compute, len(w), out, batch_size, settings, normalize=normalize_output,
+                                        progress=progress_bar,
+                                        label=f"synthesizing {{todo}} of {{count}} images ({synth.kind}, SD-GAN)")
+    if not run.finish():
+        return
+    p, offset = outputs.load_records(G.num_ws, G.w_dim, priors)
+    final = synth.truncated(G.broadcast_w(w) + p[:, None] + offset)  # the sum and order of SDGANSynthesizer
+    outputs.write_latents(w.numpy(), p.numpy(), final.numpy())
     manifest = {"format": "latentedit-synthesis", "version": 1, "maths": "sdgan-test.py", "kind": synth.kind,
                 "model": str(model), "count": len(w),
                 "settings": {"truncation": synth.truncation, "mean_latent": synth.mean_source, "seed": seed,
@@ -61,5 +79,6 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
                 "mean_latent_norm": round(float(synth.mean.norm()), 6),
                 "latents": {"inputs": "latents.json", "priors": "interface.json", "edited": "predict_latents.npy",
                             "edited_is": "mean + psi * (w + prior + offset - mean), [N, num_ws, w_dim]"}}
-    write_text(out / "manifest.json", _compact_json(manifest) + "\n")
-    click.echo(f"wrote {len(w)} x 3 images ({synth.kind}, SD-GAN's test.py maths, psi {synth.truncation}) to {out}/")
+    outputs.write_manifest(manifest)
+    click.echo(f"wrote {len(w)} x 3 images ({synth.kind}, SD-GAN's test.py maths, psi {synth.truncation}, "
+               f"{len(run.left)} new) to {out}/")

@@ -30,7 +30,7 @@ of whose three PNGs is missing, then rebuilds the grid, the latent files and the
 records; other settings are refused. Every file is written atomically.
 """
 import hashlib
-import json
+import os
 from pathlib import Path
 
 import click
@@ -43,46 +43,11 @@ from latentedit.cli.models import MAX_IMAGES, check_count, check_scale
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.files import read_bytes, regular_file
 
-FOLDERS = ("origins", "interfacegan_origins", "predict_images")
 GRID_SAMPLES = 16
 
 
 def _sha256(path):
     return hashlib.sha256(read_bytes(path)).hexdigest()
-
-
-def _compact_json(obj, indent=1, level=0):
-    """JSON with one key per line but every list of numbers on one line (readable manifests)."""
-    pad, inner = " " * (indent * level), " " * (indent * (level + 1))
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        items = [f"{inner}{json.dumps(str(k))}: {_compact_json(v, indent, level + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, (list, tuple)):
-        if all(not isinstance(v, (dict, list, tuple)) for v in obj):
-            return json.dumps(list(obj))
-        items = [f"{inner}{_compact_json(v, indent, level + 1)}" for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
-    return json.dumps(obj)
-
-
-def _floats(array):
-    """float32 array -> nested lists of the shortest decimals that read back to the same float32."""
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim == 0:
-        return float(str(array[()]))
-    return [_floats(row) for row in array] if array.ndim > 1 else [float(str(v)) for v in array]
-
-
-def _load_record(path, num_ws, w_dim):
-    try:
-        rec = np.load(regular_file(path, "record from an earlier run"), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise FormatError(f"{path}: unreadable record from an earlier run ({e}); delete it") from None
-    if not isinstance(rec, np.ndarray) or rec.shape != (1 + num_ws, w_dim) or not np.isfinite(rec).all():
-        raise FormatError(f"{path}: record from an earlier run is not [{1 + num_ws}, {w_dim}] finite values; delete it")
-    return rec.astype(np.float32)
 
 
 def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
@@ -161,12 +126,13 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     With --input IMG|DIR the codes are the images' inversions (--invert-mode, default encoder);
     with --align too, the inputs are photos: OUT/aligned/ holds their FFHQ-aligned faces and
     OUT/pasted/ each result pasted back into its photo."""
-    from latentedit.cli.models import _check_resume_settings, _read_earlier_png
+    from latentedit.cli.models import progress_bar
+    from latentedit.edit.outputs import FOLDERS, short_floats
     from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind, signed_distance
     from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
-    from latentedit.formats.atomic import write_text
     from latentedit.formats.images import save_png, tile, to_uint8
-    from latentedit.formats.latents import read_latents, read_priors, write_latents
+    from latentedit.formats.latents import read_latents, read_priors
+    from latentedit.runs import check_settings, read_earlier_png, synthesize_images
     from latentedit.formats.sdgan import offset_network_name
 
     resolved = resolve_kind(kind, normal)
@@ -252,57 +218,36 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                          "encoder_sha256": encoder_sha})
         if align:  # only then, as above
             settings["align"] = True
-    _check_resume_settings(out, settings)
+    if input_paths and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise InputError("--input runs in one process: invert the images first (`latentedit invert`), "
+                         "then split the run over processes with --w-file")
     if input_paths:
+        check_settings(out, settings)  # before the inversion, whose codes the folder keeps
         w = _inverted_codes(out / "inverted_latents.npy", images, G, invert_mode, encoder, invert_steps, batch_size)
     ws = G.broadcast_w(w)
 
-    names = [f"{i:04d}" for i in range(N)]
-    files = [[out / folder / f"{name}.png" for folder in FOLDERS] for name in names]
-    records = [out / "records" / f"{name}.npy" for name in names]
-    todo = [i for i in range(N) if not records[i].exists() or not all(f.exists() for f in files[i])]
-    shown = set(range(min(N, GRID_SAMPLES)))
-    tiles = {}  # (sample, column) -> uint8 [R, R, 3] for the grid
-    # Fixed batches (samples k*B .. k*B+B-1) whichever samples are left: a batch's composition changes
-    # its float sums, so a resumed run recomputes whole batches and is bit-identical to an uninterrupted one.
-    left = set(todo)
-    batches = [range(k, min(k + batch_size, N)) for k in range(0, N, batch_size)
-               if left.intersection(range(k, min(k + batch_size, N)))]
-    with click.progressbar(batches, label=f"synthesizing {len(todo)} of {N} images ({resolved})", file=None) as bar:
-        for batch in bar:
-            batch = list(batch)
-            res = synth(ws[batch], None if priors is None else priors[batch], batch_size=len(batch))
-            for j, i in enumerate(batch):
-                if i in left:
-                    write_latents(records[i], torch.cat([res.prior[j][None], res.offset[j]]).numpy())
-            for column, images in enumerate((res.origin, res.prior_image, res.image)):
-                for i, arr in zip(batch, to_uint8(images)):
-                    if i in left:
-                        save_png(files[i][column], arr)
-                    if i in shown:
-                        tiles[i, column] = arr
+    def compute(batch):
+        return synth(ws[batch], None if priors is None else priors[batch], batch_size=len(batch))
 
+    outputs, run, tiles = synthesize_images(compute, N, out, batch_size, settings, grid=GRID_SAMPLES,
+                                            progress=progress_bar,
+                                            label=f"synthesizing {{todo}} of {{count}} images ({resolved})")
+    if not run.finish():
+        return
     # Everything below is rebuilt from the records and the PNGs, whichever run wrote them.
-    recs = np.stack([_load_record(path, G.num_ws, G.w_dim) for path in records])
-    p, offset = torch.from_numpy(recs[:, 0]), torch.from_numpy(recs[:, 1:])
-    if priors is not None and not torch.equal(p, priors):
-        raise FormatError(f"{out}/records: priors differ from --interface-file; delete the folder and re-run")
+    p, offset = outputs.load_records(G.num_ws, G.w_dim, priors)
     final = ws + p[:, None] + offset  # the same sum, in the same order, as DiscreteSynthesizer
-    arrays = []
-    for i in sorted(shown):
-        for column in range(3):
-            if (i, column) not in tiles:
-                tiles[i, column] = _read_earlier_png(files[i][column], G.img_resolution)
-            arrays.append(tiles[i, column])
+    shown = range(min(N, GRID_SAMPLES))
+    arrays = [tiles[i, c] if (i, c) in tiles else read_earlier_png(outputs.image(i, c), G.img_resolution)
+              for i in shown for c in range(3)]
     save_png(out / "grid.png", tile(np.stack(arrays), 3, pad=2))
-    write_latents(out / "latents.json", w.numpy())
-    write_latents(out / "interface.json", p.numpy())
-    write_latents(out / "predict_latents.npy", final.numpy())
+    outputs.write_latents(w.numpy(), p.numpy(), final.numpy())
+    names = outputs.names
     if align:  # rebuilt from the PNGs like the grid: the photos are read (and their faces found) every run
         for i in range(N):
             save_png(out / "aligned" / f"{names[i]}.png", crops[i])
             write_pasted(out / "pasted" / f"{names[i]}.png", photos[i],
-                         _read_earlier_png(files[i][2], G.img_resolution), alignments[i])
+                         read_earlier_png(outputs.image(i, 2), G.img_resolution), alignments[i])
 
     before = signed_distance(ws, synth.normal, synth.intercept)
     after = signed_distance(ws + p[:, None], synth.normal, synth.intercept)
@@ -316,7 +261,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
             "prior_norm": round(float(p[i].norm()), 6),
             "offset_norm": [round(float(v), 6) for v in offset[i].norm(dim=1)],
             "distance_before": round(float(before[i]), 6), "distance_after": round(float(after[i]), 6),
-            "w": _floats(w[i].numpy()), "prior": _floats(p[i].numpy())})
+            "w": short_floats(w[i].numpy()), "prior": short_floats(p[i].numpy())})
     net_cfg = entry.get("config", {})
     manifest = {
         "format": "latentedit-synthesis", "version": 1, "kind": resolved, "requested_kind": kind,
@@ -334,5 +279,5 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         "grid": {"file": "grid.png", "rows": f"samples 0..{len(shown) - 1}",
                  "columns": ["origin", "prior only", "prior + offset"]},
         "count": N, "images": images}
-    write_text(out / "manifest.json", _compact_json(manifest) + "\n")
-    click.echo(f"wrote {N} x 3 images ({resolved}, {len(todo)} new) to {out}/ with grid.png and manifest.json")
+    outputs.write_manifest(manifest)
+    click.echo(f"wrote {N} x 3 images ({resolved}, {len(run.left)} new) to {out}/ with grid.png and manifest.json")

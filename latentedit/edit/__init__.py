@@ -14,6 +14,7 @@ _EXPORTS = {
     "sparse_boundary": "sparse", "sefa": "discover", "ganspace": "discover", "name_directions": "discover",
     # discrete attributes
     "DiscreteSynthesizer": "discrete", "resolve_kind": "discrete", "SDGANSynthesizer": "sdgan",
+    "SynthesisOutputs": "outputs",
     # inversion
     "project": "inversion", "invert": "inversion", "encode_images": "inversion", "load_encoder": "inversion",
     "reconstruct": "inversion",

@@ -150,19 +150,3 @@ class SDGANSynthesizer:
             parts.append((c, p[:, 0], offset, origin, synth(c + p), synth(c + p + offset)))
         return SynthesisResult(*[torch.cat(t) for t in zip(*parts)])
 
-
-FOLDERS = ("origins", "interfacegan_origins", "predict_images")
-
-
-def save_images(out, result, indices, normalize=False):
-    """Writes result.origin / prior_image / image as out/{origins, interfacegan_origins,
-    predict_images}/{i:04d}.png for i in indices. normalize: each image stretched by its own
-    min / max (test.py's save_image(normalize=True)); default the plain [-1, 1] mapping."""
-    from pathlib import Path
-
-    from latentedit.formats.images import save_png, to_uint8, to_uint8_stretched
-
-    convert = to_uint8_stretched if normalize else to_uint8
-    for folder, images in zip(FOLDERS, (result.origin, result.prior_image, result.image)):
-        for i, arr in zip(indices, convert(images)):
-            save_png(Path(out) / folder / f"{i:04d}.png", arr)
