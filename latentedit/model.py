@@ -72,9 +72,9 @@ class Model:
             return (self.parts / BOUNDARIES).is_dir()
         networks = bundle.read_manifest(self.parts)["networks"]
         if part == "evaluators":
-            from latentedit.formats.evaluators import KINDS
+            from latentedit.formats.evaluators import EVALUATOR_KINDS
 
-            return any(e.get("kind") in KINDS for e in networks.values())
+            return any(e.get("kind") in EVALUATOR_KINDS for e in networks.values())
         return offset_network_name(part) in networks
 
     def direction_names(self):
