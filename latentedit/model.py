@@ -45,6 +45,12 @@ class Model:
             self._hash = generator_hash(self.G)
         return self._hash
 
+    def with_parts(self, parts):
+        """The same generator (its hash kept) with its parts from another bundle folder (or None)."""
+        other = Model(self.G, D=self.D, parts=parts, source=self.source, info=self.info)
+        other._hash = self._hash
+        return other
+
     # -- parts -----------------------------------------------------------------------------
     def _cached(self, key, make):
         if key not in self._cache:
@@ -57,8 +63,8 @@ class Model:
         return self.parts
 
     def has(self, part):
-        """Whether the model can provide `part`: "encoder", "evaluators", "directions", or an
-        offset kind (mask, frame_glasses, sunglasses)."""
+        """Whether the model can provide `part`: "encoder", "evaluators", one evaluator (attributes,
+        identity, parser, face3d), "directions", or an offset kind (mask, frame_glasses, sunglasses)."""
         from latentedit.formats import bundle
         from latentedit.formats.directions import BOUNDARIES
         from latentedit.formats.encoder import has_encoder
@@ -71,10 +77,12 @@ class Model:
         if part == "directions":
             return (self.parts / BOUNDARIES).is_dir()
         networks = bundle.read_manifest(self.parts)["networks"]
-        if part == "evaluators":
-            from latentedit.formats.evaluators import EVALUATOR_KINDS
+        from latentedit.formats.evaluators import EVALUATOR_KINDS, NAMES
 
+        if part == "evaluators":
             return any(e.get("kind") in EVALUATOR_KINDS for e in networks.values())
+        if part in NAMES:  # one evaluator: attributes | identity | parser | face3d
+            return networks.get(part, {}).get("kind") == NAMES[part]
         return offset_network_name(part) in networks
 
     def direction_names(self):
@@ -153,17 +161,25 @@ class Model:
         return self._cached(("components",), lambda: default_components(self.G, parser=self.evaluator("parser")))
 
 
+def default_parts():
+    """The bundled default model's folder (its directions, evaluators, encoder, offset networks),
+    or None when none is installed: the parts a foreign or random generator borrows."""
+    from latentedit.formats import DEFAULT_BUNDLE, bundle
+
+    return DEFAULT_BUNDLE if bundle.is_bundle(DEFAULT_BUNDLE) else None
+
+
 def load_model(path=None, parts=None, device="cpu", overrides=None):
     """A Model from a bundle folder, a rosinality .pt or an NVlabs .pkl (None: the bundled default).
     parts: the bundle folder holding directions / evaluators / encoder / offset networks (default:
     `path` itself when it is a bundle). overrides: GeneratorConfig fields the file cannot tell."""
-    from latentedit.formats import DEFAULT_BUNDLE, bundle, load_networks
+    from latentedit.formats import bundle, load_networks
     from latentedit.errors import FormatError
 
     if path is None:
-        if not bundle.is_bundle(DEFAULT_BUNDLE):
+        path = default_parts()
+        if path is None:
             raise FormatError("no bundled default model is installed; pass a model path")
-        path = DEFAULT_BUNDLE
     nets = load_networks(path, overrides)
     if nets.G is None:
         raise FormatError(f"{path}: holds no generator")

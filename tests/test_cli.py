@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from latentedit.cli import main
-from latentedit.cli.models import parse_seeds
+from latentedit.cli.options import parse_seeds
 from latentedit.formats import Networks, save_networks
 
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]

@@ -37,9 +37,8 @@ import click
 import numpy as np
 import torch
 
-from latentedit.cli.invert import (check_input_options, input_encoder, input_options, read_aligned_inputs, read_inputs,
-                                   warning_lines, write_pasted)
-from latentedit.cli.models import MAX_IMAGES, check_count, check_scale
+from latentedit.cli.inputs import input_encoder, read_aligned_inputs, read_inputs, warning_lines, write_pasted
+from latentedit.cli.options import MAX_IMAGES, check_count, check_input_options, check_scale, input_options
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.files import read_bytes, regular_file
 
@@ -88,7 +87,7 @@ def _load_record(path, num_ws, w_dim):
 def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
     """W+ codes [N, num_ws, w_dim] of the --input images: read back from `path` when an earlier run
     of the same settings left them (the resume check has passed), else inverted and saved there."""
-    from latentedit.cli.invert import invert_inputs
+    from latentedit.cli.inputs import invert_inputs
     from latentedit.formats.latents import write_latents
 
     shape = (len(images), G.num_ws, G.w_dim)
@@ -162,8 +161,9 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     with --align too, the inputs are photos: OUT/aligned/ holds their FFHQ-aligned faces and
     OUT/pasted/ each result pasted back into its photo."""
     from latentedit.cli.models import _check_resume_settings, _read_earlier_png
-    from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind, signed_distance
-    from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
+    from latentedit.edit.discrete import resolve_kind, signed_distance
+    from latentedit.formats import bundle
+    from latentedit.model import default_parts, load_model
     from latentedit.formats.atomic import write_text
     from latentedit.formats.images import save_png, tile, to_uint8
     from latentedit.formats.latents import read_latents, read_priors, write_latents
@@ -201,12 +201,12 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         check_scale(truncation, "--truncation")
         if not 0 <= seed or seed + n > 2 ** 32:
             raise InputError(f"seeds {seed}..{seed + n - 1} must lie in [0, 2^32)")
-    model = Path(model_path) if model_path is not None else DEFAULT_BUNDLE
-    if not bundle.is_bundle(model):
+    model = Path(model_path) if model_path is not None else default_parts()
+    if model is None or not bundle.is_bundle(model):
         raise InputError(f"{model}: synthesize needs a bundle folder (it holds the offset networks); "
                          "convert a checkpoint with `latentedit convert` and train one with `latentedit train offset`")
-
-    G = load_generator(model)
+    loaded = load_model(model)
+    G = loaded.G
     input_files = encoder = encoder_sha = None
     priors = None
     if w_file is not None:
@@ -219,7 +219,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                 crops = to_uint8(images)  # kept: `images` is reused below
             else:
                 input_files, images = read_inputs(input_paths, G.img_resolution)
-        encoder, encoder_sha = input_encoder(invert_mode, encoder_path, model, G)
+        encoder, encoder_sha = input_encoder(invert_mode, encoder_path, loaded)
         w = None  # inverted below, once the folder is known to resume this run (or is new)
         N = len(input_files)
     else:
@@ -227,7 +227,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         N = len(w)
     if interface_file is not None:
         priors = torch.from_numpy(read_priors(interface_file, N, G.w_dim))
-    synth = DiscreteSynthesizer.load(resolved, bundle=model, template=template, G=G)
+    synth = loaded.synthesizer(resolved, template=template)
     entry = bundle.read_manifest(model)["networks"][offset_network_name(resolved)]
 
     out = Path(out)

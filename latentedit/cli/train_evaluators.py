@@ -9,8 +9,8 @@ from latentedit.train.evaluators import EVALUATOR_NAMES
 
 @click.command()
 @click.option("--out", required=True, type=click.Path(), help="Run folder: one sub-folder per evaluator, pools, bundle/.")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(EVALUATOR_NAMES + ("all",)), default=("all",),
-              show_default=True, help="Which evaluators (repeatable).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(EVALUATOR_NAMES + ("all",)),
+              default=("all",), show_default=True, help="Which evaluators (repeatable).")
 @click.option("--steps", type=int, default=None, help="Optimizer steps (default per evaluator).")
 @click.option("--batch", type=int, default=64, show_default=True, help="Total over all processes.")
 @click.option("--lr", type=float, default=None, help="Default per evaluator.")

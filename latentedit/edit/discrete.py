@@ -142,13 +142,15 @@ class DiscreteSynthesizer:
         """The synthesizer for `kind` (mask | glasses [normal] | frame_glasses | sunglasses) from a
         bundle folder (default: the bundled default); `template` overrides the bundled template
         (an image path or a [3, H, W] tensor in [-1, 1]); `G` a generator already loaded."""
-        from latentedit.formats import DEFAULT_BUNDLE, load_generator
         from latentedit.formats.evaluators import load_evaluators
         from latentedit.formats.sdgan import read_offset_network, read_template
+        from latentedit.model import default_parts, load_model
 
         kind = resolve_kind(kind, normal)
-        bundle = bundle or DEFAULT_BUNDLE
-        G = G if G is not None else load_generator(bundle)
+        if G is None:
+            model = load_model(bundle or None)  # None: the bundled default
+            bundle, G = bundle or model.parts, model.G
+        bundle = bundle or default_parts()
         net, settings = read_offset_network(bundle, kind)
         if settings.get("generator"):
             if generator_hash is None:
