@@ -34,7 +34,7 @@ from synthesize_world import measure, summarise  # noqa: E402
 
 from latentedit import world  # noqa: E402
 from latentedit.edit.directions import Direction  # noqa: E402
-from latentedit.edit.discrete import KINDS, DiscreteSynthesizer  # noqa: E402
+from latentedit.edit.discrete import ACCESSORY_KINDS, DiscreteSynthesizer  # noqa: E402
 from latentedit.edit.imaging import resize  # noqa: E402
 from latentedit.edit.inversion import encode_images, invert, load_encoder, reconstruct  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
@@ -91,7 +91,7 @@ def main():
     ap.add_argument("--fractions", default="16,8,4", help="hybrid runs at steps / each of these")
     ap.add_argument("--directions", default="smile,age,hair_color_blond", help="edits for the LEC protocol")
     ap.add_argument("--strength", type=float, default=3.0)
-    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--kinds", default=",".join(ACCESSORY_KINDS))
     ap.add_argument("--batch", type=int, default=40, help="a multiple of 4 (discriminator groups)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the results here")

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentedit.edit import regions as rg  # noqa: E402
 from latentedit.edit.directions import Direction  # noqa: E402
-from latentedit.edit.discrete import KINDS, accessory_present  # noqa: E402
+from latentedit.edit.discrete import ACCESSORY_KINDS, accessory_present  # noqa: E402
 from latentedit.edit.inversion import load_encoder  # noqa: E402
 from latentedit.formats.encoder import has_encoder  # noqa: E402
 from latentedit.edit.layers import AttributeLayers  # noqa: E402
@@ -247,7 +247,7 @@ def main():
     print(f"components fit {fit_s:.1f}s, named: {res['components']['names']}", flush=True)
 
     x = synth(G, w)
-    kinds = {k: accessory_present(ev["attributes"], x, k) for k in KINDS}
+    kinds = {k: accessory_present(ev["attributes"], x, k) for k in ACCESSORY_KINDS}
     res["masks"] = part_masks(G, comps, w, rg._parse(parser, x), lid, kinds)
     print_part_masks(f"1. cluster masks vs the parser's labels ({args.n} held-out samples)", res["masks"])
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latentedit.edit.discrete import (KINDS, DiscreteSynthesizer, accessory_present, accessory_seen,  # noqa: E402
-                                      prior_basis)
+from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present,  # noqa: E402
+                                      accessory_seen, prior_basis)
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
@@ -114,7 +114,7 @@ def equal_success(sweep, target, key="success"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="checkpoints/default", help="bundle with G, D, evaluators, offset networks")
-    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--kinds", default=",".join(ACCESSORY_KINDS))
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--truncation", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=5_000_000, help="first seed of the sampled codes (held out)")

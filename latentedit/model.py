@@ -47,6 +47,12 @@ class Model:
             self._hash = generator_hash(self.G)
         return self._hash
 
+    def with_parts(self, parts):
+        """The same generator (its hash kept) with its parts from another bundle folder (or None)."""
+        other = Model(self.G, D=self.D, parts=parts, source=self.source, info=self.info)
+        other._hash = self._hash
+        return other
+
     # -- parts -----------------------------------------------------------------------------
     def _cached(self, key, make):
         if key not in self._cache:
@@ -59,8 +65,8 @@ class Model:
         return self.parts
 
     def has(self, part):
-        """Whether the model can provide `part`: "encoder", "evaluators", "directions", or an
-        offset kind (mask, frame_glasses, sunglasses)."""
+        """Whether the model can provide `part`: "encoder", "evaluators", one evaluator (attributes,
+        identity, parser, face3d), "directions", or an offset kind (mask, frame_glasses, sunglasses)."""
         from latentedit.formats import bundle
         from latentedit.formats.directions import BOUNDARIES
         from latentedit.formats.encoder import has_encoder
@@ -73,10 +79,12 @@ class Model:
         if part == "directions":
             return (self.parts / BOUNDARIES).is_dir()
         networks = bundle.read_manifest(self.parts)["networks"]
-        if part == "evaluators":
-            from latentedit.formats.evaluators import KINDS
+        from latentedit.formats.evaluators import EVALUATOR_KINDS, NAMES
 
-            return any(e.get("kind") in KINDS for e in networks.values())
+        if part == "evaluators":
+            return any(e.get("kind") in EVALUATOR_KINDS for e in networks.values())
+        if part in NAMES:  # one evaluator: attributes | identity | parser | face3d
+            return networks.get(part, {}).get("kind") == NAMES[part]
         return offset_network_name(part) in networks
 
     def direction_names(self):
@@ -153,6 +161,14 @@ class Model:
         from latentedit.edit.regions import default_components
 
         return self._cached(("components",), lambda: default_components(self.G, parser=self.evaluator("parser")))
+
+
+def default_parts():
+    """The bundled default model's folder (its directions, evaluators, encoder, offset networks),
+    or None when none is installed: the parts a foreign or random generator borrows."""
+    from latentedit.formats import DEFAULT_BUNDLE, bundle
+
+    return DEFAULT_BUNDLE if bundle.is_bundle(DEFAULT_BUNDLE) else None
 
 
 @torch.inference_mode(False)  # as load_generator: .to(device) makes normal tensors

@@ -215,7 +215,7 @@ def test_cli_photo_without_a_face_writes_nothing(tmp_path, face):
 
 def test_phone_photos_are_aligned_upright(tmp_path, face, monkeypatch):
     """A JPEG whose EXIF says 'turn 90 degrees' is searched for a face the way it is shown."""
-    from latentedit.cli.invert import read_aligned_inputs
+    from latentedit.cli.inputs import read_aligned_inputs
 
     canvas, A, t = place(face, 0, 1.0, (150, 200), size=(300, 400))           # upright: 300 wide, 400 high
     stored = Image.fromarray(canvas).transpose(Image.Transpose.ROTATE_90)     # as the camera stored it

@@ -7,10 +7,11 @@ import click
 import numpy as np
 import torch
 
-from latentedit.cli.invert import (check_input_options, input_encoder, input_options, invert_inputs,
-                                   model_for_encoder, read_aligned_inputs, read_inputs, warning_lines, write_pasted)
-from latentedit.cli.models import MAX_IMAGES, check_count, check_scale, model_options, parse_seeds, resolve_model
-from latentedit.cli.regions import check_region_name, component_options, fit_components
+from latentedit.cli.inputs import (input_encoder, invert_inputs, read_aligned_inputs, read_inputs, warning_lines,
+                                   write_pasted)
+from latentedit.cli.options import (MAX_IMAGES, check_count, check_input_options, check_region_name, check_scale,
+                                    component_options, fit_components, input_options, model_for_encoder,
+                                    model_options, parse_seeds, parse_strength, parts_source)
 from latentedit.errors import FormatError, InputError
 from latentedit.models.stylegan2 import z_from_seeds
 
@@ -27,26 +28,13 @@ def parse_layers(text):
     return start, stop
 
 
-def parse_strength(text, name="--strength"):
-    """'-3..3' -> (-3.0, 3.0); '2' -> (2.0, 2.0); each end finite and within +-MAX_SCALE."""
-    try:
-        lo, sep, hi = text.partition("..")
-        lo, hi = float(lo), float(hi if sep else lo)
-    except ValueError:
-        raise InputError(f"{name} must look like -3..3 or 2, got {text!r}") from None
-    return check_scale(lo, name), check_scale(hi, name)
-
-
-def _classifier(evaluators_path, model_path, required=True):
-    from latentedit.formats import DEFAULT_BUNDLE, bundle
-    from latentedit.formats.evaluators import load_evaluators
-
-    candidates = [evaluators_path] if evaluators_path else [model_path, DEFAULT_BUNDLE]
-    for path in candidates:
-        if path and bundle.is_bundle(path) and "attributes" in bundle.read_manifest(path)["networks"]:
-            return load_evaluators(path, ["attributes"])["attributes"]
+def _classifier(model, evaluators_path, required=True):
+    """The attribute classifier of --evaluators, else of the model's bundle, else of the bundled default."""
+    source = parts_source(model, evaluators_path, "attributes")
+    if source.has("attributes"):
+        return source.evaluator("attributes")
     if required:
-        raise FormatError(f"no attribute classifier found in {[str(c) for c in candidates if c]}; "
+        raise FormatError(f"no attribute classifier found in {[str(source.parts)] if source.parts else []}; "
                           "pass --evaluators BUNDLE")
     return None
 
@@ -73,37 +61,35 @@ def boundary():
 @click.option("--C", "C", type=float, default=1.0, show_default=True, help="SVM regularisation.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="X.npy (+ X.json); a folder with --attribute all.")
-def train(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-          attribute, latents_path, scores_path, evaluators_path, n, ratio, split, space, truncation, solver, C,
+def train(model_choice, attribute, latents_path, scores_path, evaluators_path, n, ratio, split, space, truncation, solver, C,
           seed, out):
     """Train an InterfaceGAN boundary (unit normal of a linear SVM)."""
     from latentedit.edit.boundaries import sample_latents, score_latents, train_boundary
 
     check_count(n, "--n")
     check_scale(truncation, "--truncation")
-    from latentedit.formats.directions import generator_hash
     from latentedit.formats.latents import read_latents, read_npy
 
     if bool(latents_path) != bool(scores_path):
         raise InputError("pass --latents and --scores together")
-    G = None
-    if model_path or random_weights or not latents_path:
-        G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                          mapping_lr_mul).G.eval()
+    model = G = None
+    if model_choice.path or model_choice.random_weights or not latents_path:
+        model = model_choice.load()
+        G = model.G.eval()
     if latents_path:
         if attribute == "all":
             raise InputError("--attribute all needs the classifier; with --scores name the attribute")
         x = read_latents(latents_path)
         table = {attribute: read_npy(scores_path, "scores")}
     else:
-        clf = _classifier(evaluators_path, model_path)
+        clf = _classifier(model, evaluators_path)
         x = sample_latents(G, n, space, seed, truncation)
         with click.progressbar(length=n, label=f"scoring {n} samples") as bar:
             table = {k: v[:, None] for k, v in score_latents(
                 G, clf, x, space, progress=lambda done, total: bar.update(done - bar.pos)).items()}
         if attribute != "all" and attribute not in table:
             raise InputError(f"unknown attribute {attribute!r}; the classifier scores {sorted(table)}")
-    gh = generator_hash(G) if G is not None else None
+    gh = model.generator_hash if model is not None else None
     names = sorted(table) if attribute == "all" else [attribute]
     for name in names:
         b = train_boundary(x, table[name], ratio, split, C=C, solver=solver, seed=seed)
@@ -125,19 +111,18 @@ def train(model_path, random_weights, resolution, channel_base, channel_max, wei
 @click.option("--evaluators", "evaluators_path", type=click.Path(), help="Bundle with the attribute classifier.")
 @click.option("--no-names", is_flag=True, help="Skip naming directions with the classifier.")
 @click.option("--out", required=True, type=click.Path(), help="Folder for NAME.npy + NAME.json files.")
-def discover(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-             method, k, layers, n, evaluators_path, no_names, out):
+def discover(model_choice, method, k, layers, n, evaluators_path, no_names, out):
     """Find directions without labels (SeFa / GANSpace), named by what the classifier sees change."""
     from latentedit.edit.discover import ganspace, name_directions, sefa
 
     check_count(n, "--n")
 
-    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                      mapping_lr_mul).G.eval()
+    model = model_choice.load()
+    G = model.G.eval()
     if k < 1 or k > G.w_dim:
         raise InputError(f"--k must be in 1..{G.w_dim}, got {k}")
     dirs = sefa(G, k, parse_layers(layers)) if method == "sefa" else ganspace(G, k, n, layers=parse_layers(layers))
-    clf = None if no_names else _classifier(evaluators_path, model_path, required=False)
+    clf = None if no_names else _classifier(model, evaluators_path, required=False)
     if clf is not None:
         dirs = name_directions(G, clf, dirs)
     elif not no_names:
@@ -170,8 +155,7 @@ def discover(model_path, random_weights, resolution, channel_base, channel_max, 
 @component_options
 @click.option("--out", required=True, type=click.Path(),
               help="Grid PNG; with --input also OUT_latents.npy / OUT_latents.json (the inverted codes).")
-def edit(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-         direction, strength, steps, seeds, condition, layers, truncation, mode, bundle_path, input_paths,
+def edit(model_choice, direction, strength, steps, seeds, condition, layers, truncation, mode, bundle_path, input_paths,
          invert_mode, invert_steps, encoder_path, align, region, fit_samples, clusters, out):
     """Edit grid: rows are samples, columns strengths along a direction.
 
@@ -185,7 +169,7 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
 
     With --input PHOTO --align the faces are found and aligned as FFHQ was (the grid shows the
     aligned crops), and every edit is also pasted back into its photo: OUT_pasted/NAME_STRENGTH.png."""
-    from latentedit.edit.directions import Direction, linear_interpolate
+    from latentedit.edit.directions import linear_interpolate
     from latentedit.formats.images import grid, save_png, tile, to_uint8
     from latentedit.formats.latents import write_latents
 
@@ -207,11 +191,9 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
         if mode == "absolute":
             raise InputError("--mode absolute moves W codes to distances from the boundary; images from --input "
                              "are inverted into W+ codes: use --mode relative")
-    if input_paths and not random_weights:
-        model_path = model_for_encoder(model_path, encoder_path)  # an e4e / pSp file brings its generator
-    nets = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                         mapping_lr_mul)
-    G = nets.G.eval()
+    # an e4e / pSp file given as --encoder brings its generator
+    model = model_choice.load(model_for_encoder(encoder_path) if input_paths else None)
+    G = model.G.eval()
     images = encoder = None
     if input_paths:
         with warning_lines():
@@ -219,19 +201,18 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
                 files, images, alignments, photos = read_aligned_inputs(input_paths, G.img_resolution)
             else:
                 files, images = read_inputs(input_paths, G.img_resolution)
-        encoder = input_encoder(invert_mode, encoder_path, nets.path, G)[0]
-    if bundle_path is None and model_path and Path(model_path).is_dir():
-        bundle_path = model_path
-    d = Direction.load(direction, bundle_path)
+        encoder = input_encoder(invert_mode, encoder_path, model)[0]
+    directions = parts_source(model, bundle_path)  # --boundaries, else the model's bundle, else the default's
+    d = directions.direction(direction)
     if condition:
-        d = d.orthogonal_to(*[Direction.load(c.strip(), bundle_path) for c in condition.split(",") if c.strip()])
+        d = d.orthogonal_to(*[directions.direction(c.strip()) for c in condition.split(",") if c.strip()])
     if parse_layers(layers):
         d = d.restrict(*parse_layers(layers), num_ws=G.num_ws)
     in_z = d.space == "z"  # InterFaceGAN++'s StyleGAN2 boundaries, GANSpace components found in Z
     if in_z and input_paths:
         raise InputError(f"direction {d.name} lives in Z; images from --input are inverted into W+ codes: "
                          "use a W direction (or train one with `latentedit boundary train`)")
-    d.check(G, "z" if in_z else "w")
+    d.check(G, "z" if in_z else "w", generator_hash=model.generator_hash)
     lo, hi = parse_strength(strength)
     if input_paths:
         w = invert_inputs(images, G, invert_mode, encoder, invert_steps).cpu()       # [N, L, D]
@@ -243,7 +224,7 @@ def edit(model_path, random_weights, resolution, channel_base, channel_max, weig
         w = G.sample_w(seeds=parse_seeds(seeds), truncation=truncation)             # [N, D]
         edited = linear_interpolate(w, d, lo, hi, steps, mode)                      # [N, S, (L,) D]
     if region:
-        results = _region_columns(G, w, edited, region, fit_components(G, model_path, fit_samples, clusters))
+        results = _region_columns(G, w, edited, region, fit_components(model, fit_samples, clusters))
     else:
         with torch.no_grad():
             results = G.synthesize(edited.flatten(0, 1), batch_size=16)            # [N * steps, 3, R, R]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from latentedit.cli.models import check_count, check_scale
+from latentedit.cli.options import check_count, check_scale, parts_source
 from latentedit.errors import FormatError
 from latentedit.runtime import set_threads
 
@@ -29,34 +29,30 @@ def evaluate():
 @click.option("--record", is_flag=True, help="Also store the report in the model bundle's figures.")
 def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, threads, record):
     """World-FID, KID, precision / recall, attribute rates and confidence of generated samples."""
-    from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
+    from latentedit.formats import bundle
     from latentedit.formats.atomic import write_text
-    from latentedit.formats.evaluators import load_evaluators
+    from latentedit.formats.evaluators import EVALUATOR_KINDS
+    from latentedit.model import load_model
     from latentedit.metrics import evaluate_generator
 
     set_threads(threads)
     check_count(n, "--n")
     check_scale(truncation, "--truncation")
-    G = load_generator(model_path).eval()
-    candidates = [evaluators_path] if evaluators_path else [model_path, DEFAULT_BUNDLE]
-    evaluators = None
-    for path in candidates:
-        if path and bundle.is_bundle(path):
-            found = load_evaluators(path)
-            if "attributes" in found:
-                evaluators = found
-                break
-    if evaluators is None:
-        raise FormatError(f"no attribute classifier found in {[str(c) for c in candidates if c]}; "
+    model = load_model(model_path)
+    G = model.G.eval()
+    source = parts_source(model, evaluators_path, "attributes")  # --evaluators, the model's bundle, the default's
+    if not source.has("attributes"):
+        raise FormatError(f"no attribute classifier found in {[str(source.parts)] if source.parts else []}; "
                           "pass --evaluators BUNDLE (see `latentedit train evaluators`)")
+    held = bundle.read_manifest(source.parts)["networks"]
+    evaluators = source.evaluators([name for name, e in held.items() if e.get("kind") in EVALUATOR_KINDS])
     report = evaluate_generator(G, evaluators, n=n, truncation=truncation, batch=batch, floor=not no_floor,
                                 progress=click.echo)
     write_text(Path(out), json.dumps(report, indent=1) + "\n")
     if record:
-        target = model_path or DEFAULT_BUNDLE
-        if not bundle.is_bundle(target):
-            raise FormatError(f"--record needs the model to be a bundle folder, not {target}")
-        bundle.update_manifest(target, figures={"generator": report})
+        if model.parts is None:
+            raise FormatError(f"--record needs the model to be a bundle folder, not {model.source}")
+        bundle.update_manifest(model.parts, figures={"generator": report})
     click.echo(f"world-FID {report['world_fid']:.3f}" +
                (f" (real-vs-real floor {report['world_fid_floor']:.3f})" if "world_fid_floor" in report else "") +
                f"  KID {report['kid']:.4f}  precision {report['precision']:.3f}  recall {report['recall']:.3f}")

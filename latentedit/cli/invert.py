@@ -1,152 +1,20 @@
 """`latentedit invert IMG|DIR ... --out DIR`: latent codes for images (projection, the image -> W+
 encoder, or projection started from the encoder's codes)."""
-import contextlib
-import warnings
 from pathlib import Path
 
 import click
 import numpy as np
 
-from latentedit.cli.models import model_options, resolve_model
+from latentedit.cli.inputs import (image_uint8 as _uint8, input_encoder, read_aligned_inputs, warning_lines,
+                                   write_pasted)
+from latentedit.cli.options import align_option, model_for_encoder, model_options
 from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
-from latentedit.edit.inversion import MODES, SPACES, invert as invert_images, load_encoder, reconstruct
+from latentedit.edit.inversion import MODES, SPACES, invert as invert_images, reconstruct
 from latentedit.errors import InputError
 from latentedit.formats.image_input import list_images, read_image, to_tensor
-from latentedit.formats.images import save_png, tile, to_uint8
+from latentedit.formats.images import save_png, tile
 from latentedit.formats.latents import write_latents
 from latentedit.runs import ResumableRun
-
-
-def _warn_line(message, category, filename, lineno, file=None, line=None):
-    click.echo(f"warning: {message}", err=True)
-
-
-@contextlib.contextmanager
-def warning_lines():
-    """Python warnings (an image resized, a folder's non-image files skipped) as `warning: ...` lines."""
-    old_show = warnings.showwarning
-    warnings.showwarning = _warn_line
-    try:
-        yield
-    finally:
-        warnings.showwarning = old_show
-
-
-align_option = click.option(
-    "--align", is_flag=True,
-    help="Unaligned photos: find the face (dlib's 68 landmarks), crop it as FFHQ was aligned, and also write "
-         "the result pasted back into the photo (needs `pip install 'latentedit[align]'`).")
-
-
-def input_options(f):
-    """--input IMG|DIR (repeatable), --invert-mode, --invert-steps, --encoder: edit the codes of images."""
-    options = [
-        click.option("--input", "input_paths", type=click.Path(), multiple=True,
-                     help="Image file or folder (repeatable): invert these images and edit their codes."),
-        click.option("--invert-mode", type=click.Choice(MODES), default="encoder", show_default=True,
-                     help="How --input images are inverted (see `latentedit invert`)."),
-        click.option("--invert-steps", type=int, default=300, show_default=True,
-                     help="Optimisation steps of --invert-mode project / hybrid."),
-        click.option("--encoder", "encoder_path", type=click.Path(), default=None,
-                     help="Bundle holding the encoder for --input, or an e4e / pSp / ReStyle checkpoint "
-                          "(default: the model bundle)."),
-        align_option,
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def check_input_options(input_paths, invert_mode, invert_steps, encoder_path):
-    """Refuses --invert-* / --encoder without --input, and bad --invert-steps."""
-    ctx = click.get_current_context()
-    if not input_paths:
-        for name in ("invert_mode", "invert_steps", "encoder_path", "align"):
-            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-                flag = "--encoder" if name == "encoder_path" else "--" + name.replace("_", "-")
-                raise InputError(f"{flag} applies to images given with --input")
-    if invert_steps < 1:
-        raise InputError(f"--invert-steps must be >= 1, got {invert_steps}")
-
-
-def read_inputs(input_paths, resolution):
-    """--input files / folders -> (files, images [N, 3, R, R] in [-1, 1]); every file read up front,
-    so a file that is not an image is an error naming it before anything is written."""
-    files = list_images(list(input_paths))
-    return files, to_tensor([read_image(f, resolution) for f in files])
-
-
-def read_aligned_inputs(input_paths, resolution):
-    """--input --align photos -> (files, aligned crops [N, 3, R, R] in [-1, 1], Alignments, photos
-    uint8 [H, W, 3]); every face is found up front, so a photo without one is an error before
-    anything is written."""
-    from latentedit.edit.align import align_face
-    from latentedit.formats.image_input import open_rgb
-
-    files = list_images(list(input_paths))
-    photos = [np.asarray(open_rgb(f, upright=True), dtype=np.uint8) for f in files]
-    alignments = [align_face(photo, resolution, name=str(f)) for f, photo in zip(files, photos)]
-    return files, to_tensor([a.crop for a in alignments]), alignments, photos
-
-
-def write_pasted(path, photo, image, alignment):
-    """A crop (tensor [3, R, R] in [-1, 1], or uint8 [R, R, 3]) pasted back into its photo -> path."""
-    import torch
-
-    from latentedit.edit.align import paste_back
-
-    save_png(path, paste_back(photo, _uint8(image) if torch.is_tensor(image) else image, alignment.quad))
-
-
-def input_encoder(mode, encoder_path, model_path, G, flag="--invert-mode"):
-    """(encoder or None, its weights' sha256 or None) for --invert-mode / --mode; the encoder comes
-    from --encoder (a bundle, or an e4e / pSp / ReStyle checkpoint file), else from the model bundle."""
-    from latentedit.formats import bundle
-    from latentedit.formats.encoder import NAME
-
-    if mode == "project":
-        return None, None
-    if encoder_path is None:
-        if model_path is None or not bundle.is_bundle(model_path):
-            raise InputError(f"{flag} {mode} needs an encoder, and the model {model_path} is "
-                             "not a bundle that could hold one; pass --encoder BUNDLE (train one with "
-                             "`latentedit train encoder`)")
-        encoder_path = model_path
-    encoder = load_encoder(encoder_path, G)
-    if Path(encoder_path).is_file():
-        import hashlib
-
-        return encoder, hashlib.sha256(Path(encoder_path).read_bytes()).hexdigest()
-    return encoder, bundle.read_manifest(encoder_path)["networks"][NAME]["sha256"]
-
-
-def model_for_encoder(model_path, encoder_path):
-    """--model, defaulting to the generator inside an --encoder checkpoint file (an e4e / pSp /
-    ReStyle file holds its decoder) instead of the bundled model."""
-    if model_path is None and encoder_path is not None and Path(encoder_path).is_file():
-        return encoder_path
-    return model_path
-
-
-def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverting"):
-    """W+ codes [N, num_ws, w_dim] of images [N, 3, R, R] (seed 0, pixel loss for project / hybrid)."""
-    import torch
-
-    per_image = 1 if mode == "encoder" else steps
-    parts = []
-    with click.progressbar(length=len(images) * per_image, label=f"{label} {len(images)} images ({mode})",
-                           file=None) as bar:
-        for i in range(0, len(images), batch_size):
-            batch = images[i:i + batch_size]
-
-            def progress(step, total, losses, _bar=bar, _k=len(batch)):
-                _bar.update(_k)
-
-            parts.append(invert_images(batch, mode=mode, G=G, encoder=encoder, space="w+", steps=steps,
-                                       progress=progress))
-            if mode == "encoder":
-                bar.update(len(batch))
-    return torch.cat(parts)
 
 
 @click.command()
@@ -174,9 +42,8 @@ def invert_inputs(images, G, mode, encoder, steps, batch_size=16, label="inverti
               help="Identity loss ArcFace IR-SE-50 (model_ir_se50.pth, as pSp / e4e use it). Replaces the "
                    "evaluators' identity loss.")
 @align_option
-def invert(inputs, model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-           out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size, lpips_spec, arcface_path,
-           align):
+def invert(inputs, model_choice, out, mode, encoder_path, steps, space, evaluators_path, seed, batch_size, lpips_spec,
+           arcface_path, align):
     """Invert images (files or folders) into latents: NAME.npy / NAME.json (SD-GAN style),
     NAME_rec.png reconstructions and grid.png (input | reconstruction per row) in --out.
     Modes encoder / hybrid use the encoder of --encoder, else of the --model bundle.
@@ -195,14 +62,11 @@ def invert(inputs, model_path, random_weights, resolution, channel_base, channel
     if encoder_path is not None and mode == "project":
         click.echo("note: --encoder is used by modes encoder / hybrid; unused in mode project")
     with warning_lines():
-        if not random_weights:
-            model_path = model_for_encoder(model_path, encoder_path)
-        nets = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                             mapping_lr_mul)
-        encoder = input_encoder(mode, encoder_path, nets.path, nets.G, flag="--mode")[0]
-        if evaluators_path is None and mode != "encoder" and _holds_evaluators(nets.path):
-            evaluators_path = nets.path
-        _run(inputs, nets.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size,
+        model = model_choice.load(model_for_encoder(encoder_path))
+        encoder = input_encoder(mode, encoder_path, model, flag="--mode")[0]
+        if evaluators_path is None and mode != "encoder" and _holds_evaluators(model.parts):
+            evaluators_path = model.parts
+        _run(inputs, model.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size,
              (lpips_spec, arcface_path), align)
 
 
@@ -313,10 +177,6 @@ def _losses(mode, evaluators_path, lpips_spec, arcface_path, device):
         click.echo("note: no evaluators (the model is not a bundle holding them, and no --evaluators / --lpips / "
                    "--arcface); pixel loss only")
     return perceptual, identity
-
-
-def _uint8(img):  # [3, H, W] in [-1, 1] -> [H, W, 3] uint8
-    return to_uint8(img[None])[0]
 
 
 def _read_png(path):

@@ -5,100 +5,13 @@ from pathlib import Path
 import click
 import torch
 
+from latentedit.cli.options import (MAX_IMAGES, MAX_SCALE, check_mapping_lr_mul, check_scale, model_options,
+                                   parse_seeds, progress_bar)
 from latentedit.errors import InputError
-from latentedit.formats import Networks, bundle, load_networks, save_networks
+from latentedit.formats import bundle, load_networks, save_networks
 from latentedit.formats.latents import read_latents
-from latentedit.models.stylegan2 import NOISE_MODES, Generator, GeneratorConfig, z_from_seeds
+from latentedit.models.stylegan2 import NOISE_MODES, z_from_seeds
 from latentedit.runs import generate_images
-from latentedit.runtime import seeded
-
-
-MAX_IMAGES = 1_000_000  # images (or samples) one run may make: a typo like --n 100000000 fails at once
-MAX_SCALE = 100.0  # |truncation|, |strength|: far past any useful edit, well before float overflow
-
-
-def check_count(n, name="--n", maximum=MAX_IMAGES):
-    """A sample / image count in 1..maximum, checked before any work starts."""
-    if not 1 <= n <= maximum:
-        raise InputError(f"{name} must be in 1..{maximum:,} per run, got {n:,}")
-    return n
-
-
-def check_scale(value, name):
-    """A truncation psi or edit strength: finite and at most MAX_SCALE in size."""
-    if not abs(value) <= MAX_SCALE:  # also refuses NaN
-        raise InputError(f"{name} must be a number in -{MAX_SCALE:g}..{MAX_SCALE:g}, got {value:g}")
-    return value
-
-
-def check_mapping_lr_mul(value, name="--mapping-lr-mul"):
-    if value is not None and not 0 < value <= MAX_SCALE:
-        raise InputError(f"{name} must be in (0, {MAX_SCALE:g}] (rosinality's --lr_mlp, usually 0.01), got {value:g}")
-    return value
-
-
-def parse_seeds(text, name="--seeds"):
-    """'0-15' / '1,5,7-9' -> [0, ..., 15] / [1, 5, 7, 8, 9]; at most MAX_IMAGES seeds."""
-    seeds = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                if lo > hi:
-                    raise ValueError(part)
-                if len(seeds) + hi - lo + 1 > MAX_IMAGES:  # before building the list
-                    raise InputError(f"{name} {text!r} names {len(seeds) + hi - lo + 1:,} seeds; "
-                                     f"at most {MAX_IMAGES:,} per run")
-                seeds.extend(range(lo, hi + 1))
-            else:
-                seeds.append(int(part))
-    except InputError:
-        raise
-    except ValueError:
-        raise InputError(f"{name} must look like 0-15 or 1,5,7-9, got {text!r}") from None
-    if len(seeds) > MAX_IMAGES:
-        raise InputError(f"{name} names {len(seeds):,} seeds; at most {MAX_IMAGES:,} per run")
-    if not seeds or any(s < 0 or s >= 2 ** 32 for s in seeds):
-        raise InputError(f"--seeds must be non-empty and in [0, 2^32), got {text!r}")
-    return seeds
-
-
-def model_options(f):
-    """--model PATH, or --random-weights with an architecture (for trying things out)."""
-    options = [
-        click.option("--model", "model_path", type=click.Path(), default=None,
-                     help="Bundle folder, rosinality .pt or NVlabs .pkl (default: the bundled model)."),
-        click.option("--random-weights", is_flag=True, help="Use a randomly initialised generator."),
-        click.option("--resolution", type=int, default=256, show_default=True, help="With --random-weights."),
-        click.option("--channel-base", type=int, default=32768, show_default=True, help="With --random-weights."),
-        click.option("--channel-max", type=int, default=512, show_default=True, help="With --random-weights."),
-        click.option("--weights-seed", type=int, default=0, show_default=True, help="With --random-weights."),
-        click.option("--mapping-lr-mul", type=float, default=None,
-                     help="Mapping lr multiplier, for rosinality files trained with a non-default --lr_mlp."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul):
-    check_mapping_lr_mul(mapping_lr_mul)
-    if random_weights:
-        if model_path:
-            raise InputError("pass either --model or --random-weights, not both")
-        with seeded(weights_seed):
-            G = Generator(GeneratorConfig(resolution=resolution, channel_base=channel_base, channel_max=channel_max))
-        return Networks("random", f"random-weights(seed={weights_seed})", G=G.eval())
-    overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul is not None else None
-    if model_path is None:
-        from latentedit.formats import DEFAULT_BUNDLE
-
-        model_path = DEFAULT_BUNDLE
-    nets = load_networks(model_path, overrides)
-    if nets.G is None:
-        raise InputError(f"{model_path}: holds no generator")
-    return nets
 
 
 @click.command()
@@ -112,8 +25,7 @@ def resolve_model(model_path, random_weights, resolution, channel_base, channel_
 @click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="A folder (one PNG per image + grid.png) or a .png grid.")
-def generate(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-             seeds, w_file, truncation, truncation_cutoff, noise_mode, batch_size, out):
+def generate(model_choice, seeds, w_file, truncation, truncation_cutoff, noise_mode, batch_size, out):
     """Generate images from seeds or a latent file.
 
     A re-run into the same folder resumes; under torchrun the batches are split over the processes
@@ -124,8 +36,7 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
     if w_file and (truncation != 1.0 or truncation_cutoff is not None):
         raise InputError("--truncation applies to seeds; latents from --w-file are used as they are")
     seed_list = None if w_file else parse_seeds(seeds)  # checked before the model loads
-    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                      mapping_lr_mul).G
+    G = model_choice.load().G
     if truncation_cutoff is not None and not 0 <= truncation_cutoff <= G.num_ws:
         raise InputError(f"--truncation-cutoff must be in 0..{G.num_ws} (the generator's W+ layers), "
                          f"got {truncation_cutoff}")
@@ -137,20 +48,14 @@ def generate(model_path, random_weights, resolution, channel_base, channel_max, 
         with torch.no_grad():
             ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation_psi=truncation,
                            truncation_cutoff=truncation_cutoff, update_w_avg=False)
-    settings = {"model": str(model_path or ("random" if random_weights else "default")),
-                "weights_seed": weights_seed if random_weights else None,
+    settings = {"model": model_choice.label,
+                "weights_seed": model_choice.weights_seed if model_choice.random_weights else None,
                 "resolution": G.img_resolution, "w_file": str(w_file) if w_file else None,
                 "truncation": truncation, "truncation_cutoff": truncation_cutoff, "noise_mode": noise_mode}
     written, grid_path = generate_images(G, ws, out, names, batch_size, noise_mode, settings, progress_bar)
     if grid_path is not None:  # rank 0 of a torchrun run reports it
         folder = "" if Path(out).suffix.lower() == ".png" else f" to {out}/"
         click.echo(f"wrote {len(names)} images{folder} and the grid {grid_path}")
-
-
-def progress_bar(items, label):
-    """`latentedit.runs`' progress callback: a click progress bar on stderr."""
-    with click.progressbar(list(items), label=label, file=None) as bar:
-        yield from bar
 
 
 @click.command()

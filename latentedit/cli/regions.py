@@ -9,7 +9,8 @@ between faces, and attribute layers recomposited at any strength and colour.
 
 Masks are written as PNG (0..255) and .npy (float32 soft masks in [0, 1], bool binary masks,
 one [R, R] array per image). Part masks come from clusters of the generator's features, fitted
-when the command starts (--fit-samples, --clusters) and named by the bundled face parser.
+when the command starts (--fit-samples, --clusters) and named by the model's face parser
+(else the bundled default's).
 """
 import json
 import math
@@ -20,7 +21,8 @@ import click
 import numpy as np
 import torch
 
-from latentedit.cli.models import check_scale, model_options, parse_seeds, resolve_model
+from latentedit.cli.options import (check_region_name, check_scale, component_options, fit_components, model_options,
+                                    parse_seeds, parse_strength, parts_source)
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_bytes, write_text
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -29,50 +31,7 @@ CHUNK = 8  # images per generator pass (and per progress-bar step)
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared options and helpers (also used by `latentedit edit --region`)
-
-
-def component_options(f):
-    """--fit-samples, --clusters: how the part clusters are fitted when the command starts."""
-    options = [
-        click.option("--fit-samples", type=int, default=64, show_default=True,
-                     help="Part clusters: samples whose generator features are clustered."),
-        click.option("--clusters", type=int, default=64, show_default=True,
-                     help="Part clusters: k of the spherical k-means (named by the face parser)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def fit_components(G, model_path, fit_samples, clusters):
-    """A named ComponentModel for G (regions.component_clusters on the 32 and 64 px blocks where G
-    has them, as regions.default_components does), named by the face parser of the model bundle,
-    else of the bundled default."""
-    from latentedit.edit import regions as rg
-    from latentedit.formats import DEFAULT_BUNDLE, bundle
-    from latentedit.formats.evaluators import load_evaluators
-
-    if fit_samples < 1:
-        raise InputError(f"--fit-samples must be >= 1, got {fit_samples}")
-    if clusters < 2:
-        raise InputError(f"--clusters must be >= 2, got {clusters}")
-    source = DEFAULT_BUNDLE
-    if model_path and bundle.is_bundle(model_path) and "parser" in bundle.read_manifest(model_path)["networks"]:
-        source = model_path
-    parser = load_evaluators(source, names=["parser"])["parser"].to(G.w_avg.device)
-    blocks = G.synthesis.block_resolutions
-    res = tuple(r for r in (32, 64) if r in blocks) or (blocks[-1],)
-    click.echo(f"fitting {clusters} part clusters on {fit_samples} samples ...")
-    return rg.component_clusters(G, n_samples=fit_samples, k=clusters, layer_res=res, parser=parser)
-
-
-def check_region_name(name, flag="--region"):
-    from latentedit.edit.regions import REGIONS
-
-    if name not in REGIONS:
-        raise InputError(f"{flag}: unknown region {name!r}; known: {', '.join(REGIONS)}")
-    return name
+# Helpers of the three commands
 
 
 def _from_cli(name):
@@ -80,7 +39,7 @@ def _from_cli(name):
     return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
 
-def sample_latents(G, seeds, w_file, truncation, flag_seeds="--seeds", flag_w="--w-file"):
+def latents_from_options(G, seeds, w_file, truncation, flag_seeds="--seeds", flag_w="--w-file"):
     """(W or W+ latents [N, ...], names) from seeds (truncated) or a latent file (as they are)."""
     from latentedit.formats.latents import read_latents
 
@@ -94,12 +53,9 @@ def sample_latents(G, seeds, w_file, truncation, flag_seeds="--seeds", flag_w="-
     return G.sample_w(seeds=seed_list, truncation=truncation), [f"seed{s:04d}" for s in seed_list]
 
 
-def load_direction(name, model_path, bundle_path, G):
-    from latentedit.edit.directions import Direction
-
-    if bundle_path is None and model_path and Path(model_path).is_dir():
-        bundle_path = model_path
-    return Direction.load(name, bundle_path).check(G, "w")
+def load_direction(name, model, bundle_path):
+    """A W direction by name or path from --boundaries, else the model's bundle, else the default's."""
+    return parts_source(model, bundle_path).direction(name).check(model.G, "w", generator_hash=model.generator_hash)
 
 
 def mask_uint8(m):
@@ -166,8 +122,7 @@ def _chunks(n, size=CHUNK):
               help="Bundle whose boundaries/ holds named directions (default: --model, else the bundled model).")
 @component_options
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
-def mask(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-         direction, strength, region, seeds, w_file, truncation, bundle_path, fit_samples, clusters, out):
+def mask(model_choice, direction, strength, region, seeds, w_file, truncation, bundle_path, fit_samples, clusters, out):
     """Masks from the generator alone: where an edit acts (--direction), or face parts (--region).
 
     --direction: per image NAME.png (before), NAME_edited.png, NAME_soft.png / .npy (soft edit mask),
@@ -197,18 +152,18 @@ def mask(model_path, random_weights, resolution, channel_base, channel_max, weig
         if names_regions != ["all"]:
             for r in names_regions:
                 check_region_name(r)
-    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                      mapping_lr_mul).G.eval()
-    d = load_direction(direction, model_path, bundle_path, G) if direction else None
-    ws, names = sample_latents(G, seeds, w_file, truncation)
+    model = model_choice.load()
+    G = model.G.eval()
+    d = load_direction(direction, model, bundle_path) if direction else None
+    ws, names = latents_from_options(G, seeds, w_file, truncation)
     out = Path(out)
-    settings = {"model": str(model_path or ("random" if random_weights else "default")),
+    settings = {"model": model_choice.label,
                 "seeds": None if w_file else seeds, "w_file": str(w_file) if w_file else None,
                 "truncation": None if w_file else truncation}
     if d is not None:
         _edit_masks(G, ws, names, d, strength, out, settings)
     else:
-        _part_masks(G, ws, names, names_regions, fit_components(G, model_path, fit_samples, clusters), out, settings)
+        _part_masks(G, ws, names, names_regions, fit_components(model, fit_samples, clusters), out, settings)
 
 
 def _edit_masks(G, ws, names, d, strength, out, settings):
@@ -305,8 +260,7 @@ def _part_masks(G, ws, names, regions, comps, out, settings):
 @click.option("--truncation", type=float, default=0.7, show_default=True, help="Truncation psi of the seeds.")
 @component_options
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
-def transfer(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-             component, source, target, source_w, target_w, truncation, fit_samples, clusters, out):
+def transfer(model_choice, component, source, target, source_w, target_w, truncation, fit_samples, clusters, out):
     """Put the source face's component (mouth, an eye, ...) on the target faces, blending the
     generator's features inside the union of both faces' part masks (feathered).
 
@@ -326,10 +280,10 @@ def transfer(model_path, random_weights, resolution, channel_base, channel_max, 
         raise InputError(f"--source takes one seed, got {source!r} (one source serves every target)")
     if target:
         parse_seeds(target)
-    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                      mapping_lr_mul).G.eval()
-    t, t_names = sample_latents(G, target, target_w, truncation, "--target", "--target-w")
-    s, s_names = sample_latents(G, source, source_w, truncation, "--source", "--source-w")
+    model = model_choice.load()
+    G = model.G.eval()
+    t, t_names = latents_from_options(G, target, target_w, truncation, "--target", "--target-w")
+    s, s_names = latents_from_options(G, source, source_w, truncation, "--source", "--source-w")
     t, s = G.broadcast_w(t), G.broadcast_w(s)
     if len(s) not in (1, len(t)):
         raise InputError(f"--source-w holds {len(s)} codes for {len(t)} targets (one, or one per target)")
@@ -337,7 +291,7 @@ def transfer(model_path, random_weights, resolution, channel_base, channel_max, 
         s, s_names = s.expand(len(t), -1, -1), s_names * len(t)
     if source_w:
         s_names = [f"source{n}" for n in s_names]
-    comps = fit_components(G, model_path, fit_samples, clusters)
+    comps = fit_components(model, fit_samples, clusters)
     part = "eyes" if component in rg.SIDES else component
     if part not in comps.names:
         raise InputError(f"--component {component}: no cluster was named {part!r} "
@@ -362,7 +316,7 @@ def transfer(model_path, random_weights, resolution, channel_base, channel_max, 
             rows.append(np.stack([src, tgt, result, mask_rgb(m)], 1))
     save_png(out / "grid.png", tile(np.concatenate(rows).reshape(-1, *rows[0].shape[2:]), cols=4))
     write_json(out / "transfer.json", {
-        "model": str(model_path or ("random" if random_weights else "default")), "component": component,
+        "model": model_choice.label, "component": component,
         "source": source, "source_w": str(source_w) if source_w else None, "target": target,
         "target_w": str(target_w) if target_w else None, "truncation": None if source_w and target_w else truncation,
         "clusters": comps.k, "fit_samples": fit_samples, "pairs": records,
@@ -410,8 +364,7 @@ def parse_colour_option(text):
               help="Bundle whose boundaries/ holds named directions (default: --model, else the bundled model).")
 @component_options
 @click.option("--out", required=True, type=click.Path(), help="Grid PNG; the report goes to OUT with .json.")
-def layers(model_path, random_weights, resolution, channel_base, channel_max, weights_seed, mapping_lr_mul,
-           direction, strengths, steps, s_ref, colours, seeds, w_file, truncation, compare, bundle_path,
+def layers(model_choice, direction, strengths, steps, s_ref, colours, seeds, w_file, truncation, compare, bundle_path,
            fit_samples, clusters, out):
     """Attribute layers: each direction is generated once (at --s-ref) and becomes a mask and an
     appearance residual; the grid recomposites them without the generator.
@@ -420,7 +373,6 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
     (that layer's or region's colour moved to R,G,B, shading kept), then with --compare the
     generator's own images at those strengths. OUT.json: PSNR (dB) of recomposited against
     regenerated images per strength (null = identical), and the time of one render."""
-    from latentedit.cli.edit import parse_strength
     from latentedit.edit import regions as rg
     from latentedit.edit.layers import AttributeLayers
 
@@ -444,11 +396,11 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
     colour_rows = [parse_colour_option(c) for c in colours]
     if not w_file:
         parse_seeds(seeds)
-    G = resolve_model(model_path, random_weights, resolution, channel_base, channel_max, weights_seed,
-                      mapping_lr_mul).G.eval()
+    model = model_choice.load()
+    G = model.G.eval()
     edits = {}
     for tok in tokens:
-        d = load_direction(tok, model_path, bundle_path, G)
+        d = load_direction(tok, model, bundle_path)
         name = d.name or Path(tok).stem
         if name in edits:
             raise InputError(f"--direction names {name!r} twice")
@@ -456,10 +408,10 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
     for name, _ in colour_rows:
         if name not in edits and name not in rg.REGIONS:
             raise InputError(f"--colour {name}: not a layer ({', '.join(edits)}) or a region ({', '.join(rg.REGIONS)})")
-    ws, names = sample_latents(G, seeds, w_file, truncation)
+    ws, names = latents_from_options(G, seeds, w_file, truncation)
     comps = None
     if any(name not in edits for name, _ in colour_rows):
-        comps = fit_components(G, model_path, fit_samples, clusters)
+        comps = fit_components(model, fit_samples, clusters)
     lay = AttributeLayers(G, ws, edits, components=comps, s_ref=s_ref)
     for name, _ in colour_rows:
         lay.region_mask(name)                          # a region nobody named fails here, before the work
@@ -483,7 +435,7 @@ def layers(model_path, random_weights, resolution, channel_base, channel_max, we
             if compare:
                 cells[:, -1, j] = to_uint8(regen)
     report = {
-        "model": str(model_path or ("random" if random_weights else "default")),
+        "model": model_choice.label,
         "layers": list(edits), "s_ref": s_ref, "strengths": [round(v, 6) for v in values],
         "seeds": None if w_file else seeds, "w_file": str(w_file) if w_file else None,
         "truncation": None if w_file else truncation,

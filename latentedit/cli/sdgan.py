@@ -24,8 +24,8 @@ from latentedit.errors import InputError
 
 def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, truncation, mean_source, mean_samples,
                      mean_seed, normalize_output, batch_size, out):
-    from latentedit.cli.models import progress_bar
-    from latentedit.cli.synthesize import _sha256
+    from latentedit.cli.options import progress_bar
+    from latentedit.formats.files import file_sha256
     from latentedit.edit.sdgan import SDGANSynthesizer
     from latentedit.formats import bundle, load_generator
     from latentedit.formats.latents import read_latents, read_priors
@@ -54,9 +54,9 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
                 "fusion_sha256": networks[SDGAN_PREFIX + synth.kind]["sha256"],
                 "truncation": synth.truncation, "mean_latent": synth.mean_source, "n": len(w), "seed": seed,
                 "w_file": None if w_file is None else str(w_file),
-                "w_sha256": None if w_file is None else _sha256(w_file),
+                "w_sha256": None if w_file is None else file_sha256(w_file),
                 "interface_file": None if interface_file is None else str(interface_file),
-                "interface_sha256": None if interface_file is None else _sha256(interface_file),
+                "interface_sha256": None if interface_file is None else file_sha256(interface_file),
                 "normalize_output": normalize_output, "batch_size": batch_size, "noise_mode": "const"}
 
     def compute(batch):

@@ -29,7 +29,6 @@ A re-run into the same folder with the same settings redoes only the images whos
 of whose three PNGs is missing, then rebuilds the grid, the latent files and the manifest from the
 records; other settings are refused. Every file is written atomically.
 """
-import hashlib
 import os
 from pathlib import Path
 
@@ -37,23 +36,18 @@ import click
 import numpy as np
 import torch
 
-from latentedit.cli.invert import (check_input_options, input_encoder, input_options, read_aligned_inputs, read_inputs,
-                                   warning_lines, write_pasted)
-from latentedit.cli.models import MAX_IMAGES, check_count, check_scale
+from latentedit.cli.inputs import input_encoder, read_aligned_inputs, read_inputs, warning_lines, write_pasted
+from latentedit.cli.options import MAX_IMAGES, check_count, check_input_options, check_scale, input_options
 from latentedit.errors import FormatError, InputError
-from latentedit.formats.files import read_bytes, regular_file
+from latentedit.formats.files import file_sha256, regular_file
 
 GRID_SAMPLES = 16
-
-
-def _sha256(path):
-    return hashlib.sha256(read_bytes(path)).hexdigest()
 
 
 def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
     """W+ codes [N, num_ws, w_dim] of the --input images: read back from `path` when an earlier run
     of the same settings left them (the resume check has passed), else inverted and saved there."""
-    from latentedit.cli.invert import invert_inputs
+    from latentedit.cli.inputs import invert_inputs
     from latentedit.formats.latents import write_latents
 
     shape = (len(images), G.num_ws, G.w_dim)
@@ -126,10 +120,11 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     With --input IMG|DIR the codes are the images' inversions (--invert-mode, default encoder);
     with --align too, the inputs are photos: OUT/aligned/ holds their FFHQ-aligned faces and
     OUT/pasted/ each result pasted back into its photo."""
-    from latentedit.cli.models import progress_bar
+    from latentedit.cli.options import progress_bar
     from latentedit.edit.outputs import FOLDERS, short_floats
-    from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind, signed_distance
-    from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
+    from latentedit.edit.discrete import resolve_kind, signed_distance
+    from latentedit.formats import bundle
+    from latentedit.model import default_parts, load_model
     from latentedit.formats.images import save_png, tile, to_uint8
     from latentedit.formats.latents import read_latents, read_priors
     from latentedit.runs import check_settings, read_earlier_png, synthesize_images
@@ -167,12 +162,12 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         check_scale(truncation, "--truncation")
         if not 0 <= seed or seed + n > 2 ** 32:
             raise InputError(f"seeds {seed}..{seed + n - 1} must lie in [0, 2^32)")
-    model = Path(model_path) if model_path is not None else DEFAULT_BUNDLE
-    if not bundle.is_bundle(model):
+    model = Path(model_path) if model_path is not None else default_parts()
+    if model is None or not bundle.is_bundle(model):
         raise InputError(f"{model}: synthesize needs a bundle folder (it holds the offset networks); "
                          "convert a checkpoint with `latentedit convert` and train one with `latentedit train offset`")
-
-    G = load_generator(model)
+    loaded = load_model(model)
+    G = loaded.G
     input_files = encoder = encoder_sha = None
     priors = None
     if w_file is not None:
@@ -185,7 +180,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                 crops = to_uint8(images)  # kept: `images` is reused below
             else:
                 input_files, images = read_inputs(input_paths, G.img_resolution)
-        encoder, encoder_sha = input_encoder(invert_mode, encoder_path, model, G)
+        encoder, encoder_sha = input_encoder(invert_mode, encoder_path, loaded)
         w = None  # inverted below, once the folder is known to resume this run (or is new)
         N = len(input_files)
     else:
@@ -193,7 +188,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         N = len(w)
     if interface_file is not None:
         priors = torch.from_numpy(read_priors(interface_file, N, G.w_dim))
-    synth = DiscreteSynthesizer.load(resolved, bundle=model, template=template, G=G)
+    synth = loaded.synthesizer(resolved, template=template)
     entry = bundle.read_manifest(model)["networks"][offset_network_name(resolved)]
 
     out = Path(out)
@@ -201,17 +196,17 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                 "generator_sha256": bundle.read_manifest(model)["networks"]["G"]["sha256"],
                 "offset_network_sha256": entry["sha256"],
                 "template": str(template) if template is not None else None,
-                "template_sha256": _sha256(template) if template is not None else None,
+                "template_sha256": file_sha256(template) if template is not None else None,
                 "w_file": str(w_file) if w_file is not None else None,
-                "w_sha256": _sha256(w_file) if w_file is not None else None,
+                "w_sha256": file_sha256(w_file) if w_file is not None else None,
                 "interface_file": str(interface_file) if interface_file is not None else None,
-                "interface_sha256": _sha256(interface_file) if interface_file is not None else None,
+                "interface_sha256": file_sha256(interface_file) if interface_file is not None else None,
                 "n": N, "seed": seed, "truncation": truncation if w_file is None and not input_paths else None,
                 "noise_mode": "const"}
     if batch_size != 16:  # the batches' composition shapes the float sums; 16 (the default) unrecorded so
         settings["batch_size"] = batch_size  # that folders of earlier versions still resume
     if input_paths:  # only then, so that folders of earlier versions still resume
-        settings.update({"input": [str(f) for f in input_files], "input_sha256": [_sha256(f) for f in input_files],
+        settings.update({"input": [str(f) for f in input_files], "input_sha256": [file_sha256(f) for f in input_files],
                          "invert_mode": invert_mode,
                          "invert_steps": invert_steps if invert_mode != "encoder" else None,
                          "encoder": str(encoder_path or model) if encoder is not None else None,

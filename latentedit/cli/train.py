@@ -60,8 +60,8 @@ def _open_run(out, resume, steps, snapshot, bundle_path, threads):
     """Checks the flags common to bundle-based runs; returns the source bundle folder."""
     from pathlib import Path
 
-    from latentedit.formats import DEFAULT_BUNDLE
     from latentedit.formats import bundle as bundle_format
+    from latentedit.model import default_parts
 
     from latentedit.train.distributed import init_distributed
 
@@ -71,8 +71,8 @@ def _open_run(out, resume, steps, snapshot, bundle_path, threads):
     init_distributed("gloo")  # under torchrun: one CPU process per rank, each computing its share of every batch
     if steps < 1 or snapshot < 1:
         raise InputError("--steps and --snapshot must be positive")
-    source = Path(bundle_path) if bundle_path is not None else DEFAULT_BUNDLE
-    if not bundle_format.is_bundle(source):
+    source = Path(bundle_path) if bundle_path is not None else default_parts()
+    if source is None or not bundle_format.is_bundle(source):
         raise InputError(f"{source}: not a bundle folder (bundle.json missing)")
     return source
 

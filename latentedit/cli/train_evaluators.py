@@ -4,14 +4,13 @@ import click
 
 from latentedit.errors import InputError
 from latentedit.runtime import set_threads
-
-KINDS = ("attributes", "identity", "parser", "face3d")
+from latentedit.train.evaluators import EVALUATOR_NAMES
 
 
 @click.command()
 @click.option("--out", required=True, type=click.Path(), help="Run folder: one sub-folder per evaluator, pools, bundle/.")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS + ("all",)), default=("all",),
-              show_default=True, help="Which evaluators (repeatable).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(EVALUATOR_NAMES + ("all",)),
+              default=("all",), show_default=True, help="Which evaluators (repeatable).")
 @click.option("--steps", type=int, default=None, help="Optimizer steps (default per evaluator).")
 @click.option("--batch", type=int, default=64, show_default=True, help="Total over all processes.")
 @click.option("--lr", type=float, default=None, help="Default per evaluator.")
@@ -33,7 +32,7 @@ def evaluators(out, kinds, steps, batch, lr, n_train, n_eval, eval_every, export
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         import torch.distributed as dist
         dist.init_process_group("gloo")
-    kinds = KINDS if "all" in kinds else tuple(dict.fromkeys(kinds))
+    kinds = EVALUATOR_NAMES if "all" in kinds else tuple(dict.fromkeys(kinds))
     default_steps = {"attributes": 2500, "identity": 2000, "parser": 700, "face3d": 900}
     if steps is not None and steps < 1:
         raise InputError("--steps must be positive")

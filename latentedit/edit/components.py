@@ -216,7 +216,7 @@ def component_clusters(G, n_samples=64, k=64, layer_res=(32, 64), seed=0, trunca
 
 def default_components(G, parser=None):
     """The components of G (component_clusters defaults; blocks 32 and 64 px where G has them)
-    named with `parser` (default: the bundled face parser), fitted once (about 10 s on one CPU
+    named with `parser` (default: the bundled default model's face parser), fitted once (about 10 s on one CPU
     thread at 64 px) and cached per generator and parser until G's weights change.
     `Model.components()` passes the model's own parser."""
     first = next(G.synthesis.parameters())
@@ -226,10 +226,9 @@ def default_components(G, parser=None):
         return hit[2]
     given = parser
     if parser is None:
-        from latentedit.formats import DEFAULT_BUNDLE
-        from latentedit.formats.evaluators import load_evaluators
+        from latentedit.model import Model, default_parts
 
-        parser = load_evaluators(DEFAULT_BUNDLE, names=["parser"])["parser"].to(first.device)
+        parser = Model(G, parts=default_parts()).evaluator("parser").to(first.device)
     blocks = G.synthesis.block_resolutions
     res = tuple(r for r in (32, 64) if r in blocks) or (blocks[-1],)
     model = component_clusters(G, layer_res=res, parser=parser)

@@ -25,7 +25,7 @@ from latentedit.edit.imaging import resize
 from latentedit.errors import InputError
 
 # kind -> (classifier head, class index in that head, boundary name in the bundle)
-KINDS = {
+ACCESSORY_KINDS = {
     "frame_glasses": ("glasses", 1, "frame_glasses"),
     "sunglasses": ("glasses", 2, "sunglasses"),
     "mask": ("mask", 1, "mask"),
@@ -42,11 +42,11 @@ def resolve_kind(kind, normal=False):
     `mask` is the surgical mask. Our own names (frame_glasses, sunglasses, mask) pass through."""
     if kind == "glasses":
         return "frame_glasses" if normal else "sunglasses"
-    if kind in KINDS:
+    if kind in ACCESSORY_KINDS:
         if normal and kind != "frame_glasses":
             raise InputError(f"--normal (frame glasses) does not apply to kind {kind!r}")
         return kind
-    raise InputError(f"unknown kind {kind!r} (known: mask, glasses [--normal], {', '.join(KINDS)})")
+    raise InputError(f"unknown kind {kind!r} (known: mask, glasses [--normal], {', '.join(ACCESSORY_KINDS)})")
 
 
 def _unit(normal, device):
@@ -84,7 +84,7 @@ def prior_basis(w, normal, intercept, distance):
 
 def accessory_present(clf, images, kind):
     """[N] bool: the attribute classifier's top class for the kind's head is the kind."""
-    head, index, _ = KINDS[kind]
+    head, index, _ = ACCESSORY_KINDS[kind]
     return clf(resize(images, clf.cfg.image_size).clamp(-1, 1))[head].argmax(1) == index
 
 
@@ -117,8 +117,8 @@ class DiscreteSynthesizer:
     """G + fusion network + 3D encoder + template + prior for one accessory kind."""
 
     def __init__(self, G, fusion, face3d, template, kind, normal, intercept, distance):
-        if kind not in KINDS:
-            raise InputError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        if kind not in ACCESSORY_KINDS:
+            raise InputError(f"unknown kind {kind!r} (known: {', '.join(ACCESSORY_KINDS)})")
         if fusion.cfg.num_ws != G.num_ws or fusion.cfg.w_dim != G.w_dim:
             raise InputError(f"the {kind} offset network predicts {fusion.cfg.num_ws} x {fusion.cfg.w_dim} offsets, "
                              f"the generator has {G.num_ws} x {G.w_dim} W+ codes")
@@ -142,13 +142,15 @@ class DiscreteSynthesizer:
         """The synthesizer for `kind` (mask | glasses [normal] | frame_glasses | sunglasses) from a
         bundle folder (default: the bundled default); `template` overrides the bundled template
         (an image path or a [3, H, W] tensor in [-1, 1]); `G` a generator already loaded."""
-        from latentedit.formats import DEFAULT_BUNDLE, load_generator
         from latentedit.formats.evaluators import load_evaluators
         from latentedit.formats.sdgan import read_offset_network, read_template
+        from latentedit.model import default_parts, load_model
 
         kind = resolve_kind(kind, normal)
-        bundle = bundle or DEFAULT_BUNDLE
-        G = G if G is not None else load_generator(bundle)
+        if G is None:
+            model = load_model(bundle or None)  # None: the bundled default
+            bundle, G = bundle or model.parts, model.G
+        bundle = bundle or default_parts()
         net, settings = read_offset_network(bundle, kind)
         if settings.get("generator"):
             if generator_hash is None:

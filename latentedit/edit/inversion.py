@@ -388,10 +388,10 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     if G is None and isinstance(encoder, (str, Path)) and Path(encoder).is_file():
         G = encoder  # an e4e / pSp / ReStyle checkpoint holds its generator
     if G is None or isinstance(G, (str, Path)):
-        from latentedit.formats import DEFAULT_BUNDLE, load_generator
+        from latentedit.model import load_model
 
-        model_path = Path(G) if G is not None else DEFAULT_BUNDLE
-        G = load_generator(model_path)
+        model = load_model(G)  # None: the bundled default
+        model_path, G = Path(model.source), model.G
     losses = None
     if mode != "encoder":  # checked (and files read) before any image is
         device = G.w_avg.device

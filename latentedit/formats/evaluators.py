@@ -15,7 +15,7 @@ from latentedit.models.evaluators import (AttributeClassifier, ClassifierConfig,
                                           IdentityEmbedder, ParserConfig)
 from latentedit.models.face3d import Face3D, Face3DConfig
 
-KINDS = {
+EVALUATOR_KINDS = {
     "attribute-classifier": (AttributeClassifier, ClassifierConfig),
     "identity-embedder": (IdentityEmbedder, IdentityConfig),
     "face-parser": (FaceParser, ParserConfig),
@@ -26,16 +26,16 @@ NAMES = {"attributes": "attribute-classifier", "identity": "identity-embedder", 
 
 
 def kind_of(module):
-    for kind, (cls, _) in KINDS.items():
+    for kind, (cls, _) in EVALUATOR_KINDS.items():
         if type(module) is cls:
             return kind
     raise FormatError(f"{type(module).__name__} is not an evaluator network")
 
 
 def build(kind, config, state_dict, what):
-    if kind not in KINDS:
-        raise FormatError(f"{what}: unknown evaluator kind {kind!r} (known: {sorted(KINDS)})")
-    cls, cfg_cls = KINDS[kind]
+    if kind not in EVALUATOR_KINDS:
+        raise FormatError(f"{what}: unknown evaluator kind {kind!r} (known: {sorted(EVALUATOR_KINDS)})")
+    cls, cfg_cls = EVALUATOR_KINDS[kind]
     try:
         cfg = cfg_cls.from_dict(config)
     except (TypeError, ValueError) as e:
@@ -47,7 +47,7 @@ def load_evaluators(path, names=None):
     """{name: module} of the evaluator networks in bundle folder `path` (all, or `names`)."""
     path = Path(path)
     manifest = bundle.read_manifest(path)
-    found = {n: e for n, e in manifest["networks"].items() if e.get("kind") in KINDS}
+    found = {n: e for n, e in manifest["networks"].items() if e.get("kind") in EVALUATOR_KINDS}
     if names is not None:
         missing = [n for n in names if n not in found]
         if missing:

@@ -54,3 +54,10 @@ def read_json(path, what="JSON file", max_bytes=MAX_JSON_BYTES):
         raise FormatError(f"{path}: not valid JSON ({e})") from None
     except RecursionError:
         raise FormatError(f"{path}: JSON nested too deeply to be a {what}") from None
+
+
+def file_sha256(path, what="file"):
+    """sha256 hex digest of a regular file's bytes (run records name the files they used by it)."""
+    import hashlib
+
+    return hashlib.sha256(read_bytes(path, what)).hexdigest()

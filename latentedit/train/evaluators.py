@@ -44,7 +44,7 @@ from latentedit.runtime import seeded
 
 TRAIN_SEED = 0
 EVAL_SEED = 10_000_000
-KINDS = ("attributes", "identity", "parser", "face3d")
+EVALUATOR_NAMES = ("attributes", "identity", "parser", "face3d")
 BG_DEPTH = 1.12  # canonical depth target on the background (depth / CAM_DIST units)
 
 
@@ -484,15 +484,15 @@ def trained_evaluator(run_dir, kind):
     info = json.loads((run / "state.json").read_text())["info"] if (run / "state.json").exists() else None
     if info is None:
         raise InputError(f"{run}: no trained {kind} evaluator (state.json missing)")
-    from latentedit.formats.evaluators import KINDS as FORMAT_KINDS, NAMES
+    from latentedit.formats.evaluators import EVALUATOR_KINDS, NAMES
 
-    cls, cfg_cls = FORMAT_KINDS[NAMES[kind]]
+    cls, cfg_cls = EVALUATOR_KINDS[NAMES[kind]]
     net = cls(cfg_cls.from_dict(info["config"]))
     load_state(run, {"net": net}, {})
     return net.eval(), info
 
 
-def export_evaluators(run_dir, bundle_path, kinds=KINDS):
+def export_evaluators(run_dir, bundle_path, kinds=EVALUATOR_NAMES):
     """Adds every trained evaluator of `run_dir` to bundle folder `bundle_path` (created if
     needed; other networks in it are kept), with their held-out figures."""
     from latentedit.formats.evaluators import add_evaluators

@@ -39,7 +39,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import KINDS, DiscreteSynthesizer, accessory_seen, conditioned_plane
+from latentedit.edit.discrete import ACCESSORY_KINDS, DiscreteSynthesizer, accessory_seen, conditioned_plane
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.images import save_png, tile, to_uint8
@@ -77,8 +77,8 @@ class OffsetConfig(DictConfig):
 
     def __post_init__(self):
         self.truncation, self.condition = tuple(self.truncation), tuple(self.condition)
-        if self.kind not in KINDS:
-            raise InputError(f"unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if self.kind not in ACCESSORY_KINDS:
+            raise InputError(f"unknown kind {self.kind!r} (known: {', '.join(ACCESSORY_KINDS)})")
         processes = distributed.world_size()
         share, left = divmod(self.batch, processes)
         if share < 4 or left or share % 4:
@@ -106,7 +106,7 @@ class OffsetTrainer:
         for m in ev.values():
             m.eval().requires_grad_(False)
         self.clf, self.idn, self.parser = ev["attributes"], ev["identity"], ev["parser"]
-        boundary_name = KINDS[cfg.kind][2]
+        boundary_name = ACCESSORY_KINDS[cfg.kind][2]
         boundary = Direction.load(boundary_name, bundle=self.bundle).check(self.G, space="w")
         normal, intercept = boundary.vector, boundary.provenance.get("intercept", 0.0)
         if cfg.condition:  # e.g. a generator that puts sunglasses on most masked faces
@@ -181,7 +181,7 @@ class OffsetTrainer:
             e_x = self.idn(x.clamp(-1, 1))
         offset = self.synth.offsets(x)
         y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
-        head, index, _ = KINDS[cfg.kind]
+        head, index, _ = ACCESSORY_KINDS[cfg.kind]
         logits = self.clf(y.clamp(-1, 1))[head]
         out = {"class": F.cross_entropy(logits, torch.full([len(y)], index, dtype=torch.long))}
         # The parser, a second judge, must see the accessory where it belongs (the template's region
