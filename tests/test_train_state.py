@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from latentedit.errors import InputError
+from latentedit.errors import FormatError, InputError
 from latentedit.formats import Networks, bundle, load_generator, save_networks
 from latentedit.formats.directions import generator_hash
 from latentedit.models.discriminator import Discriminator
@@ -54,7 +54,7 @@ def test_settings_a_resume_may_change_take_the_given_values(tmp_path):
     assert (cfg.steps, cfg.batch, cfg.snapshot) == (20, 4, 5)  # snapshot not asked for: the saved one
 
 
-@pytest.mark.parametrize("text,words", [("{", "unreadable run configuration"), ("[1, 2]", "holds no encoder"),
+@pytest.mark.parametrize("text,words", [("{", "not valid JSON"), ("[1, 2]", "holds no encoder"),
                                         ('{"flavour": 1}', "unknown EncoderTrainConfig keys"),
                                         ('{"truncation": 5}', "not a usable encoder"),   # tuple(5): a TypeError
                                         ('{"batch": 1}', "batch must be")])
@@ -62,7 +62,7 @@ def test_a_corrupt_saved_config_is_one_input_error(tmp_path, text, words):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text(text)
-    with pytest.raises(InputError, match=words):
+    with pytest.raises((InputError, FormatError), match=words):  # FormatError: not JSON
         run_config(EncoderTrainConfig, out, {"steps": 3}, resume=True, what="encoder")
 
 
