@@ -3,7 +3,6 @@
 import click
 
 from latentedit.errors import InputError
-from latentedit.formats.files import read_json
 from latentedit.runtime import set_threads
 
 
@@ -30,27 +29,21 @@ def train():
 def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, r1_gamma, bf16, resume,
         init_from, threads):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
-    from pathlib import Path
-
     from latentedit.train.distributed import init_distributed
     from latentedit.train.gan import GANConfig, GANTrainer
+    from latentedit.train.state import check_new_run, run_config, start_run
 
     set_threads(threads)
-    if (Path(out) / "state.json").exists() and not resume:
-        raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    check_new_run(out, resume)
     if snapshot_kimg <= 0 or kimg <= 0:
         raise InputError("--kimg and --snapshot-kimg must be positive")
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
                  batch=batch, r1_gamma=r1_gamma, bf16=bf16)
-    saved = _saved_config(out, resume, given, "GAN-training")
-    cfg = GANConfig.from_dict(saved) if saved is not None else GANConfig(**given)
+    cfg = run_config(GANConfig, out, given, _asked(given), resume, what="GAN-training")
     rank, world_size, device = init_distributed()
     trainer = GANTrainer(cfg, out, device=device, rank=rank, world_size=world_size)
-    if resume and trainer.resume():
-        if rank == 0:
-            click.echo(f"resumed at {trainer.nimg / 1000:.1f} kimg")
-    elif init_from:
-        trainer.init_from(init_from)
+    if start_run(trainer, resume, init_from) and rank == 0:
+        click.echo(f"resumed at {trainer.nimg / 1000:.1f} kimg")
     trainer.train(kimg, snapshot_kimg=snapshot_kimg, progress=click.echo)
 
 
@@ -58,60 +51,17 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
 
 def _open_run(out, resume, steps, snapshot, bundle_path, threads):
     """Checks the flags common to bundle-based runs; returns the source bundle folder."""
-    from pathlib import Path
-
-    from latentedit.formats import bundle as bundle_format
-    from latentedit.model import default_parts
-
-    from latentedit.train.distributed import init_distributed
+    from latentedit.train.state import open_bundle_run
 
     set_threads(threads)
-    if (Path(out) / "state.json").exists() and not resume:
-        raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    init_distributed("gloo")  # under torchrun: one CPU process per rank, each computing its share of every batch
-    if steps < 1 or snapshot < 1:
-        raise InputError("--steps and --snapshot must be positive")
-    source = Path(bundle_path) if bundle_path is not None else default_parts()
-    if source is None or not bundle_format.is_bundle(source):
-        raise InputError(f"{source}: not a bundle folder (bundle.json missing)")
-    return source
+    return open_bundle_run(out, resume, steps, snapshot, bundle_path)
 
 
-def _saved_config(out, resume, given, what, always=()):
-    """A resumed run keeps its saved configuration: -> the saved dict (None for a new run). Flags
-    given on the command line (and those named in `always`) must agree with it."""
-    from pathlib import Path
-
-    saved_path = Path(out) / "config.json"
-    if not (resume and saved_path.exists()):
-        return None
-    saved = read_json(saved_path, "run configuration")
-    if not isinstance(saved, dict):
-        raise InputError(f"{saved_path}: holds no {what} configuration (a JSON object)")
+def _asked(given, *always):
+    """The names in `given` set on the command line (not left at their defaults), and `always`."""
     ctx = click.get_current_context()
-    for name, value in given.items():
-        explicit = name in always or ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-        if explicit and saved.get(name) != value:
-            raise InputError(f"--{name.replace('_', '-')} {value} conflicts with the run's saved {saved.get(name)}")
-    return saved
-
-
-def _run(trainer, cfg, out, resume, init_from, train_kwargs):
-    echo = click.echo if _lead() else (lambda *_: None)
-    resumed = resume and trainer.resume()
-    if resumed:
-        echo(f"resumed at step {trainer.step}" + (" (--init-from ignored)" if init_from else ""))
-    elif resume:
-        echo(f"{out}: no saved state; starting at step 0")
-    if init_from and not resumed:
-        trainer.init_from(init_from)
-        echo(f"warm start from {init_from}")
-    if trainer.step >= cfg.steps:
-        echo(f"already at step {trainer.step} of {cfg.steps}")
-    else:
-        trainer.train(progress=echo, **train_kwargs)
-    last = trainer.log[-1] if trainer.log else {}
-    return {"steps": trainer.step, **{f"train_{k}": v for k, v in last.items() if k != "step"}}
+    commandline = click.core.ParameterSource.COMMANDLINE
+    return {name for name in given if ctx.get_parameter_source(name) == commandline} | set(always)
 
 
 def _lead():
@@ -119,22 +69,6 @@ def _lead():
     from latentedit.train.distributed import rank
 
     return rank() == 0
-
-
-def _check_same_generator(generator, source, target, what):
-    """A trained network belongs to the generator it was trained through: exporting into another
-    bundle is refused unless that bundle holds the same generator (or no generator yet)."""
-    from latentedit.formats import bundle as bundle_format
-    from latentedit.formats import load_generator
-    from latentedit.formats.directions import generator_hash
-
-    if not bundle_format.is_bundle(target) or target.resolve() == source.resolve():
-        return
-    if "G" not in bundle_format.read_manifest(target)["networks"]:
-        return
-    if generator_hash(load_generator(target)) != generator:
-        raise InputError(f"{target}: holds another generator than {source}, the one the {what} was "
-                         "trained through; export into the training bundle or a copy of it")
 
 
 def run_options(default_steps, default_snapshot, bundle_help, export_help):
@@ -181,28 +115,20 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
 def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_path, out, steps, seed, snapshot, threads, resume,
            init_from, export_path):
     """SD-GAN offset network for one accessory: `latentedit train offset --kind mask --out runs/NAME`."""
-    from pathlib import Path
-
     from latentedit.edit.discrete import resolve_kind
     from latentedit.train.offset import OffsetConfig, OffsetTrainer
+    from latentedit.train.state import run_config, train_run
 
     kind = resolve_kind(kind, normal)
     source = _open_run(out, resume, steps, snapshot, bundle_path, threads)
-    given = dict(kind=kind, batch=batch, distance=distance, seed=seed, condition=list(condition))
-    saved = _saved_config(out, resume, given, "offset-training", always=("kind",))
-    try:
-        if saved is not None:  # a resumed run keeps its share of inverted codes unless the flag changes it
-            explicit = click.get_current_context().get_parameter_source("inverted_fraction")
-            if explicit == click.core.ParameterSource.COMMANDLINE:
-                saved = {**saved, "inverted_fraction": inverted_fraction}
-        cfg = (OffsetConfig.from_dict({**saved, "steps": steps}) if saved is not None
-               else OffsetConfig(steps=steps, inverted_fraction=inverted_fraction, **given))
-    except TypeError as e:
-        raise InputError(f"{out}/config.json: not an offset-training configuration ({e})") from None
+    given = dict(kind=kind, batch=batch, distance=distance, seed=seed, condition=list(condition), steps=steps,
+                 inverted_fraction=inverted_fraction)
+    # a resumed run keeps its share of inverted codes unless the flag changes it (a fine-tune)
+    cfg = run_config(OffsetConfig, out, given, _asked(given, "kind", "steps"), resume,
+                     changes=("steps", "inverted_fraction"), what="offset-training")
     trainer = OffsetTrainer(cfg, source, out)
-    figures = _run(trainer, cfg, out, resume, init_from, {"snapshot": snapshot})
+    figures = train_run(trainer, resume, init_from, click.echo, snapshot=snapshot)
     if export_path is not None and _lead():
-        _check_same_generator(trainer.generator, source, Path(export_path), "offset network")
         trainer.export(export_path, figures={f"offset.{kind}": figures})
         click.echo(f"exported offset_{kind} to {export_path}")
 
@@ -219,23 +145,17 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_p
 def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, init_from, export_path, lpips, arcface):
     """Image -> W+ encoder (pSp / e4e): `latentedit train encoder --out runs/NAME [--export BUNDLE]`."""
     from dataclasses import asdict
-    from pathlib import Path
 
-    from latentedit.formats.directions import generator_hash
     from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
+    from latentedit.train.state import run_config, train_run
 
     source = _open_run(out, resume, steps, snapshot, bundle_path, threads)
-    given = dict(batch=batch, seed=seed, lpips=lpips, arcface=arcface)
-    saved = _saved_config(out, resume, given, "encoder-training")
-    try:
-        cfg = (EncoderTrainConfig.from_dict({**saved, "steps": steps, "snapshot": snapshot}) if saved is not None
-               else EncoderTrainConfig(steps=steps, snapshot=snapshot, **given))
-    except TypeError as e:
-        raise InputError(f"{out}/config.json: not an encoder-training configuration ({e})") from None
+    given = dict(batch=batch, seed=seed, lpips=lpips, arcface=arcface, steps=steps, snapshot=snapshot)
+    cfg = run_config(EncoderTrainConfig, out, given, _asked(given, "steps", "snapshot"), resume,
+                     changes=("steps", "snapshot"), what="encoder-training")
     trainer = EncoderTrainer(cfg, source, out)
-    figures = _run(trainer, cfg, out, resume, init_from, {})
+    figures = train_run(trainer, resume, init_from, click.echo)
     if export_path is not None and _lead():
-        _check_same_generator(generator_hash(trainer.G), source, Path(export_path), "encoder")
         trainer.export(export_path, figures=figures)
         click.echo(f"exported the encoder (step {trainer.step}, {asdict(cfg)['encoder']['mode']}, "
                    f"progressive stage {trainer.encoder.progressive_stage}) to {export_path}")

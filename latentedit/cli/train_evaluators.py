@@ -23,15 +23,13 @@ from latentedit.train.evaluators import EVALUATOR_NAMES
 @click.option("--threads", type=int, default=None, help="torch CPU threads per process.")
 def evaluators(out, kinds, steps, batch, lr, n_train, n_eval, eval_every, export_path, resume, threads):
     """Train evaluators: `latentedit train evaluators --out runs/evaluators [--kind parser]`."""
-    import os
     from pathlib import Path
 
+    from latentedit.train.distributed import init_distributed, rank
     from latentedit.train.evaluators import export_evaluators, train_evaluator
 
     set_threads(threads)
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        import torch.distributed as dist
-        dist.init_process_group("gloo")
+    init_distributed("gloo")  # under torchrun: one CPU process per rank
     kinds = EVALUATOR_NAMES if "all" in kinds else tuple(dict.fromkeys(kinds))
     default_steps = {"attributes": 2500, "identity": 2000, "parser": 700, "face3d": 900}
     if steps is not None and steps < 1:
@@ -41,8 +39,7 @@ def evaluators(out, kinds, steps, batch, lr, n_train, n_eval, eval_every, export
                                   n_train=n_train, n_eval=n_eval, eval_every=eval_every, resume=resume,
                                   progress=click.echo)
         click.echo(f"{kind}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    rank = int(os.environ.get("RANK", 0))
-    if rank == 0:
+    if rank() == 0:
         dst = export_path or str(Path(out) / "bundle")
         names = export_evaluators(out, dst)
         click.echo(f"exported {names} to {dst}")

@@ -23,6 +23,11 @@ from latentedit.shipped import shipped_dir
 
 FORMATS = ("bundle", "rosinality", "nvlabs", "psp")
 DEFAULT_BUNDLE = shipped_dir("checkpoints") / "default"
+def is_default_bundle(path):
+    """Whether `path` names the bundled default model's folder (recipes record it as "default")."""
+    return path is not None and Path(path).resolve() == DEFAULT_BUNDLE.resolve()
+
+
 W_AVG_SAMPLES = 10_000  # rosinality files without latent_avg: estimate w_avg from this many z (fixed seed)
 
 
@@ -111,11 +116,11 @@ def _load_nvlabs(path, data, overrides):
     return nets
 
 
-def _load_bundle(path, overrides):
+def _load_bundle(path, overrides, names=("G", "D")):
     nets = Networks("bundle", str(path))
     manifest = bundle.read_manifest(path)
     for name, (cls, cfg_cls) in {"G": (Generator, GeneratorConfig), "D": (Discriminator, DiscriminatorConfig)}.items():
-        if name in manifest["networks"]:
+        if name in manifest["networks"] and name in names:
             entry, sd = bundle.read_network(path, name)
             cfg = cfg_cls.from_dict(entry["config"])
             setattr(nets, name, _build(cls, cfg_cls, cfg, sd, f"{path} [{name}]", overrides if name == "G" else None))
@@ -156,13 +161,16 @@ def load_networks(path, overrides=None):
     return _load_rosinality(path, ckpt, overrides)
 
 
-def load_generator_networks(path=None, overrides=None):
-    """load_networks of `path`, the bundled default when None; FormatError when it holds no generator."""
+def load_generator_networks(path=None, overrides=None, discriminator=True):
+    """load_networks of `path`, the bundled default when None; FormatError when it holds no generator.
+    discriminator=False: a bundle's D is not read (a copy of a bundle without it is a valid generator)."""
     if path is None:
         if not bundle.is_bundle(DEFAULT_BUNDLE):
             raise FormatError("no bundled default model is installed; pass a model path")
         path = DEFAULT_BUNDLE
-    nets = load_networks(path, overrides)
+    path = Path(path)
+    nets = (_load_bundle(path, overrides, ("G",)) if not discriminator and bundle.is_bundle(path)
+            else load_networks(path, overrides))
     if nets.G is None:
         raise FormatError(f"{path}: holds no generator")
     return nets
@@ -172,7 +180,7 @@ def load_generator_networks(path=None, overrides=None):
 def load_generator(path=None, device="cpu", overrides=None):
     """The generator from `path` (bundle folder, rosinality .pt, NVlabs .pkl, or an e4e / pSp /
     ReStyle checkpoint's decoder); the bundled default when path is None."""
-    return load_generator_networks(path, overrides).G.to(device)
+    return load_generator_networks(path, overrides, discriminator=False).G.to(device)
 
 
 def _holds_generator(path, G):

@@ -18,7 +18,9 @@ def is_count(v, low=1):
 
 class DictConfig:
     """Mixin for a dataclass: `to_dict()` and `from_dict(d)`, where an unknown key is an error (a
-    config from a newer or foreign file must not be half-read)."""
+    config from a newer or foreign file must not be half-read). Every config a bundle or a run
+    folder stores is one (the networks', the trainers': GANConfig, OffsetConfig, EncoderTrainConfig,
+    EvalTrainConfig), so a bad stored config is always an InputError."""
 
     def to_dict(self):
         return asdict(self)
@@ -30,4 +32,7 @@ class DictConfig:
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise InputError(f"unknown {cls.__name__} keys: {unknown}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as e:  # a required key missing, or a value of the wrong type (tuple(5))
+            raise InputError(f"{cls.__name__}: {e}") from None

@@ -48,10 +48,10 @@ class _LRU(OrderedDict):
 def _model_path(source):
     """What a recipe records as model.path: "default" for the bundled model, else the source's
     resolved path (or its name when it is not a file)."""
-    from latentedit.formats import DEFAULT_BUNDLE
+    from latentedit.formats import is_default_bundle
 
     path = Path(source)
-    if path.resolve() == DEFAULT_BUNDLE.resolve():
+    if is_default_bundle(path):
         return "default"
     return str(path.resolve()) if path.exists() else str(source)
 
@@ -80,12 +80,11 @@ class RecipeContext:
     def for_generator(cls, G, bundle=None):
         """A context for a bare G (and its bundle folder, if any), for `run_recipe` called without
         one. Recipes name it "default", as they always have: replay checks the generator hash."""
-        from latentedit.formats import DEFAULT_BUNDLE
         from latentedit.formats import bundle as bundle_io
-        from latentedit.model import Model
+        from latentedit.model import Model, default_parts
 
         parts = bundle if bundle is not None and bundle_io.is_bundle(bundle) else None
-        return cls(Model(G, parts=parts, source=DEFAULT_BUNDLE))
+        return cls(Model(G, parts=parts, source=default_parts() or "default"))
 
     # -- identity ---------------------------------------------------------------------------
     @property

@@ -306,11 +306,11 @@ def recipe_model_path(recipe, recipe_path):
     """The model a recipe file names: None for the bundled default ("default", or no model.path),
     else a path inside the recipe's own folder (relative, links resolved). Any other path is not
     looked at: the error is the same whether it exists or not, so a recipe cannot probe the disk."""
-    from latentedit.formats import DEFAULT_BUNDLE
+    from latentedit.formats import is_default_bundle
 
     model = recipe.get("model")
     named = model.get("path") if isinstance(model, dict) else None
-    if named in (None, "default") or named == str(DEFAULT_BUNDLE.resolve()):
+    if named in (None, "default") or (isinstance(named, str) and "\x00" not in named and is_default_bundle(named)):
         return None
     if not isinstance(named, str):
         raise InputError("model.path must be a string (\"default\" or a path inside the recipe's folder)")

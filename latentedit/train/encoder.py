@@ -48,7 +48,7 @@ from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.train import distributed
 from latentedit.train.loop import run_steps
-from latentedit.train.state import load_state, save_state
+from latentedit.train.state import check_export, load_state, save_state
 from latentedit.models.config import DictConfig
 from latentedit.runtime import seeded
 
@@ -318,11 +318,14 @@ class EncoderTrainer:
     def export(self, bundle, figures=None, dtype=torch.float16):
         """Writes the encoder into bundle folder `bundle` as network "encoder" (kind "encoder"), in
         fp16 by default: on 64 world renders the codes move by 1e-4 (relative) and the
-        reconstructions by under half an 8-bit level."""
+        reconstructions by under half an 8-bit level. A bundle of another generator than the
+        training bundle's is refused (check_export)."""
         from latentedit.formats.directions import generator_hash
         from latentedit.formats.encoder import write_encoder
 
+        generator = generator_hash(self.G)
+        check_export(generator, self.bundle, bundle, "encoder")
         self.encoder.eval()
         provenance = {"trained_by": "latentedit.train.encoder", "steps": self.step, "config": asdict(self.cfg),
-                      "generator": generator_hash(self.G), "source_bundle": str(self.bundle)}
+                      "generator": generator, "source_bundle": str(self.bundle)}
         return write_encoder(bundle, self.encoder, figures=figures, provenance=provenance, dtype=dtype)

@@ -37,7 +37,7 @@ from latentedit.models.evaluators import (ATTRIBUTE_HEADS, REGRESSION_HEADS, Att
 from latentedit.models.face3d import Face3D, Face3DConfig, world_to_unsup3d
 from latentedit.train.distributed import rank as _rank
 from latentedit.train.distributed import world_size as _world_size
-from latentedit.train.state import load_state, save_state
+from latentedit.train.state import check_new_run, load_state, save_state
 from latentedit.world.params import _HAIR, ATTRIBUTE_FIELDS, NUISANCE_FIELDS
 from latentedit.world.render import CAM_DIST, TAN_HALF_FOV
 from latentedit.runtime import seeded
@@ -400,6 +400,7 @@ def train_evaluator(kind, out, steps=2000, batch=64, lr=None, n_train=6000, n_ev
     cfg = EvalTrainConfig(kind=kind, steps=steps, batch=batch, lr=lr, n_train=n_train, n_eval=n_eval,
                           eval_every=eval_every)
     run = Path(out) / kind
+    check_new_run(run, resume)  # before the pools are rendered
     run.mkdir(parents=True, exist_ok=True)
     rank, ws = _rank(), _world_size()
     pool_dir = Path(pool_dir or out)
@@ -416,8 +417,6 @@ def train_evaluator(kind, out, steps=2000, batch=64, lr=None, n_train=6000, n_ev
         info = load_state(run, {"net": net}, {"opt": opt})
         step = info["step"]
         say(f"{kind}: resumed at step {step}")
-    elif (run / "state.json").exists():
-        raise InputError(f"{run} already holds a run: resume it, or choose another --out")
     model = torch.nn.parallel.DistributedDataParallel(net) if ws > 1 else net
     if rank == 0:
         write_text(run / "config.json", json.dumps(asdict(cfg), indent=1))

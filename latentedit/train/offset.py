@@ -47,7 +47,7 @@ from latentedit.models.config import DictConfig
 from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.train import distributed
 from latentedit.train.loop import run_steps
-from latentedit.train.state import load_state, save_state
+from latentedit.train.state import check_export, load_state, save_state
 from latentedit.runtime import seeded
 
 
@@ -252,9 +252,11 @@ class OffsetTrainer:
 
     def export(self, bundle, figures=None, dtype=torch.float16):
         """Writes the trained network, its template and prior into bundle folder `bundle`
-        (weights in fp16 by default: edited images differ from the fp32 weights by at most about 2/255)."""
+        (weights in fp16 by default: edited images differ from the fp32 weights by at most about 2/255).
+        A bundle of another generator than the training bundle's is refused (check_export)."""
         from latentedit.formats.sdgan import write_offset_network
 
+        check_export(self.generator, self.bundle, bundle, "offset network")
         s = self.synth
         return write_offset_network(bundle, self.cfg.kind, self.net.eval(), s.template[0], s.normal, s.intercept,
                                     s.distance, boundary=self.boundary_name, generator=self.generator,
