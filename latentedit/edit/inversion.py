@@ -356,14 +356,17 @@ def _check_images_argument(images):
 
 
 def invert(images, mode="project", G=None, evaluators=None, encoder=None, space="w+", steps=300, seed=0,
-           optimize_noise=False, progress=None, return_result=False, perceptual=None, identity=None,
-           **loss_options):
+           optimize_noise=False, progress=None, return_result=False, perceptual=None, identity=None, *,
+           pixel_weight=None, perceptual_weight=None, identity_weight=None, noise_weight=None, lr=None,
+           lr_rampup=None, lr_rampdown=None, initial_noise_factor=None, noise_ramp=None):
     """Latent codes for `images`: a tensor [N, 3, R, R] in [-1, 1], or image paths / a folder
     (read with `latentedit.formats.image_input.read_images`, resized / centre-cropped to G's size).
 
     mode: "project" (optimise from w_avg), "encoder" (the encoder's codes, no optimisation),
     "hybrid" (optimise from the encoder's codes: `steps` of projection initialised with them, with
-    HYBRID_DEFAULTS unless loss_options set them).
+    HYBRID_DEFAULTS unless the options below set them).
+    pixel_weight ... noise_ramp: `project`'s loss weights and schedule (None: its defaults, or
+    HYBRID_DEFAULTS in mode "hybrid").
     G: a Generator, a model path (bundle folder, rosinality .pt, NVlabs .pkl) or None for the
     bundled default (or, with encoder an e4e / pSp / ReStyle checkpoint file, that file's generator).
     encoder: an `Encoder`, a bundle folder holding one or such a checkpoint file, any callable images
@@ -425,10 +428,12 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
             if return_result:
                 return ProjectionResult(codes=init, history={}, space=space, extra={"mode": mode})
             return init
-    if mode == "hybrid":
-        loss_options = {**HYBRID_DEFAULTS, **loss_options}
+    given = dict(pixel_weight=pixel_weight, perceptual_weight=perceptual_weight, identity_weight=identity_weight,
+                 noise_weight=noise_weight, lr=lr, lr_rampup=lr_rampup, lr_rampdown=lr_rampdown,
+                 initial_noise_factor=initial_noise_factor, noise_ramp=noise_ramp)
+    options = {**(HYBRID_DEFAULTS if mode == "hybrid" else {}), **{k: v for k, v in given.items() if v is not None}}
     result = project(G, images, space=space, steps=steps, init=init, optimize_noise=optimize_noise,
-                     perceptual=losses[0], identity=losses[1], seed=seed, progress=progress, **loss_options)
+                     perceptual=losses[0], identity=losses[1], seed=seed, progress=progress, **options)
     result.extra["mode"] = mode
     if init is not None:
         result.extra["init"] = init
