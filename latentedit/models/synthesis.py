@@ -278,7 +278,11 @@ def choose_fused_modconv(batch, device, training, dtype, fast=False):
     backward. Measured in benchmarks/generator_speed.py."""
     if training:
         return False
-    if fast:  # the CPU fast path runs fused convs one sample at a time, the winner at every batch
+    if fast:
+        # The CPU fast path runs fused convs one sample at a time at every batch, so that an image
+        # does not depend on the batch it was made in (resumed and sharded runs are bit-identical).
+        # A small network's shared convs would be faster from batch 2 on (benchmarks/RESULTS.md,
+        # "Fused or shared convolutions"): fused_modconv=False asks for them.
         return True
     if device.type == "cuda":
         return dtype == torch.float32 or batch == 1
