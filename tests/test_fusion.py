@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentedit.errors import FormatError
+from latentedit.errors import FormatError, InputError
 from latentedit.formats.sdgan import fusion_state_dict_for_sdgan, load_sdgan_fusion
 from latentedit.models.fusion import ACE, FusionConfig, FusionNet, LocallyConnected1d, MapsEncoder
 
@@ -214,3 +214,31 @@ def test_sdgan_forward_batch_one():
     with torch.no_grad():
         out = net(face, tpl, torch.randn(1, 9, 128, 128))  # unsup3d's maps come at 128 px
     assert out.shape == (1, 14, 512) and torch.isfinite(out).all()
+
+
+def test_template_features_once_equal_the_full_forward():
+    """Inference computes a fixed template's features once (template_features) and passes them for
+    every batch; the offsets equal those of the full forward on the template."""
+    cfg = FusionConfig.small()
+    net = randomized(cfg)
+    face, tpl, maps = inputs(cfg, n=3)
+    with torch.no_grad():
+        full = net(face, tpl[:1].expand(3, -1, -1, -1), maps)
+        once = net(face, None, maps, template_feat=net.template_features(tpl[:1]))
+        per_sample = net(face, None, maps, template_feat=net.template_features(tpl))
+        tol = 1e-5 * full.abs().max()  # batch 1 vs batch 3 convolutions: float32 rounding only
+        assert (once - full).abs().max() <= tol and (per_sample - full).abs().max() > 100 * tol
+        assert (per_sample - net(face, tpl, maps)).abs().max() <= tol
+    with pytest.raises(InputError, match="template must be"):
+        net.template_features(tpl[:, :, :8])
+
+
+def test_locally_connected_weight_layout_is_the_matmul_one():
+    """The released shape [1, out, in, L, k] is a view of memory laid out [L, in, k, out], which the
+    einsum's batched product reads without copying the weight; state dicts keep the released shape."""
+    lc = LocallyConnected1d(5, 4, 7, 3)
+    w = lc.weight
+    assert w.shape == (1, 4, 5, 7, 3) and w.permute(0, 3, 2, 4, 1)[0].is_contiguous()
+    fresh = LocallyConnected1d(5, 4, 7, 3)
+    fresh.load_state_dict(lc.state_dict())
+    assert torch.equal(fresh.weight, w) and fresh.weight.stride() == w.stride()

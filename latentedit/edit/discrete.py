@@ -126,6 +126,7 @@ class DiscreteSynthesizer:
         self.kind, self.distance, self.intercept = kind, float(distance), float(intercept)
         self.normal = torch.as_tensor(normal, dtype=torch.float32).reshape(-1)
         self.template = self.check_template(template)
+        self._template_feat = None  # the fusion net's features of the template, once per synthesizer
 
     def check_template(self, template):
         """Template [3, r, r] (or [1, 3, r, r]) in [-1, 1] -> [1, 3, R, R] at the network's size."""
@@ -173,7 +174,11 @@ class DiscreteSynthesizer:
         """Origin images [N, 3, R, R] -> offsets [N, num_ws, w_dim] (differentiable)."""
         maps = self.face3d(resize(origin, self.face3d.cfg.image_size).clamp(-1, 1))["maps"].detach()
         face = resize(origin, self.fusion.cfg.resolution)
-        return self.fusion(face, self.template.expand(len(face), -1, -1, -1).to(face), maps)
+        if torch.is_grad_enabled() or self.fusion.training:  # training: the template branch learns
+            return self.fusion(face, self.template.expand(len(face), -1, -1, -1).to(face), maps)
+        if self._template_feat is None:  # inference: the fixed template's features, once
+            self._template_feat = self.fusion.template_features(self.template.to(face))
+        return self.fusion(face, None, maps, template_feat=self._template_feat)
 
     @torch.no_grad()
     def __call__(self, w, prior=None, batch_size=16, progress=None):

@@ -77,6 +77,7 @@ class SDGANSynthesizer:
         self.G, self.fusion, self.face3d = G.eval(), fusion.eval(), face3d.eval()
         self.kind, self.truncation = kind, float(truncation)
         self.templates = resize(t, fusion.cfg.resolution)
+        self._template_feat = None  # the fusion net's features of the templates, once per synthesizer
         self.mean = (G.w_avg if mean is None else torch.as_tensor(mean, dtype=torch.float32)).reshape(-1).detach()
         if self.mean.numel() != G.w_dim:
             raise InputError(f"mean latent has {self.mean.numel()} values, the generator's W has {G.w_dim}")
@@ -127,8 +128,12 @@ class SDGANSynthesizer:
         """Origins [N, 3, R, R] (sample numbers `indices`) -> fusion offsets [N, num_ws, w_dim]."""
         maps = self.face3d(face3d_input(origin, self.face3d.cfg.image_size))["maps"]
         face = resize(origin, self.fusion.cfg.resolution)
-        template = self.templates[torch.as_tensor(indices) % len(self.templates)].to(face)
-        return self.fusion(face, template, maps)
+        pick = torch.as_tensor(indices) % len(self.templates)
+        if torch.is_grad_enabled() or self.fusion.training:
+            return self.fusion(face, self.templates[pick].to(face), maps)
+        if self._template_feat is None:  # inference: the templates' features, once
+            self._template_feat = self.fusion.template_features(self.templates.to(face))
+        return self.fusion(face, None, maps, template_feat=self._template_feat[pick.to(face.device)])
 
     @torch.no_grad()
     def __call__(self, w, prior=None, indices=None, batch_size=16):

@@ -272,14 +272,17 @@ class LocallyConnected1d(nn.Module):
     out[n, o, l] = sum_{c, k} x[n, c, l * stride + k] * weight[0, o, c, l, k] (+ bias[0, o, l]).
     SD-GAN computes this as (x.unfold(...)[:, None] * weight).sum([2, -1]), which materialises
     an [N, out, in, L, k] product (256 MiB per sample for the first regressor layer); the einsum
-    below contracts c and k directly, the same sum without the temporary.
+    below contracts c and k directly, the same sum without the temporary. The weight's memory is
+    laid out [L, in, k, out] (the released shape is a view of it): the layout of the batched
+    matrix product einsum runs, which otherwise copied the whole weight (0.5 GB) on every call.
     """
 
     def __init__(self, in_channels, out_channels, output_size, kernel_size=1, stride=1, bias=False):
         super().__init__()
-        w = torch.randn(1, out_channels, in_channels, output_size, kernel_size)
+        w = torch.randn(output_size, in_channels, kernel_size, out_channels)   # memory [L, in, k, out]
         # SD-GAN starts from unit normals; scaling by 1/sqrt(fan_in) keeps activations O(1).
-        self.weight = nn.Parameter(w / (in_channels * kernel_size) ** 0.5)
+        w = (w / (in_channels * kernel_size) ** 0.5).permute(3, 1, 0, 2).unsqueeze(0)  # [1, out, in, L, k]
+        self.weight = nn.Parameter(w)
         self.bias = nn.Parameter(torch.zeros(1, out_channels, output_size)) if bias else None
         self.kernel_size, self.stride = kernel_size, stride
 
@@ -321,16 +324,27 @@ class FusionNet(nn.Module):
         self.regre = Regressor(cfg.tpl_widths[-1], cfg.feature_size ** 2, cfg.num_ws, cfg.w_dim)
         self.encoder = MapsEncoder(cfg.maps_channels, cfg.style_dim, cfg.maps_ngf, cfg.maps_down)
 
-    def forward(self, face, template, maps9):
+    def template_features(self, template):
+        """The template branch alone: templates [K, 3, R, R] -> features [K, C_tpl, R/16, R/16]. A
+        kind's template is fixed, so inference computes them once and passes `template_feat`."""
+        r = self.cfg.resolution
+        if template.ndim != 4 or tuple(template.shape[1:]) != (3, r, r):
+            raise InputError(f"FusionNet: template must be [K, 3, {r}, {r}], got {list(template.shape)}")
+        return self.masknet(template)
+
+    def forward(self, face, template, maps9, template_feat=None):
+        """template_feat: `template_features` of the templates ([N or 1, ...]; template unused)."""
         r, n = self.cfg.resolution, face.shape[0]
-        for name, t, c in (("face", face, 3), ("template", template, 3)):
+        given = (("face", face, 3),) if template_feat is not None else (("face", face, 3), ("template", template, 3))
+        for name, t, c in given:
             if tuple(t.shape) != (n, c, r, r):
                 raise InputError(f"FusionNet: {name} must be [{n}, {c}, {r}, {r}], got {list(t.shape)}")
         if maps9.ndim != 4 or maps9.shape[:2] != (n, self.cfg.maps_channels):
             raise InputError(f"FusionNet: maps9 must be [{n}, {self.cfg.maps_channels}, H, W], "
                              f"got {list(maps9.shape)}")
         face_feat = self.arcfacenet(face)                      # [N, C_id, R/16, R/16]
-        tpl_feat = self.masknet(template)                      # [N, C_tpl, R/16, R/16]
+        tpl_feat = (self.masknet(template) if template_feat is None    # [N, C_tpl, R/16, R/16]
+                    else template_feat.expand(n, -1, -1, -1))
         codes = self.encoder(maps9, face)                      # [N, 3, style_dim]
         fused = self.fusion(tpl_feat, face_feat, codes)        # [N, C_tpl, R/16, R/16]
         return self.regre(fused)                               # [N, num_ws, w_dim]
