@@ -1,6 +1,6 @@
 """Generator speed on CPU: ours vs the NVlabs and rosinality reference paths, in one run.
 
-    python benchmarks/generator_speed.py --nvlabs /work/refs/nvlabs --rosinality /work/refs/rosinality
+    python benchmarks/generator_speed.py --nvlabs NVLABS_CHECKOUT --rosinality ROSINALITY_CHECKOUT
 
 Every configuration (implementation x resolution x batch x dtype) runs in its own subprocess, so
 its peak RSS (ru_maxrss) is its own; all of them load the same random weights (config-f, seed 0)

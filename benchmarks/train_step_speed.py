@@ -1,6 +1,6 @@
 """Training-step speed on CPU: our G+D step vs the NVlabs reference path on the same config, in one run.
 
-    python benchmarks/train_step_speed.py --nvlabs /work/refs/nvlabs
+    python benchmarks/train_step_speed.py --nvlabs NVLABS_CHECKOUT
 
 One step = a G step (non-saturating loss, softplus(-D(G(z)))) and a D step (softplus(D(G(z))) +
 softplus(-D(x))), no regularisation, no style mixing, Adam (lr 0.0025, betas (0, 0.99)) on both;

@@ -250,3 +250,18 @@ def test_convert_into_a_bundle_without_a_generator_adds_one(tmp_path, tiny_G):
     save_networks(Networks("test", "-", tiny_G), tmp_path / "g.pt")
     assert run("convert", tmp_path / "g.pt", tmp_path / "b").exit_code == 0
     assert set(bundle.read_manifest(tmp_path / "b")["networks"]) == {"G", "parser"}
+
+
+@pytest.mark.parametrize("args,words", [
+    (["generate", "--no-such-flag", "--out", "x"], ["No such option", "--no-such-flag", "generate --help"]),
+    (["generate", "--truncation", "abc", "--out", "x"], ["--truncation", "abc"]),
+    (["generate", "--noise-mode", "bogus", "--out", "x"], ["--noise-mode", "bogus"]),
+    (["no-such-command"], ["No such command"]),
+    (["synthesize", "--kind", "mask"], ["--out"]),
+])
+def test_click_usage_errors_are_one_line(args, words):
+    """click's own parse errors (unknown option or command, bad value, missing option) are one
+    `error:` line and exit 2 too, not its usage block."""
+    r = run(*args)
+    assert_refused(r, *words)
+    assert len([line for line in r.output.splitlines() if line.strip()]) == 1, r.output

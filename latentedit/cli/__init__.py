@@ -7,7 +7,28 @@ from latentedit.errors import LatentEditError
 
 
 class _Main(click.Group):
-    """Turns library errors into one clear line and exit status 2, never a traceback."""
+    """Turns library errors into one clear line and exit status 2, never a traceback; click's own
+    usage errors (unknown option, bad value) too, instead of its usage block."""
+
+    def main(self, *args, standalone_mode=True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # a group called without a command: its help
+                click.echo(e.format_message(), err=True)
+                sys.exit(2)
+            where = e.ctx.command_path if e.ctx is not None else "latentedit"
+            click.echo(f"error: {e.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        except click.exceptions.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx):
         try:

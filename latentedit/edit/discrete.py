@@ -46,7 +46,7 @@ def resolve_kind(kind, normal=False):
         if normal and kind != "frame_glasses":
             raise InputError(f"--normal (frame glasses) does not apply to kind {kind!r}")
         return kind
-    raise InputError(f"unknown kind {kind!r} (known: mask, glasses [--normal], {', '.join(ACCESSORY_KINDS)})")
+    raise InputError(f"unknown kind {kind!r} (known: glasses [--normal], {', '.join(ACCESSORY_KINDS)})")
 
 
 def _unit(normal, device):

@@ -216,7 +216,9 @@ def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None
     if nets.D is not None:
         networks["D"] = ("stylegan2-discriminator", nets.D.cfg.to_dict(), nets.D.state_dict())
     if provenance is None:  # a conversion: keep what the source said about itself
-        provenance = {**nets.info.get("provenance", {}), "converted_from": {"format": nets.format, "path": str(nets.path)}}
+        # the source's file name only: a provenance never holds the converting machine's paths
+        provenance = {**nets.info.get("provenance", {}),
+                      "converted_from": {"format": nets.format, "file": Path(str(nets.path)).name}}
     figures = nets.info.get("figures", {}) if figures is None else figures
     merge = False
     if bundle.is_bundle(dst):

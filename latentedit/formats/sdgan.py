@@ -250,7 +250,7 @@ def write_sdgan_network(path, kind, net, templates, source=None, truncation=0.5,
         rels.append(rel)
     config = {"net": asdict(net.cfg), "accessory": kind, "templates": rels, "template_alpha": TEMPLATE_ALPHA,
               "truncation": float(truncation), "mean_latent": mean_latent, "mean_samples": int(mean_samples),
-              "source": None if source is None else str(source)}
+              "source": None if source is None else Path(str(source)).name}
     return bundle.write_bundle(path, {SDGAN_PREFIX + kind: ("sdgan-fusion", config, net.state_dict())}, merge=True)
 
 
@@ -298,7 +298,7 @@ def convert_sdgan_release(dst, unsup3d, fusions, templates):
     cfg = Face3DConfig.sdgan_demo()
     cfg.nf, cfg.zdim, cfg.nf_encoder = sizes.nf, sizes.zdim, sizes.nf_encoder
     add_evaluators(dst, {"face3d": face3d_from_state(ckpt, str(unsup3d), cfg)},
-                   provenance={"face3d": {"converted_from": str(unsup3d), "as": "SD-GAN's unsup3d Demo"}})
+                   provenance={"face3d": {"converted_from": Path(str(unsup3d)).name, "as": "SD-GAN's unsup3d Demo"}})
     written = []
     for name, file in fusions.items():
         kind = sdgan_kind(name)
