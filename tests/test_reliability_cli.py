@@ -265,3 +265,20 @@ def test_click_usage_errors_are_one_line(args, words):
     r = run(*args)
     assert_refused(r, *words)
     assert len([line for line in r.output.splitlines() if line.strip()]) == 1, r.output
+
+
+def test_priors_of_another_kind_are_warned_about(tmp_path):
+    """An interface file written by a frame-glasses run, given to a mask run, is used (the user may
+    mean it) but said to point away from the mask boundary; the same kind's priors pass silently."""
+    from latentedit.edit.discrete import prior_alignment
+
+    n = torch.randn(512)
+    assert prior_alignment(torch.stack([2 * n, -n, torch.zeros(512)]), n) == pytest.approx(1.0)
+    assert prior_alignment(torch.zeros(2, 512), n) is None
+    r = run("synthesize", "--kind", "glasses", "--normal", "--n", 4, "--out", tmp_path / "g")
+    assert r.exit_code == 0, r.output
+    args = ["--w-file", tmp_path / "g" / "latents.json", "--interface-file", tmp_path / "g" / "interface.json"]
+    same = run("synthesize", "--kind", "glasses", "--normal", *args, "--out", tmp_path / "g2")
+    other = run("synthesize", "--kind", "mask", *args, "--out", tmp_path / "m")
+    assert same.exit_code == 0 and "warning" not in same.output, same.output
+    assert other.exit_code == 0 and "point away from the mask boundary" in other.output, other.output

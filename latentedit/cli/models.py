@@ -134,3 +134,7 @@ def convert(src, dst, fp16, mapping_lr_mul, unsup3d_path, sdgan_fusions, sdgan_t
         held += f" + unsup3d + SD-GAN fusion ({', '.join(kinds)})"
     kept = sorted(set(bundle.read_manifest(dst)["networks"]) - {"G", "D"}) if bundle.is_bundle(dst) and not fusions else []
     click.echo(f"converted {nets.format} ({held}) -> {dst}" + (f" (kept its {', '.join(kept)})" if kept else ""))
+    left = sorted(set(bundle.read_manifest(src)["networks"]) - {"G", "D"} - set(kept)) if nets.format == "bundle" else []
+    if left and not fusions:
+        click.echo(f"note: only G and D are converted; {src}'s {', '.join(left)} (and its boundaries/, templates/) "
+                   "stay there: copy the folder and convert it into itself to keep them")

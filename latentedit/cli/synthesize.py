@@ -42,6 +42,7 @@ from latentedit.errors import FormatError, InputError
 from latentedit.formats.files import file_sha256, regular_file
 
 GRID_SAMPLES = 16
+PRIOR_ALIGNMENT_WARNING = 0.5  # priors of the kind's own boundary have |cosine| 1 with it; another kind's, near 0
 
 
 def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
@@ -122,7 +123,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     OUT/pasted/ each result pasted back into its photo."""
     from latentedit.cli.options import progress_bar
     from latentedit.edit.outputs import FOLDERS, short_floats
-    from latentedit.edit.discrete import resolve_kind, signed_distance
+    from latentedit.edit.discrete import prior_alignment, resolve_kind, signed_distance
     from latentedit.formats import bundle
     from latentedit.model import default_parts, load_model
     from latentedit.formats.images import save_png, tile, to_uint8
@@ -189,6 +190,10 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     if interface_file is not None:
         priors = torch.from_numpy(read_priors(interface_file, N, G.w_dim))
     synth = loaded.synthesizer(resolved, template=template)
+    alignment = None if priors is None else prior_alignment(priors, synth.normal)
+    if alignment is not None and alignment < PRIOR_ALIGNMENT_WARNING:
+        click.echo(f"warning: the --interface-file priors point away from the {resolved} boundary (mean |cosine| "
+                   f"{alignment:.2f}): were they made for another kind?", err=True)
     entry = bundle.read_manifest(model)["networks"][offset_network_name(resolved)]
 
     out = Path(out)

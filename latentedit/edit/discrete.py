@@ -82,6 +82,16 @@ def prior_basis(w, normal, intercept, distance):
     return gap[:, None] * _unit(normal, w.device)
 
 
+def prior_alignment(priors, normal):
+    """Mean |cosine| between the non-zero priors [N, w_dim] and the boundary normal (1: InterfaceGAN
+    priors of this boundary; near 0: priors made for another attribute); None when all are zero."""
+    p = torch.as_tensor(priors, dtype=torch.float32)
+    p = p[p.norm(dim=1) > 0]
+    if not len(p):
+        return None
+    return float((p @ _unit(normal, p.device)).abs().div(p.norm(dim=1)).mean())
+
+
 def accessory_present(clf, images, kind):
     """[N] bool: the attribute classifier's top class for the kind's head is the kind."""
     head, index, _ = ACCESSORY_KINDS[kind]
