@@ -38,6 +38,10 @@ THREAD_COMMANDS = [
     ["train", "evaluators", "--out", "{tmp}/run"],
     ["evaluate", "generator"],
     ["studio", "--port", "0"],
+    ["generate", "--out", "{tmp}/run"],
+    ["synthesize", "--kind", "mask", "--out", "{tmp}/run"],
+    ["edit", "--direction", "smile", "--out", "{tmp}/run/edit.png"],
+    ["invert", "{tmp}", "--out", "{tmp}/run"],
 ]
 
 

@@ -11,7 +11,7 @@ from latentedit.cli.inputs import (input_encoder, invert_inputs, read_aligned_in
                                    write_pasted)
 from latentedit.cli.options import (MAX_IMAGES, check_count, check_input_options, check_region_name, check_scale,
                                     component_options, fit_components, input_options, model_for_encoder,
-                                    model_options, parse_seeds, parse_strength, parts_source)
+                                    model_options, parse_seeds, parse_strength, parts_source, threads_option)
 from latentedit.errors import FormatError, InputError
 from latentedit.models.stylegan2 import z_from_seeds
 
@@ -134,6 +134,7 @@ def discover(model_choice, method, k, layers, n, evaluators_path, no_names, out)
 
 
 @click.command()
+@threads_option
 @model_options
 @click.option("--direction", required=True,
               help="A bundle boundary name (smile, age, ...), a .npy path (InterfaceGAN / InterFaceGAN++ "

@@ -7,7 +7,7 @@ import numpy as np
 
 from latentedit.cli.inputs import (image_uint8 as _uint8, input_encoder, read_aligned_inputs, warning_lines,
                                    write_pasted)
-from latentedit.cli.options import align_option, model_for_encoder, model_options
+from latentedit.cli.options import align_option, model_for_encoder, model_options, threads_option
 from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
 from latentedit.edit.inversion import MODES, SPACES, invert as invert_images, reconstruct
 from latentedit.errors import InputError
@@ -18,6 +18,7 @@ from latentedit.runs import ResumableRun
 
 
 @click.command()
+@threads_option
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @model_options
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")

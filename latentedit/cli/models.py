@@ -6,7 +6,7 @@ import click
 import torch
 
 from latentedit.cli.options import (MAX_IMAGES, MAX_SCALE, check_mapping_lr_mul, check_scale, model_options,
-                                   parse_seeds, progress_bar)
+                                   parse_seeds, progress_bar, threads_option)
 from latentedit.errors import InputError
 from latentedit.formats import bundle, load_networks, save_networks
 from latentedit.formats.latents import read_latents
@@ -15,6 +15,7 @@ from latentedit.runs import generate_images
 
 
 @click.command()
+@threads_option
 @model_options
 @click.option("--seeds", default="0-15", show_default=True,
               help=f"Seeds: 0-15 or 1,5,7-9 (at most {MAX_IMAGES:,} per run).")

@@ -246,3 +246,16 @@ def progress_bar(items, label):
     """`latentedit.runs`' progress callback: a click progress bar on stderr."""
     with click.progressbar(list(items), label=label, file=None) as bar:
         yield from bar
+
+
+def threads_option(f):
+    """--threads N for a command: checked and applied before the command runs (runtime.set_threads);
+    without it torch keeps its default (one thread per core)."""
+    from latentedit.runtime import set_threads
+
+    @functools.wraps(f)
+    def command(*args, threads=None, **kwargs):
+        set_threads(threads)
+        return f(*args, **kwargs)
+    return click.option("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's, one per core).")(command)

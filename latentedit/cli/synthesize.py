@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from latentedit.cli.inputs import input_encoder, read_aligned_inputs, read_inputs, warning_lines, write_pasted
-from latentedit.cli.options import MAX_IMAGES, check_count, check_input_options, check_scale, input_options
+from latentedit.cli.options import (MAX_IMAGES, check_count, check_input_options, check_scale, input_options,
+                                   threads_option)
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.files import file_sha256, regular_file
 
@@ -82,6 +83,7 @@ def _sdgan_bundle(model_path, kind, input_paths, template):
 
 
 @click.command()
+@threads_option
 @click.option("--kind", required=True,
               help="mask | glasses (with --normal: frame glasses, without: sunglasses) | frame_glasses | sunglasses.")
 @click.option("--normal", is_flag=True, help="With --kind glasses: frame (normal) glasses instead of sunglasses.")
