@@ -55,8 +55,10 @@ def generate(model_choice, seeds, w_file, truncation, truncation_cutoff, noise_m
                 "truncation": truncation, "truncation_cutoff": truncation_cutoff, "noise_mode": noise_mode}
     written, grid_path = generate_images(G, ws, out, names, batch_size, noise_mode, settings, progress_bar)
     if grid_path is not None:  # rank 0 of a torchrun run reports it
-        folder = "" if Path(out).suffix.lower() == ".png" else f" to {out}/"
-        click.echo(f"wrote {len(names)} images{folder} and the grid {grid_path}")
+        if Path(out).suffix.lower() == ".png":
+            click.echo(f"wrote the grid {grid_path} of {len(names)} images")
+        else:
+            click.echo(f"wrote {len(names)} images to {Path(out)}/ and the grid {grid_path}")
 
 
 @click.command()

@@ -419,8 +419,8 @@ def layers(model_choice, direction, strengths, steps, s_ref, colours, seeds, w_f
     per_row = 1 + len(colour_rows) + int(compare)
     cells = np.zeros([len(ws), per_row, steps, G.img_resolution, G.img_resolution, 3], np.uint8)
     psnr, render_s, renders = [], 0.0, 0
-    with click.progressbar(values, label=f"{len(values)} strengths x {1 + len(colour_rows)} colours, "
-                                         f"{len(ws)} images") as bar:
+    rows = "1 row" if not colour_rows else f"{1 + len(colour_rows)} rows (natural + {len(colour_rows)} recoloured)"
+    with click.progressbar(values, label=f"{len(values)} strengths x {rows}, {len(ws)} images") as bar:
         for j, v in enumerate(bar):
             for r, colour in enumerate([None] + colour_rows):
                 t0 = time.perf_counter()
