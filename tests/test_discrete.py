@@ -16,6 +16,7 @@ from PIL import Image
 from latentedit.cli import main
 from latentedit.edit.directions import Direction
 from latentedit.edit.discrete import DiscreteSynthesizer, prior_basis, resolve_kind
+from latentedit.edit.imaging import resize
 from latentedit.errors import FormatError, InputError
 from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
 from latentedit.formats.images import to_uint8
@@ -480,3 +481,21 @@ def test_conditioned_prior(world, tmp_path):
     assert "conflicts" in error_line(run(*args, "--steps", 2, "--resume", "--condition", "hat"))
     assert "no direction named 'nonexistent'" in error_line(
         run(*args[:6], "--out", tmp_path / "r2", "--batch", 4, "--condition", "nonexistent", "--steps", 1))
+
+
+def test_cached_template_features_follow_the_weights(world):
+    """Inference reuses the template branch's features, but not after the branch's weights change
+    (an offset trainer's sample snapshots run between its steps)."""
+    path, G, _ = world
+    synth = DiscreteSynthesizer.load("mask", bundle=path, G=G)
+    origin = G.synthesize(G.sample_w(2, seed=4))
+    with torch.no_grad():
+        before = synth.offsets(origin)
+        assert torch.equal(synth.offsets(origin), before)  # served from the cache
+        next(synth.fusion.masknet.parameters()).mul_(1.5)  # an optimiser step, in place
+        after = synth.offsets(origin)
+        full = synth.fusion(resize(origin, synth.fusion.cfg.resolution),
+                            synth.template.expand(2, -1, -1, -1),
+                            synth.face3d(resize(origin, synth.face3d.cfg.image_size).clamp(-1, 1))["maps"])
+    assert not torch.allclose(after, before, atol=1e-4)
+    assert torch.allclose(after, full, atol=1e-5 * full.abs().max())

@@ -82,6 +82,21 @@ def prior_basis(w, normal, intercept, distance):
     return gap[:, None] * _unit(normal, w.device)
 
 
+def fixed_template_features(fusion, templates, cache):
+    """fusion.template_features(templates) for inference, computed once and reused from `cache` (a
+    dict the caller keeps) until the template branch's weights or buffers, or the templates, change
+    (an offset trainer's sample snapshots run between its steps)."""
+    from latentedit.models.layers import version_key
+
+    tensors = [templates, *fusion.masknet.parameters(), *fusion.masknet.buffers()]
+    key = (id(templates), *(version_key(t) for t in tensors))
+    if None in key:  # inference tensors keep no version: nothing is cached
+        return fusion.template_features(templates)
+    if cache.get("key") != key:
+        cache.update(key=key, features=fusion.template_features(templates))
+    return cache["features"]
+
+
 def prior_alignment(priors, normal):
     """Mean |cosine| between the non-zero priors [N, w_dim] and the boundary normal (1: InterfaceGAN
     priors of this boundary; near 0: priors made for another attribute); None when all are zero."""
@@ -136,7 +151,7 @@ class DiscreteSynthesizer:
         self.kind, self.distance, self.intercept = kind, float(distance), float(intercept)
         self.normal = torch.as_tensor(normal, dtype=torch.float32).reshape(-1)
         self.template = self.check_template(template)
-        self._template_feat = None  # the fusion net's features of the template, once per synthesizer
+        self._template_feat = {}  # fixed_template_features' cache
 
     def check_template(self, template):
         """Template [3, r, r] (or [1, 3, r, r]) in [-1, 1] -> [1, 3, R, R] at the network's size."""
@@ -186,9 +201,8 @@ class DiscreteSynthesizer:
         face = resize(origin, self.fusion.cfg.resolution)
         if torch.is_grad_enabled() or self.fusion.training:  # training: the template branch learns
             return self.fusion(face, self.template.expand(len(face), -1, -1, -1).to(face), maps)
-        if self._template_feat is None:  # inference: the fixed template's features, once
-            self._template_feat = self.fusion.template_features(self.template.to(face))
-        return self.fusion(face, None, maps, template_feat=self._template_feat)
+        feat = fixed_template_features(self.fusion, self.template.to(face), self._template_feat)
+        return self.fusion(face, None, maps, template_feat=feat)
 
     @torch.no_grad()
     def __call__(self, w, prior=None, batch_size=16, progress=None):

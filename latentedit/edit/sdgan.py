@@ -23,7 +23,7 @@ image after an MTCNN face crop; generated faces are aligned already).
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import SynthesisResult, prior_basis, resolve_kind
+from latentedit.edit.discrete import SynthesisResult, fixed_template_features, prior_basis, resolve_kind
 from latentedit.edit.imaging import resize
 from latentedit.errors import InputError
 from latentedit.models.stylegan2 import truncate
@@ -77,7 +77,7 @@ class SDGANSynthesizer:
         self.G, self.fusion, self.face3d = G.eval(), fusion.eval(), face3d.eval()
         self.kind, self.truncation = kind, float(truncation)
         self.templates = resize(t, fusion.cfg.resolution)
-        self._template_feat = None  # the fusion net's features of the templates, once per synthesizer
+        self._template_feat = {}  # fixed_template_features' cache
         self.mean = (G.w_avg if mean is None else torch.as_tensor(mean, dtype=torch.float32)).reshape(-1).detach()
         if self.mean.numel() != G.w_dim:
             raise InputError(f"mean latent has {self.mean.numel()} values, the generator's W has {G.w_dim}")
@@ -131,9 +131,8 @@ class SDGANSynthesizer:
         pick = torch.as_tensor(indices) % len(self.templates)
         if torch.is_grad_enabled() or self.fusion.training:
             return self.fusion(face, self.templates[pick].to(face), maps)
-        if self._template_feat is None:  # inference: the templates' features, once
-            self._template_feat = self.fusion.template_features(self.templates.to(face))
-        return self.fusion(face, None, maps, template_feat=self._template_feat[pick.to(face.device)])
+        feat = fixed_template_features(self.fusion, self.templates.to(face), self._template_feat)
+        return self.fusion(face, None, maps, template_feat=feat[pick.to(face.device)])
 
     @torch.no_grad()
     def __call__(self, w, prior=None, indices=None, batch_size=16):
