@@ -29,7 +29,7 @@ class Model:
         self.parts = Path(parts) if parts is not None else None
         self.source = str(source) if source is not None else "a generator in memory"
         self.info = dict(info or {})
-        self._hash = None
+        self._hash = {}  # {"G": hash} once computed; shared with the with_parts copies (same G)
         self._cache = {}
 
     def __repr__(self):
@@ -41,14 +41,15 @@ class Model:
     def generator_hash(self):
         """sha256 of G's weights (formats.directions.generator_hash), computed once; a model's
         generator is not retrained in place (train a new one and load it)."""
-        if self._hash is None:
+        if "G" not in self._hash:
             from latentedit.formats.directions import generator_hash
 
-            self._hash = generator_hash(self.G)
-        return self._hash
+            self._hash["G"] = generator_hash(self.G)
+        return self._hash["G"]
 
     def with_parts(self, parts):
-        """The same generator (its hash kept) with its parts from another bundle folder (or None)."""
+        """The same generator with its parts from another bundle folder (or None); the two share
+        the generator's hash, whichever computes it first."""
         other = Model(self.G, D=self.D, parts=parts, source=self.source, info=self.info)
         other._hash = self._hash
         return other

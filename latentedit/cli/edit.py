@@ -178,7 +178,7 @@ def edit(model_choice, direction, strength, steps, seeds, condition, layers, tru
         raise InputError("--steps must be >= 1")
     lo, hi = parse_strength(strength)
     check_scale(truncation, "--truncation")
-    check_input_options(input_paths, invert_mode, invert_steps, encoder_path)
+    check_input_options(input_paths, invert_steps)
     if region:
         check_region_name(region)
     elif any(click.get_current_context().get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
@@ -214,7 +214,6 @@ def edit(model_choice, direction, strength, steps, seeds, condition, layers, tru
         raise InputError(f"direction {d.name} lives in Z; images from --input are inverted into W+ codes: "
                          "use a W direction (or train one with `latentedit boundary train`)")
     d.check(G, "z" if in_z else "w", generator_hash=model.generator_hash)
-    lo, hi = parse_strength(strength)
     if input_paths:
         w = invert_inputs(images, G, invert_mode, encoder, invert_steps).cpu()       # [N, L, D]
         edited = linear_interpolate(w, d, lo, hi, steps, mode)                      # [N, S, L, D]

@@ -78,8 +78,9 @@ def input_encoder(mode, encoder_path, model, flag="--invert-mode"):
             raise InputError(f"{flag} {mode} needs an encoder, and the model {model.source} is "
                              "not a bundle that could hold one; pass --encoder BUNDLE (train one with "
                              "`latentedit train encoder`)")
-        encoder_path = model.parts
-    encoder = load_encoder(encoder_path, model.G)
+        encoder_path, encoder = model.parts, model.encoder()
+    else:
+        encoder = load_encoder(encoder_path, model.G, generator_hash=model.generator_hash)
     if Path(encoder_path).is_file():
         return encoder, file_sha256(encoder_path, "encoder file")
     return encoder, bundle.read_manifest(encoder_path)["networks"][NAME]["sha256"]

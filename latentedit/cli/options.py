@@ -182,7 +182,7 @@ def input_options(f):
     return f
 
 
-def check_input_options(input_paths, invert_mode, invert_steps, encoder_path):
+def check_input_options(input_paths, invert_steps):
     """Refuses --invert-* / --encoder without --input, and bad --invert-steps."""
     ctx = click.get_current_context()
     if not input_paths:
@@ -228,10 +228,9 @@ def fit_components(model, fit_samples, clusters):
     from latentedit.edit import regions as rg
 
     parser = parts_source(model, part="parser").evaluator("parser")
-    blocks = model.G.synthesis.block_resolutions
-    res = tuple(r for r in (32, 64) if r in blocks) or (blocks[-1],)
     click.echo(f"fitting {clusters} part clusters on {fit_samples} samples ...")
-    return rg.component_clusters(model.G, n_samples=fit_samples, k=clusters, layer_res=res, parser=parser)
+    return rg.component_clusters(model.G, n_samples=fit_samples, k=clusters, layer_res=rg.component_layers(model.G),
+                                 parser=parser)
 
 
 def check_region_name(name, flag="--region"):

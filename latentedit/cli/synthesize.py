@@ -146,7 +146,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     if mean_source or mean_samples is not None or normalize_output:
         raise InputError("--mean-latent, --mean-samples and --normalize-output are for SD-GAN bundles "
                          "(made by `latentedit convert ... --sdgan-fusion`)")
-    check_input_options(input_paths, invert_mode, invert_steps, encoder_path)
+    check_input_options(input_paths, invert_steps)
     if input_paths and w_file is not None:
         raise InputError("pass either --w-file or --input (images to invert), not both")
     if w_file is not None or input_paths:
@@ -196,11 +196,12 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     if alignment is not None and alignment < PRIOR_ALIGNMENT_WARNING:
         click.echo(f"warning: the --interface-file priors point away from the {resolved} boundary (mean |cosine| "
                    f"{alignment:.2f}): were they made for another kind?", err=True)
-    entry = bundle.read_manifest(model)["networks"][offset_network_name(resolved)]
+    networks = bundle.read_manifest(model)["networks"]
+    entry = networks[offset_network_name(resolved)]
 
     out = Path(out)
     settings = {"command": "synthesize", "kind": resolved, "model": str(model_path or "default"),
-                "generator_sha256": bundle.read_manifest(model)["networks"]["G"]["sha256"],
+                "generator_sha256": networks["G"]["sha256"],
                 "offset_network_sha256": entry["sha256"],
                 "template": str(template) if template is not None else None,
                 "template_sha256": file_sha256(template) if template is not None else None,

@@ -229,15 +229,20 @@ def default_components(G, parser=None):
         from latentedit.model import Model, default_parts
 
         parser = Model(G, parts=default_parts()).evaluator("parser").to(first.device)
-    blocks = G.synthesis.block_resolutions
-    res = tuple(r for r in (32, 64) if r in blocks) or (blocks[-1],)
-    model = component_clusters(G, layer_res=res, parser=parser)
+    model = component_clusters(G, layer_res=component_layers(G), parser=parser)
     if key is not None:
         _COMPONENTS[G] = (key, given, model)
     return model
 
 
 _COMPONENTS = weakref.WeakKeyDictionary()  # G -> (version_key of its weights, parser given, components)
+
+
+def component_layers(G):
+    """The block resolutions whose features make the default components: 32 and 64 px where G has
+    them, else its last block."""
+    blocks = G.synthesis.block_resolutions
+    return tuple(r for r in (32, 64) if r in blocks) or (blocks[-1],)
 
 
 def _split_side(eyes, nose, left_on_image_left, want_left):

@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from latentedit.edit.components import (PARTS, REGIONS, SIDES, ComponentModel, _parse, _split_side,  # noqa: F401
-                                        component_clusters, default_components, name_components, region_mask,
+                                        component_clusters, component_layers, default_components, name_components, region_mask,
                                         spherical_kmeans)
 from latentedit.edit.features import (COMPARISON_NOISE_MODES, _blended_synthesis, _check_noise,  # noqa: F401
                                       _resolutions, _wplus, block_hooks, synthesis_features)
