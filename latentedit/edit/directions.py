@@ -90,11 +90,9 @@ class Direction:
             if self.dim != G.w_dim:
                 raise InputError(f"direction has {self.dim} dims, the generator's latents {G.w_dim}")
             if self.generator is not None:
-                if generator_hash is None:
-                    from latentedit.formats.directions import generator_hash as hash_of
+                from latentedit.formats.directions import made_for
 
-                    generator_hash = hash_of(G)
-                if generator_hash != self.generator:
+                if not made_for(G, self.generator, generator_hash):
                     raise InputError(f"direction {self.name or '(unnamed)'} was made for another generator "
                                      f"(hash {self.generator[:12]}...); train or discover it for this one")
             if self.num_ws is not None and self.num_ws != G.num_ws:

@@ -179,11 +179,9 @@ class DiscreteSynthesizer:
         bundle = bundle or default_parts()
         net, settings = read_offset_network(bundle, kind)
         if settings.get("generator"):
-            if generator_hash is None:
-                from latentedit.formats.directions import generator_hash as hash_of
+            from latentedit.formats.directions import made_for
 
-                generator_hash = hash_of(G)
-            if generator_hash != settings["generator"]:
+            if not made_for(G, settings["generator"], generator_hash):
                 raise InputError(f"the {kind} offset network in {bundle} was trained through another generator; "
                                  "train one for this generator with `latentedit train offset`")
         face3d = load_evaluators(bundle, ["face3d"])["face3d"]

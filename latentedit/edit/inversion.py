@@ -276,11 +276,9 @@ def load_encoder(path, G=None, generator_hash=None):
         trained_for = bundle.read_manifest(path).get("provenance", {}).get("encoder", {})
         trained_for = trained_for.get("generator") if isinstance(trained_for, dict) else None
         if trained_for:
-            if generator_hash is None:
-                from latentedit.formats.directions import generator_hash as hash_of
+            from latentedit.formats.directions import made_for
 
-                generator_hash = hash_of(G)
-            if generator_hash != trained_for:
+            if not made_for(G, trained_for, generator_hash):
                 raise InputError(f"the encoder in {path} was trained through another generator; "
                                  "train one for this generator with `latentedit train encoder`")
     return encoder
@@ -397,10 +395,7 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
         model_path, G = Path(model.source), model.G
     losses = None
     if mode != "encoder":  # checked (and files read) before any image is
-        device = G.w_avg.device
-        from_bundle = evaluator_losses(evaluators)
-        losses = (perceptual_loss(perceptual, device) or from_bundle[0],
-                  identity_loss(identity, device) or from_bundle[1])
+        losses = evaluator_losses(evaluators, perceptual, identity, G.w_avg.device)
     if mode in ("encoder", "hybrid"):
         if encoder is None and model_path is None:
             raise InputError(f"mode {mode!r} needs an encoder: pass encoder=... (an Encoder or a bundle folder "

@@ -113,11 +113,14 @@ def load_identity(path):
     return load_arcface(path)
 
 
-def evaluator_losses(evaluators):
+def evaluator_losses(evaluators, perceptual=None, identity=None, device="cpu"):
     """(PerceptualLoss or None, IdentityLoss or None) of {"attributes": perceptual network,
-    "identity": identity network} (either missing -> None); any network of the protocol."""
+    "identity": identity network} (either missing -> None); any network of the protocol.
+    perceptual / identity (a network or a path, see perceptual_loss / identity_loss) replace
+    the evaluators' own; networks read from a path go to `device`."""
     evaluators = evaluators or {}
     if not isinstance(evaluators, dict):
         raise InputError(f"evaluators must be a dict {{'attributes': ..., 'identity': ...}}, got "
                          f"{type(evaluators).__name__}")
-    return perceptual_loss(evaluators.get("attributes")), identity_loss(evaluators.get("identity"))
+    own = perceptual_loss(evaluators.get("attributes")), identity_loss(evaluators.get("identity"))
+    return perceptual_loss(perceptual, device) or own[0], identity_loss(identity, device) or own[1]

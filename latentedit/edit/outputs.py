@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from latentedit.errors import FormatError
-from latentedit.formats.files import regular_file
 
 FOLDERS = ("origins", "interfacegan_origins", "predict_images")
 
@@ -96,15 +95,9 @@ class SynthesisOutputs:
         return p, offsets
 
     def _load_record(self, i, num_ws, w_dim):
-        path = self.record(i)
-        try:
-            rec = np.load(regular_file(path, "record from an earlier run"), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise FormatError(f"{path}: unreadable record from an earlier run ({e}); delete it") from None
-        if not isinstance(rec, np.ndarray) or rec.shape != (1 + num_ws, w_dim) or not np.isfinite(rec).all():
-            raise FormatError(f"{path}: record from an earlier run is not [{1 + num_ws}, {w_dim}] finite values; "
-                              "delete it")
-        return rec.astype(np.float32)
+        from latentedit.formats.latents import read_earlier_array
+
+        return read_earlier_array(self.record(i), (1 + num_ws, w_dim), "record")
 
     def write_latents(self, w, priors, edited):
         """latents.json (w), interface.json (p) and predict_latents.npy (the edited codes)."""

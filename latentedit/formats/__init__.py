@@ -70,15 +70,21 @@ def _estimate_w_avg(G):
         return G.mapping(z, update_w_avg=False)[:, 0].mean(0)
 
 
+def _set_generator(nets, cfg, sd, latent_avg, what, overrides):
+    """nets.G from a converted rosinality-layout state dict; w_avg is the file's latent_avg when it
+    has one (already in sd), else estimated."""
+    nets.G = _build(Generator, GeneratorConfig, cfg, sd, what, overrides)
+    if latent_avg is None:
+        nets.G.mapping.w_avg.copy_(_estimate_w_avg(nets.G))
+    nets.info["w_avg"] = "stored (latent_avg)" if latent_avg is not None else f"estimated from {W_AVG_SAMPLES} z"
+
+
 def _load_rosinality(path, ckpt, overrides):
     nets = Networks("rosinality", str(path))
     g_key = "g_ema" if "g_ema" in ckpt else "g"
     latent_avg = ckpt.get("latent_avg")
     cfg, sd = rosinality.generator_from_rosinality(ckpt[g_key], latent_avg)
-    nets.G = _build(Generator, GeneratorConfig, cfg, sd, f"{path} [{g_key}]", overrides)
-    if latent_avg is None:
-        nets.G.mapping.w_avg.copy_(_estimate_w_avg(nets.G))
-    nets.info["w_avg"] = "stored (latent_avg)" if latent_avg is not None else f"estimated from {W_AVG_SAMPLES} z"
+    _set_generator(nets, cfg, sd, latent_avg, f"{path} [{g_key}]", overrides)
     nets.info["generator_key"] = g_key
     if isinstance(ckpt.get("d"), dict):
         dcfg, dsd = rosinality.discriminator_from_rosinality(ckpt["d"])
@@ -89,14 +95,13 @@ def _load_rosinality(path, ckpt, overrides):
     return nets
 
 
-def _load_psp(path, ckpt, overrides):
-    """The generator of an e4e / pSp / ReStyle checkpoint: its decoder.*, latent_avg as w_avg."""
+@torch.inference_mode(False)  # as load_networks (formats.psp calls it for a checkpoint already read)
+def psp_networks(path, ckpt, overrides=None):
+    """The generator of an e4e / pSp / ReStyle checkpoint `ckpt` read from `path`: its decoder.*,
+    latent_avg as w_avg."""
     nets = Networks("psp", str(path))
     cfg, sd, avg = psp.decoder_from_checkpoint(ckpt, str(path))
-    nets.G = _build(Generator, GeneratorConfig, cfg, sd, f"{path} [decoder]", overrides)
-    if avg is None:
-        nets.G.mapping.w_avg.copy_(_estimate_w_avg(nets.G))
-    nets.info["w_avg"] = "stored (latent_avg)" if avg is not None else f"estimated from {W_AVG_SAMPLES} z"
+    _set_generator(nets, cfg, sd, avg, f"{path} [decoder]", overrides)
     nets.info["encoder_type"] = psp.options(ckpt).get("encoder_type")
     return nets
 
@@ -154,7 +159,7 @@ def load_networks(path, overrides=None):
         # Not a network pickle: perhaps a legacy torch.save file; that loader is weights-only too.
     ckpt = rosinality.load_pt(path)
     if psp.is_psp_checkpoint(ckpt):
-        return _load_psp(path, ckpt, overrides)
+        return psp_networks(path, ckpt, overrides)
     if not rosinality.is_rosinality(ckpt):
         keys = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise FormatError(f"{path}: a torch file, but not a rosinality StyleGAN2 checkpoint (found {keys})")
@@ -183,9 +188,10 @@ def load_generator(path=None, device="cpu", overrides=None):
     return load_generator_networks(path, overrides, discriminator=False).G.to(device)
 
 
-def _holds_generator(path, G):
-    """Whether the bundle at `path` holds G (same config, weights equal up to fp16 rounding)."""
-    if bundle.read_manifest(path)["networks"]["G"].get("config") != G.cfg.to_dict():
+def _holds_generator(path, entry, G):
+    """Whether the bundle at `path`, whose manifest lists G as `entry`, holds G (same config, weights
+    equal up to fp16 rounding)."""
+    if entry.get("config") != G.cfg.to_dict():
         return False
     _, stored = bundle.read_network(path, "G")
     current = G.state_dict()
@@ -224,7 +230,7 @@ def save_networks(nets: Networks, dst, fp16=False, provenance=None, figures=None
     if bundle.is_bundle(dst):
         held = bundle.read_manifest(dst)["networks"]
         others = sorted(set(held) - {"G", "D"})
-        merge = "G" not in held or _holds_generator(dst, nets.G)
+        merge = "G" not in held or _holds_generator(dst, held["G"], nets.G)
         if others and not merge:
             raise FormatError(f"{dst}: already a bundle of another generator, with networks made for it "
                               f"({', '.join(others)}); writing this generator there would orphan them: "

@@ -28,7 +28,9 @@ import torch
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.atomic import write_bytes, write_text
 from latentedit.formats.files import read_json, regular_file
+from latentedit.formats.latents import read_npy
 from latentedit.formats.weights import is_derived
+from latentedit.models.config import is_count
 
 SPACES = ("z", "w", "w+")  # latent spaces a direction lives in (edit.directions uses this list)
 MAX_NUM_WS = 64  # W+ layers of a 4096 px generator are 22; a larger count is a corrupt file
@@ -57,6 +59,12 @@ def generator_hash(G):
     return h.hexdigest()
 
 
+def made_for(G, expected, known_hash=None):
+    """Whether G is the generator a file says it was made for (`expected`: its generator_hash);
+    known_hash: G's hash when the caller has it (a Model computes it once)."""
+    return (known_hash if known_hash is not None else generator_hash(G)) == expected
+
+
 def sidecar_path(path):
     return Path(path).with_suffix(".json")
 
@@ -80,10 +88,7 @@ def write_direction(path, vector, meta):
 def read_direction(path):
     """-> (vector float32 [1, D] or [L, D], metadata dict; {} without a sidecar)."""
     path = regular_file(path, "direction file")
-    try:
-        vector = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise FormatError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
+    vector = read_npy(path, "a direction")
     if vector.ndim == 1:
         vector = vector[None]  # some tools save [D]
     if vector.ndim != 2 or vector.size == 0 or not np.issubdtype(vector.dtype, np.floating):
@@ -191,8 +196,7 @@ def _layers(layers):
 
 
 def _read_npz(path):
-    if not path.is_file():
-        raise FormatError(f"{path}: no such direction file")
+    path = regular_file(path, "direction file")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
@@ -209,10 +213,6 @@ def _array(path, t):
     return a
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _check_sidecar(side, meta, shape):
     """Every field a reader uses, type and range, so a hand-edited or foreign sidecar fails here with
     its field named instead of deep inside an edit."""
@@ -222,21 +222,21 @@ def _check_sidecar(side, meta, shape):
     if not isinstance(meta, dict) or meta.get("format") != DIRECTION_FORMAT:
         raise FormatError(f"{side}: not a latentedit direction sidecar")
     if "version" in meta:
-        if not _is_int(meta["version"]) or meta["version"] < 1:
+        if not is_count(meta["version"], 1):
             bad("version", "a positive integer")
         if meta["version"] > DIRECTION_VERSION:
             raise FormatError(f"{side}: sidecar version {meta['version']} is newer than this latentedit reads")
     if "shape" in meta:
-        if not isinstance(meta["shape"], list) or not all(_is_int(n) for n in meta["shape"]):
+        if not isinstance(meta["shape"], list) or not all(is_count(n, 0) for n in meta["shape"]):
             bad("shape", "a list of integers")
         if meta["shape"] != list(shape):
             raise FormatError(f"{side}: sidecar says shape {meta['shape']}, the .npy holds {list(shape)}")
     if meta.get("space") is not None and meta["space"] not in SPACES:
         bad("space", f"one of {list(SPACES)} or null")
-    if meta.get("num_ws") is not None and (not _is_int(meta["num_ws"]) or not 1 <= meta["num_ws"] <= MAX_NUM_WS):
+    if meta.get("num_ws") is not None and (not is_count(meta["num_ws"], 1) or meta["num_ws"] > MAX_NUM_WS):
         bad("num_ws", f"an integer in [1, {MAX_NUM_WS}] or null")
     layers = meta.get("layers")
-    if layers is not None and (not isinstance(layers, list) or len(layers) != 2 or not all(_is_int(n) for n in layers)
+    if layers is not None and (not isinstance(layers, list) or len(layers) != 2 or not all(is_count(n, 0) for n in layers)
                                or not 0 <= layers[0] < layers[1] <= (meta.get("num_ws") or MAX_NUM_WS)):
         bad("layers", "null or [start, stop] with 0 <= start < stop <= num_ws")
     if meta.get("generator") is not None and not (isinstance(meta["generator"], str)

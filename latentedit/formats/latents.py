@@ -111,9 +111,7 @@ def _read_json(path, w_dim):
 def read_npy(path, what="the array"):
     """A .npy array of numbers (never a pickle): truncated, object-dtype or .npz files are a
     FormatError naming the file; `what` names the contents in the message."""
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: no such file")
+    path = regular_file(path, "array file")
     _check_npy_header(path)
     try:
         a = np.load(path, allow_pickle=False)
@@ -124,6 +122,18 @@ def read_npy(path, what="the array"):
     if a.dtype.kind not in "fiu":
         raise FormatError(f"{path}: {what} must be numbers, got dtype {a.dtype}")
     return a
+
+
+def read_earlier_array(path, shape, what):
+    """float32 array of `shape` that an earlier run saved (.npy); a FormatError that says to delete
+    it when it is unreadable, of another shape or not finite."""
+    try:
+        a = read_npy(path, what)
+    except FormatError as e:
+        raise FormatError(f"{e} ({what} from an earlier run); delete it") from None
+    if a.shape != tuple(shape) or not np.isfinite(a).all():
+        raise FormatError(f"{path}: {what} from an earlier run is not {list(shape)} finite values; delete it")
+    return a.astype(np.float32)
 
 
 def read_latents(path, w_dim=None, num_ws=None):

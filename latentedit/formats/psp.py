@@ -150,10 +150,11 @@ def load_psp_encoder(path, G=None, steps=None, device="cpu"):
         return encoder
     from latentedit.models.restyle import ReStyle
 
-    if G is None:
-        from latentedit.formats import load_generator
+    if G is None:  # the checkpoint's own decoder, from the checkpoint already read
+        from latentedit.formats import psp_networks
 
-        G = load_generator(path, device=device)
+        with torch.inference_mode(False):
+            G = psp_networks(path, ckpt).G.to(device)
     steps = steps if steps is not None else options(ckpt).get("n_iters_per_batch", RESTYLE_STEPS)
     return ReStyle(encoder, G, steps=int(steps)).eval()
 

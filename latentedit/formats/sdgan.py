@@ -227,13 +227,6 @@ def sdgan_kinds(path):
     return sorted(n[len(SDGAN_PREFIX):] for n in bundle.read_manifest(path)["networks"] if n.startswith(SDGAN_PREFIX))
 
 
-def template_files(folder):
-    """The template images of one of SD-GAN's template folders (or a single image file), sorted."""
-    from latentedit.formats.image_input import list_images
-
-    return list_images(Path(folder))
-
-
 def write_sdgan_network(path, kind, net, templates, source=None, truncation=0.5, mean_latent="latent_avg",
                         mean_samples=4096):
     """Writes the fusion network for `kind` and copies its template files into bundle `path`."""
@@ -287,12 +280,17 @@ def convert_sdgan_release(dst, unsup3d, fusions, templates):
     """Adds SD-GAN's released parts to bundle folder `dst` (which holds the converted generator):
     the unsup3d checkpoint as "face3d" (run as SD-GAN's Demo), and per {kind name: fusion
     checkpoint} the network with the images of templates/<SD-GAN's folder for the kind>/."""
-    from latentedit.formats import load_generator
+    from latentedit.formats import bundle
     from latentedit.formats.evaluators import add_evaluators
+    from latentedit.formats.image_input import list_images
     from latentedit.formats.unsup3d import config_from_state, face3d_from_state, read_checkpoint
     from latentedit.models.face3d import Face3DConfig
+    from latentedit.models.stylegan2 import GeneratorConfig
 
-    G = load_generator(dst)
+    networks = bundle.read_manifest(dst)["networks"]
+    if "G" not in networks:
+        raise FormatError(f"{dst}: holds no generator")
+    G = GeneratorConfig.from_dict(networks["G"]["config"])  # its W+ size is all that is checked here
     ckpt = read_checkpoint(unsup3d)
     sizes = config_from_state(ckpt, str(unsup3d))
     cfg = Face3DConfig.sdgan_demo()
@@ -309,6 +307,6 @@ def convert_sdgan_release(dst, unsup3d, fusions, templates):
         if (net.cfg.num_ws, net.cfg.w_dim) != (G.num_ws, G.w_dim):
             raise InputError(f"{file}: predicts {net.cfg.num_ws} x {net.cfg.w_dim} offsets, the generator in {dst} "
                              f"has {G.num_ws} x {G.w_dim} W+ codes")
-        write_sdgan_network(dst, kind, net, template_files(folder), source=file)
+        write_sdgan_network(dst, kind, net, list_images(folder), source=file)
         written.append(kind)
     return written
