@@ -5,9 +5,8 @@ from pathlib import Path
 
 import click
 
-from latentedit.cli.options import check_count, check_scale, parts_source
+from latentedit.cli.options import check_count, check_scale, parts_source, threads_option
 from latentedit.errors import FormatError
-from latentedit.runtime import set_threads
 
 
 @click.group()
@@ -25,9 +24,9 @@ def evaluate():
 @click.option("--batch", type=int, default=100, show_default=True)
 @click.option("--no-floor", is_flag=True, help="Skip the real-vs-real floor (halves the renders).")
 @click.option("--out", type=click.Path(), default="metrics.json", show_default=True, help="JSON report.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@threads_option
 @click.option("--record", is_flag=True, help="Also store the report in the model bundle's figures.")
-def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, threads, record):
+def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, record):
     """World-FID, KID, precision / recall, attribute rates and confidence of generated samples."""
     from latentedit.formats import bundle
     from latentedit.formats.atomic import write_text
@@ -35,7 +34,6 @@ def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, 
     from latentedit.model import load_model
     from latentedit.metrics import evaluate_generator
 
-    set_threads(threads)
     check_count(n, "--n")
     check_scale(truncation, "--truncation")
     model = load_model(model_path)

@@ -8,7 +8,7 @@ import numpy as np
 from latentedit.cli.inputs import (image_uint8 as _uint8, input_encoder, read_aligned_inputs, warning_lines,
                                    write_pasted)
 from latentedit.cli.options import align_option, model_for_encoder, model_options, threads_option
-from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
+from latentedit.edit.losses import evaluator_losses
 from latentedit.edit.inversion import MODES, SPACES, invert as invert_images, reconstruct
 from latentedit.errors import InputError
 from latentedit.formats.image_input import list_images, read_image, to_tensor
@@ -65,17 +65,10 @@ def invert(inputs, model_choice, out, mode, encoder_path, steps, space, evaluato
     with warning_lines():
         model = model_choice.load(model_for_encoder(encoder_path))
         encoder = input_encoder(mode, encoder_path, model, flag="--mode")[0]
-        if evaluators_path is None and mode != "encoder" and _holds_evaluators(model.parts):
+        if evaluators_path is None and mode != "encoder" and (model.has("attributes") or model.has("identity")):
             evaluators_path = model.parts
         _run(inputs, model.G, Path(out), mode, encoder, steps, space, evaluators_path, seed, batch_size,
              (lpips_spec, arcface_path), align)
-
-
-def _holds_evaluators(path):
-    from latentedit.formats import bundle
-
-    return (path is not None and bundle.is_bundle(path)
-            and any(k in bundle.read_manifest(path)["networks"] for k in ("attributes", "identity")))
 
 
 def _run(inputs, G, out, mode, encoder, steps, space, evaluators_path, seed, batch_size, loss_paths=(None, None),
@@ -165,9 +158,7 @@ def _losses(mode, evaluators_path, lpips_spec, arcface_path, device):
         held = bundle.read_manifest(Path(evaluators_path))["networks"]
         used = [k for k in wanted if k in held]
         evaluators = {k: m.to(device) for k, m in load_evaluators(evaluators_path, used).items()}
-    perceptual, identity = evaluator_losses(evaluators)
-    perceptual = perceptual_loss(lpips_spec, device) or perceptual
-    identity = identity_loss(arcface_path, device) or identity
+    perceptual, identity = evaluator_losses(evaluators, lpips_spec, arcface_path, device)
     names = [name for name, loss in (("perceptual" + (" (LPIPS)" if lpips_spec else ""), perceptual),
                                      ("identity" + (" (ArcFace)" if arcface_path else ""), identity)) if loss]
     if names:

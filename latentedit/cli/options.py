@@ -64,6 +64,16 @@ def parse_seeds(text, name="--seeds"):
     return seeds
 
 
+def sampled_seeds(n, seed, default_n=16):
+    """(n, first seed) of --n / --seed (None: 16 codes from seed 0): n in 1..MAX_IMAGES and the
+    seeds seed..seed+n-1 in [0, 2^32)."""
+    n, seed = default_n if n is None else n, 0 if seed is None else seed
+    check_count(n, "--n")
+    if not 0 <= seed or seed + n > 2 ** 32:
+        raise InputError(f"seeds {seed}..{seed + n - 1} must lie in [0, 2^32)")
+    return n, seed
+
+
 def parse_strength(text, name="--strength"):
     """'-3..3' -> (-3.0, 3.0); '2' -> (2.0, 2.0); each end finite and within +-MAX_SCALE."""
     try:

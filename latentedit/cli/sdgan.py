@@ -24,7 +24,7 @@ from latentedit.errors import InputError
 
 def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, truncation, mean_source, mean_samples,
                      mean_seed, normalize_output, batch_size, out):
-    from latentedit.cli.options import progress_bar
+    from latentedit.cli.options import progress_bar, sampled_seeds
     from latentedit.formats.files import file_sha256
     from latentedit.edit.sdgan import SDGANSynthesizer
     from latentedit.formats import bundle, load_generator
@@ -38,9 +38,7 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
             raise InputError(f"--n / --seed are for sampling from seeds; the codes come from --w-file {w_file}")
         w = torch.from_numpy(read_latents(w_file, w_dim=G.w_dim, num_ws=G.num_ws))
     else:
-        n, seed = 16 if n is None else n, 0 if seed is None else seed
-        if n < 1 or not 0 <= seed or seed + n > 2 ** 32:
-            raise InputError(f"--n must be >= 1 and seeds {seed}..{seed + n - 1} in [0, 2^32)")
+        n, seed = sampled_seeds(n, seed)
         w = G.sample_w(n, seed=seed)  # untruncated: the synthesis truncates, as test.py does
     priors = None if interface_file is None else torch.from_numpy(read_priors(interface_file, len(w), G.w_dim))
     synth = SDGANSynthesizer.load(model, kind, normal, G=G, truncation=truncation, mean_source=mean_source,

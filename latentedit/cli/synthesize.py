@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from latentedit.cli.inputs import input_encoder, read_aligned_inputs, read_inputs, warning_lines, write_pasted
-from latentedit.cli.options import (MAX_IMAGES, check_count, check_input_options, check_scale, input_options,
+from latentedit.cli.options import (MAX_IMAGES, check_input_options, check_scale, input_options, sampled_seeds,
                                    threads_option)
-from latentedit.errors import FormatError, InputError
-from latentedit.formats.files import file_sha256, regular_file
+from latentedit.errors import InputError
+from latentedit.formats.files import file_sha256
 
 GRID_SAMPLES = 16
 PRIOR_ALIGNMENT_WARNING = 0.5  # priors of the kind's own boundary have |cosine| 1 with it; another kind's, near 0
@@ -50,19 +50,13 @@ def _inverted_codes(path, images, G, mode, encoder, steps, batch_size):
     """W+ codes [N, num_ws, w_dim] of the --input images: read back from `path` when an earlier run
     of the same settings left them (the resume check has passed), else inverted and saved there."""
     from latentedit.cli.inputs import invert_inputs
-    from latentedit.formats.latents import write_latents
+    from latentedit.formats.latents import read_earlier_array, write_latents
 
     shape = (len(images), G.num_ws, G.w_dim)
     if path.exists():
-        try:
-            codes = np.load(regular_file(path, "inverted codes from an earlier run"), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise FormatError(f"{path}: unreadable inverted codes from an earlier run ({e}); delete it") from None
-        if not isinstance(codes, np.ndarray) or codes.shape != shape or not np.isfinite(codes).all():
-            raise FormatError(f"{path}: inverted codes from an earlier run are not {list(shape)} finite values; "
-                              "delete it")
+        codes = read_earlier_array(path, shape, "inverted codes")
         click.echo(f"reusing the inverted codes of {path}")
-        return torch.from_numpy(codes.astype(np.float32))
+        return torch.from_numpy(codes)
     codes = invert_inputs(images, G, mode, encoder, steps, batch_size=batch_size).cpu()
     write_latents(path, codes.numpy())
     return codes
@@ -159,12 +153,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     else:
         if interface_file is not None:
             raise InputError("--interface-file gives one prior per code: pass --w-file too (or --input images)")
-        n = 16 if n is None else n
-        seed = 0 if seed is None else seed
-        check_count(n, "--n")
+        n, seed = sampled_seeds(n, seed)
         check_scale(truncation, "--truncation")
-        if not 0 <= seed or seed + n > 2 ** 32:
-            raise InputError(f"seeds {seed}..{seed + n - 1} must lie in [0, 2^32)")
     model = Path(model_path) if model_path is not None else default_parts()
     if model is None or not bundle.is_bundle(model):
         raise InputError(f"{model}: synthesize needs a bundle folder (it holds the offset networks); "

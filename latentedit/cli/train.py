@@ -2,8 +2,8 @@
 
 import click
 
+from latentedit.cli.options import threads_option
 from latentedit.errors import InputError
-from latentedit.runtime import set_threads
 
 
 @click.group()
@@ -25,15 +25,14 @@ def train():
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads per process.")
+@threads_option
 def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, r1_gamma, bf16, resume,
-        init_from, threads):
+        init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from latentedit.train.distributed import init_distributed
     from latentedit.train.gan import GANConfig, GANTrainer
     from latentedit.train.state import check_new_run, run_config, start_run
 
-    set_threads(threads)
     check_new_run(out, resume)
     if snapshot_kimg <= 0 or kimg <= 0:
         raise InputError("--kimg and --snapshot-kimg must be positive")
@@ -49,11 +48,10 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
 
 # -- shared by the offset and encoder runs: a run folder of one trainer over a bundle -------------
 
-def _open_run(out, resume, steps, snapshot, bundle_path, threads):
+def _open_run(out, resume, steps, snapshot, bundle_path):
     """Checks the flags common to bundle-based runs; returns the source bundle folder."""
     from latentedit.train.state import open_bundle_run
 
-    set_threads(threads)
     return open_bundle_run(out, resume, steps, snapshot, bundle_path)
 
 
@@ -80,7 +78,7 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--snapshot", type=int, default=default_snapshot, show_default=True,
                      help="Save state and samples every N steps."),
-        click.option("--threads", type=int, default=None, help="torch CPU threads."),
+        threads_option,
         click.option("--resume", is_flag=True, help="Continue from the run folder's last state."),
         click.option("--init-from", type=click.Path(), default=None,
                      help="Warm start a new run from this bundle's trained network (e.g. the one made "
@@ -112,7 +110,7 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
                    "brings sunglasses.")
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
-def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_path, out, steps, seed, snapshot, threads, resume,
+def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_path, out, steps, seed, snapshot, resume,
            init_from, export_path):
     """SD-GAN offset network for one accessory: `latentedit train offset --kind mask --out runs/NAME`."""
     from latentedit.edit.discrete import resolve_kind
@@ -120,7 +118,7 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_p
     from latentedit.train.state import run_config, train_run
 
     kind = resolve_kind(kind, normal)
-    source = _open_run(out, resume, steps, snapshot, bundle_path, threads)
+    source = _open_run(out, resume, steps, snapshot, bundle_path)
     given = dict(kind=kind, batch=batch, distance=distance, seed=seed, condition=list(condition), steps=steps,
                  inverted_fraction=inverted_fraction)
     # a resumed run keeps its share of inverted codes unless the flag changes it (a fine-tune)
@@ -142,14 +140,14 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_p
                    "package) instead of the attribute classifier's features.")
 @click.option("--arcface", type=click.Path(), default=None,
               help="Identity loss ArcFace IR-SE-50 (model_ir_se50.pth) instead of the identity embedder.")
-def encoder(batch, bundle_path, out, steps, seed, snapshot, threads, resume, init_from, export_path, lpips, arcface):
+def encoder(batch, bundle_path, out, steps, seed, snapshot, resume, init_from, export_path, lpips, arcface):
     """Image -> W+ encoder (pSp / e4e): `latentedit train encoder --out runs/NAME [--export BUNDLE]`."""
     from dataclasses import asdict
 
     from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
     from latentedit.train.state import run_config, train_run
 
-    source = _open_run(out, resume, steps, snapshot, bundle_path, threads)
+    source = _open_run(out, resume, steps, snapshot, bundle_path)
     given = dict(batch=batch, seed=seed, lpips=lpips, arcface=arcface, steps=steps, snapshot=snapshot)
     cfg = run_config(EncoderTrainConfig, out, given, _asked(given, "steps", "snapshot"), resume,
                      changes=("steps", "snapshot"), what="encoder-training")

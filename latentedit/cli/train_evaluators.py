@@ -3,7 +3,7 @@ unsup3d-layout 3D encoder on world renders (resumable; single process or torchru
 import click
 
 from latentedit.errors import InputError
-from latentedit.runtime import set_threads
+from latentedit.cli.options import threads_option
 from latentedit.train.evaluators import EVALUATOR_NAMES
 
 
@@ -20,15 +20,14 @@ from latentedit.train.evaluators import EVALUATOR_NAMES
 @click.option("--export", "export_path", type=click.Path(), default=None,
               help="Add the trained evaluators to this bundle folder (default: OUT/bundle).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue runs found in OUT.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads per process.")
-def evaluators(out, kinds, steps, batch, lr, n_train, n_eval, eval_every, export_path, resume, threads):
+@threads_option
+def evaluators(out, kinds, steps, batch, lr, n_train, n_eval, eval_every, export_path, resume):
     """Train evaluators: `latentedit train evaluators --out runs/evaluators [--kind parser]`."""
     from pathlib import Path
 
     from latentedit.train.distributed import init_distributed, rank
     from latentedit.train.evaluators import export_evaluators, train_evaluator
 
-    set_threads(threads)
     init_distributed("gloo")  # under torchrun: one CPU process per rank
     kinds = EVALUATOR_NAMES if "all" in kinds else tuple(dict.fromkeys(kinds))
     default_steps = {"attributes": 2500, "identity": 2000, "parser": 700, "face3d": 900}
