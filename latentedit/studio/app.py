@@ -234,7 +234,7 @@ class Studio:
                  "origin": f"{Path(filename).name} #{index} ({'W+' if code.ndim == 2 else 'W'})"}
         return {"start": start, "count": int(len(arr)), "index": index}
 
-    def upload_image(self, data, filename, body_check=None):
+    def upload_image(self, data, filename):
         import io
 
         from PIL import Image, UnidentifiedImageError

@@ -81,10 +81,12 @@ class RecipeContext:
         """A context for a bare G (and its bundle folder, if any), for `run_recipe` called without
         one. Recipes name it "default", as they always have: replay checks the generator hash."""
         from latentedit.formats import bundle as bundle_io
-        from latentedit.model import Model, default_parts
+        from latentedit.model import Model
 
         parts = bundle if bundle is not None and bundle_io.is_bundle(bundle) else None
-        return cls(Model(G, parts=parts, source=default_parts() or "default"))
+        ctx = cls(Model(G, parts=parts))
+        ctx.model_path = "default"
+        return ctx
 
     # -- identity ---------------------------------------------------------------------------
     @property

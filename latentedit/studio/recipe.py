@@ -55,7 +55,7 @@ import torch
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.files import read_json, regular_file
 from latentedit.runtime import check_threads
-from latentedit.studio.context import ACCESSORIES, RecipeContext, _key
+from latentedit.studio.context import RecipeContext, _key
 
 FORMAT = "latentedit-recipe"
 VERSION = 1
@@ -182,9 +182,7 @@ def _accessory(value, ctx):
     kind = value.get("kind")
     if kind in (None, "none"):
         return None
-    if kind not in ACCESSORIES:
-        raise InputError(f"unknown accessory {kind!r} (known: {', '.join(ACCESSORIES)})")
-    sha = ctx.accessory_sha256(kind)
+    sha = ctx.accessory_sha256(kind)  # an unknown kind is refused there
     if value.get("sha256") not in (None, sha):
         raise InputError(f"the {kind} offset network in this bundle differs from the one the recipe was made with")
     return {"kind": kind, "sha256": sha}
