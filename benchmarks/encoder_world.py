@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generator_speed import machine_description  # noqa: E402
-from synthesize_world import measure, summarise  # noqa: E402
+from synthesize_world import measure, summarise, world_evaluators  # noqa: E402
 
 from latentedit import world  # noqa: E402
 from latentedit.edit.directions import Direction  # noqa: E402
@@ -38,7 +38,6 @@ from latentedit.edit.discrete import ACCESSORY_KINDS, DiscreteSynthesizer  # noq
 from latentedit.edit.imaging import resize  # noqa: E402
 from latentedit.edit.inversion import encode_images, invert, load_encoder, reconstruct  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
-from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.formats.images import save_png, tile, to_uint8  # noqa: E402
 from latentedit.metrics.image import identity_similarity, psnr, ssim  # noqa: E402
 
@@ -103,11 +102,7 @@ def main():
     torch.manual_seed(0)
     nets = load_networks(args.model)
     G, D = nets.G.eval(), nets.D.eval()
-    ev = load_evaluators(args.model, ["attributes", "identity", "parser"])
-    if args.arcface:
-        from latentedit.edit.losses import identity_loss
-
-        ev["identity"] = identity_loss(args.arcface)
+    ev = world_evaluators(args.model, args.arcface)
     encoder = load_encoder(args.model, G)
     x = world.sample(args.n, seed=args.seed, resolution=G.img_resolution).image
     res = {"machine": machine_description(), "n": args.n, "seed": args.seed, "steps": args.steps, "modes": {}}

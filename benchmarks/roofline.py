@@ -11,8 +11,10 @@
    4; fp32 fast path, bf16 fast path, our reference path, NVlabs' when --nvlabs is given):
    images/s, achieved GFLOP/s and the fraction of the ceiling; ratios to NVlabs (or our reference
    path when NVlabs is absent).
-3. Our G+D training step at the bundled config (benchmarks/train_step_speed.py's step, fp32 and
-   bf16): images/s and achieved GFLOP/s (forward + backward FLOPs counted on one step).
+3. Our G+D training step at the bundled config, batch 32, fp32 and bf16: one G forward, the
+   non-saturating G and D losses summed into one backward, one Adam step over both (a compact
+   stand-in for benchmarks/train_step_speed.py's separate G and D steps, which time a trainer's
+   step against NVlabs): images/s and achieved GFLOP/s (the FLOPs counted on one step).
 The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per machine.
 """
 import argparse

@@ -37,6 +37,15 @@ from latentedit.metrics.image import identity_similarity  # noqa: E402
 from latentedit.world.templates import accessory_labels  # noqa: E402
 
 
+def world_evaluators(model, arcface=None):
+    """The bundle's attribute classifier, identity embedder and parser; with arcface (a
+    model_ir_se50.pth) ArcFace is the identity network instead of the bundle's."""
+    ev = load_evaluators(model, ["attributes", "parser"] + ([] if arcface else ["identity"]))
+    if arcface:
+        ev["identity"] = identity_loss(arcface)
+    return ev
+
+
 @torch.no_grad()
 def measure(x, y, kind, ev, D, dilate=2):
     """Per-sample metrics of edits y of origins x (both [N, 3, R, R])."""
@@ -127,13 +136,11 @@ def main():
     torch.set_num_threads(args.threads)
     nets = load_networks(args.model)
     G, D = nets.G.eval(), nets.D.eval()
-    ev = load_evaluators(args.model, ["attributes", "identity", "parser"])
+    ev = world_evaluators(args.model, args.arcface)
     if "frame_glasses" in args.kinds.split(","):  # world renders' lens clarity / frame share, by the same parser
         ev["frame_reference"] = world_frame_reference(lambda x: ev["parser"](x).argmax(1), resolution=G.img_resolution)
         print(f"world frame glasses (parser): lens clarity {ev['frame_reference']['clarity']:.3f}, frame share "
               f"{ev['frame_reference']['share']:.3f}", flush=True)
-    if args.arcface:
-        ev["identity"] = identity_loss(args.arcface)
     w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)
     distances = [float(d) for d in args.distances.split(",")]
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
