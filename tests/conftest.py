@@ -1,5 +1,6 @@
 import pytest
 import torch
+from click.testing import CliRunner
 
 from latentedit.models.discriminator import Discriminator
 from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
@@ -35,3 +36,10 @@ def G():
 def tiny_D():
     torch.manual_seed(1)
     return randomize(Discriminator(DiscriminatorConfig(**TINY)), seed=1).eval()
+
+
+def run(*args):
+    """`latentedit ARGS...` in-process (click's CliRunner); exceptions propagate."""
+    from latentedit.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

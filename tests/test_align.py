@@ -7,14 +7,14 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 import latentedit.edit.align as align
 from latentedit import world
-from latentedit.cli import main
 from latentedit.edit.align import align_face, ffhq_quad, paste_back
 from latentedit.errors import InputError
+
+from conftest import run
 
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
 FACE = 128                                                 # side of the world face placed in the canvas
@@ -135,9 +135,6 @@ def test_paste_back_inverts_the_alignment(face):
     left = paste_back(np.zeros_like(canvas), grey, quad, mask=half)
     assert (left[core & (st[..., 0] < 0.4)] == 200).all() and (left[core & (st[..., 0] > 0.6)] == 0).all()
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_cli_invert_align_end_to_end(tmp_path, face, monkeypatch):

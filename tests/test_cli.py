@@ -10,11 +10,10 @@ from latentedit.cli import main
 from latentedit.cli.options import parse_seeds
 from latentedit.formats import Networks, save_networks
 
+from conftest import run
+
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_parse_seeds():

@@ -5,11 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 import latentedit as le
-from latentedit.cli import main
 from latentedit.edit.directions import Direction, gram_schmidt, linear_interpolate
 from latentedit.edit.discover import ganspace, modulation_layers, name_directions, sefa
 from latentedit.errors import FormatError, InputError
@@ -17,6 +15,8 @@ from latentedit.formats import Networks, load_generator, save_networks
 from latentedit.formats.directions import generator_hash
 from latentedit.models.evaluators import AttributeClassifier, ClassifierConfig
 from latentedit.models.stylegan2 import Generator, GeneratorConfig
+
+from conftest import run
 
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
 
@@ -199,9 +199,6 @@ def test_name_directions_by_classifier():
         if "attribute" in d.provenance:
             assert d.provenance["effects"][d.provenance["attribute"]] > 0  # + raises the named attribute
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_cli_edit_grid_and_errors(tmp_path):

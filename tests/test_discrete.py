@@ -10,10 +10,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from latentedit.cli import main
 from latentedit.edit.directions import Direction
 from latentedit.edit.discrete import DiscreteSynthesizer, prior_basis, resolve_kind
 from latentedit.edit.imaging import resize
@@ -25,12 +23,11 @@ from latentedit.formats.sdgan import read_offset_network, read_template, write_o
 from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.world.templates import accessory_template
 
+from conftest import run
+
 torch.set_num_threads(1)
 KINDS = ("mask", "frame_glasses")
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def error_line(r):

@@ -5,14 +5,14 @@ written out independently below."""
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from latentedit.cli import main
 from latentedit.edit.directions import Direction, linear_interpolate
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.images import grid
 from latentedit.models.stylegan2 import Generator, GeneratorConfig, z_from_seeds
+
+from conftest import run
 
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
 
@@ -109,9 +109,6 @@ def test_foreign_files_that_are_not_directions(tmp_path):
     with pytest.raises(FormatError, match="not a readable .npz"):
         Direction.load(f"{tmp_path / 'bad.npz'}:0")
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_cli_edit_with_ganspace_component_and_z_boundary(tmp_path):

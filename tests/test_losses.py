@@ -2,7 +2,6 @@
 invert / project alike; anything else is one InputError, never an AttributeError."""
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 from torch.nn import functional as F
 
@@ -12,6 +11,8 @@ from latentedit.edit.inversion import project, synthesize_with_noise
 from latentedit.errors import InputError
 from latentedit.models.evaluators import AttributeClassifier, ClassifierConfig
 from latentedit.models.lpips import LPIPS
+
+from conftest import run
 
 
 torch.set_num_threads(1)
@@ -93,11 +94,6 @@ def test_anything_else_is_one_input_error(G, lpips):
     with pytest.raises(InputError, match="evaluators must be a dict"):
         evaluator_losses([lpips])
 
-
-def run(*args):
-    from latentedit.cli import main
-
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_cli_lpips_and_arcface(tmp_path, monkeypatch):

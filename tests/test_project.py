@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 import latentedit as le
@@ -19,7 +18,7 @@ from latentedit.models.evaluators import (AttributeClassifier, ClassifierConfig,
                                           IdentityEmbedder)
 from latentedit.models.stylegan2 import Generator, GeneratorConfig
 
-from conftest import TINY, randomize
+from conftest import TINY, randomize, run
 
 torch.set_num_threads(1)
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
@@ -171,11 +170,6 @@ def test_read_images(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # CLI
 
-
-def run(*args):
-    from latentedit.cli import main
-
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture

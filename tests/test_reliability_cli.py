@@ -8,17 +8,14 @@ import signal
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from latentedit.cli import main
 from latentedit.errors import FormatError
 from latentedit.formats import DEFAULT_BUNDLE, Networks, bundle, save_networks
 from latentedit.formats.files import read_json
 
+from conftest import run
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def assert_refused(r, *words):

@@ -6,17 +6,14 @@ import re
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from latentedit.cli import main
 from latentedit.edit.directions import Direction
 from latentedit.errors import FormatError, InputError
 
+from conftest import run
+
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def assert_one_error_line(r, *words):

@@ -16,11 +16,10 @@ from latentedit.errors import InputError
 from latentedit.formats import Networks, save_networks
 from latentedit.runs import ResumableRun, check_settings, generate_images
 
+from conftest import run
+
 RANDOM = ["--random-weights", "--resolution", "16", "--channel-base", "512", "--channel-max", "32"]
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def _folder_bytes(folder):

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import latentedit as le
-from conftest import TINY, randomize
+from conftest import TINY, randomize, run
 from latentedit.cli import main
 from latentedit.edit.sdgan import SDGANSynthesizer, mean_latent
 from latentedit.errors import FormatError
@@ -36,9 +36,6 @@ FUSION = FusionConfig(resolution=32, id_widths=(8, 16, 16, 32), id_depths=(1, 2,
 GEN = dict(TINY, resolution=32)  # the released 256 px generator's layout, small; as large as the fusion input
 FOLDERS = {"mask": "mask", "sunglasses": "glasses", "frame_glasses": "frame_glasses"}
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def _install_unsup3d_meters():
