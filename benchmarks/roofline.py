@@ -14,7 +14,8 @@
 3. Our G+D training step at the bundled config, batch 32, fp32 and bf16: one G forward, the
    non-saturating G and D losses summed into one backward, one Adam step over both (a compact
    stand-in for benchmarks/train_step_speed.py's separate G and D steps, which time a trainer's
-   step against NVlabs): images/s and achieved GFLOP/s (the FLOPs counted on one step).
+   step against NVlabs): images/s and achieved GFLOP/s (the FLOPs counted on one step); then the
+   trainer's own step (latentedit train gan: world renders, lazy R1 / path length) in fp32 and bf16.
 The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per machine.
 """
 import argparse
@@ -169,6 +170,28 @@ def training_table(args, best):
         t = timed(step, args.iters, warmup=2)
         print(f"{name:5} {32 / t:8.1f} img/s {flops / t / 1e9:8.1f} GFLOP/s "
               f"({flops / t / 1e9 / best[name, 'fwd+bwd']:.0%} of the fwd+bwd ceiling)", flush=True)
+    trainer_steps()
+
+
+def trainer_steps(steps=16):
+    """What trains the bundle: GANTrainer's step (world renders, style mixing, lazy path-length
+    and R1 regularisation, EMA), averaged over one whole regularisation cycle of 16 steps."""
+    import tempfile
+
+    from latentedit.train.gan import GANConfig, GANTrainer
+
+    print(f"\n== the trainer's step (latentedit train gan), same config, batch 32, {steps} steps ==")
+    rates = {}
+    for name in ("fp32", "bf16"):
+        with tempfile.TemporaryDirectory() as out:
+            trainer = GANTrainer(GANConfig(channel_base=2048, channel_max=128, batch=32, bf16=name == "bf16"), out)
+            trainer.train_step()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step()
+            rates[name] = 32 * steps / (time.perf_counter() - t0)
+        print(f"{name:5} {rates[name]:8.1f} img/s", flush=True)
+    print(f"bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x", flush=True)
 
 
 def main():

@@ -100,6 +100,20 @@ def test_train_resume_keeps_the_run_config(tmp_path):
     assert r.exit_code == 2 and "conflicts" in r.output
 
 
+def test_train_resume_may_switch_precision(tmp_path):
+    small = ["--resolution", "16", "--channel-base", "512", "--channel-max", "32", "--batch", "4"]
+    assert run("train", "gan", "--out", tmp_path, *small, "--kimg", "0.004", "--snapshot-kimg", "0.004").exit_code == 0
+    r = run("train", "gan", "--out", tmp_path, "--kimg", "0.008", "--snapshot-kimg", "0.004", "--resume",
+            "--precision", "bf16")
+    assert r.exit_code == 0 and "resumed at" in r.output
+    assert json.loads((tmp_path / "config.json").read_text())["bf16"] is True
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["precision"] for e in log] == ["fp32", "bf16"]
+    # Resumed without --precision, the run keeps the precision it was switched to.
+    assert run("train", "gan", "--out", tmp_path, "--kimg", "0.012", "--snapshot-kimg", "0.004", "--resume").exit_code == 0
+    assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["precision"] == "bf16"
+
+
 # Edges c2 (issue 17: the resumable-run helper and SD-GAN writer move into the library) removes;
 # empty this set once that has merged.
 # cli/sdgan.py is the SD-GAN half of `synthesize` (a bundle of their released set), not a command of its own

@@ -4,6 +4,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from latentedit.ops import bias_act, setup_filter, upfirdn2d
 from latentedit.ops.upfirdn2d import downsample2d, filter2d, upsample2d
@@ -102,3 +103,37 @@ def test_impl_override(monkeypatch):
         bias_act(torch.randn(2, 3))
     monkeypatch.setenv("LATENTEDIT_OPS", "cuda")  # CPU tensors always take the reference path
     torch.testing.assert_close(bias_act(torch.ones(2, 3), act="relu", gain=1), torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_strided_fir_in_bf16_runs_as_an_fp32_island(autocast):
+    """bf16 (or autocast) strided FIR: computed in fp32 (oneDNN's bf16 backward of a strided depthwise
+    conv is 5-20x slower), so its output and input gradient equal the fp32 op's on the same bf16 input
+    up to the output's rounding, and its dtype is the input's."""
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(4, 8, 16, 16).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    x32 = x.float().requires_grad_(True)
+    want = downsample2d(x32, f)
+    want.backward(torch.ones_like(want))
+    xin = (x.float() if autocast else x).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), _ConvDtypes() as convs:
+        got = downsample2d(xin, f)
+        got.float().backward(torch.ones_like(want))
+    assert got.dtype == xin.dtype and got.shape == want.shape
+    assert convs.seen and all(dtype == torch.float32 for dtype in convs.seen), convs.seen
+    # bf16 keeps 8 mantissa bits: the rounding of the output (and nothing more) separates them.
+    assert (got.float() - want).abs().max() <= 2 ** -8 * want.abs().max()
+    assert torch.allclose(xin.grad.float(), x32.grad, rtol=2 ** -7, atol=1e-6)
+
+
+class _ConvDtypes(TorchDispatchMode):
+    """Records the input dtype of every convolution (forward and backward) run inside it."""
+
+    def __enter__(self):
+        self.seen = []
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.convolution, torch.ops.aten.convolution_backward):
+            self.seen.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))

@@ -21,13 +21,16 @@ def train():
 @click.option("--kimg", type=float, default=500, show_default=True, help="Train until this many thousand reals.")
 @click.option("--snapshot-kimg", type=float, default=10, show_default=True)
 @click.option("--r1-gamma", type=float, default=None, help="Default: 0.0002 * resolution^2 / batch.")
-@click.option("--bf16", is_flag=True, help="bf16 autocast for the main G and D passes.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: the generator's bf16 compute path and bf16 autocast for D (1.6x a step on AMD Zen 4). "
+                   "Given with --resume, switches a run's precision from there on.")
+@click.option("--bf16", is_flag=True, hidden=True, help="Same as --precision bf16.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state.")
 @threads_option
-def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, r1_gamma, bf16, resume,
-        init_from):
+def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, r1_gamma, precision, bf16,
+        resume, init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from latentedit.train.distributed import init_distributed
     from latentedit.train.gan import GANConfig, GANTrainer
@@ -37,8 +40,10 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     if snapshot_kimg <= 0 or kimg <= 0:
         raise InputError("--kimg and --snapshot-kimg must be positive")
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
-                 batch=batch, r1_gamma=r1_gamma, bf16=bf16)
-    cfg = run_config(GANConfig, out, given, _asked(given), resume, what="GAN-training")
+                 batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16")
+    asked = _asked(given) | ({"bf16"} if "precision" in _asked({"precision": precision}) else set())
+    # Precision may change on resume: the data stream, latents and schedule stay those of the run.
+    cfg = run_config(GANConfig, out, given, asked, resume, changes=("bf16",), what="GAN-training")
     rank, world_size, device = init_distributed()
     trainer = GANTrainer(cfg, out, device=device, rank=rank, world_size=world_size)
     if start_run(trainer, resume, init_from) and rank == 0:

@@ -98,6 +98,11 @@ def _fir_1d(x, g, axis, up, down, pad0, pad1):
 def _fir(x, w, axis_pads, up, down):
     """Depthwise up/pad/convolve/down with kernel w [C, 1, kh, kw] (true convolution taps).
     axis_pads: ((y0, y1) or None, (x0, x1) or None); up, down: (y, x)."""
+    if down != (1, 1) and x.device.type == "cpu" and (x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")):
+        # oneDNN's bf16 backward of a strided depthwise conv runs 5-20x slower than fp32's (torch
+        # 2.13, AVX-512 Zen 4; benchmarks/RESULTS.md): an fp32 island costs less than that.
+        with torch.autocast("cpu", enabled=False):
+            return _fir(x.float(), w.float(), axis_pads, up, down).to(x.dtype)
     C = x.shape[1]
     kh, kw = w.shape[2], w.shape[3]
     (y0, y1), (x0, x1) = (p if p is not None else (0, 0) for p in axis_pads)

@@ -287,7 +287,8 @@ class GANTrainer:
             if self.nimg >= next_snapshot or done:
                 next_snapshot += snapshot_kimg * 1000
                 rate = (self.nimg - n0) / max(time.time() - t0, 1e-9)
-                entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), **{k: round(v, 4) for k, v in stats.items()}}
+                entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), "precision": "bf16" if self.cfg.bf16 else "fp32",
+                         **{k: round(v, 4) for k, v in stats.items()}}
                 self.log.append(entry)
                 if self.rank == 0:
                     with open(self.out_dir / "log.jsonl", "a") as f:
