@@ -10,6 +10,9 @@ classifier), both (success and seen), identity
 similarity (cosine of the identity embedder between origin and edit), MSE outside the accessory
 region (the face parser's accessory classes on the edited image, dilated by 2 px; pixels in
 [-1, 1]), realism (mean change of the discriminator's logit, edit minus origin) and edits/s.
+Edit-FID: the N edits vs N world renders wearing the kind (the attribute classifier's features),
+next to the generator's own N faces of the kind against the same renders (the ratio is the
+bundle issue's judge: <= 1.5x).
 
 "At equal success": InterfaceGAN alone is also run over a sweep of target distances; its
 identity and outside-MSE are interpolated (linearly in success) at our success rate. When the
@@ -32,7 +35,10 @@ from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, acce
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
+from latentedit.edit.imaging import resize  # noqa: E402
 from latentedit.metrics.accessories import frame_measures, frames_pass, world_frame_reference  # noqa: E402
+from latentedit.metrics.fid import fid  # noqa: E402
+from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
 from latentedit.metrics.image import identity_similarity  # noqa: E402
 from latentedit.world.templates import accessory_labels  # noqa: E402
 
@@ -75,8 +81,9 @@ def summarise(parts):
 
 
 @torch.no_grad()
-def run_kind(kind, synth, G, D, ev, w, distances, batch):
-    ours, prior_only, t_ours = [], [], 0.0
+def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
+    ours, prior_only, t_ours, feats = [], [], 0.0, {"ours": [], "prior": []}
+    clf = ev["attributes"]
     for i in range(0, len(w), batch):
         c = w[i:i + batch]
         t0 = time.perf_counter()
@@ -84,8 +91,11 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch):
         t_ours += time.perf_counter() - t0
         ours.append(measure(out.origin, out.image, kind, ev, D))
         prior_only.append(measure(out.origin, out.prior_image, kind, ev, D))
+        feats["ours"].append(clf.features(resize(out.image, clf.cfg.image_size).clamp(-1, 1)))
+        feats["prior"].append(clf.features(resize(out.prior_image, clf.cfg.image_size).clamp(-1, 1)))
     res = {"ours": {**summarise(ours), "edits_per_s": len(w) / t_ours},
            "prior": summarise(prior_only), "distance": synth.distance, "sweep": []}
+    res["edit_fid"] = edit_fid(kind, G, clf, {k: torch.cat(v) for k, v in feats.items()}, **own_codes)
     for d in distances:
         parts, t = [], 0.0
         for i in range(0, len(w), batch):
@@ -101,6 +111,22 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch):
     res["at_equal_both"] = equal_success(res["sweep"], res["ours"]["both"], key="both")
     res["at_equal_success"] = equal_success(res["sweep"], res["ours"]["success"])
     return res
+
+
+def edit_fid(kind, G, clf, edit_features, seed, truncation):
+    """Edited faces of `kind` vs world renders wearing it, in the classifier's feature space, beside
+    the generator's own faces of that kind (the first N codes from `seed` that the classifier gives
+    the kind, at the edits' truncation) against the same renders: equal sample sizes, so the ratio
+    is free of FID's sample-size bias."""
+    n = len(edit_features["ours"])
+    world_f = kind_render_features(clf, kind, n)
+    own_f, drawn = generated_kind_features(G, clf, kind, n, truncation=truncation, seed=seed)
+    own = fid(world_f, own_f)
+    out = {"generator_own": own, "own_samples": len(own_f), "own_codes_drawn": drawn}
+    for method in ("ours", "prior"):
+        out[method] = fid(world_f, edit_features[method])
+        out[f"{method}_ratio"] = out[method] / own
+    return out
 
 
 def equal_success(sweep, target, key="success"):
@@ -147,7 +173,8 @@ def main():
                           f"torch {torch.__version__}", "n": args.n, "truncation": args.truncation, "kinds": {}}
     for kind in args.kinds.split(","):
         synth = DiscreteSynthesizer.load(kind, bundle=args.model, G=G)
-        results["kinds"][kind] = r = run_kind(kind, synth, G, D, ev, w, distances, args.batch)
+        own_codes = {"seed": args.seed + args.n, "truncation": args.truncation}  # disjoint from the edited codes
+        results["kinds"][kind] = r = run_kind(kind, synth, G, D, ev, w, distances, args.batch, own_codes)
         o, p = r["ours"], r["prior"]
         print(f"{kind}: ours success {o['success']:.3f} seen {o['seen_by_parser']:.3f} both {o['both']:.3f} identity "
               f"{o['identity']:.3f} mse_out {o['mse_outside']:.4f} realism {o['realism']:+.3f} "
@@ -157,6 +184,10 @@ def main():
             print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
                   f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world | prior only "
                   f"pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x", flush=True)
+        e = r["edit_fid"]
+        print(f"  edit-FID vs world renders wearing it: ours {e['ours']:.3f} ({e['ours_ratio']:.2f}x the generator's "
+              f"own {kind} faces, {e['generator_own']:.3f} on {e['own_samples']} of {e['own_codes_drawn']} codes), "
+              f"prior only {e['prior']:.3f} ({e['prior_ratio']:.2f}x)", flush=True)
         for key in ("success", "both"):
             e = r["at_equal_success" if key == "success" else "at_equal_both"]
             print(f"  InterfaceGAN at {'equal' if e['reached'] else 'its best (lower)'} {key} {e[key]:.3f}: identity "

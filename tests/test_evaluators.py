@@ -238,6 +238,56 @@ def test_evaluate_generator_cli(tmp_path):
                 "confidence_ratio"):
         assert key in report
     assert report["world_fid_floor"] >= 0 and set(report["rates_prior"]) == set(report["rates_generated"])
+    assert set(report["kind_fid"]) == {"frame_glasses", "sunglasses", "mask"}
+    for kind, counts in report["kind_counts"].items():
+        # 24 renders at the world's priors: the counts are the ground truth's, the FID exists iff both have >= 2
+        assert 0 <= counts["renders"] <= 24 and 0 <= counts["generated"] <= 24
+        assert (report["kind_fid"][kind] is None) == (min(counts.values()) < 2)
+
+
+def test_kind_fid_compares_only_the_kind():
+    """Per-kind FID uses the samples of the kind on both sides: far-away other samples do not move it."""
+    from latentedit.metrics.fid import fid
+    from latentedit.metrics.generator import kind_fid
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.cat([torch.randn(400, 8, generator=g), torch.randn(400, 8, generator=g) + 6])
+    fake = torch.cat([torch.randn(400, 8, generator=g), torch.randn(100, 8, generator=g) - 6])
+    real_kind = torch.arange(800) < 400
+    fake_kind = torch.arange(500) < 400
+    same = kind_fid(real, real_kind, fake, fake_kind)
+    assert same < 0.5 < 10 < fid(real, fake)  # same distribution for the kind; far apart overall
+    assert kind_fid(real, ~real_kind, fake, fake_kind) > 100
+    assert kind_fid(real, real_kind, fake, torch.zeros(500, dtype=torch.bool)) is None
+
+
+def test_kind_renders_wear_the_kind():
+    from latentedit import world
+    from latentedit.metrics.generator import KIND_RENDERS, _truth
+
+    for kind, overrides in KIND_RENDERS.items():
+        truth = _truth(world.sample_params(64, seed=3, **overrides))
+        assert truth[kind].all(), kind
+        others = {"frame_glasses", "sunglasses"} - {kind}
+        assert not any(truth[o].any() for o in others if kind != "mask"), kind
+
+
+def test_generated_kind_features_keeps_only_the_kind():
+    from types import SimpleNamespace
+
+    from latentedit.metrics.generator import generated_kind_features
+    from latentedit.models.stylegan2 import Generator, GeneratorConfig
+
+    G = Generator(GeneratorConfig(resolution=16, channel_base=512, channel_max=32, z_dim=32, w_dim=32, n_mlp=2)).eval()
+
+    def classify(f):  # mask head: kind 1 exactly where the first feature is positive
+        return {"mask": torch.stack([-f[:, 0], f[:, 0]], 1)}
+
+    clf = SimpleNamespace(cfg=SimpleNamespace(image_size=16), features=lambda x: x.mean((2, 3)), classify=classify)
+    feats, drawn = generated_kind_features(G, clf, "mask", 10, batch=8)
+    assert feats.shape == (10, 3) and (feats[:, 0] > 0).all() and drawn >= 16
+    few, drawn = generated_kind_features(G, clf, "mask", 1000, batch=8, max_draws=16)
+    assert len(few) < 1000 and drawn == 16
 
 
 def test_evaluator_ddp_two_processes_keep_ranks_identical(tmp_path):

@@ -7,7 +7,9 @@ Reports world-FID / KID / precision / recall of generated images against held-ou
 real-vs-real floor (two disjoint sets of renders of the same size), the rate of each predicted
 attribute on generated images next to the classifier's rate on renders and the world's sampling
 prior (ground truth of the same renders), and the classifier's mean top-class confidence on
-both (and their ratio).
+both (and their ratio). Per accessory kind K, the FID of the generated faces the classifier gives
+K against the reference renders wearing K (and its real-vs-real floor); `kind_render_features` and
+`generated_kind_features` serve the edit-FID of synthesized accessories (benchmarks/synthesize_world.py).
 """
 import time
 
@@ -28,9 +30,16 @@ def _truth(p):
             "hat": p.hat == 1, "beard": p.beard > 0, "smile": p.smile > 0.5, "old": p.age > 0.5}
 
 
+# World renders that wear accessory kind K (the other attributes at their priors)
+KIND_RENDERS = {"frame_glasses": {"p_glasses": 1.0, "p_sunglasses": 0.0},
+                "sunglasses": {"p_glasses": 0.0, "p_sunglasses": 1.0}, "mask": {"p_mask": 1.0}}
+ACCESSORIES = tuple(KIND_RENDERS)
+
+
 class _Accumulator:
     def __init__(self, clf):
         self.clf, self.feats, self.rates, self.conf, self.n = clf, [], {k: 0.0 for k in RATES}, {}, 0
+        self.predicted = {k: [] for k in ACCESSORIES}  # per sample: the classifier gives kind K
 
     @torch.no_grad()
     def add(self, images):
@@ -38,7 +47,10 @@ class _Accumulator:
         out = self.clf.classify(f)
         self.feats.append(f)
         for name, (head, c) in RATES.items():
-            self.rates[name] += (out[head].argmax(1) == c).sum().item()
+            given = out[head].argmax(1) == c
+            self.rates[name] += given.sum().item()
+            if name in self.predicted:
+                self.predicted[name].append(given)
         for head in self.clf.cfg.heads:
             self.conf[head] = self.conf.get(head, 0.0) + out[head].softmax(1).amax(1).sum().item()
         self.n += len(images)
@@ -50,12 +62,58 @@ class _Accumulator:
 
 
 def _renders(n, seed, start, batch, acc, truth=None):
+    """Adds renders start..start+n-1 of seed to acc; truth (a dict) gathers each attribute's
+    per-sample ground truth (lists of bool tensors)."""
     for s in range(start, start + n, batch):
         b = world.sample(min(batch, start + n - s), seed=seed, start=s)
         acc.add(b.image)
         if truth is not None:
             for k, v in _truth(b.params).items():
-                truth[k] = truth.get(k, 0.0) + v.float().sum().item()
+                truth.setdefault(k, []).append(v.bool())
+
+
+def kind_fid(f_real, real_kind, f_other, other_kind):
+    """FID between the samples of two feature sets that are of one kind (bool masks), or None when
+    either has fewer than 2 such samples."""
+    if int(real_kind.sum()) < 2 or int(other_kind.sum()) < 2:
+        return None
+    return fid(f_real[real_kind], f_other[other_kind])
+
+
+@torch.no_grad()
+def kind_render_features(clf, kind, n, seed=REAL_SEED, batch=100):
+    """Classifier features [n, D] of n world renders wearing accessory `kind`."""
+    feats = []
+    for s in range(0, n, batch):
+        b = world.sample(min(batch, n - s), seed=seed, start=s, **KIND_RENDERS[kind])
+        feats.append(clf.features(b.image))
+    return torch.cat(feats)
+
+
+@torch.no_grad()
+def generated_kind_features(G, clf, kind, n, truncation=1.0, seed=0, batch=100, max_draws=None):
+    """Classifier features of the first n generated faces (codes seed, seed + 1, ...) that the
+    classifier gives accessory `kind`, and how many codes were drawn; fewer than n when
+    max_draws (default 50 n) codes did not hold n of them."""
+    head, c = RATES[kind]
+    feats, found, drawn = [], 0, 0
+    max_draws = max_draws or 50 * n
+    while found < n and drawn < max_draws:
+        w = G.sample_w(batch, seed=seed + drawn, truncation=truncation)
+        img = G.synthesize(w.to(next(G.parameters()).device)).float().cpu().clamp(-1, 1)
+        img = _to_classifier(img, clf.cfg.image_size)
+        f = clf.features(img)
+        keep = clf.classify(f)[head].argmax(1) == c
+        feats.append(f[keep][:n - found])
+        found, drawn = found + int(keep.sum().clamp(max=n - found)), drawn + batch
+    return torch.cat(feats), drawn
+
+
+def _to_classifier(img, size):
+    if img.shape[-1] == size:
+        return img
+    return torch.nn.functional.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size
+                                           else "bilinear", align_corners=None)
 
 
 def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0, real_seed=REAL_SEED,
@@ -77,34 +135,41 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
         with torch.no_grad():
             w = G.sample_w(m, seed=seed + s, truncation=truncation)
             img = G.synthesize(w.to(device)).float().cpu().clamp(-1, 1)
-        if img.shape[-1] != size:
-            img = torch.nn.functional.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size
-                                                  else "bilinear", align_corners=None)
-        gen.add(img)
+        gen.add(_to_classifier(img, size))
         say(f"  generated {s + m}/{n}")
     real, truth = _Accumulator(clf), {}
     _renders(n, real_seed, 0, batch, real, truth)
     say(f"  rendered {n} reference images")
     f_gen, rates_gen, conf_gen, mconf_gen = gen.result()
     f_real, rates_real, conf_real, mconf_real = real.result()
+    truth = {k: torch.cat(v) for k, v in truth.items()}
+    gen_kind = {k: torch.cat(v) for k, v in gen.predicted.items()}
+    overall_fid = fid(f_real, f_gen)
+    # Per accessory: generated faces the classifier gives kind K vs the reference renders wearing K.
+    per_kind = {k: kind_fid(f_real, truth[k], f_gen, gen_kind[k]) for k in ACCESSORIES}
     prec, rec = precision_recall(f_real, f_gen)
     kid_mean, kid_std = kid(f_real, f_gen, subsets=50, subset_size=min(1000, n))
     report = {
         "n": n, "truncation": truncation, "feature_dim": int(f_gen.shape[1]),
-        "world_fid": fid(f_real, f_gen), "kid": kid_mean, "kid_std": kid_std,
+        "world_fid": overall_fid, "kid": kid_mean, "kid_std": kid_std,
         "precision": prec, "recall": rec,
+        "kind_fid": per_kind,
+        "kind_fid_ratio": {k: None if v is None else v / overall_fid for k, v in per_kind.items()},
+        "kind_counts": {k: {"generated": int(gen_kind[k].sum()), "renders": int(truth[k].sum())} for k in ACCESSORIES},
         "rates_generated": rates_gen, "rates_real_classifier": rates_real,
-        "rates_prior": {k: v / n for k, v in truth.items()},
-        "rate_gap_points": {k: 100 * (rates_gen[k] - truth[k] / n) for k in RATES},
+        "rates_prior": {k: v.float().mean().item() for k, v in truth.items()},
+        "rate_gap_points": {k: 100 * (rates_gen[k] - truth[k].float().mean().item()) for k in RATES},
         "confidence_generated": mconf_gen, "confidence_real": mconf_real,
         "confidence_ratio": mconf_gen / mconf_real,
         "confidence_per_head_generated": conf_gen, "confidence_per_head_real": conf_real,
     }
     if floor:
-        other = _Accumulator(clf)
-        _renders(n, real_seed, n, batch, other)
+        other, other_truth = _Accumulator(clf), {}
+        _renders(n, real_seed, n, batch, other, other_truth)
         f_other = other.result()[0]
         report["world_fid_floor"] = fid(f_real, f_other)
+        report["kind_fid_floor"] = {k: kind_fid(f_real, truth[k], f_other, torch.cat(other_truth[k]))
+                                    for k in ACCESSORIES}
         report["kid_floor"] = kid(f_real, f_other, subsets=50, subset_size=min(1000, n))[0]
         report["precision_floor"], report["recall_floor"] = precision_recall(f_real, f_other)
         say(f"  rendered {n} floor images")

@@ -1,0 +1,114 @@
+"""The bundle generator's training curves: evaluations per snapshot, kept across sessions, as plots.
+
+    python benchmarks/training_curves.py add --report REPORT.json --kimg 370 --note "bf16, warm start"
+    python benchmarks/training_curves.py plot --log checkpoints/training/log.jsonl --out docs/training_curves.png
+
+`add` appends one point (a `latentedit evaluate generator` report of a snapshot, at its kimg) to
+the curve file (default checkpoints/training/curve.json; points sorted by kimg, one per kimg and
+sample count). `plot` draws world-FID (with per-accessory FIDs where measured), precision /
+recall, the accessory rates' gaps to the world's prior, and, from a run's log.jsonl, the losses
+and training throughput, each against kimg. Needs matplotlib (not a dependency of the package).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CURVE = Path(__file__).resolve().parents[1] / "checkpoints" / "training" / "curve.json"
+KINDS = ("frame_glasses", "sunglasses", "mask")
+
+
+def load(path):
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {"points": []}
+
+
+def add(args):
+    report = json.loads(Path(args.report).read_text())
+    point = {"kimg": args.kimg, "n": report["n"], "truncation": report["truncation"], "note": args.note,
+             **{k: report.get(k) for k in ("world_fid", "kid", "precision", "recall", "kind_fid",
+                                            "rate_gap_points", "rates_generated", "rates_prior")}}
+    curve = load(args.curve)
+    curve["points"] = [p for p in curve["points"] if (p["kimg"], p["n"]) != (args.kimg, point["n"])] + [point]
+    curve["points"].sort(key=lambda p: (p["kimg"], p["n"]))
+    Path(args.curve).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.curve).write_text(json.dumps(curve, indent=1) + "\n")
+    print(f"{args.curve}: {len(curve['points'])} points")
+
+
+def _series(points, key, sub=None):
+    xs, ys = [], []
+    for p in points:
+        v = p.get(key)
+        v = v.get(sub) if isinstance(v, dict) and sub is not None else v
+        if v is not None:
+            xs.append(p["kimg"])
+            ys.append(v)
+    return xs, ys
+
+
+def plot(args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = load(args.curve)["points"]
+    log = [json.loads(line) for line in Path(args.log).read_text().splitlines()] if args.log else []
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    ax = axes[0, 0]
+    for n in sorted({p["n"] for p in points}):
+        pts = [p for p in points if p["n"] == n]
+        ax.plot(*_series(pts, "world_fid"), "o-", label=f"world-FID (n={n})")
+        for kind in KINDS:
+            xs, ys = _series(pts, "kind_fid", kind)
+            if xs:
+                ax.plot(xs, ys, ".--", label=f"{kind} FID (n={n})")
+    ax.axhline(5, color="grey", lw=0.8, ls=":", label="target 5")
+    ax.set(xlabel="kimg", ylabel="FID (attribute-classifier features)", title="FID vs world renders")
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    for key, target in (("precision", 0.70), ("recall", 0.40)):
+        line, = ax.plot(*_series(points, key), "o-", label=key)
+        ax.axhline(target, color=line.get_color(), lw=0.8, ls=":", label=f"{key} target {target}")
+    ax.set(xlabel="kimg", ylim=(0, 1), title="precision / recall")
+    ax.legend(fontsize=7)
+    ax = axes[1, 0]
+    for kind in KINDS:
+        ax.plot(*_series(points, "rate_gap_points", kind), "o-", label=kind)
+    for bound in (-3, 3):
+        ax.axhline(bound, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="kimg", ylabel="generated - world prior (points)", title="accessory rates (bar: within 3 points)")
+    ax.legend(fontsize=7)
+    ax = axes[1, 1]
+    if log:
+        kimg = [e["kimg"] for e in log]
+        for key in ("loss_G", "loss_D"):
+            ax.plot(kimg, [e.get(key) for e in log], lw=0.8, label=key)
+        ax.set(xlabel="kimg", ylabel="loss", title="training (log.jsonl)")
+        twin = ax.twinx()
+        twin.plot(kimg, [e["img_per_s"] for e in log], color="black", lw=0.6, alpha=0.5, label="img/s")
+        twin.set_ylabel("img/s (machine shared with other work)")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=90)
+    print(f"wrote {args.out}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--curve", default=str(CURVE))
+    sub = ap.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("add")
+    a.add_argument("--report", required=True)
+    a.add_argument("--kimg", type=float, required=True)
+    a.add_argument("--note", default="")
+    p = sub.add_parser("plot")
+    p.add_argument("--log", default=None, help="a run's log.jsonl (losses and img/s per snapshot)")
+    p.add_argument("--out", default="docs/training_curves.png")
+    args = ap.parse_args()
+    add(args) if args.command == "add" else plot(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
