@@ -8,10 +8,15 @@ Two figures, each with SD-GAN's number beside ours and their ratio:
   --sdgan (its locally connected layers broadcast a 256 MiB product per sample) vs our
   `FusionNet` loaded with the same state dict (the issue's goal: >= 3x), both the whole forward
   and per image as synthesis runs it (the fixed template's features computed once);
-- whole synthesis (img/s): test.py's per-image loop (batch 1: three generator calls of
-  `pytorch_stylegan2/stylegan2_model.Generator`, unsup3d's four nets, the fusion network) vs
-  `latentedit.edit.sdgan.SDGANSynthesizer` at --batch (goal: >= 5x). SD-GAN's generator needs
-  rosinality's compiled ops; where they do not import on CPU that figure is skipped, saying why.
+- whole synthesis (img/s): test.py's per-image loop vs `latentedit.edit.sdgan.SDGANSynthesizer`
+  at --batch (goal: >= 5x). Their loop body as test.py runs it, batch 1: three calls of
+  `pytorch_stylegan2/stylegan2_model.Generator` through infer_face.generate_from_synthesis
+  (truncation 0.5, fresh noise per call) for origin, InterfaceGAN image and prediction, and
+  their fusion module on (origin, template, maps). Their loader (`data_function.RefineData`) was
+  never released; what it must do per item is counted at its least: unsup3d's four nets (Demo.run's
+  cost) on the origin resized to 64 px, no extra generator call, no MTCNN crop, no PNG decoding.
+  Their generator's `op` package compiles CUDA extensions at import; on CPU it is replaced by
+  rosinality_op_cpu (the same names and signatures on latentedit.ops; tests/test_rosinality_op_cpu.py).
 
 Weights are random in the released layouts (FusionConfig.sdgan(), a 256 px StyleGAN2 with
 channel multiplier 2, unsup3d nf 64 / zdim 256): speed does not depend on their values.
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generator_speed import machine_description  # noqa: E402  sibling scripts
 from roofline import timed  # noqa: E402
+import rosinality_op_cpu  # noqa: E402
 from latentedit.edit.sdgan import SDGANSynthesizer  # noqa: E402
 from latentedit.formats.sdgan import fusion_state_dict_for_sdgan  # noqa: E402
 from latentedit.models.face3d import Face3D, Face3DConfig  # noqa: E402
@@ -52,8 +58,11 @@ def their_fusion(checkout, state):
 
 
 def their_generator(checkout, ours):
-    """SD-GAN's rosinality generator with our weights, or the reason it cannot run here."""
+    """SD-GAN's rosinality generator with our weights, or the reason it cannot run here. Its `op`
+    package compiles CUDA extensions at import: on CPU our stand-in (rosinality_op_cpu) replaces it."""
     sys.path.insert(0, str(Path(checkout) / "pytorch_stylegan2"))
+    if not torch.cuda.is_available():
+        rosinality_op_cpu.install()
     try:
         from stylegan2_model import Generator as TheirGenerator
     except Exception as e:  # rosinality's ops compile CUDA extensions at import
