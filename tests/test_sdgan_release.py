@@ -280,6 +280,29 @@ def test_sdgan_synthesize_resumes_bit_identically(release, tmp_path):
     assert r.exit_code == 2 and "other settings: batch_size was 2, now 3" in r.output, r.output
 
 
+def test_bf16_precision(release, tmp_path):
+    """--precision bf16 (precision="bf16"): the generator's images are untouched, the offsets move
+    within tests/test_fusion.py's bf16 bound (0.2 relative; above 1e-3 shows bf16 ran); recorded with
+    the run; refused where no SD-GAN bundle is used."""
+    w = read_json_rows(release / "data" / "w_glasses_test_1000.json")[:2]
+    p = read_json_rows(release / "data" / "glasses_interfacegan_test_1000.json")[:2]
+    fp32 = SDGANSynthesizer.load(release / "sdgan", "mask")(w, p)
+    bf16 = SDGANSynthesizer.load(release / "sdgan", "mask", precision="bf16")(w, p)
+    assert torch.equal(fp32.origin, bf16.origin) and torch.equal(fp32.prior_image, bf16.prior_image)
+    error = float((bf16.offset - fp32.offset).norm() / fp32.offset.norm())
+    assert 1e-3 < error < 0.2, error
+    out = tmp_path / "out"
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "mask", "--w-file",
+            release / "data" / "w_glasses_test_1000.json", "--interface-file",
+            release / "data" / "glasses_interfacegan_test_1000.json", "--precision", "bf16", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "run.json").read_text())["precision"] == "bf16"
+    assert json.loads((out / "manifest.json").read_text())["settings"]["precision"] == "bf16"
+    r = run("synthesize", "--kind", "mask", "--n", 1, "--precision", "bf16", "--out", tmp_path / "ours")
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and "--precision" in lines[0], r.output
+
+
 def test_truncation_and_mean_latent_settings(release):
     bundle = release / "sdgan"
     w = read_json_rows(release / "data" / "w_glasses_test_1000.json")[:2]
