@@ -252,7 +252,7 @@ def test_inference_copy_folds_batchnorm_without_changing_the_maths():
     net = randomized(cfg)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     fast = net.for_inference("fp32")
-    assert fast.regre is net.regre and fast.arcfacenet is not net.arcfacenet
+    assert fast.regre is net.regre and fast.fusion is net.fusion and fast.arcfacenet is not net.arcfacenet
     assert not any(isinstance(m, torch.nn.BatchNorm2d) and name.endswith(("bn1", "bn2", "downsample.1"))
                    for name, m in fast.named_modules())
     assert net.state_dict().keys() == before.keys() and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

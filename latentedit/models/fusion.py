@@ -361,15 +361,17 @@ class FusionNet(nn.Module):
         """An eval copy for inference without gradients, same maths: each BatchNorm that follows a
         convolution folded into it, the convolutional parts in channels_last memory and, with
         precision "bf16", their weights and arithmetic in bfloat16 (about 2x faster convolutions
-        on CPUs with AVX-512 BF16 or AMX; tests/test_fusion.py bounds the offsets' change). The
-        regressor, most of the parameters, stays float32 and is shared with this network."""
+        on CPUs with AVX-512 BF16 or AMX; tests/test_fusion.py bounds the offsets' change). Parts
+        it does not change are shared with this network, not copied: the regressor (most of the
+        parameters, float32 always) and, in fp32, the 3D branch and ACE (no BatchNorm to fold)."""
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        changed = {"arcfacenet", "masknet"} | ({"encoder", "fusion"} if precision != "fp32" else set())
         fast = copy.copy(self)
-        fast._modules = {name: m if name == "regre" else _folded(m).to(PRECISIONS[precision])
+        fast._modules = {name: _folded(m).to(PRECISIONS[precision]) if name in changed else m
                          for name, m in self._modules.items()}
-        fast.compute_dtype = PRECISIONS[precision]
-        return fast.eval()
+        fast.compute_dtype, fast.training = PRECISIONS[precision], False
+        return fast
 
     def forward(self, face, template, maps9, template_feat=None):
         """template_feat: `template_features` of the templates ([N or 1, ...]; template unused)."""
