@@ -18,7 +18,8 @@ Two figures, each with SD-GAN's number beside ours and their ratio (`*_ratio_*` 
   never released; what it must do per item is counted at its least: unsup3d's four nets (Demo.run's
   cost) on the origin resized to 64 px, no extra generator call, no MTCNN crop, no PNG decoding.
   Their generator's `op` package compiles CUDA extensions at import; on CPU it is replaced by
-  rosinality_op_cpu (the same names and signatures on latentedit.ops; tests/test_rosinality_op_cpu.py).
+  rosinality_op_cpu (the same names and signatures on latentedit.ops; tests/test_rosinality_op_cpu.py),
+  or with --their-ops native imported without the compile, running their own CPU code paths.
   Their loop runs without torch.no_grad (the fusion forward records autograd); here it runs
   under no_grad, as ours does: the favourable reading for theirs again.
 
@@ -73,16 +74,26 @@ def their_fusion(checkout, state):
     return net.module.eval()
 
 
-def their_generator(checkout, ours):
+def their_generator(checkout, ours, their_ops="ours"):
     """SD-GAN's rosinality generator with our weights, or the reason it cannot run here. Its `op`
-    package compiles CUDA extensions at import: on CPU our stand-in (rosinality_op_cpu) replaces it."""
+    package compiles CUDA extensions at import; on CPU, their_ops "ours": our stand-in
+    (rosinality_op_cpu) replaces it; "native": their own package is imported with the compile
+    skipped (torch.utils.cpp_extension.load stubbed during the import), so their own CPU code
+    paths run (upfirdn2d_native, fused_leaky_relu's CPU branch; the CUDA kernels are never called)."""
     sys.path.insert(0, str(Path(checkout) / "pytorch_stylegan2"))
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and their_ops == "ours":
         rosinality_op_cpu.install()
+    import torch.utils.cpp_extension as cpp_extension
+
+    compile_extension = cpp_extension.load
+    if not torch.cuda.is_available() and their_ops == "native":
+        cpp_extension.load = lambda *args, **kwargs: None
     try:
         from stylegan2_model import Generator as TheirGenerator
     except Exception as e:  # rosinality's ops compile CUDA extensions at import
         return None, f"pytorch_stylegan2 did not import ({type(e).__name__}: {str(e)[:120]})"
+    finally:
+        cpp_extension.load = compile_extension
     from latentedit.formats.rosinality import generator_to_rosinality
 
     G = TheirGenerator(ours.img_resolution, 512, 8, channel_multiplier=2)
@@ -98,6 +109,8 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--small", action="store_true", help="tiny configurations of ours only (smoke test)")
+    ap.add_argument("--their-ops", choices=["ours", "native"], default="ours",
+                    help="their generator's ops on CPU: our stand-in (default) or their own CPU code")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     if args.threads:
@@ -136,7 +149,8 @@ def main():
     p = torch.randn(B, G.w_dim) * 0.1
     calls = {f"synthesis_ours_{precision}": (lambda s=SDGANSynthesizer(G, fusion, f3, tpl[0], "mask", precision=precision):
                                              s(w, p, batch_size=B), B) for precision in PRECISIONS}
-    TG, why = their_generator(args.sdgan, G) if theirs is not None else (None, "no --sdgan checkout")
+    TG, why = their_generator(args.sdgan, G, args.their_ops) if theirs is not None else (None, "no --sdgan checkout")
+    report["their_ops"] = args.their_ops
     if TG is None:
         report["synthesis_theirs"] = f"skipped: {why}"
     else:
