@@ -5,6 +5,7 @@ here from their formulas. The generator, the fusion network and the unsup3d nets
 the library (their layouts are tested in test_formats / test_fusion / test_evaluators); everything
 test.py and Demo.run do around them is re-derived below."""
 import json
+import math
 import os
 import sys
 import types
@@ -278,6 +279,32 @@ def test_sdgan_synthesize_resumes_bit_identically(release, tmp_path):
     assert {"run.json", "records/0002.npy"} <= {str(k) for k in expected} and got == expected
     r = CliRunner().invoke(main, [str(a) for a in (*args[:-3], "--batch-size", 3, "--out", resumed)])
     assert r.exit_code == 2 and "other settings: batch_size was 2, now 3" in r.output, r.output
+
+
+def test_bf16_precision(release, tmp_path):
+    """--precision bf16 (precision="bf16"): the generator's images within its bf16 bound (PSNR >= 40 dB
+    against fp32, tests/test_generator_fastpaths.py) and not equal (bf16 ran); the offsets within
+    tests/test_fusion.py's bf16 bound (0.2 relative, above 1e-3); recorded with the run; refused
+    where no SD-GAN bundle is used."""
+    w = read_json_rows(release / "data" / "w_glasses_test_1000.json")[:2]
+    p = read_json_rows(release / "data" / "glasses_interfacegan_test_1000.json")[:2]
+    fp32 = SDGANSynthesizer.load(release / "sdgan", "mask")(w, p)
+    bf16 = SDGANSynthesizer.load(release / "sdgan", "mask", precision="bf16")(w, p)
+    for a, b in ((fp32.origin, bf16.origin), (fp32.prior_image, bf16.prior_image), (fp32.image, bf16.image)):
+        psnr = 10 * math.log10((a.max() - a.min()).item() ** 2 / (a - b).double().square().mean().item())
+        assert 40 <= psnr < 100, psnr
+    error = float((bf16.offset - fp32.offset).norm() / fp32.offset.norm())
+    assert 1e-3 < error < 0.2, error
+    out = tmp_path / "out"
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "mask", "--w-file",
+            release / "data" / "w_glasses_test_1000.json", "--interface-file",
+            release / "data" / "glasses_interfacegan_test_1000.json", "--precision", "bf16", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "run.json").read_text())["precision"] == "bf16"
+    assert json.loads((out / "manifest.json").read_text())["settings"]["precision"] == "bf16"
+    r = run("synthesize", "--kind", "mask", "--n", 1, "--precision", "bf16", "--out", tmp_path / "ours")
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and "--precision" in lines[0], r.output
 
 
 def test_truncation_and_mean_latent_settings(release):

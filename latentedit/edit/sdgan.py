@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from latentedit.edit.discrete import SynthesisResult, fixed_template_features, prior_basis, resolve_kind
 from latentedit.edit.imaging import resize
 from latentedit.errors import InputError
+from latentedit.models.fusion import PRECISIONS
+from latentedit.models.layers import version_key
 from latentedit.models.stylegan2 import truncate
 
 MEAN_SOURCES = ("latent_avg", "sampled")
@@ -61,10 +63,13 @@ class SDGANSynthesizer:
 
     templates [K, 3, R, R] in [-1, 1]: sample i of a run uses template i % K (SD-GAN's template
     folders usually hold one image). normal / intercept / distance: an optional InterfaceGAN
-    boundary for priors when no interface vectors are given (SD-GAN ships none)."""
+    boundary for priors when no interface vectors are given (SD-GAN ships none). precision: "fp32"
+    or "bf16", the generator's and the fusion network's convolutions (the generator's
+    compute_dtype, FusionNet.for_inference): about 2x faster on CPUs with AVX-512 BF16 or AMX;
+    images within ~40 dB PSNR of fp32's, offsets within a few % of their size."""
 
     def __init__(self, G, fusion, face3d, templates, kind, truncation=TRUNCATION, mean=None,
-                 normal=None, intercept=0.0, distance=None):
+                 normal=None, intercept=0.0, distance=None, precision="fp32"):
         if fusion.cfg.num_ws != G.num_ws or fusion.cfg.w_dim != G.w_dim:
             raise InputError(f"the {kind} fusion network predicts {fusion.cfg.num_ws} x {fusion.cfg.w_dim} offsets, "
                              f"the generator has {G.num_ws} x {G.w_dim} W+ codes")
@@ -78,6 +83,9 @@ class SDGANSynthesizer:
         self.kind, self.truncation = kind, float(truncation)
         self.templates = resize(t, fusion.cfg.resolution)
         self._template_feat = {}  # fixed_template_features' cache
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.precision, self._inference_net = precision, {}
         self.mean = (G.w_avg if mean is None else torch.as_tensor(mean, dtype=torch.float32)).reshape(-1).detach()
         if self.mean.numel() != G.w_dim:
             raise InputError(f"mean latent has {self.mean.numel()} values, the generator's W has {G.w_dim}")
@@ -86,7 +94,7 @@ class SDGANSynthesizer:
 
     @classmethod
     def load(cls, bundle, kind, normal=False, G=None, truncation=None, mean_source=None, mean_samples=None,
-             mean_seed=0, boundary=None, distance=None, intercept=0.0):
+             mean_seed=0, boundary=None, distance=None, intercept=0.0, precision="fp32"):
         """From a bundle made by `latentedit convert ... --sdgan-fusion` (see
         `latentedit.formats.sdgan.convert_sdgan_release`); None settings take the stored ones.
         boundary (a Direction, a W vector or an InterfaceGAN .npy path) with `distance` (and the
@@ -109,7 +117,7 @@ class SDGANSynthesizer:
         if (boundary is None) != (distance is None):
             raise InputError("a boundary prior needs both the boundary and the target distance")
         normal = getattr(boundary, "vector", boundary)
-        synth = cls(G, net, face3d, settings["templates"], kind, psi, mean, normal, intercept, distance)
+        synth = cls(G, net, face3d, settings["templates"], kind, psi, mean, normal, intercept, distance, precision)
         synth.mean_source = source if source == "latent_avg" else f"sampled({samples}, seed={mean_seed})"
         return synth
 
@@ -131,8 +139,20 @@ class SDGANSynthesizer:
         pick = torch.as_tensor(indices) % len(self.templates)
         if torch.is_grad_enabled() or self.fusion.training:
             return self.fusion(face, self.templates[pick].to(face), maps)
-        feat = fixed_template_features(self.fusion, self.templates.to(face), self._template_feat)
-        return self.fusion(face, None, maps, template_feat=feat[pick.to(face.device)])
+        net = self.inference_fusion()
+        feat = fixed_template_features(net, self.templates.to(face), self._template_feat)
+        return net(face, None, maps, template_feat=feat[pick.to(face.device)])
+
+    def inference_fusion(self):
+        """self.fusion.for_inference(self.precision), made once and again when the fusion network's
+        weights change (every time for inference tensors, which keep no version)."""
+        tensors = [*self.fusion.parameters(), *self.fusion.buffers()]
+        key = tuple(version_key(t) for t in tensors)
+        if None in key:
+            return self.fusion.for_inference(self.precision)
+        if self._inference_net.get("key") != key:
+            self._inference_net.update(key=key, net=self.fusion.for_inference(self.precision))
+        return self._inference_net["net"]
 
     @torch.no_grad()
     def __call__(self, w, prior=None, indices=None, batch_size=16):
@@ -145,7 +165,8 @@ class SDGANSynthesizer:
         if prior.shape != (len(ws), self.G.w_dim) or not torch.isfinite(prior).all():
             raise InputError(f"prior must be [{len(ws)}, {self.G.w_dim}] finite values, got {list(prior.shape)}")
         indices = list(range(len(ws))) if indices is None else list(indices)
-        synth = lambda codes: self.G.synthesis(self.truncated(codes), noise_mode="const")  # noqa: E731
+        dtype = PRECISIONS[self.precision]
+        synth = lambda codes: self.G.synthesis(self.truncated(codes), noise_mode="const", compute_dtype=dtype)  # noqa: E731
         parts = []
         for i in range(0, len(ws), batch_size):
             c, p = ws[i:i + batch_size], prior[i:i + batch_size, None]
