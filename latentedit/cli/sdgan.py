@@ -56,7 +56,8 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
                 "interface_file": None if interface_file is None else str(interface_file),
                 "interface_sha256": None if interface_file is None else file_sha256(interface_file),
                 "normalize_output": normalize_output, "batch_size": batch_size, "noise_mode": "const",
-                "precision": precision}
+                # fp32 is not recorded, so runs written before --precision existed still resume
+                **({} if precision == "fp32" else {"precision": precision})}
 
     def compute(batch):
         return synth(w[batch], None if priors is None else priors[batch], indices=batch, batch_size=len(batch))
