@@ -56,13 +56,15 @@ def plot(args):
     log = [json.loads(line) for line in Path(args.log).read_text().splitlines()] if args.log else []
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     ax = axes[0, 0]
+    colours = {"world": "C0", **{kind: f"C{i + 1}" for i, kind in enumerate(KINDS)}}
     for n in sorted({p["n"] for p in points}):
         pts = [p for p in points if p["n"] == n]
-        ax.plot(*_series(pts, "world_fid"), "o-", label=f"world-FID (n={n})")
+        style = dict(ls="-" if n >= 10000 else ":", mfc="white" if n < 10000 else None)
+        ax.plot(*_series(pts, "world_fid"), "o", color=colours["world"], label=f"world-FID (n={n})", **style)
         for kind in KINDS:
             xs, ys = _series(pts, "kind_fid", kind)
             if xs:
-                ax.plot(xs, ys, ".--", label=f"{kind} FID (n={n})")
+                ax.plot(xs, ys, "s", ms=4, color=colours[kind], label=f"{kind} FID (n={n})", **style)
     ax.axhline(5, color="grey", lw=0.8, ls=":", label="target 5")
     ax.set(xlabel="kimg", ylabel="FID (attribute-classifier features)", title="FID vs world renders")
     ax.legend(fontsize=7)
