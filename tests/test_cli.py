@@ -176,3 +176,16 @@ def test_model_options_hand_the_command_one_model_choice(tmp_path, tiny_G):
     assert parts_source(model).parts == default_parts()
     borrowed = parts_source(model, tmp_path / "b")
     assert borrowed.G is model.G and borrowed.parts == tmp_path / "b"
+
+
+def test_python_dash_m_runs_the_command_line():
+    """`python -m latentedit` (what `torchrun -m latentedit` runs on every rank) is the CLI itself."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "latentedit", "train", "gan", "--help"], capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0 and "--precision" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "latentedit", "no-such-command"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error:")
