@@ -10,7 +10,9 @@
 2. Our generator, inference (config-f at 256 / 1024 px, the bundled config at 64 px; batch 1 and
    4; fp32 fast path, bf16 fast path, our reference path, NVlabs' when --nvlabs is given):
    images/s, achieved GFLOP/s and the fraction of the ceiling; ratios to NVlabs (or our reference
-   path when NVlabs is absent).
+   path when NVlabs is absent); "convs alone": the share of our time that the network's own
+   convolutions take when each is timed in isolation at its shapes (a shape-aware roofline: 100%
+   would mean everything else is free; small-channel layers cannot reach the 3x3 ceiling).
 3. Our G+D training step at the bundled config, batch 32, fp32 and bf16: one G forward, the
    non-saturating G and D losses summed into one backward, one Adam step over both (a compact
    stand-in for benchmarks/train_step_speed.py's separate G and D steps, which time a trainer's
@@ -26,6 +28,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +110,42 @@ def ceiling(iters):
     return best
 
 
+class _ConvCalls(TorchDispatchMode):
+    """Records every convolution a callable runs: (input shape, dtype, channels_last, weight shape,
+    stride, padding, dilation, transposed, output_padding, groups, has bias) -> count."""
+
+    def __enter__(self):
+        self.calls = {}
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket is torch.ops.aten.convolution:
+            x, w, b, *rest = args
+            key = (tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
+                   *(tuple(r) if isinstance(r, (list, tuple)) else r for r in rest), b is not None)
+            self.calls[key] = self.calls.get(key, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def conv_seconds(run, iters):
+    """Seconds that run()'s convolutions take alone: each distinct call timed in isolation on random
+    tensors of its shapes, dtype and layout, times how often run() makes it (the shape-aware roofline:
+    what the network would cost if everything but its convolutions were free)."""
+    with torch.no_grad(), _ConvCalls() as rec:
+        run()
+    total = 0.0
+    for (xs, dtype, cl, ws, stride, padding, dilation, transposed, out_pad, groups, bias), count in rec.calls.items():
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        x = torch.randn(xs, dtype=dtype).contiguous(memory_format=fmt)
+        w = torch.randn(ws, dtype=dtype)
+        b = torch.randn(ws[1] * groups if transposed else ws[0], dtype=dtype) if bias else None
+        with torch.no_grad():
+            t = timed(lambda: torch.ops.aten.convolution(x, w, b, stride, padding, dilation, transposed, out_pad,
+                                                         groups), iters)
+        total += t * count
+    return total
+
+
 def generator_runs(res, batch, nvlabs):
     """{config: (synthesis callable, ws)} on one set of random weights."""
     from latentedit.models.stylegan2 import Generator, GeneratorConfig
@@ -129,7 +168,8 @@ def generator_runs(res, batch, nvlabs):
 
 def generator_table(args, best):
     print("\n== generator inference (synthesis, const noise) ==")
-    print(f"{'res':>5} {'batch':>5} {'config':10} {'img/s':>8} {'GFLOP/s':>8} {'of ceiling':>10} {'vs ref':>7}")
+    print(f"{'res':>5} {'batch':>5} {'config':10} {'img/s':>8} {'GFLOP/s':>8} {'of ceiling':>10} {'vs ref':>7} "
+          f"{'convs alone':>10}")
     for res in args.res:
         for batch in args.batch:
             runs = generator_runs(res, batch, args.nvlabs)
@@ -143,7 +183,11 @@ def generator_table(args, best):
                 achieved = flops * v / batch / 1e9
                 ceil = best["bf16" if name == "ours-bf16" else "fp32", "fwd"]
                 ratio = f"{v / ref:6.2f}x" if name not in ("ours-ref", "nvlabs") else "      -"
-                print(f"{res:5} {batch:5} {name:10} {v:8.2f} {achieved:8.1f} {achieved / ceil:9.0%} {ratio}", flush=True)
+                alone = ""
+                if name in ("ours", "ours-bf16"):  # how much of our time the convolutions themselves take
+                    alone = f" {conv_seconds(runs[name], 3) * v / batch:10.0%}"
+                print(f"{res:5} {batch:5} {name:10} {v:8.2f} {achieved:8.1f} {achieved / ceil:9.0%} {ratio}{alone}",
+                      flush=True)
 
 
 def training_table(args, best):
