@@ -41,7 +41,9 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
         raise InputError("--kimg and --snapshot-kimg must be positive")
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
                  batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16")
-    asked = _asked(given) | ({"bf16"} if "precision" in _asked({"precision": precision}) else set())
+    asked = _asked(dict(given, precision=precision))
+    if "precision" in asked:  # --precision sets the config's bf16
+        asked.add("bf16")
     # Precision may change on resume: the data stream, latents and schedule stay those of the run.
     cfg = run_config(GANConfig, out, given, asked, resume, changes=("bf16",), what="GAN-training")
     rank, world_size, device = init_distributed()

@@ -38,8 +38,8 @@ ACCESSORIES = tuple(KIND_RENDERS)
 
 class _Accumulator:
     def __init__(self, clf):
-        self.clf, self.feats, self.rates, self.conf, self.n = clf, [], {k: 0.0 for k in RATES}, {}, 0
-        self.predicted = {k: [] for k in ACCESSORIES}  # per sample: the classifier gives kind K
+        self.clf, self.feats, self.conf, self.n = clf, [], {}, 0
+        self.predicted = {k: [] for k in RATES}  # per sample: the classifier gives the attribute
 
     @torch.no_grad()
     def add(self, images):
@@ -47,17 +47,15 @@ class _Accumulator:
         out = self.clf.classify(f)
         self.feats.append(f)
         for name, (head, c) in RATES.items():
-            given = out[head].argmax(1) == c
-            self.rates[name] += given.sum().item()
-            if name in self.predicted:
-                self.predicted[name].append(given)
+            self.predicted[name].append(out[head].argmax(1) == c)
         for head in self.clf.cfg.heads:
             self.conf[head] = self.conf.get(head, 0.0) + out[head].softmax(1).amax(1).sum().item()
         self.n += len(images)
 
     def result(self):
         conf = {k: v / self.n for k, v in self.conf.items()}
-        return (torch.cat(self.feats), {k: v / self.n for k, v in self.rates.items()}, conf,
+        rates = {k: torch.cat(v).sum().item() / self.n for k, v in self.predicted.items()}
+        return (torch.cat(self.feats), rates, conf,
                 sum(conf.values()) / len(conf))
 
 
@@ -99,17 +97,18 @@ def generated_kind_features(G, clf, kind, n, truncation=1.0, seed=0, batch=100, 
     feats, found, drawn = [], 0, 0
     max_draws = max_draws or 50 * n
     while found < n and drawn < max_draws:
-        w = G.sample_w(batch, seed=seed + drawn, truncation=truncation)
-        img = G.synthesize(w.to(next(G.parameters()).device)).float().cpu().clamp(-1, 1)
-        img = _to_classifier(img, clf.cfg.image_size)
-        f = clf.features(img)
+        f = clf.features(_generated(G, batch, seed + drawn, truncation, clf.cfg.image_size))
         keep = clf.classify(f)[head].argmax(1) == c
         feats.append(f[keep][:n - found])
         found, drawn = found + int(keep.sum().clamp(max=n - found)), drawn + batch
     return torch.cat(feats), drawn
 
 
-def _to_classifier(img, size):
+@torch.no_grad()
+def _generated(G, n, seed, truncation, size):
+    """Images of codes seed .. seed + n - 1 on the CPU in [-1, 1], at the classifier's size."""
+    w = G.sample_w(n, seed=seed, truncation=truncation)
+    img = G.synthesize(w.to(next(G.parameters()).device)).float().cpu().clamp(-1, 1)
     if img.shape[-1] == size:
         return img
     return torch.nn.functional.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size
@@ -129,13 +128,9 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
     say = progress or (lambda *_: None)
     t0 = time.time()
     gen = _Accumulator(clf)
-    device = next(G.parameters()).device
     for s in range(0, n, batch):
         m = min(batch, n - s)
-        with torch.no_grad():
-            w = G.sample_w(m, seed=seed + s, truncation=truncation)
-            img = G.synthesize(w.to(device)).float().cpu().clamp(-1, 1)
-        gen.add(_to_classifier(img, size))
+        gen.add(_generated(G, m, seed + s, truncation, size))
         say(f"  generated {s + m}/{n}")
     real, truth = _Accumulator(clf), {}
     _renders(n, real_seed, 0, batch, real, truth)
@@ -143,7 +138,7 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
     f_gen, rates_gen, conf_gen, mconf_gen = gen.result()
     f_real, rates_real, conf_real, mconf_real = real.result()
     truth = {k: torch.cat(v) for k, v in truth.items()}
-    gen_kind = {k: torch.cat(v) for k, v in gen.predicted.items()}
+    gen_kind = {k: torch.cat(gen.predicted[k]) for k in ACCESSORIES}
     overall_fid = fid(f_real, f_gen)
     # Per accessory: generated faces the classifier gives kind K vs the reference renders wearing K.
     per_kind = {k: kind_fid(f_real, truth[k], f_gen, gen_kind[k]) for k in ACCESSORIES}
