@@ -11,7 +11,8 @@ Two figures, each with SD-GAN's number beside ours and their ratio (`*_ratio_*` 
   (BatchNorms folded, channels_last; bf16 convolutions) whole forward at batch 1, per image as
   synthesis runs it (a kind's template features computed once) at batch 1, and at --batch;
 - whole synthesis (img/s): test.py's per-image loop vs `latentedit.edit.sdgan.SDGANSynthesizer`
-  at --batch, fp32 and bf16 (goal: >= 5x). Their loop body as test.py runs it, batch 1: three calls of
+  at --batch: fp32, bf16 (the generator; the fusion network fp32) and bf16 with the fusion network
+  in bf16 too (goal: >= 5x). Their loop body as test.py runs it, batch 1: three calls of
   `pytorch_stylegan2/stylegan2_model.Generator` through infer_face.generate_from_synthesis
   (truncation 0.5, fresh noise per call) for origin, InterfaceGAN image and prediction, and
   their fusion module on (origin, template, maps). Their loader (`data_function.RefineData`) was
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generator_speed import machine_description  # noqa: E402  sibling scripts
 import rosinality_op_cpu  # noqa: E402
-from latentedit.edit.sdgan import SDGANSynthesizer  # noqa: E402
+from latentedit.edit.sdgan import CPU_FUSION_CHUNK, SDGANSynthesizer  # noqa: E402
 from latentedit.formats.sdgan import fusion_state_dict_for_sdgan  # noqa: E402
 from latentedit.models.face3d import Face3D, Face3DConfig  # noqa: E402
 from latentedit.models.fusion import PRECISIONS, FusionConfig, FusionNet  # noqa: E402
@@ -141,14 +142,16 @@ def main():
             feat = net.template_features(tpl)
         calls[f"fusion_ours_{precision}"] = (lambda net=net: net(face, tpl, maps), 1)
         calls[f"fusion_ours_{precision}_template_once"] = (lambda net=net, f=feat: net(face, None, maps, template_feat=f), 1)
-        calls[f"fusion_ours_{precision}_template_once_batch{B}"] = (
-            lambda net=net, f=feat: net(faces, None, maps_b, template_feat=f), B)
+        calls[f"fusion_ours_{precision}_template_once_batch{B}"] = (  # in chunks, as SDGANSynthesizer runs it
+            lambda net=net, f=feat: [net(faces[i:i + CPU_FUSION_CHUNK], None, maps_b[i:i + CPU_FUSION_CHUNK],
+                                         template_feat=f) for i in range(0, B, CPU_FUSION_CHUNK)], B)
     report.update(rates(calls, args.iters, args.warmup))
 
     w = G.sample_w(B, seed=0)
     p = torch.randn(B, G.w_dim) * 0.1
-    calls = {f"synthesis_ours_{precision}": (lambda s=SDGANSynthesizer(G, fusion, f3, tpl[0], "mask", precision=precision):
-                                             s(w, p, batch_size=B), B) for precision in PRECISIONS}
+    calls = {f"synthesis_ours_{name}": (lambda s=SDGANSynthesizer(G, fusion, f3, tpl[0], "mask", precision=g, fusion_precision=f):
+                                        s(w, p, batch_size=B), B)
+             for name, g, f in (("fp32", "fp32", "fp32"), ("bf16", "bf16", "fp32"), ("bf16_fusion_bf16", "bf16", "bf16"))}
     TG, why = their_generator(args.sdgan, G, args.their_ops) if theirs is not None else (None, "no --sdgan checkout")
     report["their_ops"] = args.their_ops
     if TG is None:

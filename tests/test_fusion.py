@@ -247,12 +247,15 @@ def test_locally_connected_weight_layout_is_the_matmul_one():
 def test_inference_copy_folds_batchnorm_without_changing_the_maths():
     """for_inference("fp32") folds each BatchNorm that follows a conv into it: the same function up to
     float32 rounding (measured <= 1e-5 relative on these random networks, whose activations grow ~3x
-    per block; bound 1e-4), the network itself untouched, the regressor shared, not copied."""
+    per block; bound 1e-4), the network itself untouched, the regressor shared, not copied, ACE copied
+    with channels_last weights (its painted-map taps are then a view of them, not a copy per call)."""
     cfg = FusionConfig.small()
     net = randomized(cfg)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     fast = net.for_inference("fp32")
-    assert fast.regre is net.regre and fast.fusion is net.fusion and fast.arcfacenet is not net.arcfacenet
+    assert fast.regre is net.regre and fast.encoder is net.encoder and fast.arcfacenet is not net.arcfacenet
+    assert fast.fusion is not net.fusion
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in (fast.fusion.conv_gamma, fast.fusion.conv_beta))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) and name.endswith(("bn1", "bn2", "downsample.1"))
                    for name, m in fast.named_modules())
     assert net.state_dict().keys() == before.keys() and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

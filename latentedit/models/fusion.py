@@ -274,7 +274,11 @@ def conv_of_painted(conv, values, regions):
     multiplied by its value, J input channels instead of C_in (~C_in / J times fewer operations:
     the painted map is constant per region)."""
     n, num, h, w = regions.shape
-    taps = torch.einsum("oikl,nji->nojkl", conv.weight, values)            # [N, C_out, J, k, k]
+    c_out, c_in, kh, kw = conv.weight.shape
+    # A matrix product over the weight as [C_out, k, k, C_in]: a view, not a 26 MB copy per call,
+    # when the weight is in channels_last memory (as FusionNet.for_inference keeps it).
+    taps = conv.weight.permute(0, 2, 3, 1).reshape(-1, c_in) @ values.transpose(1, 2)   # [N, C_out*k*k, J]
+    taps = taps.reshape(n, c_out, kh, kw, num).permute(0, 1, 4, 2, 3)     # [N, C_out, J, k, k]
     out = F.conv2d(regions.to(taps.dtype).reshape(1, n * num, h, w), taps.flatten(0, 1),
                    padding=conv.padding, groups=n)                           # one group per sample
     out = out.reshape(n, -1, h, w)
@@ -366,7 +370,7 @@ class FusionNet(nn.Module):
         parameters, float32 always) and, in fp32, the 3D branch and ACE (no BatchNorm to fold)."""
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        changed = {"arcfacenet", "masknet"} | ({"encoder", "fusion"} if precision != "fp32" else set())
+        changed = {"arcfacenet", "masknet", "fusion"} | ({"encoder"} if precision != "fp32" else set())
         fast = copy.copy(self)
         fast._modules = {name: _folded(m).to(PRECISIONS[precision]) if name in changed else m
                          for name, m in self._modules.items()}
