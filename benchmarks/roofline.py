@@ -22,13 +22,13 @@ The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per
 """
 import argparse
 import os
+from collections import Counter
 import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -110,31 +110,17 @@ def ceiling(iters):
     return best
 
 
-class _ConvCalls(TorchDispatchMode):
-    """Records every convolution a callable runs: (input shape, dtype, channels_last, weight shape,
-    stride, padding, dilation, transposed, output_padding, groups, has bias) -> count."""
-
-    def __enter__(self):
-        self.calls = {}
-        return super().__enter__()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket is torch.ops.aten.convolution:
-            x, w, b, *rest = args
-            key = (tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
-                   *(tuple(r) if isinstance(r, (list, tuple)) else r for r in rest), b is not None)
-            self.calls[key] = self.calls.get(key, 0) + 1
-        return func(*args, **(kwargs or {}))
-
-
 def conv_seconds(run, iters):
     """Seconds that run()'s convolutions take alone: each distinct call timed in isolation on random
     tensors of its shapes, dtype and layout, times how often run() makes it (the shape-aware roofline:
     what the network would cost if everything but its convolutions were free)."""
-    with torch.no_grad(), _ConvCalls() as rec:
+    from latentedit.ops.recording import ConvolutionRecorder
+
+    with torch.no_grad(), ConvolutionRecorder() as rec:
         run()
     total = 0.0
-    for (xs, dtype, cl, ws, stride, padding, dilation, transposed, out_pad, groups, bias), count in rec.calls.items():
+    for call, count in Counter(rec.calls).items():
+        _, xs, dtype, cl, ws, stride, padding, dilation, transposed, out_pad, groups, bias = call
         fmt = torch.channels_last if cl else torch.contiguous_format
         x = torch.randn(xs, dtype=dtype).contiguous(memory_format=fmt)
         w = torch.randn(ws, dtype=dtype)

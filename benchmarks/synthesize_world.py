@@ -35,7 +35,7 @@ from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, acce
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
-from latentedit.edit.imaging import resize  # noqa: E402
+from latentedit.edit.imaging import network_input  # noqa: E402
 from latentedit.metrics.accessories import frame_measures, frames_pass, world_frame_reference  # noqa: E402
 from latentedit.metrics.fid import fid  # noqa: E402
 from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
@@ -91,8 +91,8 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
         t_ours += time.perf_counter() - t0
         ours.append(measure(out.origin, out.image, kind, ev, D))
         prior_only.append(measure(out.origin, out.prior_image, kind, ev, D))
-        feats["ours"].append(clf.features(resize(out.image, clf.cfg.image_size).clamp(-1, 1)))
-        feats["prior"].append(clf.features(resize(out.prior_image, clf.cfg.image_size).clamp(-1, 1)))
+        feats["ours"].append(clf.features(network_input(out.image, clf.cfg.image_size)))
+        feats["prior"].append(clf.features(network_input(out.prior_image, clf.cfg.image_size)))
     res = {"ours": {**summarise(ours), "edits_per_s": len(w) / t_ours},
            "prior": summarise(prior_only), "distance": synth.distance, "sweep": []}
     res["edit_fid"] = edit_fid(kind, G, clf, {k: torch.cat(v) for k, v in feats.items()}, **own_codes)

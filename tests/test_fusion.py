@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from latentedit.errors import FormatError, InputError
 from latentedit.formats.sdgan import fusion_state_dict_for_sdgan, load_sdgan_fusion
 from latentedit.models.fusion import ACE, FusionConfig, FusionNet, LocallyConnected1d, MapsEncoder
+from latentedit.ops.recording import ConvolutionRecorder
 
 torch.set_num_threads(1)
 
@@ -277,17 +278,15 @@ def test_bf16_inference_runs_convolutions_in_bf16_within_bound(seed):
     roundings in sequence through blocks whose activations grow ~3x each (these random networks)
     amplify it: measured 0.03-0.10 relative (L2) over seeds 0-2; bound 0.2. The folded fp32 copy
     differs by < 1e-5, so a difference above 1e-3 (u / 2) shows bf16 arithmetic ran."""
-    from test_ops import _ConvDtypes
-
     cfg = FusionConfig.small()
     net = randomized(cfg, seed)
     face, tpl, maps = inputs(cfg, n=2, seed=seed + 1)
     with torch.no_grad():
         want = net(face, tpl, maps)
         for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            with _ConvDtypes() as convs:
+            with ConvolutionRecorder() as convs:
                 got = net.for_inference(precision)(face, tpl, maps)
-            assert len(convs.seen) > 20 and set(convs.seen) == {dtype}
+            assert len(convs.calls) > 20 and {c.dtype for c in convs.calls} == {dtype}
             assert got.dtype == torch.float32
             error = float((got - want).norm() / want.norm())
             assert (error < 1e-4) if precision == "fp32" else (1e-3 < error < 0.2), (precision, error)

@@ -4,9 +4,9 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from latentedit.ops import bias_act, setup_filter, upfirdn2d
+from latentedit.ops.recording import ConvolutionRecorder
 from latentedit.ops.upfirdn2d import downsample2d, filter2d, upsample2d
 
 
@@ -116,24 +116,13 @@ def test_strided_fir_in_bf16_runs_as_an_fp32_island(autocast):
     want = downsample2d(x32, f)
     want.backward(torch.ones_like(want))
     xin = (x.float() if autocast else x).requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), _ConvDtypes() as convs:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), ConvolutionRecorder() as convs:
         got = downsample2d(xin, f)
         got.float().backward(torch.ones_like(want))
     assert got.dtype == xin.dtype and got.shape == want.shape
-    assert convs.seen and all(dtype == torch.float32 for dtype in convs.seen), convs.seen
+    assert convs.calls and all(c.dtype == torch.float32 for c in convs.calls), convs.calls
     # bf16 keeps 8 mantissa bits: the rounding of the output (and nothing more) separates them.
     assert (got.float() - want).abs().max() <= 2 ** -8 * want.abs().max()
     assert torch.allclose(xin.grad.float(), x32.grad, rtol=2 ** -7, atol=1e-6)
 
 
-class _ConvDtypes(TorchDispatchMode):
-    """Records the input dtype of every convolution (forward and backward) run inside it."""
-
-    def __enter__(self):
-        self.seen = []
-        return super().__enter__()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in (torch.ops.aten.convolution, torch.ops.aten.convolution_backward):
-            self.seen.append(args[0].dtype)
-        return func(*args, **(kwargs or {}))

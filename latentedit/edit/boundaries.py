@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from latentedit.edit.imaging import resize
+from latentedit.edit.imaging import network_input
 from latentedit.edit.directions import Direction
 from latentedit.errors import InputError
 from latentedit.models.config import is_count, is_real
@@ -140,7 +140,7 @@ def attribute_scores(clf, images):
     """{attribute: [N]} in [0, 1] from the attribute classifier: binary heads -> P(positive);
     regression heads (smile, age, beard) -> the predicted amount; multi-class heads -> one score
     per class, plus P(not none) when the first class is "none"."""
-    p = clf.predict(resize(images, clf.cfg.image_size).clamp(-1, 1))
+    p = clf.predict(network_input(images, clf.cfg.image_size))
     out = {}
     for head, classes in clf.cfg.heads.items():
         if len(classes) == 2:

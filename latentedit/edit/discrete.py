@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from latentedit.edit.imaging import resize
+from latentedit.edit.imaging import network_input, resize
 from latentedit.errors import InputError
 
 # kind -> (classifier head, class index in that head, boundary name in the bundle)
@@ -110,7 +110,7 @@ def prior_alignment(priors, normal):
 def accessory_present(clf, images, kind):
     """[N] bool: the attribute classifier's top class for the kind's head is the kind."""
     head, index, _ = ACCESSORY_KINDS[kind]
-    return clf(resize(images, clf.cfg.image_size).clamp(-1, 1))[head].argmax(1) == index
+    return clf(network_input(images, clf.cfg.image_size))[head].argmax(1) == index
 
 
 def accessory_seen(labels, kind):
@@ -195,7 +195,7 @@ class DiscreteSynthesizer:
 
     def offsets(self, origin):
         """Origin images [N, 3, R, R] -> offsets [N, num_ws, w_dim] (differentiable)."""
-        maps = self.face3d(resize(origin, self.face3d.cfg.image_size).clamp(-1, 1))["maps"].detach()
+        maps = self.face3d(network_input(origin, self.face3d.cfg.image_size))["maps"].detach()
         face = resize(origin, self.fusion.cfg.resolution)
         if torch.is_grad_enabled() or self.fusion.training:  # training: the template branch learns
             return self.fusion(face, self.template.expand(len(face), -1, -1, -1).to(face), maps)

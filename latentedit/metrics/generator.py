@@ -16,13 +16,14 @@ import time
 import torch
 
 from latentedit import world
+from latentedit.edit.discrete import ACCESSORY_KINDS
 from latentedit.errors import InputError
 from latentedit.metrics.fid import fid, kid, precision_recall
 
 REAL_SEED = 20_000_000   # renders for the reference set (disjoint from training and held-out seeds)
-# Attribute rates reported: name -> (head, class index)
-RATES = {"frame_glasses": ("glasses", 1), "sunglasses": ("glasses", 2), "mask": ("mask", 1), "hat": ("hat", 1),
-         "beard": ("beard", 1), "smile": ("smile", 1), "old": ("age", 1)}
+# Attribute rates reported: name -> (head, class index); the accessories as the edits judge them
+RATES = {**{kind: (head, index) for kind, (head, index, _) in ACCESSORY_KINDS.items()},
+         "hat": ("hat", 1), "beard": ("beard", 1), "smile": ("smile", 1), "old": ("age", 1)}
 
 
 def _truth(p):
