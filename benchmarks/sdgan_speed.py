@@ -11,18 +11,20 @@ Two figures, each with SD-GAN's number beside ours and their ratio (`*_ratio_*` 
   (BatchNorms folded, channels_last; bf16 convolutions) whole forward at batch 1, per image as
   synthesis runs it (a kind's template features computed once) at batch 1, and at --batch;
 - whole synthesis (img/s): test.py's per-image loop vs `latentedit.edit.sdgan.SDGANSynthesizer`
-  at --batch: fp32, bf16 (the generator; the fusion network fp32) and bf16 with the fusion network
-  in bf16 too (goal: >= 5x). Their loop body as test.py runs it, batch 1: three calls of
+  at --batch, fp32 and bf16 (goal: >= 5x). Their loop body, batch 1, two readings:
+  `synthesis_theirs` as test.py and its hparams imply: the loader (`data_function.RefineData`, never
+  released) is handed the generator and `is_real = False`, and the fusion network's face is the
+  loader's, not test.py's `origins`, so per item it makes the face with one generator call and its
+  canonical maps with unsup3d's four nets (Demo.run's cost, on the face resized to 64 px; no MTCNN
+  crop, no PNG decoding counted); then test.py's three calls of
   `pytorch_stylegan2/stylegan2_model.Generator` through infer_face.generate_from_synthesis
-  (truncation 0.5, fresh noise per call) for origin, InterfaceGAN image and prediction, and
-  their fusion module on (origin, template, maps). Their loader (`data_function.RefineData`) was
-  never released; what it must do per item is counted at its least: unsup3d's four nets (Demo.run's
-  cost) on the origin resized to 64 px, no extra generator call, no MTCNN crop, no PNG decoding.
+  (truncation 0.5, fresh noise per call) for origin, InterfaceGAN image and prediction, and their
+  fusion module on (face, template, maps), outside torch.no_grad as test.py runs it (the forward
+  records autograd). `synthesis_theirs_least`: the loader's generator call left out and everything
+  under no_grad, the most favourable reading for theirs. Neither side writes PNGs here.
   Their generator's `op` package compiles CUDA extensions at import; on CPU it is replaced by
   rosinality_op_cpu (the same names and signatures on latentedit.ops; tests/test_rosinality_op_cpu.py),
   or with --their-ops native imported without the compile, running their own CPU code paths.
-  Their loop runs without torch.no_grad (the fusion forward records autograd); here it runs
-  under no_grad, as ours does: the favourable reading for theirs again.
 
 Weights are random in the released layouts (FusionConfig.sdgan(), a 256 px StyleGAN2 with
 channel multiplier 2, unsup3d nf 64 / zdim 256): speed does not depend on their values.
@@ -149,9 +151,8 @@ def main():
 
     w = G.sample_w(B, seed=0)
     p = torch.randn(B, G.w_dim) * 0.1
-    calls = {f"synthesis_ours_{name}": (lambda s=SDGANSynthesizer(G, fusion, f3, tpl[0], "mask", precision=g, fusion_precision=f):
-                                        s(w, p, batch_size=B), B)
-             for name, g, f in (("fp32", "fp32", "fp32"), ("bf16", "bf16", "fp32"), ("bf16_fusion_bf16", "bf16", "bf16"))}
+    calls = {f"synthesis_ours_{precision}": (lambda s=SDGANSynthesizer(G, fusion, f3, tpl[0], "mask", precision=precision):
+                                             s(w, p, batch_size=B), B) for precision in PRECISIONS}
     TG, why = their_generator(args.sdgan, G, args.their_ops) if theirs is not None else (None, "no --sdgan checkout")
     report["their_ops"] = args.their_ops
     if TG is None:
@@ -159,22 +160,28 @@ def main():
     else:
         mean = G.w_avg[None]
 
-        def one_image():  # test.py's loop body for one code, batch 1 (see the docstring)
+        def one_image(as_written):  # test.py's loop body for one code, batch 1 (see the docstring)
             latent = w[:1, None].repeat(1, G.num_ws, 1)
             gt = p[:1, None]
             gen = lambda v: TG([v], truncation=0.5, input_is_latent=True, truncation_latent=mean)[0]  # noqa: E731
+            face = gen(latent) if as_written else None  # the loader's face
             origin = gen(latent)
+            face = origin if face is None else face
             gen(latent + gt)
-            x = torch.nn.functional.interpolate(origin, (64, 64), mode="bilinear", align_corners=False)
+            x = torch.nn.functional.interpolate(face, (64, 64), mode="bilinear", align_corners=False)
             f3.netD(x), f3.netA(x), f3.netL(x), f3.netV(x)  # unsup3d's four nets (Demo.run's cost)
-            gen(latent + theirs(origin, tpl, maps) + gt)
+            with torch.set_grad_enabled(as_written):
+                offset = theirs(face, tpl, maps)
+            gen(latent + offset.detach() + gt)
 
-        calls["synthesis_theirs"] = (one_image, 1)
+        calls["synthesis_theirs"] = (lambda: one_image(True), 1)
+        calls["synthesis_theirs_least"] = (lambda: one_image(False), 1)
     report.update(rates(calls, args.iters, args.warmup))
-    for kind in ("fusion", "synthesis"):
-        if isinstance(report.get(f"{kind}_theirs"), float):
+    for theirs_name in ("fusion_theirs", "synthesis_theirs", "synthesis_theirs_least"):
+        if isinstance(report.get(theirs_name), float):
+            kind, reading = theirs_name.split("_theirs")
             for name in [k for k in report if k.startswith(f"{kind}_ours")]:
-                report[name.replace("_ours", "_ratio")] = report[name] / report[f"{kind}_theirs"]
+                report[name.replace("_ours", "_ratio") + reading] = report[name] / report[theirs_name]
     for k, v in report.items():
         print(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}")
     if args.json:

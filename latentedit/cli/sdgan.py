@@ -23,7 +23,7 @@ from latentedit.errors import InputError
 
 
 def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, truncation, mean_source, mean_samples,
-                     mean_seed, normalize_output, precision, fusion_precision, batch_size, out):
+                     mean_seed, normalize_output, precision, batch_size, out):
     from latentedit.cli.options import progress_bar, sampled_seeds
     from latentedit.formats.files import file_sha256
     from latentedit.edit.sdgan import SDGANSynthesizer
@@ -42,8 +42,7 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
         w = G.sample_w(n, seed=seed)  # untruncated: the synthesis truncates, as test.py does
     priors = None if interface_file is None else torch.from_numpy(read_priors(interface_file, len(w), G.w_dim))
     synth = SDGANSynthesizer.load(model, kind, normal, G=G, truncation=truncation, mean_source=mean_source,
-                                  mean_samples=mean_samples, mean_seed=mean_seed, precision=precision,
-                                  fusion_precision=fusion_precision)
+                                  mean_samples=mean_samples, mean_seed=mean_seed, precision=precision)
     if priors is None:
         synth.priors(G.broadcast_w(w[:1]))  # the clear error before any work
     out = Path(out)
@@ -57,9 +56,8 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
                 "interface_file": None if interface_file is None else str(interface_file),
                 "interface_sha256": None if interface_file is None else file_sha256(interface_file),
                 "normalize_output": normalize_output, "batch_size": batch_size, "noise_mode": "const",
-                # fp32 is not recorded, so runs written before these options existed still resume
-                **{name: value for name, value in (("precision", precision), ("fusion_precision", fusion_precision))
-                   if value != "fp32"}}
+                # fp32 is not recorded, so runs written before --precision existed still resume
+                **({} if precision == "fp32" else {"precision": precision})}
 
     def compute(batch):
         return synth(w[batch], None if priors is None else priors[batch], indices=batch, batch_size=len(batch))
@@ -77,8 +75,7 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
                 "settings": {"truncation": synth.truncation, "mean_latent": synth.mean_source, "seed": seed,
                              "w_file": None if w_file is None else str(w_file),
                              "interface_file": None if interface_file is None else str(interface_file),
-                             "normalize_output": normalize_output, "noise_mode": "const", "precision": precision,
-                             "fusion_precision": fusion_precision},
+                             "normalize_output": normalize_output, "noise_mode": "const", "precision": precision},
                 "mean_latent_norm": round(float(synth.mean.norm()), 6),
                 "latents": {"inputs": "latents.json", "priors": "interface.json", "edited": "predict_latents.npy",
                             "edited_is": "mean + psi * (w + prior + offset - mean), [N, num_ws, w_dim]"}}

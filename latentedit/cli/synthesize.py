@@ -104,17 +104,14 @@ def _sdgan_bundle(model_path, kind, input_paths, template):
 @click.option("--normalize-output", is_flag=True,
               help="SD-GAN bundles: stretch each PNG by its own min / max, as test.py's save_image(normalize=True).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="SD-GAN bundles: the generator's convolutions in bf16 (about 2x faster on CPUs with AVX-512 "
-                   "BF16 or AMX; images >= 40 dB PSNR from fp32's). The fusion network stays fp32.")
-@click.option("--fusion-precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="SD-GAN bundles: the fusion network's convolutions in bf16 too (offsets move by a few % "
-                   "of their size).")
+              help="SD-GAN bundles: the generator's and the fusion network's convolutions in bf16 (about 2x "
+                   "faster on CPUs with AVX-512 BF16 or AMX; images within ~40 dB PSNR of fp32's).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--out", required=True, type=click.Path(),
               help="Output folder: origins/, interfacegan_origins/, predict_images/, grid.png, manifest.json, ...")
 def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, template, model_path, input_paths,
                invert_mode, invert_steps, encoder_path, align, mean_source, mean_samples, mean_seed,
-               normalize_output, precision, fusion_precision, batch_size, out):
+               normalize_output, precision, batch_size, out):
     """Put an accessory (frame glasses, sunglasses, a mask) on faces: SD-GAN's prior + offset edit.
 
     Writes OUT/origins/, OUT/interfacegan_origins/, OUT/predict_images/ ({i:04d}.png), grid.png
@@ -143,10 +140,9 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         given = ctx.get_parameter_source("truncation") == click.core.ParameterSource.COMMANDLINE
         return synthesize_sdgan(model_path, kind, normal, n, seed, w_file, interface_file,
                                 truncation if given else None, mean_source, mean_samples, mean_seed, normalize_output,
-                                precision, fusion_precision, batch_size, out)
-    if mean_source or mean_samples is not None or normalize_output or precision != "fp32" or fusion_precision != "fp32":
-        raise InputError("--mean-latent, --mean-samples, --normalize-output and --precision / --fusion-precision "
-                         "are for SD-GAN bundles "
+                                precision, batch_size, out)
+    if mean_source or mean_samples is not None or normalize_output or precision != "fp32":
+        raise InputError("--mean-latent, --mean-samples, --normalize-output and --precision are for SD-GAN bundles "
                          "(made by `latentedit convert ... --sdgan-fusion`)")
     check_input_options(input_paths, invert_steps)
     if input_paths and w_file is not None:

@@ -68,14 +68,12 @@ class SDGANSynthesizer:
     templates [K, 3, R, R] in [-1, 1]: sample i of a run uses template i % K (SD-GAN's template
     folders usually hold one image). normal / intercept / distance: an optional InterfaceGAN
     boundary for priors when no interface vectors are given (SD-GAN ships none). precision: "fp32"
-    or "bf16", the generator's convolutions (its compute_dtype; ~85% of synthesis time): about 2x
-    faster on CPUs with AVX-512 BF16 or AMX, images >= 40 dB PSNR from fp32's. fusion_precision:
-    the same for the fusion network (FusionNet.for_inference), fp32 unless asked: its bf16 offsets
-    move by a few % of their size, which on random released-size weights costs the edited image
-    its 40 dB (tests/test_sdgan_release.py); trained weights could not be checked here."""
+    or "bf16", the generator's and the fusion network's convolutions (the generator's
+    compute_dtype, FusionNet.for_inference, whose template branch stays fp32): about 2x faster on
+    CPUs with AVX-512 BF16 or AMX; images >= 40 dB PSNR from fp32's, offsets within ~1% of theirs."""
 
     def __init__(self, G, fusion, face3d, templates, kind, truncation=TRUNCATION, mean=None,
-                 normal=None, intercept=0.0, distance=None, precision="fp32", fusion_precision="fp32"):
+                 normal=None, intercept=0.0, distance=None, precision="fp32"):
         if fusion.cfg.num_ws != G.num_ws or fusion.cfg.w_dim != G.w_dim:
             raise InputError(f"the {kind} fusion network predicts {fusion.cfg.num_ws} x {fusion.cfg.w_dim} offsets, "
                              f"the generator has {G.num_ws} x {G.w_dim} W+ codes")
@@ -89,10 +87,9 @@ class SDGANSynthesizer:
         self.kind, self.truncation = kind, float(truncation)
         self.templates = resize(t, fusion.cfg.resolution)
         self._template_feat = {}  # fixed_template_features' cache
-        for name, value in (("precision", precision), ("fusion precision", fusion_precision)):
-            if value not in PRECISIONS:
-                raise InputError(f"{name} must be one of {sorted(PRECISIONS)}, got {value!r}")
-        self.precision, self.fusion_precision, self._inference_net = precision, fusion_precision, {}
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.precision, self._inference_net = precision, {}
         self.mean = (G.w_avg if mean is None else torch.as_tensor(mean, dtype=torch.float32)).reshape(-1).detach()
         if self.mean.numel() != G.w_dim:
             raise InputError(f"mean latent has {self.mean.numel()} values, the generator's W has {G.w_dim}")
@@ -101,7 +98,7 @@ class SDGANSynthesizer:
 
     @classmethod
     def load(cls, bundle, kind, normal=False, G=None, truncation=None, mean_source=None, mean_samples=None,
-             mean_seed=0, boundary=None, distance=None, intercept=0.0, precision="fp32", fusion_precision="fp32"):
+             mean_seed=0, boundary=None, distance=None, intercept=0.0, precision="fp32"):
         """From a bundle made by `latentedit convert ... --sdgan-fusion` (see
         `latentedit.formats.sdgan.convert_sdgan_release`); None settings take the stored ones.
         boundary (a Direction, a W vector or an InterfaceGAN .npy path) with `distance` (and the
@@ -124,8 +121,7 @@ class SDGANSynthesizer:
         if (boundary is None) != (distance is None):
             raise InputError("a boundary prior needs both the boundary and the target distance")
         normal = getattr(boundary, "vector", boundary)
-        synth = cls(G, net, face3d, settings["templates"], kind, psi, mean, normal, intercept, distance, precision,
-                    fusion_precision)
+        synth = cls(G, net, face3d, settings["templates"], kind, psi, mean, normal, intercept, distance, precision)
         synth.mean_source = source if source == "latent_avg" else f"sampled({samples}, seed={mean_seed})"
         return synth
 
@@ -154,14 +150,14 @@ class SDGANSynthesizer:
                           for i in range(0, len(face), chunk)])
 
     def inference_fusion(self):
-        """self.fusion.for_inference(self.fusion_precision), made once and again when the fusion network's
+        """self.fusion.for_inference(self.precision), made once and again when the fusion network's
         weights change (every time for inference tensors, which keep no version)."""
         tensors = [*self.fusion.parameters(), *self.fusion.buffers()]
         key = tuple(version_key(t) for t in tensors)
         if None in key:
-            return self.fusion.for_inference(self.fusion_precision)
+            return self.fusion.for_inference(self.precision)
         if self._inference_net.get("key") != key:
-            self._inference_net.update(key=key, net=self.fusion.for_inference(self.fusion_precision))
+            self._inference_net.update(key=key, net=self.fusion.for_inference(self.precision))
         return self._inference_net["net"]
 
     @torch.no_grad()
