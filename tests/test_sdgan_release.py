@@ -374,3 +374,32 @@ def test_convert_errors_are_one_line(release, tmp_path, args, message):
     r = run("convert", release / "network-snapshot-020180.pt", tmp_path / "b", *full, *args)
     lines = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no templates folder", "no such folder"),
+    ("unreadable template", "broken.png: not a readable image"),
+    ("unsup3d file as a fusion", "allow-list, such as unsup3d.meters.MetricsTrace"),
+])
+def test_convert_checks_every_part_before_writing(release, tmp_path, case, message):
+    """A bad part is refused before DST is touched (no half-made bundle that synthesize would then
+    misreport), with one line naming it: a template no reader opens at convert, not at synthesize."""
+    fusions = {kind: release / f"{kind}_checkpoint_latest.pt" for kind in FOLDERS}
+    templates = release / "templates"
+    if case == "no templates folder":
+        templates = tmp_path / "nowhere"
+    elif case == "unreadable template":
+        templates = tmp_path / "templates"
+        for folder in FOLDERS.values():
+            (templates / folder).mkdir(parents=True)
+            for png in (release / "templates" / folder).iterdir():
+                (templates / folder / png.name).write_bytes(png.read_bytes())
+        (templates / "glasses" / "broken.png").write_text("not a png")
+    else:
+        fusions["frame_glasses"] = release / "checkpoint030.pth"
+    dst = tmp_path / "bundle"
+    r = run("convert", release / "network-snapshot-020180.pt", dst, "--unsup3d", release / "checkpoint030.pth",
+            *[a for kind, f in fusions.items() for a in ("--sdgan-fusion", f"{kind}={f}")], "--sdgan-templates", templates)
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
+    assert not dst.exists()

@@ -128,12 +128,17 @@ def convert(src, dst, fp16, mapping_lr_mul, unsup3d_path, sdgan_fusions, sdgan_t
             raise InputError(f"{dst}: SD-GAN's set converts into a bundle folder (a path without a suffix)")
     overrides = {"mapping_lr_multiplier": mapping_lr_mul} if mapping_lr_mul is not None else None
     nets = load_networks(src, overrides)
+    release = None
+    if fusions:  # every part read and checked before DST is touched
+        from latentedit.formats.sdgan import convert_sdgan_release, read_sdgan_release
+
+        if nets.G is None:
+            raise InputError(f"{src}: holds no generator, which SD-GAN's set needs")
+        release = read_sdgan_release(unsup3d_path, fusions, sdgan_templates, nets.G.cfg)
     save_networks(nets, dst, fp16=fp16)
     held = "+".join(n for n in ("G", "D") if getattr(nets, n) is not None)
-    if fusions:
-        from latentedit.formats.sdgan import convert_sdgan_release
-
-        kinds = convert_sdgan_release(dst, unsup3d_path, fusions, sdgan_templates)
+    if release is not None:
+        kinds = convert_sdgan_release(dst, release)
         held += f" + unsup3d + SD-GAN fusion ({', '.join(kinds)})"
     kept = sorted(set(bundle.read_manifest(dst)["networks"]) - {"G", "D"}) if bundle.is_bundle(dst) and not fusions else []
     click.echo(f"converted {nets.format} ({held}) -> {dst}" + (f" (kept its {', '.join(kept)})" if kept else ""))

@@ -276,37 +276,51 @@ def read_sdgan_network(path, kind):
     return load_weights(FusionNet(net_cfg), sd, f"{path} [{name}]").eval(), settings
 
 
-def convert_sdgan_release(dst, unsup3d, fusions, templates):
-    """Adds SD-GAN's released parts to bundle folder `dst` (which holds the converted generator):
-    the unsup3d checkpoint as "face3d" (run as SD-GAN's Demo), and per {kind name: fusion
-    checkpoint} the network with the images of templates/<SD-GAN's folder for the kind>/."""
-    from latentedit.formats import bundle
-    from latentedit.formats.evaluators import add_evaluators
+def read_sdgan_release(unsup3d, fusions, templates, G_cfg):
+    """Reads and checks every part of SD-GAN's released set before anything is written, so that a
+    bad part leaves no half-made bundle: the unsup3d checkpoint (-> Face3D run as SD-GAN's Demo),
+    per {kind name: fusion checkpoint} the network (its W+ size against the generator's config
+    G_cfg) and the image files of templates/<SD-GAN's folder for the kind>/, each read once.
+    -> {"face3d": Face3D, "source": unsup3d, "fusions": {kind: (net, [template files], checkpoint)}}"""
     from latentedit.formats.image_input import list_images
     from latentedit.formats.unsup3d import config_from_state, face3d_from_state, read_checkpoint
     from latentedit.models.face3d import Face3DConfig
-    from latentedit.models.stylegan2 import GeneratorConfig
 
-    networks = bundle.read_manifest(dst)["networks"]
-    if "G" not in networks:
-        raise FormatError(f"{dst}: holds no generator")
-    G = GeneratorConfig.from_dict(networks["G"]["config"])  # its W+ size is all that is checked here
+    if not Path(templates).is_dir():
+        raise InputError(f"{templates}: no such folder (--sdgan-templates is SD-GAN's templates/ folder, "
+                         f"holding {', '.join(folder + '/' for _, folder in SDGAN_KINDS.values())})")
+    kinds = {sdgan_kind(name): file for name, file in fusions.items()}
+    images = {}
+    for kind in kinds:
+        folder = Path(templates) / SDGAN_KINDS[kind][1]
+        if not folder.is_dir():
+            raise InputError(f"{templates}: no template folder {SDGAN_KINDS[kind][1]}/ for {kind}")
+        images[kind] = list_images(folder)
     ckpt = read_checkpoint(unsup3d)
     sizes = config_from_state(ckpt, str(unsup3d))
     cfg = Face3DConfig.sdgan_demo()
     cfg.nf, cfg.zdim, cfg.nf_encoder = sizes.nf, sizes.zdim, sizes.nf_encoder
-    add_evaluators(dst, {"face3d": face3d_from_state(ckpt, str(unsup3d), cfg)},
-                   provenance={"face3d": {"converted_from": Path(str(unsup3d)).name, "as": "SD-GAN's unsup3d Demo"}})
-    written = []
-    for name, file in fusions.items():
-        kind = sdgan_kind(name)
-        folder = Path(templates) / SDGAN_KINDS[kind][1]
-        if not folder.is_dir():
-            raise InputError(f"{templates}: no template folder {SDGAN_KINDS[kind][1]}/ for {kind}")
+    release = {"face3d": face3d_from_state(ckpt, str(unsup3d), cfg), "source": unsup3d, "fusions": {}}
+    for kind, file in kinds.items():
         _, net = load_sdgan_fusion(file)
-        if (net.cfg.num_ws, net.cfg.w_dim) != (G.num_ws, G.w_dim):
-            raise InputError(f"{file}: predicts {net.cfg.num_ws} x {net.cfg.w_dim} offsets, the generator in {dst} "
-                             f"has {G.num_ws} x {G.w_dim} W+ codes")
-        write_sdgan_network(dst, kind, net, list_images(folder), source=file)
-        written.append(kind)
-    return written
+        if (net.cfg.num_ws, net.cfg.w_dim) != (G_cfg.num_ws, G_cfg.w_dim):
+            raise InputError(f"{file}: predicts {net.cfg.num_ws} x {net.cfg.w_dim} offsets, the generator "
+                             f"has {G_cfg.num_ws} x {G_cfg.w_dim} W+ codes")
+        for image in images[kind]:  # copied byte for byte: a file no reader opens is refused now
+            read_template(image, net.cfg.resolution, TEMPLATE_ALPHA)
+        release["fusions"][kind] = (net, images[kind], file)
+    return release
+
+
+def convert_sdgan_release(dst, release):
+    """Adds SD-GAN's released parts, read by `read_sdgan_release`, to bundle folder `dst` (which
+    holds the converted generator): the unsup3d encoder as "face3d" and each kind's fusion network
+    with copies of its template images. -> the kinds written."""
+    from latentedit.formats.evaluators import add_evaluators
+
+    add_evaluators(dst, {"face3d": release["face3d"]},
+                   provenance={"face3d": {"converted_from": Path(str(release["source"])).name,
+                                          "as": "SD-GAN's unsup3d Demo"}})
+    for kind, (net, images, file) in release["fusions"].items():
+        write_sdgan_network(dst, kind, net, images, source=file)
+    return list(release["fusions"])

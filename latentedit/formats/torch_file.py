@@ -1,4 +1,5 @@
 """Reading foreign torch checkpoints safely: weights-only unpickling with an explicit allow-list."""
+import re
 import warnings
 
 import torch
@@ -21,4 +22,7 @@ def load_torch_file(path, safe_globals=()):
         refused = ("unsupported global", "trying to call reduce", "can only build", "can only create new object")
         reason = "it holds objects outside the allow-list" if any(r in str(e).lower() for r in refused) else \
             f"corrupt or truncated: {type(e).__name__}"
+        named = re.search(r"GLOBAL ([A-Za-z_][\w.]{0,200})", str(e))  # which object: often tells the file apart
+        if named and reason.startswith("it holds"):
+            reason += f", such as {named.group(1)}"
         raise FormatError(f"{path}: not a loadable weights-only torch file ({reason})") from None
