@@ -21,7 +21,7 @@ import latentedit as le
 from conftest import TINY, randomize, run
 from latentedit.cli import main
 from latentedit.edit.sdgan import SDGANSynthesizer, mean_latent
-from latentedit.errors import FormatError
+from latentedit.errors import FormatError, InputError
 from latentedit.formats import Networks, load_generator, save_networks
 from latentedit.formats.sdgan import fusion_state_dict_for_sdgan, load_sdgan_fusion
 from latentedit.formats.unsup3d import face3d_to_state, load_unsup3d, read_checkpoint
@@ -323,6 +323,8 @@ def test_truncation_and_mean_latent_settings(release):
     assert torch.equal(a, mean_latent(G, "sampled", 512, seed=1)) and not torch.equal(a, b)
     s = SDGANSynthesizer.load(bundle, "mask", mean_source="sampled", mean_samples=512, mean_seed=1)
     assert torch.equal(s.mean, a) and s.truncation == 0.5
+    with pytest.raises(InputError, match="samples must be >= 1"):  # 0 is refused, not read as "the default"
+        SDGANSynthesizer.load(bundle, "mask", mean_source="sampled", mean_samples=0)
     r1 = s(w, p)
     expected = a + 0.5 * (r1.latents - a)
     with torch.no_grad():

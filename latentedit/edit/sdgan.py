@@ -111,7 +111,8 @@ class SDGANSynthesizer:
         G = G if G is not None else load_generator(bundle)
         net, settings = read_sdgan_network(bundle, kind)
         face3d = load_evaluators(bundle, ["face3d"])["face3d"]
-        source, samples = mean_source or settings["mean_latent"], mean_samples or settings["mean_samples"]
+        source = settings["mean_latent"] if mean_source is None else mean_source
+        samples = settings["mean_samples"] if mean_samples is None else mean_samples  # 0 is refused, not the default
         mean = mean_latent(G, source, samples, mean_seed)
         psi = settings["truncation"] if truncation is None else truncation
         if isinstance(boundary, (str, bytes)) or hasattr(boundary, "__fspath__"):
