@@ -126,3 +126,17 @@ def test_strided_fir_in_bf16_runs_as_an_fp32_island(autocast):
     assert torch.allclose(xin.grad.float(), x32.grad, rtol=2 ** -7, atol=1e-6)
 
 
+
+
+def test_convolution_recorder_records_what_ran():
+    """Forward and backward calls in order, with their shapes, dtype, layout and whether a bias is
+    added: a bias-less convolution's backward gets bias sizes [0] from autograd, not None."""
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    convs = [torch.nn.Conv2d(3, 4, 3, padding=1, bias=bias) for bias in (True, False)]
+    with ConvolutionRecorder() as rec:
+        sum(conv(x).sum() for conv in convs).backward()
+    forward, backward = [c for c in rec.calls if not c.backward], [c for c in rec.calls if c.backward]
+    assert [c.bias for c in forward] == [True, False] and sorted(c.bias for c in backward) == [False, True]
+    for c in rec.calls:
+        assert c.weight_shape == (4, 3, 3, 3) and c.input_shape == (2, 3, 8, 8) and c.dtype == torch.float32
+        assert c.channels_last and c.padding == (1, 1) and c.groups == 1 and not c.transposed

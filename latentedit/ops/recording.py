@@ -18,7 +18,7 @@ class ConvCall(NamedTuple):
     transposed: bool
     output_padding: tuple
     groups: int
-    bias: bool
+    bias: bool                   # the convolution adds a bias (backward: computes its gradient's shape)
 
 
 class ConvolutionRecorder(TorchDispatchMode):
@@ -34,6 +34,8 @@ class ConvolutionRecorder(TorchDispatchMode):
             # convolution(x, w, bias, ...); convolution_backward(grad_out, x, w, bias_sizes, ...)
             dtype_of, x, w, bias, *rest = args if backward else (args[0], *args)
             stride, padding, dilation, transposed, output_padding, groups = rest[:6]
+            if backward:  # bias_sizes: None or [0] (not [C_out]) when the convolution has no bias
+                bias = None if bias is None or list(bias) == [0] else bias
             self.calls.append(ConvCall(backward, tuple(x.shape), dtype_of.dtype,
                                        x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
                                        tuple(stride), tuple(padding), tuple(dilation), bool(transposed),
