@@ -90,7 +90,9 @@ def _sdgan_bundle(model_path, kind, input_paths, template):
 @click.option("--interface-file", type=click.Path(), default=None,
               help="Per-sample priors p (SD-GAN's interface file, same format, [N, w_dim]) for --w-file; "
                    "default: from the kind's boundary.")
-@click.option("--truncation", type=float, default=0.7, show_default=True, help="Truncation psi (seeds only).")
+@click.option("--truncation", type=float, default=0.7,
+              help="Truncation psi of the seeds [default: 0.7]. SD-GAN bundles: test.py's psi on every image, "
+                   "seeds or --w-file codes [default: the bundle's, 0.5].")
 @click.option("--template", type=click.Path(), default=None,
               help="Accessory template image instead of the bundle's (the accessory on white).")
 @click.option("--model", "model_path", type=click.Path(), default=None,
