@@ -283,3 +283,15 @@ def test_priors_of_another_kind_are_warned_about(tmp_path):
     other = run("synthesize", "--kind", "mask", *args, "--out", tmp_path / "m")
     assert same.exit_code == 0 and "warning" not in same.output, same.output
     assert other.exit_code == 0 and "point away from the mask boundary" in other.output, other.output
+
+
+def test_an_output_folder_that_is_a_file_is_named_as_such(tmp_path, tiny_G):
+    """The OS says only "File exists" / "Not a directory" when a folder to write is a file or lies
+    inside one; the line says which path is the file in the way."""
+    save_networks(Networks("ours", "-", G=tiny_G), tmp_path / "g.pt")
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    for dst, said in ((taken, f"{taken}: is a file, not a folder"),
+                      (taken / "sub" / "bundle", f"{taken / 'sub' / 'bundle'}: {taken} is a file, not a folder")):
+        assert_refused(run("convert", tmp_path / "g.pt", dst), said)
+    assert taken.read_text() == ""

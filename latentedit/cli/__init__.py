@@ -6,6 +6,19 @@ import click
 from latentedit.errors import LatentEditError
 
 
+def _os_error_line(e):
+    """The path and the OS's reason; a file where a folder is needed (an --out or DST that is a file,
+    or inside one: the OS says only "File exists" / "Not a directory") is named as such."""
+    path = e.filename or ""
+    if path and isinstance(e, (FileExistsError, NotADirectoryError)):
+        from pathlib import Path
+
+        blocking = next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            return f"{path}: " + ("" if str(blocking) == str(path) else f"{blocking} ") + "is a file, not a folder"
+    return f"{path}: {e.strerror or e}".lstrip(": ")
+
+
 class _Main(click.Group):
     """Turns library errors into one clear line and exit status 2, never a traceback; click's own
     usage errors (unknown option, bad value) too, instead of its usage block."""
@@ -37,7 +50,7 @@ class _Main(click.Group):
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         except OSError as e:  # unwritable --out, full disk, ...: the OS's reason and the path
-            click.echo(f"error: {e.filename or ''}: {e.strerror or e}".lstrip(": "), err=True)
+            click.echo(f"error: {_os_error_line(e)}", err=True)
             sys.exit(2)
         except MemoryError:
             click.echo("error: out of memory (the input or model is larger than this machine can hold)", err=True)
