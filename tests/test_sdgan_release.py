@@ -405,3 +405,23 @@ def test_convert_checks_every_part_before_writing(release, tmp_path, case, messa
     lines = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
     assert not dst.exists()
+
+
+def test_template_warnings_are_lines(release, tmp_path):
+    """A template folder's other files skipped and a template resized to the fusion network's input
+    are said as `warning:` lines (not Python's two-line warnings), at convert and at synthesize."""
+    templates = tmp_path / "templates" / "mask"
+    templates.mkdir(parents=True)
+    png = next((release / "templates" / "mask").iterdir())
+    Image.open(png).resize((40, 40)).save(templates / png.name)
+    (templates / "notes.txt").write_text("where these came from")
+    r = run("convert", release / "network-snapshot-020180.pt", tmp_path / "b", "--unsup3d", release / "checkpoint030.pth",
+            "--sdgan-fusion", f"mask={release / 'mask_checkpoint_latest.pt'}", "--sdgan-templates", templates.parent)
+    warned = [line for line in r.output.splitlines() if line.startswith("warning: ")]
+    assert r.exit_code == 0 and "UserWarning" not in r.output, r.output
+    assert len(warned) == 2 and "notes.txt" in warned[0] and "resized 40x40 to 32x32" in warned[1], r.output
+    r = run("synthesize", "--model", tmp_path / "b", "--kind", "mask", "--w-file",
+            release / "data" / "w_glasses_test_1000.json", "--interface-file",
+            release / "data" / "glasses_interfacegan_test_1000.json", "--out", tmp_path / "o")
+    warned = [line for line in r.output.splitlines() if line.startswith("warning: ")]
+    assert r.exit_code == 0 and len(warned) == 1 and "resized 40x40 to 32x32" in warned[0], r.output

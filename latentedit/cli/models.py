@@ -130,11 +130,13 @@ def convert(src, dst, fp16, mapping_lr_mul, unsup3d_path, sdgan_fusions, sdgan_t
     nets = load_networks(src, overrides)
     release = None
     if fusions:  # every part read and checked before DST is touched
+        from latentedit.cli.inputs import warning_lines
         from latentedit.formats.sdgan import convert_sdgan_release, read_sdgan_release
 
         if nets.G is None:
             raise InputError(f"{src}: holds no generator, which SD-GAN's set needs")
-        release = read_sdgan_release(unsup3d_path, fusions, sdgan_templates, nets.G.cfg)
+        with warning_lines():  # a template folder's other files skipped, a template resized
+            release = read_sdgan_release(unsup3d_path, fusions, sdgan_templates, nets.G.cfg)
     save_networks(nets, dst, fp16=fp16)
     held = "+".join(n for n in ("G", "D") if getattr(nets, n) is not None)
     if release is not None:

@@ -24,6 +24,7 @@ from latentedit.errors import InputError
 
 def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, truncation, mean_source, mean_samples,
                      mean_seed, normalize_output, precision, batch_size, out):
+    from latentedit.cli.inputs import warning_lines
     from latentedit.cli.options import progress_bar, sampled_seeds
     from latentedit.formats.files import file_sha256
     from latentedit.edit.sdgan import SDGANSynthesizer
@@ -41,8 +42,9 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
         n, seed = sampled_seeds(n, seed)
         w = G.sample_w(n, seed=seed)  # untruncated: the synthesis truncates, as test.py does
     priors = None if interface_file is None else torch.from_numpy(read_priors(interface_file, len(w), G.w_dim))
-    synth = SDGANSynthesizer.load(model, kind, normal, G=G, truncation=truncation, mean_source=mean_source,
-                                  mean_samples=mean_samples, mean_seed=mean_seed, precision=precision)
+    with warning_lines():  # a template resized to the fusion network's input
+        synth = SDGANSynthesizer.load(model, kind, normal, G=G, truncation=truncation, mean_source=mean_source,
+                                      mean_samples=mean_samples, mean_seed=mean_seed, precision=precision)
     if priors is None:
         synth.priors(G.broadcast_w(w[:1]))  # the clear error before any work
     out = Path(out)
