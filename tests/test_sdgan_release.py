@@ -325,6 +325,8 @@ def test_truncation_and_mean_latent_settings(release):
     assert torch.equal(s.mean, a) and s.truncation == 0.5
     with pytest.raises(InputError, match="samples must be >= 1"):  # 0 is refused, not read as "the default"
         SDGANSynthesizer.load(bundle, "mask", mean_source="sampled", mean_samples=0)
+    with pytest.raises(InputError, match="apply to the sampled mean latent"):  # not silently unused
+        SDGANSynthesizer.load(bundle, "mask", mean_samples=512)
     r1 = s(w, p)
     expected = a + 0.5 * (r1.latents - a)
     with torch.no_grad():

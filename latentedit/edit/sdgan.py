@@ -113,6 +113,9 @@ class SDGANSynthesizer:
         face3d = load_evaluators(bundle, ["face3d"])["face3d"]
         source = settings["mean_latent"] if mean_source is None else mean_source
         samples = settings["mean_samples"] if mean_samples is None else mean_samples  # 0 is refused, not the default
+        if mean_samples is not None and source != "sampled":  # not silently unused
+            raise InputError(f"mean latent samples apply to the sampled mean latent (--mean-latent sampled), "
+                             f"not to {source}")
         mean = mean_latent(G, source, samples, mean_seed)
         psi = settings["truncation"] if truncation is None else truncation
         if isinstance(boundary, (str, bytes)) or hasattr(boundary, "__fspath__"):
