@@ -446,3 +446,7 @@ def test_cpu_chunks_keep_each_sample_with_its_maps_and_template(release):
     scale = alone.norm(dim=(1, 2))
     assert ((chunked - alone).norm(dim=(1, 2)) / scale).max() < 1e-4
     assert ((swapped - alone).norm(dim=(1, 2)) / scale).min() > 1e-2
+    w, p = synth.G.sample_w(2, seed=3), torch.zeros(2, 512)
+    for codes, priors, indices in ((w, p, [0]), (w[:0], p[:0], None)):  # one sample number per code, >= 1 code
+        with pytest.raises(InputError, match="one sample number per code"):
+            synth(codes, priors, indices=indices)

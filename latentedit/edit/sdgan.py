@@ -175,6 +175,9 @@ class SDGANSynthesizer:
         if prior.shape != (len(ws), self.G.w_dim) or not torch.isfinite(prior).all():
             raise InputError(f"prior must be [{len(ws)}, {self.G.w_dim}] finite values, got {list(prior.shape)}")
         indices = list(range(len(ws))) if indices is None else list(indices)
+        if not len(ws) or len(indices) != len(ws):  # a short list would silently pick template 0 for the rest
+            raise InputError(f"need one or more codes and one sample number per code, got {len(ws)} codes "
+                             f"and {len(indices)} indices")
         dtype = PRECISIONS[self.precision]
         synth = lambda codes: self.G.synthesis(self.truncated(codes), noise_mode="const", compute_dtype=dtype)  # noqa: E731
         parts = []
