@@ -422,6 +422,7 @@ def test_template_warnings_are_lines(release, tmp_path):
     warned = [line for line in r.output.splitlines() if line.startswith("warning: ")]
     assert r.exit_code == 0 and "UserWarning" not in r.output, r.output
     assert len(warned) == 2 and "notes.txt" in warned[0] and "resized 40x40 to 32x32" in warned[1], r.output
+    assert "SD-GAN fusion (mask: 1 template)" in r.output  # the images a kind cycles through, counted
     r = run("synthesize", "--model", tmp_path / "b", "--kind", "mask", "--w-file",
             release / "data" / "w_glasses_test_1000.json", "--interface-file",
             release / "data" / "glasses_interfacegan_test_1000.json", "--out", tmp_path / "o")

@@ -141,7 +141,9 @@ def convert(src, dst, fp16, mapping_lr_mul, unsup3d_path, sdgan_fusions, sdgan_t
     held = "+".join(n for n in ("G", "D") if getattr(nets, n) is not None)
     if release is not None:
         kinds = convert_sdgan_release(dst, release)
-        held += f" + unsup3d + SD-GAN fusion ({', '.join(kinds)})"
+        counts = {kind: len(release["fusions"][kind][1]) for kind in kinds}  # sample i uses template i mod K
+        held += " + unsup3d + SD-GAN fusion (" + ", ".join(
+            f"{kind}: {k} template{'s' if k > 1 else ''}" for kind, k in counts.items()) + ")"
     kept = sorted(set(bundle.read_manifest(dst)["networks"]) - {"G", "D"}) if bundle.is_bundle(dst) and not fusions else []
     click.echo(f"converted {nets.format} ({held}) -> {dst}" + (f" (kept its {', '.join(kept)})" if kept else ""))
     left = sorted(set(bundle.read_manifest(src)["networks"]) - {"G", "D"} - set(kept)) if nets.format == "bundle" else []
