@@ -18,7 +18,7 @@ class ConvCall(NamedTuple):
     transposed: bool
     output_padding: tuple
     groups: int
-    bias: bool                   # the convolution adds a bias (backward: computes its gradient's shape)
+    bias: bool                   # whether the convolution adds a bias (forward and backward alike)
 
 
 class ConvolutionRecorder(TorchDispatchMode):
