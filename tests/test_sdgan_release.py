@@ -403,7 +403,8 @@ def test_convert_checks_every_part_before_writing(release, tmp_path, case, messa
         fusions["frame_glasses"] = release / "checkpoint030.pth"
     dst = tmp_path / "bundle"
     r = run("convert", release / "network-snapshot-020180.pt", dst, "--unsup3d", release / "checkpoint030.pth",
-            *[a for kind, f in fusions.items() for a in ("--sdgan-fusion", f"{kind}={f}")], "--sdgan-templates", templates)
+            *[a for kind, f in fusions.items() for a in ("--sdgan-fusion", f"{kind}={f}")],
+            "--sdgan-templates", templates)
     lines = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
     assert not dst.exists()
@@ -417,8 +418,9 @@ def test_template_warnings_are_lines(release, tmp_path):
     png = next((release / "templates" / "mask").iterdir())
     Image.open(png).resize((40, 40)).save(templates / png.name)
     (templates / "notes.txt").write_text("where these came from")
-    r = run("convert", release / "network-snapshot-020180.pt", tmp_path / "b", "--unsup3d", release / "checkpoint030.pth",
-            "--sdgan-fusion", f"mask={release / 'mask_checkpoint_latest.pt'}", "--sdgan-templates", templates.parent)
+    r = run("convert", release / "network-snapshot-020180.pt", tmp_path / "b", "--unsup3d",
+            release / "checkpoint030.pth", "--sdgan-fusion", f"mask={release / 'mask_checkpoint_latest.pt'}",
+            "--sdgan-templates", templates.parent)
     warned = [line for line in r.output.splitlines() if line.startswith("warning: ")]
     assert r.exit_code == 0 and "UserWarning" not in r.output, r.output
     assert len(warned) == 2 and "notes.txt" in warned[0] and "resized 40x40 to 32x32" in warned[1], r.output
