@@ -116,9 +116,10 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                normalize_output, precision, batch_size, out):
     """Put an accessory (frame glasses, sunglasses, a mask) on faces: SD-GAN's prior + offset edit.
 
-    Writes OUT/origins/, OUT/interfacegan_origins/, OUT/predict_images/ ({i:04d}.png), grid.png
-    (rows: samples, columns: origin | prior only | result), latents.json, interface.json,
-    predict_latents.npy and manifest.json. A re-run with the same settings resumes.
+    Writes OUT/origins/, OUT/interfacegan_origins/, OUT/predict_images/ ({i:04d}.png), latents.json,
+    interface.json, predict_latents.npy and manifest.json, and with our bundles grid.png (rows:
+    samples, columns: origin | prior only | result; SD-GAN's test.py writes no grid, nor do we for
+    its bundles). A re-run with the same settings resumes.
     With --input IMG|DIR the codes are the images' inversions (--invert-mode, default encoder);
     with --align too, the inputs are photos: OUT/aligned/ holds their FFHQ-aligned faces and
     OUT/pasted/ each result pasted back into its photo."""

@@ -199,7 +199,8 @@ class DiscreteSynthesizer:
         face = resize(origin, self.fusion.cfg.resolution)
         if torch.is_grad_enabled() or self.fusion.training:  # training: the template branch learns
             return self.fusion(face, self.template.expand(len(face), -1, -1, -1).to(face), maps)
-        feat = fixed_template_features(self.fusion, self.template.to(face), self._template_feat)
+        self.template = self.template.to(face.device)  # moved once: a copy per call would miss the cache
+        feat = fixed_template_features(self.fusion, self.template, self._template_feat)
         return self.fusion(face, None, maps, template_feat=feat)
 
     @torch.no_grad()

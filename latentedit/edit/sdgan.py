@@ -148,7 +148,8 @@ class SDGANSynthesizer:
         if torch.is_grad_enabled() or self.fusion.training:
             return self.fusion(face, self.templates[pick].to(face), maps)
         net = self.inference_fusion()
-        feat = fixed_template_features(net, self.templates.to(face), self._template_feat)[pick.to(face.device)]
+        self.templates = self.templates.to(face.device)  # moved once: a copy per call would miss the cache
+        feat = fixed_template_features(net, self.templates, self._template_feat)[pick.to(face.device)]
         chunk = CPU_FUSION_CHUNK if face.device.type == "cpu" else len(face)
         return torch.cat([net(face[i:i + chunk], None, maps[i:i + chunk], template_feat=feat[i:i + chunk])
                           for i in range(0, len(face), chunk)])
