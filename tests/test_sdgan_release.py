@@ -338,6 +338,11 @@ def test_prior_needs_an_interface_file(release, tmp_path):
     lines = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and len(lines) == 1 and "interface file" in lines[0], r.output
     assert not (tmp_path / "o" / "predict_images").exists()
+    # An interface file for sampled codes: the count error says where the codes came from.
+    r = run("synthesize", "--model", release / "sdgan", "--kind", "mask", "--interface-file",
+            release / "data" / "glasses_interfacegan_test_1000.json", "--out", tmp_path / "o")
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and "sampled: --n 16" in lines[0] and "--w-file" in lines[0], r.output
 
 
 def test_boundary_prior_and_default_output(release, tmp_path):

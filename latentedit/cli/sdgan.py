@@ -41,7 +41,8 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
     else:
         n, seed = sampled_seeds(n, seed)
         w = G.sample_w(n, seed=seed)  # untruncated: the synthesis truncates, as test.py does
-    priors = None if interface_file is None else torch.from_numpy(read_priors(interface_file, len(w), G.w_dim))
+    sampled = None if w_file is not None else f"sampled: --n {n}; the codes of a --w-file are read instead"
+    priors = None if interface_file is None else torch.from_numpy(read_priors(interface_file, len(w), G.w_dim, sampled))
     with warning_lines():  # a template resized to the fusion network's input
         synth = SDGANSynthesizer.load(model, kind, normal, G=G, truncation=truncation, mean_source=mean_source,
                                       mean_samples=mean_samples, mean_seed=mean_seed, precision=precision)

@@ -187,7 +187,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         w = G.sample_w(n, seed=seed, truncation=truncation)
         N = len(w)
     if interface_file is not None:
-        priors = torch.from_numpy(read_priors(interface_file, N, G.w_dim))
+        source = f"of {N} --input images" if input_paths else None
+        priors = torch.from_numpy(read_priors(interface_file, N, G.w_dim, source))
     synth = loaded.synthesizer(resolved, template=template)
     alignment = None if priors is None else prior_alignment(priors, synth.normal)
     if alignment is not None and alignment < PRIOR_ALIGNMENT_WARNING:

@@ -157,13 +157,15 @@ def read_latents(path, w_dim=None, num_ws=None):
     return w.astype(np.float32)
 
 
-def read_priors(path, n, w_dim):
-    """Per-sample prior vectors [n, w_dim] (SD-GAN's interface file, .json or .npy) for n codes."""
+def read_priors(path, n, w_dim, codes_source=None):
+    """Per-sample prior vectors [n, w_dim] (SD-GAN's interface file, .json or .npy) for n codes;
+    codes_source says where the codes came from, for the error when the counts differ."""
     p = read_latents(path, w_dim=w_dim)
     if p.ndim != 2:
         raise FormatError(f"{path}: priors must be one {w_dim}-vector per sample, got shape {list(p.shape)}")
     if len(p) != n:
-        raise FormatError(f"{path}: {len(p)} prior vectors for {n} latent codes (one per code)")
+        source = f" ({codes_source})" if codes_source else ""
+        raise FormatError(f"{path}: {len(p)} prior vectors for {n} latent codes{source} (one per code)")
     return p
 
 
