@@ -69,9 +69,9 @@ def open_rgb(path, alpha="white", upright=False):
         raise FormatError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
-def read_image(path, resolution, alpha="white"):
+def read_image(path, resolution, alpha="white", purpose="the generator"):
     """One image file -> uint8 array [R, R, 3] (RGB), centre-cropped / resized with a warning
-    (alpha: see `open_rgb`)."""
+    that says for what (alpha: see `open_rgb`)."""
     path = Path(path)
     im = open_rgb(path, alpha)
     w, h = im.size
@@ -85,7 +85,7 @@ def read_image(path, resolution, alpha="white"):
         changes.append(f"resized {im.size[0]}x{im.size[1]} to {resolution}x{resolution}")
         im = im.resize((resolution, resolution), Image.LANCZOS)
     if changes:
-        warnings.warn(f"{path}: " + " and ".join(changes) + " for the generator", stacklevel=2)
+        warnings.warn(f"{path}: " + " and ".join(changes) + f" for {purpose}", stacklevel=2)
     return np.asarray(im, dtype=np.uint8)
 
 

@@ -189,7 +189,7 @@ def read_template(source, resolution, alpha="white"):
             raise FormatError(f"{folder}: template path {str(rel)!r} must stay inside the bundle")
         source = folder / rel
     source = regular_file(source, "template image")
-    return to_tensor([read_image(source, resolution, alpha)])[0]
+    return to_tensor([read_image(source, resolution, alpha, purpose="the fusion network's template")])[0]
 
 
 # ----------------------------------------------------------------------------------------------
