@@ -2,12 +2,15 @@
 
     python benchmarks/training_curves.py add --report REPORT.json --kimg 370 --note "bf16, warm start"
     python benchmarks/training_curves.py plot --log checkpoints/training/log.jsonl --out docs/training_curves.png
+    python benchmarks/training_curves.py samples --model checkpoints/training/gan_v2 --kimg 530
 
 `add` appends one point (a `latentedit evaluate generator` report of a snapshot, at its kimg) to
 the curve file (default checkpoints/training/curve.json; points sorted by kimg, one per kimg and
 sample count). `plot` draws world-FID (with per-accessory FIDs where measured), precision /
 recall, the accessory rates' gaps to the world's prior, and, from a run's log.jsonl, the losses
 and training throughput, each against kimg. Needs matplotlib (not a dependency of the package).
+`samples` puts a snapshot's seeds 0-31 (truncation 1.0, as `latentedit generate` makes them) above
+docs/world_samples.png's world renders, in the same 8 x 4 layout (docs/training_vs_world.png).
 """
 import argparse
 import json
@@ -97,6 +100,31 @@ def plot(args):
     print(f"wrote {args.out}")
 
 
+def samples(args):
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from latentedit.formats import load_generator
+    from latentedit.formats.images import tile, to_uint8
+
+    G = load_generator(args.model).eval()
+    with torch.no_grad():
+        images = G.synthesize(G.sample_w(seeds=range(32)), noise_mode="const")
+    world = Image.open(args.world).convert("RGB")
+    ours = Image.fromarray(tile(to_uint8(images), 8, scale=world.width // (8 * G.img_resolution), pad=1))
+    caption = 28
+    sheet = Image.new("RGB", (max(ours.width, world.width), 2 * caption + ours.height + world.height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((6, 8), f"generator in training, {args.kimg:g} kimg (seeds 0-31, truncation 1.0)", fill="black")
+    sheet.paste(ours, (0, caption))
+    draw.text((6, caption + ours.height + 8), f"world renders ({args.world})", fill="black")
+    sheet.paste(world, (0, 2 * caption + ours.height))
+    sheet.save(args.out)
+    print(f"wrote {args.out} ({np.asarray(sheet).shape[1]} x {np.asarray(sheet).shape[0]})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--curve", default=str(CURVE))
@@ -108,8 +136,13 @@ def main():
     p = sub.add_parser("plot")
     p.add_argument("--log", default=None, help="a run's log.jsonl (losses and img/s per snapshot)")
     p.add_argument("--out", default="docs/training_curves.png")
+    q = sub.add_parser("samples")
+    q.add_argument("--model", required=True, help="the snapshot's bundle folder")
+    q.add_argument("--kimg", type=float, required=True)
+    q.add_argument("--world", default="docs/world_samples.png")
+    q.add_argument("--out", default="docs/training_vs_world.png")
     args = ap.parse_args()
-    add(args) if args.command == "add" else plot(args)
+    {"add": add, "plot": plot, "samples": samples}[args.command](args)
 
 
 if __name__ == "__main__":
