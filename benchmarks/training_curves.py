@@ -3,6 +3,7 @@
     python benchmarks/training_curves.py add --report REPORT.json --kimg 370 --note "bf16, warm start"
     python benchmarks/training_curves.py plot --log checkpoints/training/log.jsonl --out docs/training_curves.png
     python benchmarks/training_curves.py samples --model checkpoints/training/gan_v2 --kimg 530
+    python benchmarks/training_curves.py snapshot --run runs/gan_v2   # all of a session's commit
 
 `add` appends one point (a `latentedit evaluate generator` report of a snapshot, at its kimg) to
 the curve file (default checkpoints/training/curve.json; points sorted by kimg, one per kimg and
@@ -11,9 +12,16 @@ recall, the accessory rates' gaps to the world's prior, and, from a run's log.js
 and training throughput, each against kimg. Needs matplotlib (not a dependency of the package).
 `samples` puts a snapshot's seeds 0-31 (truncation 1.0, as `latentedit generate` makes them) above
 docs/world_samples.png's world renders, in the same 8 x 4 layout (docs/training_vs_world.png).
+`snapshot` does what a session commits of a run: its latest bundle converted to fp16 into
+checkpoints/training/gan_v2 (replaced only once evaluated), evaluated on --n samples with the
+figures recorded in its bundle.json, added to the curve, the run's log.jsonl copied beside it,
+both images redrawn. Pause the training first for a clean figure (kill -STOP / -CONT).
 """
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -119,10 +127,32 @@ def samples(args):
     draw = ImageDraw.Draw(sheet)
     draw.text((6, 8), f"generator in training, {args.kimg:g} kimg (seeds 0-31, truncation 1.0)", fill="black")
     sheet.paste(ours, (0, caption))
-    draw.text((6, caption + ours.height + 8), f"world renders ({args.world})", fill="black")
+    shown = Path(os.path.relpath(Path(args.world).resolve(), Path(__file__).resolve().parents[1])).as_posix()
+    draw.text((6, caption + ours.height + 8), f"world renders ({shown})", fill="black")
     sheet.paste(world, (0, 2 * caption + ours.height))
     sheet.save(args.out)
     print(f"wrote {args.out} ({np.asarray(sheet).shape[1]} x {np.asarray(sheet).shape[0]})")
+
+
+def snapshot(args):
+    root = Path(__file__).resolve().parents[1]
+    run, dst = Path(args.run), root / "checkpoints" / "training" / "gan_v2"
+    kimg = round(json.loads((run / "bundle" / "bundle.json").read_text())["provenance"]["kimg"])
+    fresh, report = dst.with_name(dst.name + "_next"), dst.with_name(f"metrics_{kimg}k.json")
+    shutil.rmtree(fresh, ignore_errors=True)
+    cli = [sys.executable, "-m", "latentedit"]
+    subprocess.run([*cli, "convert", str(run / "bundle"), str(fresh), "--fp16"], check=True)
+    subprocess.run([*cli, "evaluate", "generator", "--model", str(fresh), "--evaluators", str(root / "checkpoints" / "default"),
+                    "--n", str(args.n), "--no-floor", "--record", "--threads", str(args.threads), "--out", str(report)],
+                   check=True)
+    shutil.rmtree(dst, ignore_errors=True)  # a fresh folder: no figures of the previous snapshot stay
+    fresh.rename(dst)
+    add(argparse.Namespace(report=report, kimg=float(kimg), note=args.note or "committed fp16 snapshot", curve=args.curve))
+    report.unlink()
+    shutil.copyfile(run / "log.jsonl", dst.parent / "log.jsonl")
+    plot(argparse.Namespace(curve=args.curve, log=dst.parent / "log.jsonl", out=root / "docs" / "training_curves.png"))
+    samples(argparse.Namespace(model=dst, kimg=float(kimg), world=root / "docs" / "world_samples.png",
+                               out=root / "docs" / "training_vs_world.png"))
 
 
 def main():
@@ -141,8 +171,13 @@ def main():
     q.add_argument("--kimg", type=float, required=True)
     q.add_argument("--world", default="docs/world_samples.png")
     q.add_argument("--out", default="docs/training_vs_world.png")
+    r = sub.add_parser("snapshot")
+    r.add_argument("--run", required=True, help="the training run's folder (its bundle/ and log.jsonl)")
+    r.add_argument("--n", type=int, default=10000)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--note", default="")
     args = ap.parse_args()
-    {"add": add, "plot": plot, "samples": samples}[args.command](args)
+    {"add": add, "plot": plot, "samples": samples, "snapshot": snapshot}[args.command](args)
 
 
 if __name__ == "__main__":
