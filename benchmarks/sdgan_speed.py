@@ -164,9 +164,8 @@ def main():
             latent = w[:1, None].repeat(1, G.num_ws, 1)
             gt = p[:1, None]
             gen = lambda v: TG([v], truncation=0.5, input_is_latent=True, truncation_latent=mean)[0]  # noqa: E731
-            face = gen(latent) if as_written else None  # the loader's face
             origin = gen(latent)
-            face = origin if face is None else face
+            face = gen(latent) if as_written else origin  # the loader's face: one more call
             gen(latent + gt)
             x = torch.nn.functional.interpolate(face, (64, 64), mode="bilinear", align_corners=False)
             f3.netD(x), f3.netA(x), f3.netL(x), f3.netV(x)  # unsup3d's four nets (Demo.run's cost)

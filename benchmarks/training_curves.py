@@ -25,7 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-CURVE = Path(__file__).resolve().parents[1] / "checkpoints" / "training" / "curve.json"
+ROOT = Path(__file__).resolve().parents[1]
+CURVE = ROOT / "checkpoints" / "training" / "curve.json"
 KINDS = ("frame_glasses", "sunglasses", "mask")
 
 
@@ -109,11 +110,10 @@ def plot(args):
 
 
 def samples(args):
-    import numpy as np
     import torch
     from PIL import Image, ImageDraw
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(ROOT))
     from latentedit.formats import load_generator
     from latentedit.formats.images import tile, to_uint8
 
@@ -127,22 +127,21 @@ def samples(args):
     draw = ImageDraw.Draw(sheet)
     draw.text((6, 8), f"generator in training, {args.kimg:g} kimg (seeds 0-31, truncation 1.0)", fill="black")
     sheet.paste(ours, (0, caption))
-    shown = Path(os.path.relpath(Path(args.world).resolve(), Path(__file__).resolve().parents[1])).as_posix()
+    shown = Path(os.path.relpath(Path(args.world).resolve(), ROOT)).as_posix()
     draw.text((6, caption + ours.height + 8), f"world renders ({shown})", fill="black")
     sheet.paste(world, (0, 2 * caption + ours.height))
     sheet.save(args.out)
-    print(f"wrote {args.out} ({np.asarray(sheet).shape[1]} x {np.asarray(sheet).shape[0]})")
+    print(f"wrote {args.out} ({sheet.width} x {sheet.height})")
 
 
 def snapshot(args):
-    root = Path(__file__).resolve().parents[1]
-    run, dst = Path(args.run), root / "checkpoints" / "training" / "gan_v2"
+    run, dst = Path(args.run), ROOT / "checkpoints" / "training" / "gan_v2"
     kimg = round(json.loads((run / "bundle" / "bundle.json").read_text())["provenance"]["kimg"])
     fresh, report = dst.with_name(dst.name + "_next"), dst.with_name(f"metrics_{kimg}k.json")
     shutil.rmtree(fresh, ignore_errors=True)
     cli = [sys.executable, "-m", "latentedit"]
     subprocess.run([*cli, "convert", str(run / "bundle"), str(fresh), "--fp16"], check=True)
-    subprocess.run([*cli, "evaluate", "generator", "--model", str(fresh), "--evaluators", str(root / "checkpoints" / "default"),
+    subprocess.run([*cli, "evaluate", "generator", "--model", str(fresh), "--evaluators", str(ROOT / "checkpoints" / "default"),
                     "--n", str(args.n), "--no-floor", "--record", "--threads", str(args.threads), "--out", str(report)],
                    check=True)
     shutil.rmtree(dst, ignore_errors=True)  # a fresh folder: no figures of the previous snapshot stay
@@ -150,9 +149,9 @@ def snapshot(args):
     add(argparse.Namespace(report=report, kimg=float(kimg), note=args.note or "committed fp16 snapshot", curve=args.curve))
     report.unlink()
     shutil.copyfile(run / "log.jsonl", dst.parent / "log.jsonl")
-    plot(argparse.Namespace(curve=args.curve, log=dst.parent / "log.jsonl", out=root / "docs" / "training_curves.png"))
-    samples(argparse.Namespace(model=dst, kimg=float(kimg), world=root / "docs" / "world_samples.png",
-                               out=root / "docs" / "training_vs_world.png"))
+    plot(argparse.Namespace(curve=args.curve, log=dst.parent / "log.jsonl", out=ROOT / "docs" / "training_curves.png"))
+    samples(argparse.Namespace(model=dst, kimg=float(kimg), world=ROOT / "docs" / "world_samples.png",
+                               out=ROOT / "docs" / "training_vs_world.png"))
 
 
 def main():

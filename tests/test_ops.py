@@ -126,8 +126,6 @@ def test_strided_fir_in_bf16_runs_as_an_fp32_island(autocast):
     assert torch.allclose(xin.grad.float(), x32.grad, rtol=2 ** -7, atol=1e-6)
 
 
-
-
 def test_convolution_recorder_records_what_ran():
     """Forward and backward calls in order, with their shapes, dtype, layout and whether a bias is
     added: a bias-less convolution's backward gets bias sizes [0] from autograd, not None."""

@@ -17,6 +17,7 @@ import torch
 
 from latentedit import world
 from latentedit.edit.discrete import ACCESSORY_KINDS
+from latentedit.edit.imaging import resize
 from latentedit.errors import InputError
 from latentedit.metrics.fid import fid, kid, precision_recall
 
@@ -109,11 +110,7 @@ def generated_kind_features(G, clf, kind, n, truncation=1.0, seed=0, batch=100, 
 def _generated(G, n, seed, truncation, size):
     """Images of codes seed .. seed + n - 1 on the CPU in [-1, 1], at the classifier's size."""
     w = G.sample_w(n, seed=seed, truncation=truncation)
-    img = G.synthesize(w.to(next(G.parameters()).device)).float().cpu().clamp(-1, 1)
-    if img.shape[-1] == size:
-        return img
-    return torch.nn.functional.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size
-                                           else "bilinear", align_corners=None)
+    return resize(G.synthesize(w.to(next(G.parameters()).device)).float().cpu().clamp(-1, 1), size)
 
 
 def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0, real_seed=REAL_SEED,
