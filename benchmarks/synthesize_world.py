@@ -43,12 +43,14 @@ from latentedit.metrics.image import identity_similarity  # noqa: E402
 from latentedit.world.templates import accessory_labels  # noqa: E402
 
 
-def world_evaluators(model, arcface=None):
-    """The bundle's attribute classifier, identity embedder and parser; with arcface (a
+def world_evaluators(model, arcface=None, resolution=64):
+    """The bundle's attribute classifier, identity embedder and parser, and the world renders' lens
+    clarity / frame share by that parser (the frames judge's reference); with arcface (a
     model_ir_se50.pth) ArcFace is the identity network instead of the bundle's."""
     ev = load_evaluators(model, ["attributes", "parser"] + ([] if arcface else ["identity"]))
     if arcface:
         ev["identity"] = identity_loss(arcface)
+    ev["frame_reference"] = world_frame_reference(lambda x: ev["parser"](x).argmax(1), resolution=resolution)
     return ev
 
 
@@ -162,9 +164,8 @@ def main():
     torch.set_num_threads(args.threads)
     nets = load_networks(args.model)
     G, D = nets.G.eval(), nets.D.eval()
-    ev = world_evaluators(args.model, args.arcface)
-    if "frame_glasses" in args.kinds.split(","):  # world renders' lens clarity / frame share, by the same parser
-        ev["frame_reference"] = world_frame_reference(lambda x: ev["parser"](x).argmax(1), resolution=G.img_resolution)
+    ev = world_evaluators(args.model, args.arcface, G.img_resolution)
+    if "frame_glasses" in args.kinds.split(","):
         print(f"world frame glasses (parser): lens clarity {ev['frame_reference']['clarity']:.3f}, frame share "
               f"{ev['frame_reference']['share']:.3f}", flush=True)
     w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)

@@ -11,6 +11,7 @@ from latentedit import world
 from latentedit.edit.inversion import w_stats
 from latentedit.errors import FormatError, InputError
 from latentedit.formats import DEFAULT_BUNDLE, bundle, load_generator
+from latentedit.formats.files import recorded_path
 from latentedit.formats.encoder import has_encoder, read_encoder, write_encoder
 from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
@@ -204,7 +205,7 @@ def test_trainer_warm_start_from_a_bundle_encoder(tmp_path):
     source, sd = read_encoder(DEFAULT_BUNDLE), t.encoder.state_dict()
     assert all(torch.equal(v, sd[k]) for k, v in source.state_dict().items() if k != "w_avg")
     assert torch.equal(t.encoder.w_avg, t.G.w_avg)
-    assert t.cfg.init_from == str(DEFAULT_BUNDLE) and t.cfg.progressive_start == source.progressive_stage > 0
+    assert t.cfg.init_from == recorded_path(DEFAULT_BUNDLE) and t.cfg.progressive_start == source.progressive_stage > 0
     assert t.train_step()["stage"] == source.progressive_stage
     wider = {**EncoderConfig.small().to_dict(), "fpn_width": 64}
     other = EncoderTrainer(EncoderTrainConfig(**TRAIN, encoder=wider), DEFAULT_BUNDLE, tmp_path / "b")

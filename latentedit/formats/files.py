@@ -61,3 +61,13 @@ def file_sha256(path, what="file"):
     import hashlib
 
     return hashlib.sha256(read_bytes(path, what)).hexdigest()
+
+
+def recorded_path(path):
+    """`path` as a provenance records it: relative to the working folder when it lies inside it,
+    else its name alone, so a file never carries the layout of the machine that made it."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name

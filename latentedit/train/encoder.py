@@ -44,6 +44,7 @@ from latentedit.edit.imaging import resize_antialiased
 from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
+from latentedit.formats.files import recorded_path
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.train import distributed
@@ -294,7 +295,7 @@ class EncoderTrainer:
         with torch.no_grad():
             self.encoder.load_state_dict(source.state_dict())
             self.encoder.w_avg.copy_(self.G.w_avg)
-        self.cfg = replace(self.cfg, init_from=str(path),
+        self.cfg = replace(self.cfg, init_from=recorded_path(path),
                            progressive_start=max(self.cfg.progressive_start, source.progressive_stage))
 
     def resume(self):
@@ -327,5 +328,5 @@ class EncoderTrainer:
         check_export(generator, self.bundle, bundle, "encoder")
         self.encoder.eval()
         provenance = {"trained_by": "latentedit.train.encoder", "steps": self.step, "config": asdict(self.cfg),
-                      "generator": generator, "source_bundle": str(self.bundle)}
+                      "generator": generator, "source_bundle": recorded_path(self.bundle)}
         return write_encoder(bundle, self.encoder, figures=figures, provenance=provenance, dtype=dtype)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from latentedit.edit.discrete import ACCESSORY_KINDS, DiscreteSynthesizer, accessory_seen, conditioned_plane
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
+from latentedit.formats.files import recorded_path
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.models.config import DictConfig
 from latentedit.models.fusion import FusionConfig, FusionNet
@@ -240,7 +241,7 @@ class OffsetTrainer:
             raise InputError(f"{path}: its {self.cfg.kind} offset network has another architecture than this run's")
         with torch.no_grad():
             self.net.load_state_dict(source.state_dict())
-        self.cfg = replace(self.cfg, init_from=str(path))
+        self.cfg = replace(self.cfg, init_from=recorded_path(path))
 
     def resume(self):
         if not (self.out_dir / "state.json").exists():

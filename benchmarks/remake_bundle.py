@@ -1,0 +1,157 @@
+"""Remake a bundle for a new generator: everything tied to the generator, warm-started from the old
+bundle's networks, in one resumable command.
+
+    python benchmarks/remake_bundle.py --generator checkpoints/training/gan_v2 --old checkpoints/default \
+        --out runs/remake/bundle --runs runs/remake --threads 1
+
+Steps, in order (each skipped when its result is already in --out, so a stopped remake continues
+where it stopped; the training steps resume their run folders under --runs):
+  assemble    G and D of --generator (fp16 as stored) + the evaluators of --old (attributes,
+              identity, parser, face3d) into --out
+  boundaries  `latentedit boundary train --attribute all --n 20000` (InterfaceGAN) on the new G
+  encoder     `latentedit train encoder --init-from OLD --steps 4000`, exported (fp16)
+  offsets     `latentedit train offset --init-from OLD`: mask 1200 steps with the prior
+              conditioned on sunglasses, frame glasses 1000 with half of each batch the encoder's
+              codes of world renders (so it needs the encoder first), sunglasses 1200; each exported (fp16)
+  measure     benchmarks/synthesize_world.py (--n 1000) and benchmarks/encoder_world.py (--n 200),
+              reports as JSON under --runs, and the bundle's picture sheets (--sheets)
+The condition and inverted fraction are the 300 kimg remake's choices, the step counts the 940 kimg
+remake's (500-600 warm steps left identity at 0.59-0.80 there); see checkpoints/README.md, Training.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from latentedit.formats import bundle  # noqa: E402
+from latentedit.formats.evaluators import add_evaluators, load_evaluators  # noqa: E402
+
+EVALUATORS = ("attributes", "identity", "parser", "face3d")
+# kind -> (steps, extra flags) of its warm-started offset run
+OFFSETS = {
+    "mask": (1200, ["--condition", "sunglasses"]),
+    "frame_glasses": (1000, ["--inverted-fraction", "0.5"]),
+    "sunglasses": (1200, []),
+}
+
+
+def _held(out):
+    out = ROOT / out
+    return set(bundle.read_manifest(out)["networks"]) if bundle.is_bundle(out) else set()
+
+
+def _run(command, threads):
+    # every command at --threads, whether or not it has a flag for it: on a CPU shared with
+    # training, a process with more threads than its share stalls at every op's barrier
+    print("$", " ".join(map(str, command[1:])), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run(list(map(str, command)), check=True, cwd=ROOT, env=env)
+
+
+def _cli(args, *command):
+    _run([sys.executable, "-m", "latentedit", *command], args.threads)
+
+
+def _trained(args, name, command, steps, extra):
+    """A warm-started training run of `command` (encoder / offset) exported into the new bundle."""
+    run = Path(args.runs) / name
+    start = ["--resume"] if (ROOT / run / "state.json").exists() else ["--init-from", args.old]
+    _cli(args, "train", command, *extra, "--bundle", args.out, "--out", run, "--steps", steps, "--threads", args.threads,
+         *start, "--export", args.out)
+
+
+def assemble(args):
+    if "G" in _held(args.out):
+        return
+    _cli(args, "convert", args.generator, args.out, "--fp16")
+    old = bundle.read_manifest(ROOT / args.old)  # the evaluators' figures and provenance travel with them
+    figures = {k: v for k, v in old.get("figures", {}).items() if k.split(".")[0] == "evaluator"}
+    provenance = {k: v for k, v in old.get("provenance", {}).items() if k == "evaluators"}
+    add_evaluators(ROOT / args.out, load_evaluators(ROOT / args.old, EVALUATORS), figures=figures, provenance=provenance)
+
+
+def boundaries(args):
+    folder = Path(args.out) / "boundaries"
+    if all((ROOT / folder / f"{kind}.npy").exists() for kind in OFFSETS):
+        return
+    _cli(args, "boundary", "train", "--attribute", "all", "--model", args.out, "--evaluators", args.out, "--n", args.n_boundary,
+         "--out", folder)
+
+
+def encoder(args):
+    if "encoder" not in _held(args.out):
+        _trained(args, "encoder", "encoder", args.encoder_steps, [])
+
+
+def offsets(args):
+    for kind, (steps, extra) in OFFSETS.items():
+        if f"offset_{kind}" not in _held(args.out):
+            _trained(args, f"offset_{kind}", "offset", args.offset_steps or steps, ["--kind", kind, *extra])
+
+
+def measure(args):
+    runs = ROOT / args.runs
+    synth, enc = runs / "synthesize_world.json", runs / "encoder_world.json"
+    sheets = Path(args.sheets).resolve() if args.sheets else runs  # the commands run in ROOT
+    if not synth.exists():
+        _run([sys.executable, "benchmarks/synthesize_world.py", "--model", args.out, "--n", 1000,
+              "--threads", args.threads, "--json", synth], args.threads)
+    if not enc.exists():
+        _run([sys.executable, "benchmarks/encoder_world.py", "--model", args.out, "--n", 200, "--steps", 300,
+              "--threads", args.threads, "--json", enc, "--sheet", sheets / "encoder_samples.png"], args.threads)
+    if not (sheets / "synthesize_samples.png").exists():
+        synthesis_sheet(ROOT / args.out, sheets / "synthesize_samples.png")
+    if not (sheets / "default_samples.png").exists():
+        _cli(args, "generate", "--model", args.out, "--seeds", "0-31", "--truncation", "0.7", "--out", sheets / "default_samples.png")
+    print(json.dumps({"synthesize_world": str(synth), "encoder_world": str(enc), "sheets": str(sheets)}, indent=1))
+
+
+def synthesis_sheet(out, path):
+    """Rows: 8 origins (seed 0, truncation 0.7), then per kind InterfaceGAN's prior alone and prior +
+    offset (docs/synthesize_samples.png)."""
+    import torch
+
+    from latentedit.edit.discrete import DiscreteSynthesizer
+    from latentedit.formats import load_generator
+    from latentedit.formats.images import save_png, tile, to_uint8
+
+    G = load_generator(out).eval()
+    w = G.sample_w(8, seed=0, truncation=0.7)
+    rows = []
+    for kind in OFFSETS:  # mask, frame glasses, sunglasses, as the model card describes the rows
+        result = DiscreteSynthesizer.load(kind, bundle=out, G=G)(w)
+        rows += [result.origin] * (not rows) + [result.prior_image, result.image]
+    save_png(path, tile(to_uint8(torch.cat(rows).clamp(-1, 1)), 8, scale=2, pad=2))
+
+
+STEPS = {"assemble": assemble, "boundaries": boundaries, "encoder": encoder, "offsets": offsets, "measure": measure}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--generator", required=True, help="bundle with the new G and D (e.g. a training snapshot)")
+    ap.add_argument("--old", default=str(ROOT / "checkpoints" / "default"),
+                    help="bundle whose evaluators are kept and whose encoder / offsets warm-start the new ones")
+    ap.add_argument("--out", required=True, help="the new bundle folder")
+    ap.add_argument("--runs", required=True, help="folder for the training runs and the reports")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n-boundary", type=int, default=20000)
+    ap.add_argument("--encoder-steps", type=int, default=4000)
+    ap.add_argument("--offset-steps", type=int, default=None, help="every kind's steps (default: the table above)")
+    ap.add_argument("--sheets", default=None, help="folder for the picture sheets (default: --runs)")
+    ap.add_argument("--only", default=",".join(STEPS), help="comma-separated steps to run (in order)")
+    args = ap.parse_args()
+    # paths relative to the repository, where the commands run: provenance records them as given
+    args.out, args.old, args.generator = (os.path.relpath(Path(p).resolve(), ROOT) for p in (args.out, args.old, args.generator))
+    args.runs = os.path.relpath(Path(args.runs).resolve(), ROOT)
+    (ROOT / args.runs).mkdir(parents=True, exist_ok=True)
+    for name in args.only.split(","):
+        STEPS[name](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

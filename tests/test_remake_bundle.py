@@ -1,0 +1,53 @@
+"""benchmarks/remake_bundle.py: a new generator gets its own boundaries, encoder and offset
+networks, warm-started from the bundled default's, and a second call finds nothing left to do."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentedit.formats import DEFAULT_BUNDLE, Networks, bundle, load_generator, save_networks
+from latentedit.formats.directions import generator_hash
+from latentedit.formats.sdgan import read_offset_network
+from latentedit.models.discriminator import Discriminator
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.runtime import seeded
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("mask", "frame_glasses", "sunglasses")
+
+
+@pytest.mark.slow
+def test_remake_makes_every_generator_bound_part_and_resumes(tmp_path):
+    with seeded(0):  # a small random generator of the bundle's resolution and W+ size
+        G = Generator(GeneratorConfig(resolution=64, channel_base=256, channel_max=32))
+        D = Discriminator(DiscriminatorConfig(resolution=64, channel_base=256, channel_max=32))
+    save_networks(Networks("training-run", "new", G=G, D=D), tmp_path / "new", provenance={"kimg": 1.0})
+    out, runs = tmp_path / "bundle", tmp_path / "runs"
+    command = [sys.executable, str(ROOT / "benchmarks" / "remake_bundle.py"), "--generator", str(tmp_path / "new"),
+               "--out", str(out), "--runs", str(runs), "--n-boundary", "2000", "--encoder-steps", "2",
+               "--offset-steps", "2", "--only", "assemble,boundaries,encoder,offsets"]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    manifest = bundle.read_manifest(out)
+    held = set(manifest["networks"])
+    assert {"G", "D", "attributes", "identity", "parser", "face3d", "encoder"} | {f"offset_{k}" for k in KINDS} <= held
+    assert {f"evaluator.{name}" for name in ("attributes", "identity", "parser", "face3d")} <= set(manifest["figures"])
+    _, stored = bundle.read_network(out, "G")  # the new generator, not the default's
+    assert all(torch.allclose(stored[k], v.half().float()) for k, v in G.state_dict().items() if k in stored)
+    new_hash = generator_hash(load_generator(out))
+    for kind in KINDS:  # each tied to the new generator, warm-started from the default's network
+        _, settings = read_offset_network(out, kind)
+        assert settings["generator"] == new_hash
+        config = json.loads((runs / f"offset_{kind}" / "config.json").read_text())
+        assert (ROOT / config["init_from"]).resolve() == DEFAULT_BUNDLE.resolve()
+    boundary = json.loads((out / "boundaries" / "mask.json").read_text())
+    assert boundary["generator"] == new_hash and boundary["provenance"]["samples"] == 2000
+    for made in [out / "bundle.json", *(out / "boundaries").glob("*.json")]:  # provenance: no machine paths
+        assert str(tmp_path) not in made.read_text() and "tmp/" not in made.read_text(), made
+
+    second = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert second.returncode == 0 and "$ " not in second.stdout, second.stdout + second.stderr
