@@ -102,7 +102,7 @@ def main():
     torch.manual_seed(0)
     nets = load_networks(args.model)
     G, D = nets.G.eval(), nets.D.eval()
-    ev = world_evaluators(args.model, args.arcface, G.img_resolution)
+    ev = world_evaluators(args.model, args.arcface)
     encoder = load_encoder(args.model, G)
     x = world.sample(args.n, seed=args.seed, resolution=G.img_resolution).image
     res = {"machine": machine_description(), "n": args.n, "seed": args.seed, "steps": args.steps, "modes": {}}

@@ -43,15 +43,21 @@ from latentedit.metrics.image import identity_similarity  # noqa: E402
 from latentedit.world.templates import accessory_labels  # noqa: E402
 
 
-def world_evaluators(model, arcface=None, resolution=64):
-    """The bundle's attribute classifier, identity embedder and parser, and the world renders' lens
-    clarity / frame share by that parser (the frames judge's reference); with arcface (a
+def world_evaluators(model, arcface=None):
+    """The bundle's attribute classifier, identity embedder and parser; with arcface (a
     model_ir_se50.pth) ArcFace is the identity network instead of the bundle's."""
     ev = load_evaluators(model, ["attributes", "parser"] + ([] if arcface else ["identity"]))
     if arcface:
         ev["identity"] = identity_loss(arcface)
-    ev["frame_reference"] = world_frame_reference(lambda x: ev["parser"](x).argmax(1), resolution=resolution)
     return ev
+
+
+def frame_reference(ev, resolution):
+    """The frames judge's reference: world renders' lens clarity / frame share by the same parser,
+    measured once per evaluator set, when a frame-glasses edit first needs it."""
+    if "frame_reference" not in ev:
+        ev["frame_reference"] = world_frame_reference(lambda x: ev["parser"](x).argmax(1), resolution=resolution)
+    return ev["frame_reference"]
 
 
 @torch.no_grad()
@@ -70,7 +76,7 @@ def measure(x, y, kind, ev, D, dilate=2):
            "realism": (D(y) - D(x)).flatten()}
     if kind == "frame_glasses":  # the third judge: thin frames around clear lenses, not a dark band
         clarity, share = frame_measures(y, labels)
-        ref = ev["frame_reference"]
+        ref = frame_reference(ev, y.shape[-1])
         frames = frames_pass(clarity, share, ref)
         out.update(frames=frames.float(), all_judges=(success & seen & frames).float(),
                    lens_clarity_ratio=clarity.nan_to_num(0) / ref["clarity"],
@@ -164,10 +170,11 @@ def main():
     torch.set_num_threads(args.threads)
     nets = load_networks(args.model)
     G, D = nets.G.eval(), nets.D.eval()
-    ev = world_evaluators(args.model, args.arcface, G.img_resolution)
+    ev = world_evaluators(args.model, args.arcface)
     if "frame_glasses" in args.kinds.split(","):
-        print(f"world frame glasses (parser): lens clarity {ev['frame_reference']['clarity']:.3f}, frame share "
-              f"{ev['frame_reference']['share']:.3f}", flush=True)
+        ref = frame_reference(ev, G.img_resolution)
+        print(f"world frame glasses (parser): lens clarity {ref['clarity']:.3f}, frame share {ref['share']:.3f}",
+              flush=True)
     w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)
     distances = [float(d) for d in args.distances.split(",")]
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
