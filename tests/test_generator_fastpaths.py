@@ -21,7 +21,9 @@ def G():
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("fused", [None, True, False])
-def test_fast_matches_reference(G, batch, fused):
+@pytest.mark.parametrize("upconv", ["transposed", "phase"])  # each CPU kind's up-conv form (models/upconv.py)
+def test_fast_matches_reference(G, batch, fused, upconv, monkeypatch):
+    monkeypatch.setenv("LATENTEDIT_UPCONV", upconv)
     ws = torch.randn(batch, G.num_ws, 512, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         ref = G.synthesis(ws, noise_mode="const", fast=False)
@@ -38,7 +40,9 @@ def test_fast_random_noise_matches_reference_with_generator(G):
     assert (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())
 
 
-def test_bf16_psnr(G):
+@pytest.mark.parametrize("upconv", ["transposed", "phase"])
+def test_bf16_psnr(G, upconv, monkeypatch):
+    monkeypatch.setenv("LATENTEDIT_UPCONV", upconv)
     ws = torch.randn(2, G.num_ws, 512, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         ref = G.synthesis(ws, noise_mode="const")

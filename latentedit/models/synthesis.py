@@ -9,6 +9,7 @@ from torch import nn
 
 from latentedit.errors import InputError
 from latentedit.models.layers import FullyConnectedLayer, conv2d_resample, version_key
+from latentedit.models.upconv import phase_foldable, phase_upconv, phase_weight, use_phase_upconv
 from latentedit.ops import bias_act, setup_filter, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
@@ -66,7 +67,10 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
     inplace = not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or weight.requires_grad))
     dcoefs = (styles.square() @ _weight_energy(layer, cache=inplace).t() + 1e-8).rsqrt() * g  # [N, O]
     bias = (layer.bias * g).to(dtype)
-    if fused:
+    if inplace and phase_foldable(layer.resample_filter, layer.up) and use_phase_upconv(dtype, x.device.type):
+        # Inference up-convs on CPUs whose plain convs far outrun transposed ones (upconv.py).
+        y = _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype)
+    elif fused:
         if N != 1:
             raise ValueError("the fused fast path runs one sample at a time")
         scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).unsqueeze(-1).unsqueeze(-1)  # [O, I, 1, 1]
@@ -90,23 +94,47 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
 
 
 def _weight_energy(layer, cache):
-    """sum over the kernel taps of weight^2, [O, I]; cached for inference (keyed on the weight's
-    storage and version, so optimiser steps and load_state_dict invalidate it; never for
+    """sum over the kernel taps of weight^2, [O, I]; cached for inference (`_derived`)."""
+    return _derived(layer, "energy", lambda w: w.square().sum(dim=[2, 3])) if cache else \
+        layer.weight.square().sum(dim=[2, 3])
+
+
+def _derived(layer, kind, compute):
+    """compute(layer.weight), cached per layer and kind while the weight is unchanged (keyed on its
+    storage and version, so optimiser steps and load_state_dict invalidate it; never cached for
     inference tensors, which have no version)."""
     weight = layer.weight
-    key = version_key(weight) if cache else None
+    key = version_key(weight)
     if key is None:
-        return weight.square().sum(dim=[2, 3])
-    hit = _WEIGHT_ENERGY.get(layer)
+        return compute(weight)
+    entries = _DERIVED.setdefault(layer, {})
+    hit = entries.get(kind)
     if hit is None or hit[0] != key:
         # A normal tensor even when filled under inference_mode, so later autograd runs can use it.
         with torch.no_grad(), torch.inference_mode(False):
-            hit = (key, weight.square().sum(dim=[2, 3]))
-        _WEIGHT_ENERGY[layer] = hit
+            hit = (key, compute(weight))
+        entries[kind] = hit
     return hit[1]
 
 
-_WEIGHT_ENERGY = weakref.WeakKeyDictionary()  # layer -> (version_key of its weight, energy)
+def _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype):
+    """An inference up-conv in the phase form, + bias. The modulation goes on the (4x) weights when
+    they are smaller than the input (fused, low channel counts at high resolution), else on the
+    activations: styles scale the input, demodulation rides on the pixel shuffle."""
+    N, _, H, W = x.shape
+    O = layer.weight.shape[0]
+    f, cl = layer.resample_filter, torch.channels_last
+    if fused and 4 * O * 9 < H * W:  # 4 O I 9 weight taps < I H W input values
+        base = _derived(layer, "phase", lambda w: phase_weight(w, f).contiguous(memory_format=cl))
+        scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).repeat(4, 1)[..., None, None]  # [4 O, I, 1, 1]
+        k = torch.mul(base, scale, out=torch.empty_like(base, dtype=dtype))
+        return phase_upconv(x, k, bias)
+    k = _derived(layer, f"phase-{dtype}", lambda w: phase_weight(w, f).to(dtype).contiguous(memory_format=cl))
+    xs = x * styles.to(dtype).reshape(N, -1, 1, 1)
+    return phase_upconv(xs, k, bias, out_scale=dcoefs.reshape(N, -1, 1, 1))
+
+
+_DERIVED = weakref.WeakKeyDictionary()  # layer -> {kind: (version_key of its weight, value)}
 
 
 def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):

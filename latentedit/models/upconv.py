@@ -1,0 +1,101 @@
+"""The 2x up-sampling convolution of the synthesis layers as one ordinary convolution.
+
+StyleGAN2's up-conv is a stride-2 transposed 3x3 convolution followed by the 4x4 FIR filter. Both
+are linear and shift-invariant on the up-sampled grid, so together they are one stride-2
+transposed 6x6 convolution, whose four output phases (even / odd row, even / odd column) are each
+an ordinary 3x3 convolution of the low-resolution input. Stacking the four phase kernels as
+output channels gives one 3x3 convolution with 4x the output channels at the input's resolution,
+followed by a pixel shuffle: exact (same maths; float rounding only), 4x the FLOPs of the
+transposed conv, no FIR pass and no (2H + 1)^2 intermediate.
+
+Which is faster depends on the CPU: where bf16 3x3 convolutions run 4-5x faster than transposed
+ones (Intel AMX: ~3,200 vs ~660 GFLOP/s) the phase form wins in inference (1.1-1.6x per layer);
+elsewhere, and in fp32, the transposed form does (benchmarks/RESULTS.md, "AMX"). `use_phase_upconv`
+holds that table; LATENTEDIT_UPCONV=phase|transposed overrides it (benchmarks, tests).
+"""
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+CHOICES = ("auto", "phase", "transposed")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_amx():
+    """AMX tiles (Intel Sapphire Rapids and later), as torch's CPU runtime reports them."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def use_phase_upconv(dtype, device_type="cpu"):
+    """Whether an inference up-conv in `dtype` runs in the phase form on this machine."""
+    choice = os.environ.get("LATENTEDIT_UPCONV", "auto")
+    if choice not in CHOICES:
+        raise ValueError(f"LATENTEDIT_UPCONV must be one of {CHOICES}, got {choice!r}")
+    if device_type != "cpu" or choice == "transposed":
+        return False
+    return choice == "phase" or (dtype == torch.bfloat16 and cpu_has_amx())
+
+
+def phase_foldable(f, up):
+    """The phase form covers the StyleGAN2 case: 2x up-sampling with a 4x4 (or separable 4-tap) FIR."""
+    return up == 2 and f is not None and f.shape[-1] == 4 and (f.ndim == 1 or f.shape[0] == 4)
+
+
+@functools.lru_cache(maxsize=8)
+def _fold_matrix(taps):
+    """[9, 36]: the 3x3 kernel's taps (row-major) -> the four phase kernels' taps, phase-major
+    (row phase, column phase), each 3x3 row-major; `taps` the 4x4 FIR as nested tuples."""
+    # The transposed conv then the FIR (true convolution with taps * 4, padded 1 each side) put
+    # kernel tap k of input pixel j at output 2j + m through FIR tap t where m = k - t + 1, i.e.
+    # combined index p = m + 2 in [0, 6); phase a takes p = 4 + a, 2 + a, a for its 3 taps.
+    fir = torch.tensor(taps, dtype=torch.float64).flip([0, 1]) * 4
+    order = ((4, 2, 0), (5, 3, 1))
+    T = torch.zeros(3, 3, 2, 2, 3, 3, dtype=torch.float64)
+    for ky in range(3):
+        for kx in range(3):
+            for ay in range(2):
+                for ax in range(2):
+                    for ey, py in enumerate(order[ay]):
+                        for ex, px in enumerate(order[ax]):
+                            ty, tx = ky + 3 - py, kx + 3 - px
+                            if 0 <= ty < 4 and 0 <= tx < 4:
+                                T[ky, kx, ay, ax, ey, ex] = fir[ty, tx]
+    return T.reshape(9, 36).float()
+
+
+def phase_weight(w, f):
+    """w [O, I, 3, 3] (any float dtype; fold in fp32 for bf16 use) -> [4 O, I, 3, 3], the phase
+    kernels stacked phase-major, for `phase_upconv`."""
+    f2 = f if f.ndim == 2 else f.ger(f)
+    T = _fold_matrix(tuple(tuple(float(v) for v in row) for row in f2.tolist())).to(w.device, w.dtype)
+    O, I = w.shape[:2]
+    k = w.reshape(O * I, 9) @ T  # [O I, 36]
+    return k.reshape(O, I, 4, 3, 3).permute(2, 0, 1, 3, 4).reshape(4 * O, I, 3, 3)
+
+
+def phase_upconv(x, k, bias=None, out_scale=None):
+    """x [N, I, H, W], k from `phase_weight` -> [N, O, 2H, 2W] channels_last: conv2d_resample(x, w,
+    f, up=2, padding=1) (* out_scale [N, O, 1, 1]) + bias. The scale rides on the pixel shuffle's
+    copy; the bias goes into the conv as bias / out_scale (exact in maths: scales are positive)."""
+    if bias is not None:
+        b = bias.reshape(1, -1) if out_scale is None else bias.reshape(1, -1) / out_scale.reshape(out_scale.shape[0], -1)
+        if b.shape[0] != 1:  # a per-sample bias cannot go into a conv shared by the batch
+            return phase_upconv(x, k, None, out_scale).add_(bias.reshape(1, -1, 1, 1))
+        bias = b.reshape(-1).repeat(4).to(x.dtype)
+    y = F.conv2d(x, k, bias, padding=1)  # [N, 4 O, H, W]
+    N, C4, H, W = y.shape
+    O = C4 // 4
+    # channels_last memory is [N, H, W, (row phase, column phase, O)]: interleave rows and columns.
+    phases = y.permute(0, 2, 3, 1).reshape(N, H, W, 2, 2, O).permute(0, 1, 3, 2, 4, 5)
+    out = torch.empty([N, H, 2, W, 2, O], dtype=y.dtype, device=y.device)
+    if out_scale is None:
+        out.copy_(phases)
+    else:
+        torch.mul(phases, out_scale.to(y.dtype).reshape(N, 1, 1, 1, 1, O), out=out)
+    return out.reshape(N, 2 * H, 2 * W, O).permute(0, 3, 1, 2)

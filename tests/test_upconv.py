@@ -1,0 +1,69 @@
+"""The phase form of the 2x up-conv (models/upconv.py): the same maths as the transposed conv + FIR
+of the reference op sequence, and the per-CPU table that picks it."""
+import pytest
+import torch
+
+from latentedit.models import upconv
+from latentedit.models.layers import conv2d_resample
+from latentedit.ops import setup_filter
+
+
+@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 5, 1)])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_phase_upconv_is_the_reference_upconv(taps, channels_last):
+    g = torch.Generator().manual_seed(1)
+    f = setup_filter(taps)
+    w = torch.randn(6, 5, 3, 3, generator=g)
+    x = torch.randn(2, 5, 7, 9, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(6, generator=g)
+    ref = conv2d_resample(x, w, f=f, up=2, padding=1) + bias.reshape(1, -1, 1, 1)
+    out = upconv.phase_upconv(x, upconv.phase_weight(w, f), bias)
+    assert out.shape == ref.shape == (2, 6, 14, 18)
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+    # out_scale (demodulation) then bias, per sample: the shared-conv form of inference.
+    scale = torch.rand(2, 6, 1, 1, generator=g) + 0.5
+    ref2 = conv2d_resample(x, w, f=f, up=2, padding=1) * scale + bias.reshape(1, -1, 1, 1)
+    for n in (1, 2):  # one sample: the bias goes into the conv; two: added after
+        out2 = upconv.phase_upconv(x[:n], upconv.phase_weight(w, f), bias, out_scale=scale[:n])
+        assert (out2 - ref2[:n]).abs().max() <= 1e-5 * ref2.abs().max()
+
+
+def test_the_table_picks_phase_for_bf16_on_amx_only(monkeypatch):
+    monkeypatch.delenv("LATENTEDIT_UPCONV", raising=False)
+    for amx in (True, False):
+        monkeypatch.setattr(upconv, "cpu_has_amx", lambda amx=amx: amx)
+        assert upconv.use_phase_upconv(torch.bfloat16) is amx
+        assert upconv.use_phase_upconv(torch.float32) is False
+        assert upconv.use_phase_upconv(torch.bfloat16, "cuda") is False
+    monkeypatch.setenv("LATENTEDIT_UPCONV", "phase")
+    assert upconv.use_phase_upconv(torch.float32) is True
+    monkeypatch.setenv("LATENTEDIT_UPCONV", "transposed")
+    monkeypatch.setattr(upconv, "cpu_has_amx", lambda: True)
+    assert upconv.use_phase_upconv(torch.bfloat16) is False
+    monkeypatch.setenv("LATENTEDIT_UPCONV", "fast")
+    with pytest.raises(ValueError, match="LATENTEDIT_UPCONV"):
+        upconv.use_phase_upconv(torch.bfloat16)
+
+
+def test_only_the_stylegan_case_folds():
+    f4, f6 = setup_filter([1, 3, 3, 1]), setup_filter([1, 2, 3, 3, 2, 1])
+    assert upconv.phase_foldable(f4, 2) and upconv.phase_foldable(setup_filter([1, 3, 3, 1], separable=True), 2)
+    assert not upconv.phase_foldable(f4, 1) and not upconv.phase_foldable(f6, 2) and not upconv.phase_foldable(None, 2)
+
+
+def test_training_keeps_the_transposed_form(monkeypatch):
+    """The phase form is for inference: with autograd on, forcing it changes no bit of the gradients."""
+    from latentedit.models.stylegan2 import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=16, channel_base=256, channel_max=32)).train()
+    ws = torch.randn(2, G.num_ws, 512)
+    grads = []
+    for choice in ("transposed", "phase"):
+        monkeypatch.setenv("LATENTEDIT_UPCONV", choice)
+        G.zero_grad(set_to_none=True)
+        G.synthesis(ws, noise_mode="const").square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in G.synthesis.parameters() if p.grad is not None]))
+    assert torch.equal(grads[0], grads[1])
