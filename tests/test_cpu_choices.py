@@ -1,5 +1,10 @@
-"""The phase form of the 2x up-conv (models/upconv.py): the same maths as the transposed conv + FIR
-of the reference op sequence, and the per-CPU table that picks it."""
+"""Per-CPU speed choices: the phase form of the 2x up-conv (models/upconv.py), the same maths as the
+transposed conv + FIR of the reference op sequence, and the table that picks it; huge pages for
+large CPU tensors."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -67,3 +72,13 @@ def test_training_keeps_the_transposed_form(monkeypatch):
         G.synthesis(ws, noise_mode="const").square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in G.synthesis.parameters() if p.grad is not None]))
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("preset", [None, "0"])
+def test_importing_latentedit_asks_for_huge_pages_unless_told_not_to(preset):
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if preset is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = preset
+    code = "import os, latentedit; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == (preset or "1")
