@@ -95,8 +95,10 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
 
 def _weight_energy(layer, cache):
     """sum over the kernel taps of weight^2, [O, I]; cached for inference (`_derived`)."""
-    return _derived(layer, "energy", lambda w: w.square().sum(dim=[2, 3])) if cache else \
-        layer.weight.square().sum(dim=[2, 3])
+    def energy(weight):
+        return weight.square().sum(dim=[2, 3])
+
+    return _derived(layer, "energy", energy) if cache else energy(layer.weight)
 
 
 def _derived(layer, kind, compute):
