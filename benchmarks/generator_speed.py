@@ -145,7 +145,7 @@ def machine_description():
 
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
-            f"huge pages {os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, bf16 up-conv "
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, bf16 up-conv "
             f"{'phase' if use_phase_upconv(torch.bfloat16) else 'transposed'}")
 
 

@@ -9,8 +9,8 @@
 """
 import os
 
-# Large CPU tensors on 2 MB pages (PyTorch's allocator reads this once, at its first large
-# allocation; the machine's THP mode "madvise" then applies them): 1.18-1.27x at 1024 px on Intel
+# Large CPU tensors on 2 MB pages (PyTorch's allocator reads this once, at its first allocation,
+# so it holds when latentedit is imported before any tensor is made; THP mode "madvise" then applies): 1.18-1.27x at 1024 px on Intel
 # AMX, +2-5% on the training step (benchmarks/RESULTS.md). THP_MEM_ALLOC_ENABLE=0 opts out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 

@@ -13,11 +13,12 @@ from latentedit.models.layers import conv2d_resample
 from latentedit.ops import setup_filter
 
 
-@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 5, 1)])
+@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 5, 1), "random 4x4"])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_phase_upconv_is_the_reference_upconv(taps, channels_last):
     g = torch.Generator().manual_seed(1)
-    f = setup_filter(taps)
+    # a non-separable, asymmetric filter catches transposed or flipped taps that v (x) v cannot
+    f = torch.rand(4, 4, generator=g) + 0.1 if taps == "random 4x4" else setup_filter(taps)
     w = torch.randn(6, 5, 3, 3, generator=g)
     x = torch.randn(2, 5, 7, 9, generator=g)
     if channels_last:
@@ -82,3 +83,41 @@ def test_importing_latentedit_asks_for_huge_pages_unless_told_not_to(preset):
     code = "import os, latentedit; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == (preset or "1")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_both_modulation_sides_match_the_reference_path(fused, monkeypatch):
+    """Few channels at high resolution put the modulation on the phase weights (fused: per-sample
+    weights); otherwise, and in shared convs, it goes on the activations: both give the reference path's image, with and without
+    autocast around them (the trainer's D step runs the generator so), and what they cache does not
+    depend on autocast."""
+    from latentedit.models.stylegan2 import Generator, GeneratorConfig
+    from latentedit.models.synthesis import _DERIVED
+
+    monkeypatch.setenv("LATENTEDIT_UPCONV", "phase")
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=64, channel_base=256, channel_max=8)).eval()
+    with torch.no_grad():
+        for name, p in G.named_parameters():  # make noise and biases matter
+            if name.endswith("noise_strength") or name.endswith(".bias"):
+                p.copy_(torch.randn_like(p) * 0.5)
+    ws = torch.randn(2, G.num_ws, 512, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = G.synthesis(ws, noise_mode="const", fast=False)
+        # autocast first: it fills the cache, which the fp32 run after it must not see rounded
+        for autocast in (True, False):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = G.synthesis(ws, noise_mode="const", fused_modconv=fused).float()
+            if autocast:  # bf16 convolutions: bf16's accuracy (the fast-path tests' 40 dB)
+                psnr = 10 * torch.log10((ref.max() - ref.min()) ** 2 / (out - ref).square().mean())
+                assert psnr >= 40
+            else:
+                assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+    for layer in (b.conv0 for b in G.synthesis.blocks() if b.in_channels):
+        for kind, (_, value) in _DERIVED.get(layer, {}).items():
+            assert value.dtype == torch.float32, kind
+            if kind == "phase":
+                expect = upconv.phase_weight(layer.weight.detach(), layer.resample_filter)
+                assert torch.equal(value, expect.contiguous(memory_format=torch.channels_last))
+    kinds = {kind for layer in G.modules() for kind in _DERIVED.get(layer, {})}
+    assert ("phase" in kinds) == fused and "phase-torch.float32" in kinds

@@ -67,12 +67,13 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
     inplace = not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or weight.requires_grad))
     dcoefs = (styles.square() @ _weight_energy(layer, cache=inplace).t() + 1e-8).rsqrt() * g  # [N, O]
     bias = (layer.bias * g).to(dtype)
-    if inplace and phase_foldable(layer.resample_filter, layer.up) and use_phase_upconv(dtype, x.device.type):
-        # Inference up-convs on CPUs whose plain convs far outrun transposed ones (upconv.py).
+    if fused and N != 1:
+        raise ValueError("the fused fast path runs one sample at a time")
+    if not torch.is_grad_enabled() and phase_foldable(layer.resample_filter, layer.up) and \
+            use_phase_upconv(dtype, x.device.type):
+        # Up-convs without autograd on CPUs whose plain convs far outrun transposed ones (upconv.py).
         y = _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype)
     elif fused:
-        if N != 1:
-            raise ValueError("the fused fast path runs one sample at a time")
         scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).unsqueeze(-1).unsqueeze(-1)  # [O, I, 1, 1]
         if inplace:  # one pass over the weights, written straight in the compute dtype
             wconv = torch.mul(weight, scale, out=torch.empty(weight.shape, dtype=dtype, device=weight.device))
@@ -101,19 +102,22 @@ def _weight_energy(layer, cache):
     return _derived(layer, "energy", energy) if cache else energy(layer.weight)
 
 
-def _derived(layer, kind, compute):
-    """compute(layer.weight), cached per layer and kind while the weight is unchanged (keyed on its
-    storage and version, so optimiser steps and load_state_dict invalidate it; never cached for
-    inference tensors, which have no version)."""
+def _derived(layer, kind, compute, depends_on=()):
+    """compute(layer.weight), cached per layer and kind while the weight (and the tensors it
+    `depends_on`) are unchanged: keyed on storage, version, dtype and shape, so optimiser steps and
+    load_state_dict invalidate it; never cached for inference tensors, which have no version.
+    Computed without autocast, so an entry is the same whoever fills it."""
     weight = layer.weight
-    key = version_key(weight)
-    if key is None:
-        return compute(weight)
+    keys = [version_key(t) for t in (weight, *depends_on)]
+    if any(k is None for k in keys):
+        with torch.autocast(weight.device.type, enabled=False):
+            return compute(weight)
+    key = (*keys, weight.dtype, tuple(weight.shape))
     entries = _DERIVED.setdefault(layer, {})
     hit = entries.get(kind)
     if hit is None or hit[0] != key:
         # A normal tensor even when filled under inference_mode, so later autograd runs can use it.
-        with torch.no_grad(), torch.inference_mode(False):
+        with torch.no_grad(), torch.inference_mode(False), torch.autocast(weight.device.type, enabled=False):
             hit = (key, compute(weight))
         entries[kind] = hit
     return hit[1]
@@ -127,11 +131,12 @@ def _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype):
     O = layer.weight.shape[0]
     f, cl = layer.resample_filter, torch.channels_last
     if fused and 4 * O * 9 < H * W:  # 4 O I 9 weight taps < I H W input values
-        base = _derived(layer, "phase", lambda w: phase_weight(w, f).contiguous(memory_format=cl))
+        base = _derived(layer, "phase", lambda w: phase_weight(w, f).contiguous(memory_format=cl), [f])
         scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).repeat(4, 1)[..., None, None]  # [4 O, I, 1, 1]
         k = torch.mul(base, scale, out=torch.empty_like(base, dtype=dtype))
         return phase_upconv(x, k, bias)
-    k = _derived(layer, f"phase-{dtype}", lambda w: phase_weight(w, f).to(dtype).contiguous(memory_format=cl))
+    # Cached in the compute dtype: one more copy of the up-conv weights (4x) per layer and dtype.
+    k = _derived(layer, f"phase-{dtype}", lambda w: phase_weight(w, f).to(dtype).contiguous(memory_format=cl), [f])
     xs = x * styles.to(dtype).reshape(N, -1, 1, 1)
     return phase_upconv(xs, k, bias, out_scale=dcoefs.reshape(N, -1, 1, 1))
 

@@ -9,8 +9,8 @@ followed by a pixel shuffle: exact (same maths; float rounding only), 4x the FLO
 transposed conv, no FIR pass and no (2H + 1)^2 intermediate.
 
 Which is faster depends on the CPU: where bf16 3x3 convolutions run 4-5x faster than transposed
-ones (Intel AMX: ~3,200 vs ~660 GFLOP/s) the phase form wins in inference (1.1-1.6x per layer);
-elsewhere, and in fp32, the transposed form does (benchmarks/RESULTS.md, "AMX"). `use_phase_upconv`
+ones (Intel AMX: ~3,200 vs ~660 GFLOP/s) the phase form wins without autograd (1.1-1.6x per
+layer); elsewhere, in fp32 and under autograd, the transposed form does (benchmarks/RESULTS.md, "AMX"). `use_phase_upconv`
 holds that table; LATENTEDIT_UPCONV=phase|transposed overrides it (benchmarks, tests).
 """
 import functools
@@ -49,7 +49,7 @@ def phase_foldable(f, up):
 
 @functools.lru_cache(maxsize=8)
 def _fold_matrix(taps):
-    """[9, 36]: the 3x3 kernel's taps (row-major) -> the four phase kernels' taps, phase-major
+    """[9, 36] float64: the 3x3 kernel's taps (row-major) -> the four phase kernels' taps, phase-major
     (row phase, column phase), each 3x3 row-major; `taps` the 4x4 FIR as nested tuples."""
     # The transposed conv then the FIR (true convolution with taps * 4, padded 1 each side) put
     # kernel tap k of input pixel j at output 2j + m through FIR tap t where m = k - t + 1, i.e.
@@ -66,12 +66,12 @@ def _fold_matrix(taps):
                             ty, tx = ky + 3 - py, kx + 3 - px
                             if 0 <= ty < 4 and 0 <= tx < 4:
                                 T[ky, kx, ay, ax, ey, ex] = fir[ty, tx]
-    return T.reshape(9, 36).float()
+    return T.reshape(9, 36)
 
 
 def phase_weight(w, f):
-    """w [O, I, 3, 3] (any float dtype; fold in fp32 for bf16 use) -> [4 O, I, 3, 3], the phase
-    kernels stacked phase-major, for `phase_upconv`."""
+    """w [O, I, 3, 3] (float32 or float64; fold before rounding to bf16) -> [4 O, I, 3, 3], the
+    phase kernels stacked phase-major, for `phase_upconv`."""
     f2 = f if f.ndim == 2 else f.ger(f)
     T = _fold_matrix(tuple(tuple(float(v) for v in row) for row in f2.tolist())).to(w.device, w.dtype)
     O, I = w.shape[:2]
@@ -82,7 +82,8 @@ def phase_weight(w, f):
 def phase_upconv(x, k, bias=None, out_scale=None):
     """x [N, I, H, W], k from `phase_weight` -> [N, O, 2H, 2W] channels_last: conv2d_resample(x, w,
     f, up=2, padding=1) (* out_scale [N, O, 1, 1]) + bias. The scale rides on the pixel shuffle's
-    copy; the bias goes into the conv as bias / out_scale (exact in maths: scales are positive)."""
+    copy; the bias goes into the conv as bias / out_scale (exact in maths for finite non-zero
+    scales: demodulation coefficients are rsqrt of a positive sum)."""
     if bias is not None:
         b = bias.reshape(1, -1) if out_scale is None else bias.reshape(1, -1) / out_scale.reshape(out_scale.shape[0], -1)
         if b.shape[0] != 1:  # a per-sample bias cannot go into a conv shared by the batch
