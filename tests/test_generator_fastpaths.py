@@ -81,3 +81,25 @@ def test_discriminator_fast_matches_reference():
         outs.append((y.detach(), img.grad.clone()))
     assert (outs[0][0] - outs[1][0]).abs().max().item() <= 1e-5 * max(1.0, outs[1][0].abs().max().item())
     assert (outs[0][1] - outs[1][1]).abs().max().item() <= 1e-4 * outs[1][1].abs().max().item()
+
+
+def test_partly_frozen_layers_train_on_the_fast_path(G):
+    """Frozen convolution weights with trainable biases, styles and noise strengths (a fine-tuning
+    pattern): the fast path must not take its in-place inference branches; gradients as the
+    reference path's."""
+    frozen = [p for n, p in G.synthesis.named_parameters() if n.endswith(".const") or (n.endswith(".weight") and p.ndim == 4)]
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        ws = torch.randn(2, G.num_ws, 512, generator=torch.Generator().manual_seed(7))
+        grads = []
+        for fast in (True, False):
+            G.zero_grad(set_to_none=True)
+            G.synthesis(ws, noise_mode="const", fast=fast).square().mean().backward()
+            grads.append(torch.cat([p.grad.flatten() for p in G.synthesis.parameters() if p.grad is not None]))
+        assert grads[0].numel() == grads[1].numel() > 0
+        assert (grads[0] - grads[1]).abs().max() <= 1e-4 * grads[1].abs().max()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        G.zero_grad(set_to_none=True)

@@ -64,7 +64,8 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
     N = x.shape[0]
     g = _LRELU_GAIN
     # Demodulation: sum_{i,k} (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2, without the [N, O, I, 3, 3] tensor.
-    inplace = not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or weight.requires_grad))
+    inplace = not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or
+                                                 any(p.requires_grad for p in layer.parameters())))
     dcoefs = (styles.square() @ _weight_energy(layer, cache=inplace).t() + 1e-8).rsqrt() * g  # [N, O]
     bias = (layer.bias * g).to(dtype)
     if fused and N != 1:
