@@ -125,7 +125,7 @@ def _derived(layer, kind, compute, depends_on=()):
 
 
 def _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype):
-    """An inference up-conv in the phase form, + bias. The modulation goes on the (4x) weights when
+    """An up-conv without autograd in the phase form, + bias. The modulation goes on the (4x) weights when
     they are smaller than the input (fused, low channel counts at high resolution), else on the
     activations: styles scale the input, demodulation rides on the pixel shuffle."""
     N, _, H, W = x.shape
@@ -142,7 +142,7 @@ def _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype):
     return phase_upconv(xs, k, bias, out_scale=dcoefs.reshape(N, -1, 1, 1))
 
 
-_DERIVED = weakref.WeakKeyDictionary()  # layer -> {kind: (version_key of its weight, value)}
+_DERIVED = weakref.WeakKeyDictionary()  # layer -> {kind: (key of its weight and dependencies, value)}
 
 
 def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
