@@ -12,9 +12,11 @@ recall, the accessory rates' gaps to the world's prior, and, from a run's log.js
 and training throughput, each against kimg. Needs matplotlib (not a dependency of the package).
 `samples` puts a snapshot's seeds 0-31 (truncation 1.0, as `latentedit generate` makes them) above
 docs/world_samples.png's world renders, in the same 8 x 4 layout (docs/training_vs_world.png).
-`snapshot` does what a session commits of a run: its latest bundle converted to fp16 into
-checkpoints/training/gan_v2 (replaced only once evaluated), evaluated on --n samples with the
-figures recorded in its bundle.json, added to the curve, the run's log.jsonl copied beside it,
+`snapshot` does what a session commits of a run: its latest bundle and its last kept snapshots
+(--best-of, a run's FID swings between snapshots; --bundle: one bundle alone), each converted to
+fp16 and evaluated on --n samples with the figures recorded in its bundle.json and added to the
+curve; the lowest world-FID replaces checkpoints/training/gan_v2 unless the committed snapshot
+measured lower (--replace: regardless), with the run's log.jsonl up to it copied beside it and
 both images redrawn. Pause the training first for a clean figure (kill -STOP / -CONT).
 """
 import argparse
@@ -134,23 +136,60 @@ def samples(args):
     print(f"wrote {args.out} ({sheet.width} x {sheet.height})")
 
 
+def _candidates(run, bundle, best_of):
+    """The bundles a snapshot chooses from: --bundle alone, else the run's latest bundle/ and its
+    kept snapshots (snapshots/NNNNNNk), newest first, best_of of different kimg."""
+    if bundle:
+        return [Path(bundle)]
+    kept = sorted((run / "snapshots").glob("*k"))[::-1] if (run / "snapshots").is_dir() else []
+    chosen = {}
+    for folder in [run / "bundle", *kept]:
+        chosen.setdefault(round(_kimg(folder)), folder)  # the latest bundle is often also the last kept
+    return list(chosen.values())[:best_of]
+
+
+def _kimg(bundle_dir):
+    return json.loads((bundle_dir / "bundle.json").read_text())["provenance"]["kimg"]
+
+
 def snapshot(args):
     run, dst = Path(args.run), ROOT / "checkpoints" / "training" / "gan_v2"
-    kimg = round(json.loads((run / "bundle" / "bundle.json").read_text())["provenance"]["kimg"])
-    fresh, report = dst.with_name(dst.name + "_next"), dst.with_name(f"metrics_{kimg}k.json")
-    shutil.rmtree(fresh, ignore_errors=True)
     cli = [sys.executable, "-m", "latentedit"]
-    subprocess.run([*cli, "convert", str(run / "bundle"), str(fresh), "--fp16"], check=True)
-    subprocess.run([*cli, "evaluate", "generator", "--model", str(fresh), "--evaluators", str(ROOT / "checkpoints" / "default"),
-                    "--n", str(args.n), "--no-floor", "--record", "--threads", str(args.threads), "--out", str(report)],
-                   check=True)
+    evaluated = []  # (world_fid, exact kimg, fp16 folder)
+    for source in _candidates(run, args.bundle, args.best_of):
+        exact_kimg = _kimg(source)
+        fresh, report = dst.with_name(f"{dst.name}_{round(exact_kimg)}k"), dst.with_name(f"metrics_{round(exact_kimg)}k.json")
+        shutil.rmtree(fresh, ignore_errors=True)
+        subprocess.run([*cli, "convert", str(source), str(fresh), "--fp16"], check=True)
+        subprocess.run([*cli, "evaluate", "generator", "--model", str(fresh), "--evaluators",
+                        str(ROOT / "checkpoints" / "default"), "--n", str(args.n), "--no-floor", "--record",
+                        "--threads", str(args.threads), "--out", str(report)], check=True)
+        fid = json.loads(report.read_text())["world_fid"]
+        print(f"{source}: {exact_kimg:g} kimg, world-FID {fid:.2f}")
+        add(argparse.Namespace(report=report, kimg=float(round(exact_kimg)), curve=args.curve,
+                               note=args.note or "fp16 snapshot"))
+        report.unlink()
+        evaluated.append((fid, exact_kimg, fresh))
+    fid, exact_kimg, best = min(evaluated, key=lambda e: e[0])
+    committed = dst / "bundle.json"
+    committed_fid = json.loads(committed.read_text())["figures"]["generator"]["world_fid"] if committed.exists() else None
+    for _, _, folder in evaluated:
+        if folder != best or (committed_fid is not None and fid >= committed_fid and not args.replace):
+            shutil.rmtree(folder)
+    if not best.exists():
+        print(f"kept the committed snapshot (world-FID {committed_fid:.2f}): the best candidate, "
+              f"{exact_kimg:g} kimg, measured {fid:.2f}; its points are on the curve")
+        plot(argparse.Namespace(curve=args.curve, log=dst.parent / "log.jsonl", out=ROOT / "docs" / "training_curves.png"))
+        return
     shutil.rmtree(dst, ignore_errors=True)  # a fresh folder: no figures of the previous snapshot stay
-    fresh.rename(dst)
-    add(argparse.Namespace(report=report, kimg=float(kimg), note=args.note or "committed fp16 snapshot", curve=args.curve))
-    report.unlink()
-    shutil.copyfile(run / "log.jsonl", dst.parent / "log.jsonl")
+    best.rename(dst)
+    print(f"committed {exact_kimg:g} kimg (world-FID {fid:.2f}) as {dst.relative_to(ROOT)}")
+    # The log up to the snapshot: a run continued from it (--init-from) appends from there on.
+    lines = (run / "log.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["kimg"] <= exact_kimg + 1e-6]
+    (dst.parent / "log.jsonl").write_text("".join(line + "\n" for line in kept))
     plot(argparse.Namespace(curve=args.curve, log=dst.parent / "log.jsonl", out=ROOT / "docs" / "training_curves.png"))
-    samples(argparse.Namespace(model=dst, kimg=float(kimg), world=ROOT / "docs" / "world_samples.png",
+    samples(argparse.Namespace(model=dst, kimg=float(round(exact_kimg)), world=ROOT / "docs" / "world_samples.png",
                                out=ROOT / "docs" / "training_vs_world.png"))
 
 
@@ -172,6 +211,12 @@ def main():
     q.add_argument("--out", default="docs/training_vs_world.png")
     r = sub.add_parser("snapshot")
     r.add_argument("--run", required=True, help="the training run's folder (its bundle/ and log.jsonl)")
+    r.add_argument("--bundle", default=None, help="evaluate this bundle alone (e.g. a kept snapshot) "
+                   "instead of the run's latest ones")
+    r.add_argument("--best-of", type=int, default=3, help="candidates: the run's latest bundle/ and its "
+                   "last N-1 kept snapshots (snapshots/); the lowest world-FID is committed")
+    r.add_argument("--replace", action="store_true", help="commit the best candidate even when the "
+                   "committed snapshot measured better")
     r.add_argument("--n", type=int, default=10000)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--note", default="")

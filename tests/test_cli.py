@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -112,6 +113,27 @@ def test_train_resume_may_switch_precision(tmp_path):
     # Resumed without --precision, the run keeps the precision it was switched to.
     assert run("train", "gan", "--out", tmp_path, "--kimg", "0.012", "--snapshot-kimg", "0.004", "--resume").exit_code == 0
     assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["precision"] == "bf16"
+
+
+def test_train_resume_may_lower_lr_and_lengthen_ema(tmp_path):
+    from latentedit.train.gan import GANConfig, GANTrainer
+
+    small = ["--resolution", "16", "--channel-base", "512", "--channel-max", "32", "--batch", "4"]
+    assert run("train", "gan", "--out", tmp_path, *small, "--kimg", "0.004", "--snapshot-kimg", "0.004").exit_code == 0
+    r = run("train", "gan", "--out", tmp_path, "--kimg", "0.008", "--snapshot-kimg", "0.004", "--resume",
+            "--lr", "0.001", "--ema-kimg", "20")
+    assert r.exit_code == 0 and "resumed at" in r.output
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["lr"], saved["ema_kimg"]) == (0.001, 20)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["lr"] for e in log] == [0.0025, 0.001]
+    # The optimisers take the new lr, not the one saved in their param groups (lazy-regularisation scaled).
+    t = GANTrainer(GANConfig.from_dict(saved), tmp_path)
+    assert t.resume()
+    assert t.G_opt.param_groups[0]["lr"] == pytest.approx(0.001 * 4 / 5)
+    assert t.D_opt.param_groups[0]["lr"] == pytest.approx(0.001 * 16 / 17)
+    r = CliRunner().invoke(main, ["train", "gan", "--out", str(tmp_path), "--resume", "--keep-kimg", "-1"])
+    assert r.exit_code == 2 and "--keep-kimg" in r.output
 
 
 # Edges c2 (issue 17: the resumable-run helper and SD-GAN writer move into the library) removes;

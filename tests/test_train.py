@@ -93,3 +93,18 @@ def test_torn_state_pair_is_detected(tmp_path):
     (tmp_path / "state.json").write_text(first)  # as if the save stopped between its two files
     with pytest.raises(FormatError, match="different saves"):
         GANTrainer(GANConfig(**TINY), tmp_path).resume()
+
+
+def test_kept_snapshots_hold_the_ema_generator_at_their_kimg(tmp_path):
+    from latentedit.formats import load_networks
+
+    t = GANTrainer(GANConfig(**TINY), tmp_path)
+    t.nimg = 49_992  # two steps of 4 before the 50 kimg mark
+    t.train(50.000, snapshot_kimg=0.004, progress=lambda *_: None, keep_kimg=50)
+    at_50 = {k: v.clone() for k, v in t.G_ema.state_dict().items()}
+    t.train(50.008, snapshot_kimg=0.004, progress=lambda *_: None, keep_kimg=50)
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["000050k"]
+    kept = load_networks(tmp_path / "snapshots" / "000050k").G.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in at_50.items())
+    latest = load_networks(tmp_path / "bundle").G.state_dict()  # moved on since
+    assert any(not torch.equal(latest[k], v) for k, v in at_50.items())

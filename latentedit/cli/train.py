@@ -19,18 +19,27 @@ def train():
 @click.option("--n-mlp", type=int, default=8, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True, help="Total over all processes.")
 @click.option("--kimg", type=float, default=500, show_default=True, help="Train until this many thousand reals.")
-@click.option("--snapshot-kimg", type=float, default=10, show_default=True)
+@click.option("--snapshot-kimg", type=float, default=10, show_default=True,
+              help="State, latest bundle (bundle/) and samples every this many kimg.")
+@click.option("--keep-kimg", type=float, default=50, show_default=True,
+              help="Also keep the bundle every this many kimg in snapshots/NNNNNNk (FID swings between "
+                   "snapshots: evaluate the kept ones and pick); 0: keep none.")
 @click.option("--r1-gamma", type=float, default=None, help="Default: 0.0002 * resolution^2 / batch.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: the generator's bf16 compute path and bf16 autocast for D (1.6x a step on AMD Zen 4). "
                    "Given with --resume, switches a run's precision from there on.")
 @click.option("--bf16", is_flag=True, hidden=True, help="Same as --precision bf16.")
+@click.option("--lr", type=float, default=0.0025, show_default=True,
+              help="Adam learning rate of G and D. Given with --resume, changes it from there on (a late-training decay).")
+@click.option("--ema-kimg", type=float, default=None,
+              help="Half-life of the generator EMA in thousand images (default: batch * 10 / 32). "
+                   "Given with --resume, changes it from there on.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state.")
 @threads_option
-def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, r1_gamma, precision, bf16,
-        resume, init_from):
+def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
+        precision, bf16, lr, ema_kimg, resume, init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from latentedit.train.distributed import init_distributed
     from latentedit.train.gan import GANConfig, GANTrainer
@@ -39,18 +48,20 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     check_new_run(out, resume)
     if snapshot_kimg <= 0 or kimg <= 0:
         raise InputError("--kimg and --snapshot-kimg must be positive")
+    if keep_kimg < 0:
+        raise InputError("--keep-kimg must be 0 (keep none) or positive")
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
-                 batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16")
+                 batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16", lr=lr, ema_kimg=ema_kimg)
     asked = _asked(dict(given, precision=precision))
     if "precision" in asked:  # --precision sets the config's bf16
         asked.add("bf16")
-    # Precision may change on resume: the data stream, latents and schedule stay those of the run.
-    cfg = run_config(GANConfig, out, given, asked, resume, changes=("bf16",), what="GAN-training")
+    # Precision, lr and EMA may change on resume: the data stream, latents and schedule stay the run's.
+    cfg = run_config(GANConfig, out, given, asked, resume, changes=("bf16", "lr", "ema_kimg"), what="GAN-training")
     rank, world_size, device = init_distributed()
     trainer = GANTrainer(cfg, out, device=device, rank=rank, world_size=world_size)
     if start_run(trainer, resume, init_from) and rank == 0:
         click.echo(f"resumed at {trainer.nimg / 1000:.1f} kimg")
-    trainer.train(kimg, snapshot_kimg=snapshot_kimg, progress=click.echo)
+    trainer.train(kimg, snapshot_kimg=snapshot_kimg, progress=click.echo, keep_kimg=keep_kimg)
 
 
 # -- shared by the offset and encoder runs: a run folder of one trainer over a bundle -------------

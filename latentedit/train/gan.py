@@ -79,10 +79,14 @@ class GANConfig(DictConfig):
                                    channel_max=self.channel_max)
 
 
-def _lazy_adam(params, cfg, interval):
+def _lazy_ratio(interval):
     # Lazy regularisation runs every `interval` steps, so the main steps' lr / betas are scaled to
     # keep the effective optimiser the same (StyleGAN2 appendix B).
-    ratio = interval / (interval + 1)
+    return interval / (interval + 1)
+
+
+def _lazy_adam(params, cfg, interval):
+    ratio = _lazy_ratio(interval)
     return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=tuple(b ** ratio for b in cfg.betas), eps=1e-8)
 
 
@@ -252,6 +256,10 @@ class GANTrainer:
         info = load_state(self.out_dir, self.modules(), {"G_opt": self.G_opt, "D_opt": self.D_opt})
         self.step, self.nimg = info["step"], info["nimg"]
         self.pl_mean.fill_(info["pl_mean"])
+        # The saved param groups carry the lr the state was saved with; this run's config decides.
+        for opt, interval in ((self.G_opt, self.cfg.g_reg_interval), (self.D_opt, self.cfg.d_reg_interval)):
+            for group in opt.param_groups:
+                group["lr"] = self.cfg.lr * _lazy_ratio(interval)
         return True
 
     def init_from(self, path):
@@ -275,11 +283,20 @@ class GANTrainer:
         images = self.G_ema(self.fixed_z, noise_mode="const")
         save_png(self.out_dir / f"samples_{self.nimg // 1000:06d}k.png", grid(images, cols=8))
 
-    def train(self, total_kimg, snapshot_kimg=10, progress=print):
+    def keep_snapshot(self):
+        """The current bundle, kept as snapshots/NNNNNNk beside the latest one (bundle/), so that a
+        session can pick the best of several by FID: a run's FID swings from snapshot to snapshot."""
+        if self.rank == 0:
+            self.export_bundle(self.out_dir / "snapshots" / f"{self.nimg // 1000:06d}k")
+
+    def train(self, total_kimg, snapshot_kimg=10, progress=print, keep_kimg=0):
+        """Trains until total_kimg; state, latest bundle and samples every snapshot_kimg, and a kept
+        bundle every keep_kimg (0: none)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             write_text(self.out_dir / "config.json", json.dumps(asdict(self.cfg), indent=1))
         next_snapshot = (self.nimg // (snapshot_kimg * 1000) + 1) * snapshot_kimg * 1000
+        next_keep = (self.nimg // (keep_kimg * 1000) + 1) * keep_kimg * 1000 if keep_kimg > 0 else None
         t0, n0 = time.time(), self.nimg
         while self.nimg < total_kimg * 1000:
             stats = self.train_step()
@@ -288,6 +305,7 @@ class GANTrainer:
                 next_snapshot += snapshot_kimg * 1000
                 rate = (self.nimg - n0) / max(time.time() - t0, 1e-9)
                 entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), "precision": "bf16" if self.cfg.bf16 else "fp32",
+                         "lr": self.cfg.lr, "ema_kimg": self.cfg.ema_kimg,
                          **{k: round(v, 4) for k, v in stats.items()}}
                 self.log.append(entry)
                 if self.rank == 0:
@@ -297,4 +315,7 @@ class GANTrainer:
                              "  ".join(f"{k} {v:.3f}" for k, v in stats.items()))
                 self.save()
                 self.write_samples()
+                if next_keep is not None and self.nimg >= next_keep:
+                    next_keep = (self.nimg // (keep_kimg * 1000) + 1) * keep_kimg * 1000
+                    self.keep_snapshot()
         return self
