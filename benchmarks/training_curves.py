@@ -40,7 +40,8 @@ def add(args):
     report = json.loads(Path(args.report).read_text())
     point = {"kimg": args.kimg, "n": report["n"], "truncation": report["truncation"], "note": args.note,
              **{k: report.get(k) for k in ("world_fid", "kid", "precision", "recall", "kind_fid",
-                                            "rate_gap_points", "rates_generated", "rates_prior")}}
+                                            "kind_fid_ratio_matched", "rate_gap_points", "rates_generated",
+                                            "rates_prior")}}
     curve = load(args.curve)
     curve["points"] = [p for p in curve["points"] if (p["kimg"], p["n"]) != (args.kimg, point["n"])] + [point]
     curve["points"].sort(key=lambda p: (p["kimg"], p["n"]))

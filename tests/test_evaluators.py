@@ -243,6 +243,7 @@ def test_evaluate_generator_cli(tmp_path):
         # 24 renders at the world's priors: the counts are the ground truth's, the FID exists iff both have >= 2
         assert 0 <= counts["renders"] <= 24 and 0 <= counts["generated"] <= 24
         assert (report["kind_fid"][kind] is None) == (min(counts.values()) < 2)
+        assert (report["kind_fid_ratio_matched"][kind] is None) == (report["kind_fid"][kind] is None)
 
 
 def test_kind_fid_compares_only_the_kind():
@@ -259,6 +260,22 @@ def test_kind_fid_compares_only_the_kind():
     assert same < 0.5 < 10 < fid(real, fake)  # same distribution for the kind; far apart overall
     assert kind_fid(real, ~real_kind, fake, fake_kind) > 100
     assert kind_fid(real, real_kind, fake, torch.zeros(500, dtype=torch.bool)) is None
+
+
+def test_kind_fid_ratio_at_matched_counts_removes_the_small_sample_bias():
+    """One distribution on both sides: the kind's FID on few samples is all small-sample bias, far
+    above the overall FID on many; the overall FID at the kind's counts carries the same bias."""
+    from latentedit.metrics.fid import fid
+    from latentedit.metrics.generator import fid_at_counts
+
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(4000, 32, generator=g), torch.randn(4000, 32, generator=g)
+    few = fid(real[:200], fake[:150])
+    assert few > 3 * fid(real, fake)  # the raw ratio would call a perfect kind 3x worse
+    assert 0.6 < few / fid_at_counts(real, 200, fake, 150) < 1.6
+    # subsets, not the first samples: a shifted tail is seen
+    shifted = torch.cat([fake[:3000], fake[3000:] + 3])
+    assert fid_at_counts(real, 200, shifted, 150) > 2 * fid(real[:200], shifted[:150])
 
 
 def test_kind_renders_wear_the_kind():

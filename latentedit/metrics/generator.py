@@ -8,7 +8,9 @@ real-vs-real floor (two disjoint sets of renders of the same size), the rate of 
 attribute on generated images next to the classifier's rate on renders and the world's sampling
 prior (ground truth of the same renders), and the classifier's mean top-class confidence on
 both (and their ratio). Per accessory kind K, the FID of the generated faces the classifier gives
-K against the reference renders wearing K (and its real-vs-real floor); `kind_render_features` and
+K against the reference renders wearing K (and its real-vs-real floor), and its ratio to the
+overall FID both at full size and at the kind's sample counts (like for like: FID's small-sample
+bias grows as the counts shrink); `kind_render_features` and
 `generated_kind_features` serve the edit-FID of synthesized accessories (benchmarks/synthesize_world.py).
 """
 import time
@@ -80,6 +82,15 @@ def kind_fid(f_real, real_kind, f_other, other_kind):
     return fid(f_real[real_kind], f_other[other_kind])
 
 
+def fid_at_counts(f_real, n_real, f_other, n_other, seed=0):
+    """FID of random subsets of n_real and n_other samples: the overall FID a kind's FID is compared
+    with, as FID's small-sample bias grows as the counts shrink (so a kind's ~1,000 samples
+    against the overall 10,000 would read worse by the bias alone)."""
+    g = torch.Generator().manual_seed(seed)
+    return fid(f_real[torch.randperm(len(f_real), generator=g)[:n_real]],
+               f_other[torch.randperm(len(f_other), generator=g)[:n_other]])
+
+
 @torch.no_grad()
 def kind_render_features(clf, kind, n, seed=REAL_SEED, batch=100):
     """Classifier features [n, D] of n world renders wearing accessory `kind`."""
@@ -140,6 +151,9 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
     overall_fid = fid(f_real, f_gen)
     # Per accessory: generated faces the classifier gives kind K vs the reference renders wearing K.
     per_kind = {k: kind_fid(f_real, truth[k], f_gen, gen_kind[k]) for k in ACCESSORIES}
+    counts = {k: {"generated": int(gen_kind[k].sum()), "renders": int(truth[k].sum())} for k in ACCESSORIES}
+    at_counts = {k: None if per_kind[k] is None else
+                 fid_at_counts(f_real, counts[k]["renders"], f_gen, counts[k]["generated"]) for k in ACCESSORIES}
     prec, rec = precision_recall(f_real, f_gen)
     kid_mean, kid_std = kid(f_real, f_gen, subsets=50, subset_size=min(1000, n))
     report = {
@@ -148,7 +162,10 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
         "precision": prec, "recall": rec,
         "kind_fid": per_kind,
         "kind_fid_ratio": {k: None if v is None else v / overall_fid for k, v in per_kind.items()},
-        "kind_counts": {k: {"generated": int(gen_kind[k].sum()), "renders": int(truth[k].sum())} for k in ACCESSORIES},
+        # like for like: the overall FID of random subsets of the kind's two counts, and the ratio to it
+        "overall_fid_at_kind_counts": at_counts,
+        "kind_fid_ratio_matched": {k: None if v is None else v / at_counts[k] for k, v in per_kind.items()},
+        "kind_counts": counts,
         "rates_generated": rates_gen, "rates_real_classifier": rates_real,
         "rates_prior": {k: v.float().mean().item() for k, v in truth.items()},
         "rate_gap_points": {k: 100 * (rates_gen[k] - truth[k].float().mean().item()) for k in RATES},
