@@ -155,6 +155,12 @@ def _kimg(bundle_dir):
 
 def snapshot(args):
     run, dst = Path(args.run), ROOT / "checkpoints" / "training" / "gan_v2"
+    committed = dst / "bundle.json"
+    committed_fig = json.loads(committed.read_text())["figures"].get("generator") if committed.exists() else None
+    if committed_fig and committed_fig.get("n") != args.n and not args.replace:
+        print(f"error: the committed snapshot was measured on n={committed_fig.get('n')}: evaluate at that --n "
+              "to compare, or pass --replace", file=sys.stderr)
+        sys.exit(2)
     cli = [sys.executable, "-m", "latentedit"]
     evaluated = []  # (world_fid, exact kimg, fp16 folder)
     for source in _candidates(run, args.bundle, args.best_of):
@@ -172,8 +178,7 @@ def snapshot(args):
         report.unlink()
         evaluated.append((fid, exact_kimg, fresh))
     fid, exact_kimg, best = min(evaluated, key=lambda e: e[0])
-    committed = dst / "bundle.json"
-    committed_fid = json.loads(committed.read_text())["figures"]["generator"]["world_fid"] if committed.exists() else None
+    committed_fid = committed_fig["world_fid"] if committed_fig else None
     for _, _, folder in evaluated:
         if folder != best or (committed_fid is not None and fid >= committed_fid and not args.replace):
             shutil.rmtree(folder)
