@@ -145,8 +145,11 @@ def _candidates(run, bundle, best_of):
     kept = sorted((run / "snapshots").glob("*k"))[::-1] if (run / "snapshots").is_dir() else []
     chosen = {}
     for folder in [run / "bundle", *kept]:
-        chosen.setdefault(round(_kimg(folder)), folder)  # the latest bundle is often also the last kept
-    return list(chosen.values())[:best_of]
+        if len(chosen) == best_of:
+            break
+        if (folder / "bundle.json").exists():  # the manifest is written last: without it, an interrupted export
+            chosen.setdefault(round(_kimg(folder)), folder)  # the latest bundle is often also the last kept
+    return list(chosen.values())
 
 
 def _kimg(bundle_dir):
@@ -155,6 +158,9 @@ def _kimg(bundle_dir):
 
 def snapshot(args):
     run, dst = Path(args.run), ROOT / "checkpoints" / "training" / "gan_v2"
+    if args.best_of < 1:
+        print("error: --best-of must be at least 1", file=sys.stderr)
+        sys.exit(2)
     committed = dst / "bundle.json"
     committed_fig = json.loads(committed.read_text())["figures"].get("generator") if committed.exists() else None
     if committed_fig and committed_fig.get("n") != args.n and not args.replace:
@@ -163,7 +169,11 @@ def snapshot(args):
         sys.exit(2)
     cli = [sys.executable, "-m", "latentedit"]
     evaluated = []  # (world_fid, exact kimg, fp16 folder)
-    for source in _candidates(run, args.bundle, args.best_of):
+    candidates = _candidates(run, args.bundle, args.best_of)
+    if not candidates:
+        print(f"error: {run} holds no finished bundle (bundle/ or snapshots/*k with bundle.json)", file=sys.stderr)
+        sys.exit(2)
+    for source in candidates:
         exact_kimg = _kimg(source)
         fresh, report = dst.with_name(f"{dst.name}_{round(exact_kimg)}k"), dst.with_name(f"metrics_{round(exact_kimg)}k.json")
         shutil.rmtree(fresh, ignore_errors=True)
@@ -187,12 +197,13 @@ def snapshot(args):
               f"{exact_kimg:g} kimg, measured {fid:.2f}; its points are on the curve")
         plot(argparse.Namespace(curve=args.curve, log=dst.parent / "log.jsonl", out=ROOT / "docs" / "training_curves.png"))
         return
+    # The log up to the snapshot: a run continued from it (--init-from) appends from there on. Read
+    # first, so that a line torn by a running training fails before anything is replaced.
+    lines = (run / "log.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["kimg"] <= exact_kimg + 1e-6]
     shutil.rmtree(dst, ignore_errors=True)  # a fresh folder: no figures of the previous snapshot stay
     best.rename(dst)
     print(f"committed {exact_kimg:g} kimg (world-FID {fid:.2f}) as {dst.relative_to(ROOT)}")
-    # The log up to the snapshot: a run continued from it (--init-from) appends from there on.
-    lines = (run / "log.jsonl").read_text().splitlines()
-    kept = [line for line in lines if json.loads(line)["kimg"] <= exact_kimg + 1e-6]
     (dst.parent / "log.jsonl").write_text("".join(line + "\n" for line in kept))
     plot(argparse.Namespace(curve=args.curve, log=dst.parent / "log.jsonl", out=ROOT / "docs" / "training_curves.png"))
     samples(argparse.Namespace(model=dst, kimg=float(round(exact_kimg)), world=ROOT / "docs" / "world_samples.png",

@@ -30,9 +30,11 @@ def test_resume_continues_bit_exactly(tmp_path):
 def test_init_from_bundle_warm_starts(tmp_path):
     a = GANTrainer(GANConfig(**TINY), tmp_path / "a")
     a.train_step()
+    a.nimg = 32_032  # kimg 32.032: 1000 * 32.032 is 32031.999... in floats
     a.export_bundle(tmp_path / "bundle")
     b = GANTrainer(GANConfig(**TINY), tmp_path / "b")
     b.init_from(tmp_path / "bundle")
+    assert b.nimg == a.nimg  # the data stream continues where the bundle's run was
     for p, q in zip(a.G_ema.parameters(), b.G.parameters()):
         assert torch.equal(p, q)
     for p, q in zip(a.D.parameters(), b.D.parameters()):

@@ -61,8 +61,9 @@ def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, 
                    f"(classifier on renders {100 * report['rates_real_classifier'][k]:5.1f}%)")
     for k, v in report["kind_fid"].items():
         floor, counts = report.get("kind_fid_floor", {}).get(k), report["kind_counts"][k]
-        figure = "-" if v is None else (f"{v:.3f} ({report['kind_fid_ratio'][k]:.2f}x overall, "
-                                        f"{report['kind_fid_ratio_matched'][k]:.2f}x at these counts)")
+        ratio, matched = (("-" if r is None else f"{r:.2f}x") for r in
+                          (report["kind_fid_ratio"][k], report["kind_fid_ratio_matched"][k]))
+        figure = "-" if v is None else f"{v:.3f} ({ratio} overall, {matched} at these counts)"
         click.echo(f"  {k:14s} FID {figure}: {counts['generated']} generated vs {counts['renders']} renders"
                    + ("" if floor is None else f", floor {floor:.3f}"))
     click.echo(f"wrote {out}")

@@ -22,8 +22,9 @@ def train():
 @click.option("--snapshot-kimg", type=float, default=10, show_default=True,
               help="State, latest bundle (bundle/) and samples every this many kimg.")
 @click.option("--keep-kimg", type=float, default=50, show_default=True,
-              help="Also keep the bundle every this many kimg in snapshots/NNNNNNk (FID swings between "
-                   "snapshots: evaluate the kept ones and pick); 0: keep none.")
+              help="Also keep the bundle in snapshots/NNNNNNk at the first snapshot on or past every this "
+                   "many kimg (FID swings between snapshots: evaluate the kept ones and pick); 0: keep none. "
+                   "Not saved with the run: give it again on --resume.")
 @click.option("--r1-gamma", type=float, default=None, help="Default: 0.0002 * resolution^2 / batch.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: the generator's bf16 compute path and bf16 autocast for D (1.6x a step on AMD Zen 4). "

@@ -161,10 +161,11 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
         "world_fid": overall_fid, "kid": kid_mean, "kid_std": kid_std,
         "precision": prec, "recall": rec,
         "kind_fid": per_kind,
-        "kind_fid_ratio": {k: None if v is None else v / overall_fid for k, v in per_kind.items()},
+        "kind_fid_ratio": {k: None if v is None or not overall_fid else v / overall_fid for k, v in per_kind.items()},
         # like for like: the overall FID of random subsets of the kind's two counts, and the ratio to it
         "overall_fid_at_kind_counts": at_counts,
-        "kind_fid_ratio_matched": {k: None if v is None else v / at_counts[k] for k, v in per_kind.items()},
+        "kind_fid_ratio_matched": {k: None if v is None or not at_counts[k] else v / at_counts[k]
+                                   for k, v in per_kind.items()},
         "kind_counts": counts,
         "rates_generated": rates_gen, "rates_real_classifier": rates_real,
         "rates_prior": {k: v.float().mean().item() for k, v in truth.items()},

@@ -274,7 +274,7 @@ class GANTrainer:
         for target in (self.G, self.G_ema):
             load_weights(target, nets.G.state_dict(), f"{path} [G]")
         load_weights(self.D, nets.D.state_dict(), f"{path} [D]")
-        self.nimg = int(1000 * nets.info.get("provenance", {}).get("kimg", 0))
+        self.nimg = round(1000 * nets.info.get("provenance", {}).get("kimg", 0))  # int() lost an image to float error
 
     @torch.no_grad()
     def write_samples(self):
@@ -291,7 +291,7 @@ class GANTrainer:
 
     def train(self, total_kimg, snapshot_kimg=10, progress=print, keep_kimg=0):
         """Trains until total_kimg; state, latest bundle and samples every snapshot_kimg, and a kept
-        bundle every keep_kimg (0: none)."""
+        bundle at the first snapshot on or past every keep_kimg mark (0: none)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             write_text(self.out_dir / "config.json", json.dumps(asdict(self.cfg), indent=1))
@@ -313,9 +313,10 @@ class GANTrainer:
                         f.write(json.dumps(entry) + "\n")
                     progress(f"kimg {entry['kimg']:.2f}/{total_kimg}  {rate:.1f} img/s  " +
                              "  ".join(f"{k} {v:.3f}" for k, v in stats.items()))
-                self.save()
-                self.write_samples()
                 if next_keep is not None and self.nimg >= next_keep:
+                    # before save(): a run stopped between the two resumes before the mark and keeps it again
                     next_keep = (self.nimg // (keep_kimg * 1000) + 1) * keep_kimg * 1000
                     self.keep_snapshot()
+                self.save()
+                self.write_samples()
         return self
