@@ -152,6 +152,11 @@ def _candidates(run, bundle, best_of):
     return list(chosen.values())
 
 
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _kimg(bundle_dir):
     return json.loads((bundle_dir / "bundle.json").read_text())["provenance"]["kimg"]
 
@@ -159,20 +164,17 @@ def _kimg(bundle_dir):
 def snapshot(args):
     run, dst = Path(args.run), ROOT / "checkpoints" / "training" / "gan_v2"
     if args.best_of < 1:
-        print("error: --best-of must be at least 1", file=sys.stderr)
-        sys.exit(2)
+        _fail("--best-of must be at least 1")
     committed = dst / "bundle.json"
     committed_fig = json.loads(committed.read_text())["figures"].get("generator") if committed.exists() else None
     if committed_fig and committed_fig.get("n") != args.n and not args.replace:
-        print(f"error: the committed snapshot was measured on n={committed_fig.get('n')}: evaluate at that --n "
-              "to compare, or pass --replace", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"the committed snapshot was measured on n={committed_fig.get('n')}: evaluate at that --n "
+              "to compare, or pass --replace")
     cli = [sys.executable, "-m", "latentedit"]
     evaluated = []  # (world_fid, exact kimg, fp16 folder)
     candidates = _candidates(run, args.bundle, args.best_of)
     if not candidates:
-        print(f"error: {run} holds no finished bundle (bundle/ or snapshots/*k with bundle.json)", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"{run} holds no finished bundle (bundle/ or snapshots/*k with bundle.json)")
     for source in candidates:
         exact_kimg = _kimg(source)
         fresh, report = dst.with_name(f"{dst.name}_{round(exact_kimg)}k"), dst.with_name(f"metrics_{round(exact_kimg)}k.json")

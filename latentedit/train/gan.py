@@ -85,6 +85,11 @@ def _lazy_ratio(interval):
     return interval / (interval + 1)
 
 
+def _next_mark(nimg, every_kimg):
+    """The first multiple of every_kimg (in images) after nimg."""
+    return (nimg // (every_kimg * 1000) + 1) * every_kimg * 1000
+
+
 def _lazy_adam(params, cfg, interval):
     ratio = _lazy_ratio(interval)
     return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=tuple(b ** ratio for b in cfg.betas), eps=1e-8)
@@ -295,8 +300,8 @@ class GANTrainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             write_text(self.out_dir / "config.json", json.dumps(asdict(self.cfg), indent=1))
-        next_snapshot = (self.nimg // (snapshot_kimg * 1000) + 1) * snapshot_kimg * 1000
-        next_keep = (self.nimg // (keep_kimg * 1000) + 1) * keep_kimg * 1000 if keep_kimg > 0 else None
+        next_snapshot = _next_mark(self.nimg, snapshot_kimg)
+        next_keep = _next_mark(self.nimg, keep_kimg) if keep_kimg > 0 else None
         t0, n0 = time.time(), self.nimg
         while self.nimg < total_kimg * 1000:
             stats = self.train_step()
@@ -315,7 +320,7 @@ class GANTrainer:
                              "  ".join(f"{k} {v:.3f}" for k, v in stats.items()))
                 if next_keep is not None and self.nimg >= next_keep:
                     # before save(): a run stopped between the two resumes before the mark and keeps it again
-                    next_keep = (self.nimg // (keep_kimg * 1000) + 1) * keep_kimg * 1000
+                    next_keep = _next_mark(self.nimg, keep_kimg)
                     self.keep_snapshot()
                 self.save()
                 self.write_samples()
