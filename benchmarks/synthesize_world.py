@@ -4,9 +4,9 @@
     python benchmarks/synthesize_world.py --model checkpoints/default --n 1000
 
 Per kind and method: success (the attribute classifier's top class is the kind), seen_by_parser
-(the face parser labels >= 30% of the accessory's expected region, where the template puts it on
-the centred head, as the accessory: a second judge, since the offset network trains against the
-classifier), both (success and seen), identity
+(the face parser labels >= 30% of the accessory's expected region as the accessory: where the
+template head wears it turned to the origin's view by the face3d evaluator; a second judge, since
+the offset network trains against the classifier), both (success and seen), identity
 similarity (cosine of the identity embedder between origin and edit), MSE outside the accessory
 region (the face parser's accessory classes on the edited image, dilated by 2 px; pixels in
 [-1, 1]), realism (mean change of the discriminator's logit, edit minus origin) and edits/s.
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present,  # noqa: E402
-                                      accessory_seen, prior_basis)
+                                      accessory_seen, face_view, prior_basis)
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
@@ -46,7 +46,7 @@ from latentedit.world.templates import accessory_labels  # noqa: E402
 def world_evaluators(model, arcface=None):
     """The bundle's attribute classifier, identity embedder and parser; with arcface (a
     model_ir_se50.pth) ArcFace is the identity network instead of the bundle's."""
-    ev = load_evaluators(model, ["attributes", "parser"] + ([] if arcface else ["identity"]))
+    ev = load_evaluators(model, ["attributes", "parser", "face3d"] + ([] if arcface else ["identity"]))
     if arcface:
         ev["identity"] = identity_loss(arcface)
     return ev
@@ -65,7 +65,7 @@ def measure(x, y, kind, ev, D, dilate=2):
     """Per-sample metrics of edits y of origins x (both [N, 3, R, R])."""
     labels = ev["parser"](y).argmax(1)
     region = torch.isin(labels, accessory_labels(kind))[:, None].float()
-    seen = accessory_seen(labels, kind)
+    seen = accessory_seen(labels, kind, face_view(ev["face3d"], x))  # where it belongs on this face
     region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
     keep = 1 - region
     mse_out = ((y - x) ** 2 * keep).sum((1, 2, 3)) / (keep.sum((1, 2, 3)) * 3).clamp(min=1)

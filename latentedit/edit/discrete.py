@@ -33,7 +33,7 @@ ACCESSORY_KINDS = {
 
 
 # The second judge of an edit: the face parser must label at least this share of the accessory's
-# expected region (where the template puts it on the world's centred head) as the accessory.
+# expected region (where the template head wears it, turned to the face's view) as the accessory.
 VISIBLE_SHARE = 0.3
 
 
@@ -113,14 +113,33 @@ def accessory_present(clf, images, kind):
     return clf(network_input(images, clf.cfg.image_size))[head].argmax(1) == index
 
 
-def accessory_seen(labels, kind):
+def accessory_seen(labels, kind, view=None):
     """[N] bool: parser label maps [N, R, R] show accessory `kind` on >= VISIBLE_SHARE of its
-    expected region."""
-    from latentedit.world.templates import accessory_labels, accessory_region
+    expected region: where the template head wears it at each face's `view` [N, 6] (the face3d
+    evaluator's, `face_view`), or on the frontal, centred head when view is None."""
+    from latentedit.world.templates import accessory_region
 
-    expected = accessory_region(kind, labels.shape[-1]).to(labels.device)
+    return seen_in_region(labels, kind, accessory_region(kind, labels.shape[-1], view))
+
+
+def seen_in_region(labels, kind, expected):
+    """[N] bool: label maps [N, R, R] show accessory `kind` on >= VISIBLE_SHARE of the expected
+    region (bool [R, R] or [N, R, R]); `accessory_seen` with the region already rendered."""
+    from latentedit.world.templates import accessory_labels
+
+    expected = expected.to(labels.device).bool()
     on = torch.isin(labels, accessory_labels(kind).to(labels.device))
-    return (on & expected).sum((1, 2)) >= VISIBLE_SHARE * expected.sum()
+    return (on & expected).sum((-2, -1)) >= VISIBLE_SHARE * expected.sum((-2, -1))
+
+
+def face_view(face3d, images):
+    """[N, 6] yaw, pitch, roll, tx, ty, tz of faces [N, 3, R, R] by the face3d evaluator (one
+    trained on the world: an unsup3d checkpoint's views are in its own frame)."""
+    from latentedit.world.templates import VIEW_FIELDS
+
+    if tuple(face3d.cfg.view_names) != VIEW_FIELDS:
+        raise InputError(f"the face3d evaluator's views are {list(face3d.cfg.view_names)}, not the world's {list(VIEW_FIELDS)}")
+    return face3d(network_input(images, face3d.cfg.image_size))["view"]
 
 
 @dataclass

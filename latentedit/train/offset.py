@@ -17,8 +17,10 @@ reaches the offset network through G:
 - realism:  non-saturating loss of the frozen discriminator on y;
 - visible:  the frozen face parser, a second judge, sees the accessory where it belongs: 1 - its
             mean probability of the accessory's classes over the expected region (where the
-            template's accessory sits on the world's centred head). Without this term the offset
-            learns to fool the classifier alone with changes nobody else sees;
+            template head wears the accessory when turned to x's view, by the face3d evaluator;
+            until 2026-12-02 the frontal, centred head's region, which holds a median 15% of the
+            glasses of world renders). Without this term the offset learns to fool the classifier
+            alone with changes nobody else sees;
 - outside:  MSE between y and x outside the accessory region; the region is the expected region
             plus wherever the parser sees the accessory's classes on y or on x, dilated by `dilate`
             pixels (generated images have no ground truth; the parser gives it), taken as a constant;
@@ -39,7 +41,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import ACCESSORY_KINDS, DiscreteSynthesizer, accessory_seen, conditioned_plane
+from latentedit.edit.discrete import ACCESSORY_KINDS, DiscreteSynthesizer, conditioned_plane, face_view, seen_in_region
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.files import recorded_path
@@ -50,6 +52,7 @@ from latentedit.train import distributed
 from latentedit.train.loop import run_steps
 from latentedit.train.state import check_export, load_state, save_state
 from latentedit.runtime import seeded
+from latentedit.world.templates import accessory_region
 
 
 @dataclass
@@ -95,8 +98,7 @@ class OffsetTrainer:
         from latentedit.formats import load_networks
         from latentedit.formats.directions import generator_hash
         from latentedit.formats.evaluators import load_evaluators
-        from latentedit.world.templates import (accessory_labels, accessory_region, accessory_template,
-                                                template_labels)
+        from latentedit.world.templates import accessory_labels, accessory_template, template_labels
 
         self.cfg, self.bundle, self.out_dir = cfg, Path(bundle), Path(out_dir)
         nets = load_networks(self.bundle)
@@ -129,7 +131,6 @@ class OffsetTrainer:
         self.drawn_ids = template_labels(cfg.kind)
         drawn = (template < 0.99).any(0)                       # non-white pixels of the template
         self.template_colour = template[:, drawn].mean(1)      # [3]
-        self.expected = accessory_region(cfg.kind, self.G.img_resolution).float()[None, None]
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.step = 0
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -180,19 +181,21 @@ class OffsetTrainer:
             p = self.synth.priors(ws)
             on_x = self.parser(x).softmax(1)[:, self.region_ids].sum(1, keepdim=True)
             e_x = self.idn(x.clamp(-1, 1))
+            # where the accessory belongs: the template head's region turned to x's view
+            expected = accessory_region(cfg.kind, x.shape[-1], face_view(self.synth.face3d, x)).to(x)[:, None]
         offset = self.synth.offsets(x)
         y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
         head, index, _ = ACCESSORY_KINDS[cfg.kind]
         logits = self.clf(y.clamp(-1, 1))[head]
         out = {"class": F.cross_entropy(logits, torch.full([len(y)], index, dtype=torch.long))}
         # The parser, a second judge, must see the accessory where it belongs (the template's region
-        # on the centred head): without it the offset learns to fool the classifier alone.
+        # at the face's view): without it the offset learns to fool the classifier alone.
         parsed = self.parser(y.clamp(-1, 1)).softmax(1)
         on_y = parsed[:, self.region_ids].sum(1, keepdim=True)
-        out["visible"] = 1 - (on_y * self.expected).sum((1, 2, 3)).mean() / self.expected.sum()
+        out["visible"] = 1 - ((on_y * expected).sum((1, 2, 3)) / expected.sum((1, 2, 3)).clamp(min=1)).mean()
         out["identity"] = (1 - (self.idn(y.clamp(-1, 1)) * e_x).sum(1)).mean()
         out["realism"] = F.softplus(-self.D(y)).mean()
-        region = self.dilated(torch.maximum(torch.maximum(on_x, on_y.detach()), self.expected))
+        region = self.dilated(torch.maximum(torch.maximum(on_x, on_y.detach()), expected))
         keep = 1 - region
         out["outside"] = ((y - x) ** 2 * keep).sum() / (keep.sum() * 3).clamp(min=1)
         wts = parsed[:, self.drawn_ids].sum(1, keepdim=True).detach()
@@ -202,7 +205,7 @@ class OffsetTrainer:
         total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
         with torch.no_grad():
             out["success"] = (logits.argmax(1) == index).float().mean()
-            out["seen"] = accessory_seen(parsed.argmax(1), cfg.kind).float().mean()
+            out["seen"] = seen_in_region(parsed.argmax(1), cfg.kind, expected[:, 0]).float().mean()
         return total, out
 
     def train_step(self):

@@ -14,6 +14,9 @@ from latentedit.errors import InputError
 from latentedit.world.params import LABEL_ID, sample_params
 from latentedit.world.render import render
 
+# a view's fields in order: the world's `view_vector` and the face3d evaluator's output
+VIEW_FIELDS = ("yaw", "pitch", "roll", "tx", "ty", "tz")
+
 # kind -> (face parameters that put the accessory on, label classes of the region it covers,
 #          the classes drawn in the template: clear lenses of frame glasses stay white, as in
 #          SD-GAN's frame-glasses template)
@@ -42,22 +45,36 @@ def template_labels(kind):
     return torch.tensor([LABEL_ID[name] for name in _check(kind)[2]])
 
 
+def _template_head(kind):
+    """The neutral head (parameters) that wears `kind` in the templates and the expected regions."""
+    on, _, _ = _check(kind)
+    neutral = dict(yaw=0.0, pitch=0.0, roll=0.0, smile=0.0, glasses="none", mask=0, hat=0, beard=0.0,
+                   glasses_round=0.5, glasses_size=0.0)
+    return sample_params(1, seed=0).replace(**{**neutral, **on})
+
+
 @lru_cache(maxsize=16)
 def _frontal(kind, resolution):
-    """The world render of the frontal head wearing `kind` (cached: `accessory_seen` asks for its
-    region at every offset-training step; callers only read it)."""
-    on, _, _ = _check(kind)
-    frontal = dict(yaw=0.0, pitch=0.0, roll=0.0, smile=0.0, glasses="none", mask=0, hat=0, beard=0.0,
-                   glasses_round=0.5, glasses_size=0.0)
-    frontal.update(on)
-    return render(sample_params(1, seed=0).replace(**frontal), resolution)
+    """The world render of the frontal head wearing `kind` (cached: the offset trainer asks for its
+    region at every step; callers only read it)."""
+    return render(_template_head(kind), resolution)
 
 
-def accessory_region(kind, resolution=64):
-    """Bool [R, R]: where accessory `kind` sits on the frontal, centred head of the template (the
-    region classes, e.g. frame and lenses). World faces are centred, so this is where an edit is
-    expected to put the accessory."""
-    return torch.isin(_frontal(kind, resolution).labels[0], accessory_labels(kind))
+def accessory_region(kind, resolution=64, view=None):
+    """Bool [R, R]: where accessory `kind` sits on the template's frontal, centred head; with `view`
+    [N, 6] (yaw, pitch, roll, tx, ty, tz, as the world and the face3d evaluator give it) bool
+    [N, R, R]: where it sits on the same head turned and moved to each view. World faces turn up to
+    35 degrees and shift, so a judge of where an accessory belongs needs the face's own view: on
+    world renders wearing frame glasses the frontal region holds a median 15% of the glasses."""
+    ids = accessory_labels(kind)
+    if view is None:
+        return torch.isin(_frontal(kind, resolution).labels[0], ids)
+    v = torch.as_tensor(view, dtype=torch.float32).cpu()
+    if v.ndim != 2 or v.shape[1] != 6:
+        raise InputError(f"view must be [N, 6] (yaw, pitch, roll, tx, ty, tz), got shape {list(v.shape)}")
+    head = _template_head(kind).select([0] * len(v))
+    head = head.replace(**{name: v[:, i] for i, name in enumerate(VIEW_FIELDS)})
+    return torch.isin(render(head, resolution).labels, ids)
 
 
 def accessory_template(kind, resolution=64):
