@@ -10,7 +10,8 @@ the offset network trains against the classifier), both (success and seen), iden
 similarity (cosine of the identity embedder between origin and edit), MSE outside the accessory
 region (the face parser's accessory classes on the edited image, dilated by 2 px; pixels in
 [-1, 1]), realism (mean change of the discriminator's logit, edit minus origin) and edits/s.
-Edit-FID: the N edits vs N world renders wearing the kind (the attribute classifier's features),
+The judges on the world: their pass rates on 200 world renders wearing the kind and on the same
+faces bare (true and false positives). Edit-FID: the N edits vs N world renders wearing the kind (the attribute classifier's features),
 next to the generator's own N faces of the kind against the same renders (the ratio is the
 bundle issue's judge: <= 1.5x).
 
@@ -84,6 +85,27 @@ def measure(x, y, kind, ev, D, dilate=2):
     return out
 
 
+# world renders wearing only kind K / no accessory: the judges' own true and false positive rates
+WEARING = {"frame_glasses": {"glasses": "frame"}, "sunglasses": {"glasses": "sun"}, "mask": {"mask": 1}}
+BARE = {"glasses": "none", "mask": 0, "hat": 0}
+
+
+@torch.no_grad()
+def judges_on_world(kind, ev, D, resolution, n=200, seed=9_100_000):
+    """{"wearing", "bare"}: the judges' pass rates (success, seen_by_parser, frames, ...) on n world
+    renders wearing the kind and on the same faces without any accessory: a judge that fails the
+    world's own accessories, or passes bare faces, is wrong before any edit is measured."""
+    from latentedit import world
+
+    out = {}
+    for name, wear in (("wearing", WEARING[kind]), ("bare", {})):
+        x = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **wear}).image
+        judged = measure(x, x, kind, ev, D)
+        out[name] = {k: float(judged[k].mean()) for k in ("success", "seen_by_parser", "frames", "all_judges", "both")
+                     if k in judged}
+    return out
+
+
 def summarise(parts):
     return {k: float(torch.cat([p[k] for p in parts]).mean()) for k in parts[0]}
 
@@ -104,6 +126,7 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
     res = {"ours": {**summarise(ours), "edits_per_s": len(w) / t_ours},
            "prior": summarise(prior_only), "distance": synth.distance, "sweep": []}
     res["edit_fid"] = edit_fid(kind, G, clf, {k: torch.cat(v) for k, v in feats.items()}, **own_codes)
+    res["judges_on_world"] = judges_on_world(kind, ev, D, G.img_resolution)
     for d in distances:
         parts, t = [], 0.0
         for i in range(0, len(w), batch):
@@ -192,6 +215,9 @@ def main():
             print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
                   f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world | prior only "
                   f"pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x", flush=True)
+        print("  judges on 200 world renders wearing it / the same faces bare: " + ", ".join(
+            f"{k} {v:.3f} / {r['judges_on_world']['bare'][k]:.3f}" for k, v in r["judges_on_world"]["wearing"].items()),
+            flush=True)
         e = r["edit_fid"]
         print(f"  edit-FID vs world renders wearing it: ours {e['ours']:.3f} ({e['ours_ratio']:.2f}x the generator's "
               f"own {kind} faces, {e['generator_own']:.3f} on {e['own_samples']} of {e['own_codes_drawn']} codes), "
