@@ -106,6 +106,27 @@ def judges_on_world(kind, ev, D, resolution, n=200, seed=9_100_000):
     return out
 
 
+@torch.no_grad()
+def judge_sheet(path, ev, resolution, n=8, seed=9_100_000):
+    """The parser judge's expected region on world renders wearing frame glasses / sunglasses: per
+    kind, rows of the renders, the frontal head's region (red, the judge before 2026-12-02) and the
+    region at each face's view by the face3d evaluator (green), over the render."""
+    from latentedit import world
+    from latentedit.formats.images import save_png, tile, to_uint8
+    from latentedit.world.templates import accessory_region
+
+    rows = []
+    for kind in ("frame_glasses", "sunglasses"):
+        x = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **WEARING[kind]}).image
+        regions = (accessory_region(kind, resolution).expand(n, -1, -1),
+                   accessory_region(kind, resolution, face_view(ev["face3d"], x)))
+        rows.append(x)
+        for region, colour in zip(regions, ((1.0, -1.0, -1.0), (-1.0, 1.0, -1.0))):
+            tint = torch.tensor(colour)[None, :, None, None].expand_as(x)
+            rows.append(torch.where(region[:, None], 0.45 * x + 0.55 * tint, x))
+    save_png(path, tile(to_uint8(torch.cat(rows)), n, scale=3, pad=2))
+
+
 def summarise(parts):
     return {k: float(torch.cat([p[k] for p in parts]).mean()) for k in parts[0]}
 
@@ -189,6 +210,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--arcface", default=None, help="model_ir_se50.pth: ArcFace for the identity column")
+    ap.add_argument("--judge-sheet", default=None, help="PNG: the parser judge's expected regions on world renders")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     nets = load_networks(args.model)
@@ -198,6 +220,8 @@ def main():
         ref = frame_reference(ev, G.img_resolution)
         print(f"world frame glasses (parser): lens clarity {ref['clarity']:.3f}, frame share {ref['share']:.3f}",
               flush=True)
+    if args.judge_sheet:
+        judge_sheet(args.judge_sheet, ev, G.img_resolution)
     w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)
     distances = [float(d) for d in args.distances.split(",")]
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
