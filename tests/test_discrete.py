@@ -426,14 +426,36 @@ def test_accessory_seen_on_world_ground_truth():
 def test_face_view_needs_world_views():
     """face_view reads the face3d evaluator's view; a network whose views are in another frame
     (unsup3d's rx / ry / rz) is refused by name."""
-    from latentedit.edit.discrete import face_view
+    from latentedit.edit.discrete import face_view, world_views
     from latentedit.models.face3d import Face3D, Face3DConfig
     from latentedit.train.evaluators import world_face3d_config
 
     x = torch.zeros(2, 3, 64, 64)
     assert face_view(Face3D(world_face3d_config()).eval(), x).shape == (2, 6)
+    unsup3d = Face3D(Face3DConfig(nf=16, zdim=64, nf_encoder=16)).eval()
+    assert world_views(Face3D(world_face3d_config())) and not world_views(unsup3d)
     with pytest.raises(InputError, match="not the world"):
-        face_view(Face3D(Face3DConfig(nf=16, zdim=64, nf_encoder=16)).eval(), x)
+        face_view(unsup3d, x)
+
+
+def test_offset_losses_place_the_region_at_the_view(world, tmp_path, monkeypatch):
+    """The offset trainer's visible / outside losses ask for the accessory's region at each origin's
+    view by the bundle's face3d; with a face3d in another frame (unsup3d's) the frontal region."""
+    import latentedit.train.offset as offset_module
+    from latentedit.models.face3d import Face3D, Face3DConfig
+    from latentedit.train.offset import OffsetConfig, OffsetTrainer
+
+    asked = []
+    region = offset_module.accessory_region
+    monkeypatch.setattr(offset_module, "accessory_region", lambda *a: asked.append(a[2]) or region(*a))
+    source, G, nets = world
+    t = OffsetTrainer(OffsetConfig(kind="mask", batch=4), source, tmp_path / "t")
+    w = t.sample_codes(4)
+    _, out = t.losses(w)
+    assert asked[-1].shape == (4, 6) and 0 <= float(out["visible"]) <= 1
+    t.synth.face3d = Face3D(Face3DConfig(nf=16, zdim=64, nf_encoder=16)).eval()
+    _, out = t.losses(w)
+    assert asked[-1] is None and 0 <= float(out["visible"]) <= 1
 
 
 def test_train_offset_warm_start(world, tmp_path):

@@ -132,13 +132,20 @@ def seen_in_region(labels, kind, expected):
     return (on & expected).sum((-2, -1)) >= VISIBLE_SHARE * expected.sum((-2, -1))
 
 
-def face_view(face3d, images):
-    """[N, 6] yaw, pitch, roll, tx, ty, tz of faces [N, 3, R, R] by the face3d evaluator (one
-    trained on the world: an unsup3d checkpoint's views are in its own frame)."""
+def world_views(face3d):
+    """True when the face3d evaluator's views are the world's (yaw, pitch, roll, tx, ty, tz), as the
+    bundled one's; an unsup3d checkpoint's are in its own frame."""
     from latentedit.world.templates import VIEW_FIELDS
 
-    if tuple(face3d.cfg.view_names) != VIEW_FIELDS:
-        raise InputError(f"the face3d evaluator's views are {list(face3d.cfg.view_names)}, not the world's {list(VIEW_FIELDS)}")
+    return tuple(face3d.cfg.view_names) == VIEW_FIELDS
+
+
+def face_view(face3d, images):
+    """[N, 6] yaw, pitch, roll, tx, ty, tz of faces [N, 3, R, R] by a face3d evaluator in the
+    world's frame (`world_views`)."""
+    if not world_views(face3d):
+        raise InputError(f"the face3d evaluator's views are {list(face3d.cfg.view_names)}, not the world's "
+                         "(yaw, pitch, roll, tx, ty, tz)")
     return face3d(network_input(images, face3d.cfg.image_size))["view"]
 
 

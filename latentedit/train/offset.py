@@ -19,7 +19,8 @@ reaches the offset network through G:
             mean probability of the accessory's classes over the expected region (where the
             template head wears the accessory when turned to x's view, by the face3d evaluator;
             until 2026-12-02 the frontal, centred head's region, which holds a median 15% of the
-            glasses of world renders). Without this term the offset learns to fool the classifier
+            glasses of world renders; still so with a face3d not in the world's frame, e.g.
+            unsup3d's for aligned photos, whose eyes sit at fixed places). Without this term the offset learns to fool the classifier
             alone with changes nobody else sees;
 - outside:  MSE between y and x outside the accessory region; the region is the expected region
             plus wherever the parser sees the accessory's classes on y or on x, dilated by `dilate`
@@ -41,7 +42,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import ACCESSORY_KINDS, DiscreteSynthesizer, conditioned_plane, face_view, seen_in_region
+from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, conditioned_plane, face_view, seen_in_region,
+                                      world_views)
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.files import recorded_path
@@ -181,8 +183,10 @@ class OffsetTrainer:
             p = self.synth.priors(ws)
             on_x = self.parser(x).softmax(1)[:, self.region_ids].sum(1, keepdim=True)
             e_x = self.idn(x.clamp(-1, 1))
-            # where the accessory belongs: the template head's region turned to x's view
-            expected = accessory_region(cfg.kind, x.shape[-1], face_view(self.synth.face3d, x)).to(x)[:, None]
+            # where the accessory belongs: the template head's region turned to x's view; with a
+            # face3d in another frame (unsup3d's, for aligned photos) the frontal region
+            view = face_view(self.synth.face3d, x) if world_views(self.synth.face3d) else None
+            expected = accessory_region(cfg.kind, x.shape[-1], view).to(x).expand(len(x), -1, -1)[:, None]
         offset = self.synth.offsets(x)
         y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
         head, index, _ = ACCESSORY_KINDS[cfg.kind]
