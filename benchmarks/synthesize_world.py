@@ -11,9 +11,9 @@ similarity (cosine of the identity embedder between origin and edit), MSE outsid
 region (the face parser's accessory classes on the edited image, dilated by 2 px; pixels in
 [-1, 1]), realism (mean change of the discriminator's logit, edit minus origin) and edits/s.
 The judges on the world: their pass rates on 200 world renders wearing the kind and on the same
-faces bare (true and false positives). Edit-FID: the N edits vs N world renders wearing the kind (the attribute classifier's features),
-next to the generator's own N faces of the kind against the same renders (the ratio is the
-bundle issue's judge: <= 1.5x).
+faces bare (true and false positives). Edit-FID: the N edits vs N world renders wearing the kind
+(the attribute classifier's features), next to the generator's own N faces of the kind against
+the same renders (the ratio is the bundle issue's judge: <= 1.5x).
 
 "At equal success": InterfaceGAN alone is also run over a sweep of target distances; its
 identity and outside-MSE are interpolated (linearly in success) at our success rate. When the
