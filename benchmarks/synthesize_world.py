@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present,  # noqa: E402
-                                      accessory_seen, face_view, prior_basis)
+                                      face_view, prior_basis, seen_in_region)
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
@@ -41,7 +41,7 @@ from latentedit.metrics.accessories import frame_measures, frames_pass, world_fr
 from latentedit.metrics.fid import fid  # noqa: E402
 from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
 from latentedit.metrics.image import identity_similarity  # noqa: E402
-from latentedit.world.templates import accessory_labels  # noqa: E402
+from latentedit.world.templates import accessory_labels, accessory_region  # noqa: E402
 
 
 def world_evaluators(model, arcface=None):
@@ -62,11 +62,18 @@ def frame_reference(ev, resolution):
 
 
 @torch.no_grad()
-def measure(x, y, kind, ev, D, dilate=2):
-    """Per-sample metrics of edits y of origins x (both [N, 3, R, R])."""
+def expected_region(kind, ev, x):
+    """Bool [N, R, R]: where accessory `kind` belongs on origins x, at each one's view (face3d)."""
+    return accessory_region(kind, x.shape[-1], face_view(ev["face3d"], x))
+
+
+@torch.no_grad()
+def measure(x, y, kind, ev, D, dilate=2, expected=None):
+    """Per-sample metrics of edits y of origins x (both [N, 3, R, R]); `expected`: x's
+    `expected_region`, when the caller has it (one render of the regions per set of origins)."""
     labels = ev["parser"](y).argmax(1)
     region = torch.isin(labels, accessory_labels(kind))[:, None].float()
-    seen = accessory_seen(labels, kind, face_view(ev["face3d"], x))  # where it belongs on this face
+    seen = seen_in_region(labels, kind, expected_region(kind, ev, x) if expected is None else expected)
     region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
     keep = 1 - region
     mse_out = ((y - x) ** 2 * keep).sum((1, 2, 3)) / (keep.sum((1, 2, 3)) * 3).clamp(min=1)
@@ -113,13 +120,11 @@ def judge_sheet(path, ev, resolution, n=8, seed=9_100_000):
     region at each face's view by the face3d evaluator (green), over the render."""
     from latentedit import world
     from latentedit.formats.images import save_png, tile, to_uint8
-    from latentedit.world.templates import accessory_region
 
     rows = []
     for kind in ("frame_glasses", "sunglasses"):
         x = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **WEARING[kind]}).image
-        regions = (accessory_region(kind, resolution).expand(n, -1, -1),
-                   accessory_region(kind, resolution, face_view(ev["face3d"], x)))
+        regions = (accessory_region(kind, resolution).expand(n, -1, -1), expected_region(kind, ev, x))
         rows.append(x)
         for region, colour in zip(regions, ((1.0, -1.0, -1.0), (-1.0, 1.0, -1.0))):
             tint = torch.tensor(colour)[None, :, None, None].expand_as(x)
@@ -133,15 +138,16 @@ def summarise(parts):
 
 @torch.no_grad()
 def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
-    ours, prior_only, t_ours, feats = [], [], 0.0, {"ours": [], "prior": []}
+    ours, prior_only, regions, t_ours, feats = [], [], [], 0.0, {"ours": [], "prior": []}
     clf = ev["attributes"]
     for i in range(0, len(w), batch):
         c = w[i:i + batch]
         t0 = time.perf_counter()
         out = synth(c, batch_size=batch)
         t_ours += time.perf_counter() - t0
-        ours.append(measure(out.origin, out.image, kind, ev, D))
-        prior_only.append(measure(out.origin, out.prior_image, kind, ev, D))
+        regions.append(expected_region(kind, ev, out.origin))  # the sweep below edits the same origins
+        ours.append(measure(out.origin, out.image, kind, ev, D, expected=regions[-1]))
+        prior_only.append(measure(out.origin, out.prior_image, kind, ev, D, expected=regions[-1]))
         feats["ours"].append(clf.features(network_input(out.image, clf.cfg.image_size)))
         feats["prior"].append(clf.features(network_input(out.prior_image, clf.cfg.image_size)))
     res = {"ours": {**summarise(ours), "edits_per_s": len(w) / t_ours},
@@ -150,13 +156,13 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
     res["judges_on_world"] = judges_on_world(kind, ev, D, G.img_resolution)
     for d in distances:
         parts, t = [], 0.0
-        for i in range(0, len(w), batch):
+        for i, expected in zip(range(0, len(w), batch), regions):
             c = w[i:i + batch]
             t0 = time.perf_counter()
             x = G.synthesize(c)
             y = G.synthesize(c + prior_basis(c, synth.normal, synth.intercept, d))
             t += time.perf_counter() - t0
-            parts.append(measure(x, y, kind, ev, D))
+            parts.append(measure(x, y, kind, ev, D, expected=expected))
         res["sweep"].append({"distance": d, **summarise(parts), "edits_per_s": len(w) / t})
         print(f"  {kind} InterfaceGAN d={d}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["sweep"][-1].items()
                                                           if k != "distance"), flush=True)

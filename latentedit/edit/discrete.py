@@ -143,9 +143,11 @@ def world_views(face3d):
 def face_view(face3d, images):
     """[N, 6] yaw, pitch, roll, tx, ty, tz of faces [N, 3, R, R] by a face3d evaluator in the
     world's frame (`world_views`)."""
+    from latentedit.world.templates import VIEW_FIELDS
+
     if not world_views(face3d):
         raise InputError(f"the face3d evaluator's views are {list(face3d.cfg.view_names)}, not the world's "
-                         "(yaw, pitch, roll, tx, ty, tz)")
+                         f"{list(VIEW_FIELDS)}")
     return face3d(network_input(images, face3d.cfg.image_size))["view"]
 
 

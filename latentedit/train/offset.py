@@ -20,8 +20,8 @@ reaches the offset network through G:
             template head wears the accessory when turned to x's view, by the face3d evaluator;
             until 2026-12-02 the frontal, centred head's region, which holds a median 15% of the
             glasses of world renders; still so with a face3d not in the world's frame, e.g.
-            unsup3d's for aligned photos, whose eyes sit at fixed places). Without this term the offset learns to fool the classifier
-            alone with changes nobody else sees;
+            unsup3d's for aligned photos, whose eyes sit at fixed places). Without this term the
+            offset learns to fool the classifier alone with changes nobody else sees;
 - outside:  MSE between y and x outside the accessory region; the region is the expected region
             plus wherever the parser sees the accessory's classes on y or on x, dilated by `dilate`
             pixels (generated images have no ground truth; the parser gives it), taken as a constant;

@@ -55,8 +55,8 @@ def _template_head(kind):
 
 @lru_cache(maxsize=16)
 def _frontal(kind, resolution):
-    """The world render of the frontal head wearing `kind` (cached: the offset trainer asks for its
-    region at every step; callers only read it)."""
+    """The world render of the frontal head wearing `kind` (cached: the offset trainer with a face3d
+    outside the world's frame asks for its region at every step; callers only read it)."""
     return render(_template_head(kind), resolution)
 
 
