@@ -12,12 +12,14 @@ where it stopped; the training steps resume their run folders under --runs):
   encoder     `latentedit train encoder --init-from OLD --steps 4000`, exported (fp16)
   offsets     `latentedit train offset --init-from OLD`: mask 1200 steps with the prior
               conditioned on sunglasses, frame glasses 1000 with half of each batch the encoder's
-              codes of world renders (so it needs the encoder first), sunglasses 1200; each exported (fp16);
+              codes of world renders (so it needs the encoder first), sunglasses 1200 with the
+              identity loss at 3x; each exported (fp16);
               with --parallel the three train at once, one single-thread process each
   measure     benchmarks/synthesize_world.py (--n 1000) and benchmarks/encoder_world.py (--n 200),
               reports as JSON under --runs, and the bundle's picture sheets (--sheets)
 The condition and inverted fraction are the 300 kimg remake's choices, the step counts the 940 kimg
-remake's (500-600 warm steps left identity at 0.59-0.80 there); see checkpoints/README.md, Training.
+remake's (500-600 warm steps left identity at 0.59-0.80 there), the sunglasses identity weight the
+2026-12-03 fine-tune's (identity 0.823 -> 0.909); see checkpoints/README.md, Training.
 """
 import argparse
 import json
@@ -36,7 +38,7 @@ EVALUATORS = ("attributes", "identity", "parser", "face3d")
 OFFSETS = {
     "mask": (1200, ["--condition", "sunglasses"]),
     "frame_glasses": (1000, ["--inverted-fraction", "0.5"]),
-    "sunglasses": (1200, []),
+    "sunglasses": (1200, ["--weight", "identity=3"]),
 }
 
 

@@ -7,7 +7,9 @@ Per kind and method: success (the attribute classifier's top class is the kind),
 (the face parser labels >= 30% of the accessory's expected region as the accessory: where the
 template head wears it turned to the origin's view by the face3d evaluator; a second judge, since
 the offset network trains against the classifier), both (success and seen), identity
-similarity (cosine of the identity embedder between origin and edit), MSE outside the accessory
+similarity (cosine of the identity embedder between origin and edit), attributes kept (share of the
+classifier's hair colour / hair style / beard / age heads whose top class the edit keeps; next to
+the world's own value from bare faces to the same faces wearing the kind), MSE outside the accessory
 region (the face parser's accessory classes on the edited image, dilated by 2 px; pixels in
 [-1, 1]), realism (mean change of the discriminator's logit, edit minus origin) and edits/s.
 The judges on the world: their pass rates on 200 world renders wearing the kind and on the same
@@ -31,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present,  # noqa: E402
+from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present, attributes_kept,  # noqa: E402
                                       face_view, prior_basis, seen_in_region)
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
@@ -80,6 +82,7 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
     success = accessory_present(ev["attributes"], y, kind)
     out = {"success": success.float(), "seen_by_parser": seen.float(), "both": (success & seen).float(),
            "identity": identity_similarity(y, x, ev["identity"]),
+           "attributes_kept": attributes_kept(ev["attributes"], x, y),
            "mse_outside": mse_out,
            "realism": (D(y) - D(x)).flatten()}
     if kind == "frame_glasses":  # the third judge: thin frames around clear lenses, not a dark band
@@ -101,15 +104,19 @@ BARE = {"glasses": "none", "mask": 0, "hat": 0}
 def judges_on_world(kind, ev, D, resolution, n=200, seed=9_100_000):
     """{"wearing", "bare"}: the judges' pass rates (success, seen_by_parser, frames, ...) on n world
     renders wearing the kind and on the same faces without any accessory: a judge that fails the
-    world's own accessories, or passes bare faces, is wrong before any edit is measured."""
+    world's own accessories, or passes bare faces, is wrong before any edit is measured. "wearing"
+    also holds attributes_kept from the bare faces to the same faces wearing the kind: the value
+    an edit that changes nothing but the accessory would reach."""
     from latentedit import world
 
-    out = {}
+    out, faces = {}, {}
     for name, wear in (("wearing", WEARING[kind]), ("bare", {})):
-        x = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **wear}).image
+        faces[name] = x = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **wear}).image
         judged = measure(x, x, kind, ev, D)
         out[name] = {k: float(judged[k].mean()) for k in ("success", "seen_by_parser", "frames", "all_judges", "both")
                      if k in judged}
+    # the world's own edit: from the bare faces to the same faces wearing the kind
+    out["wearing"]["attributes_kept"] = float(attributes_kept(ev["attributes"], faces["bare"], faces["wearing"]).mean())
     return out
 
 
@@ -238,7 +245,8 @@ def main():
         results["kinds"][kind] = r = run_kind(kind, synth, G, D, ev, w, distances, args.batch, own_codes)
         o, p = r["ours"], r["prior"]
         print(f"{kind}: ours success {o['success']:.3f} seen {o['seen_by_parser']:.3f} both {o['both']:.3f} identity "
-              f"{o['identity']:.3f} mse_out {o['mse_outside']:.4f} realism {o['realism']:+.3f} "
+              f"{o['identity']:.3f} attributes kept {o['attributes_kept']:.3f} (world "
+              f"{r['judges_on_world']['wearing']['attributes_kept']:.3f}) mse_out {o['mse_outside']:.4f} realism {o['realism']:+.3f} "
               f"{o['edits_per_s']:.1f} edits/s | prior only (d={r['distance']}) success {p['success']:.3f} both "
               f"{p['both']:.3f} identity {p['identity']:.3f} mse_out {p['mse_outside']:.4f}", flush=True)
         if "frames" in o:
@@ -246,8 +254,8 @@ def main():
                   f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world | prior only "
                   f"pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x", flush=True)
         print("  judges on 200 world renders wearing it / the same faces bare: " + ", ".join(
-            f"{k} {v:.3f} / {r['judges_on_world']['bare'][k]:.3f}" for k, v in r["judges_on_world"]["wearing"].items()),
-            flush=True)
+            f"{k} {v:.3f} / {r['judges_on_world']['bare'][k]:.3f}" for k, v in r["judges_on_world"]["wearing"].items()
+            if k in r["judges_on_world"]["bare"]), flush=True)
         e = r["edit_fid"]
         print(f"  edit-FID vs world renders wearing it: ours {e['ours']:.3f} ({e['ours_ratio']:.2f}x the generator's "
               f"own {kind} faces, {e['generator_own']:.3f} on {e['own_samples']} of {e['own_codes_drawn']} codes), "

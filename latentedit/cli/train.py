@@ -1,5 +1,7 @@
 """`latentedit train ...`: training runs (single process, or one process per rank under torchrun)."""
 
+import dataclasses
+
 import click
 
 from latentedit.cli.options import threads_option
@@ -81,6 +83,23 @@ def _asked(given, *always):
     return {name for name in given if ctx.get_parameter_source(name) == commandline} | set(always)
 
 
+def _loss_weights(config_cls, pairs):
+    """--weight NAME=VALUE pairs -> {"w_NAME": value} for the weights config_cls has."""
+    known = sorted(f.name[2:] for f in dataclasses.fields(config_cls) if f.name.startswith("w_"))
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in known:
+            raise InputError(f"--weight {pair!r}: expected LOSS=VALUE with LOSS one of {', '.join(known)}")
+        try:
+            out[f"w_{name}"] = float(value)
+        except ValueError:
+            raise InputError(f"--weight {pair!r}: {value!r} is not a number") from None
+        if not out[f"w_{name}"] >= 0:
+            raise InputError(f"--weight {pair!r}: a weight must be >= 0")
+    return out
+
+
 def _lead():
     """True on the process that writes (rank 0; the only one without torchrun)."""
     from latentedit.train.distributed import rank
@@ -127,21 +146,26 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
               help="A boundary in the bundle (repeatable) the prior's direction is made orthogonal to "
                    "(InterfaceGAN's conditional manipulation), e.g. sunglasses for a mask prior that also "
                    "brings sunglasses.")
+@click.option("--weight", "weights", multiple=True, metavar="LOSS=VALUE",
+              help="A loss term's weight (repeatable), e.g. identity=3: class, visible, identity, attributes, realism, "
+                   "outside, template, clarity (frame glasses), offset. A new run's setting.")
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
-def offset(kind, normal, batch, distance, inverted_fraction, condition, bundle_path, out, steps, seed, snapshot, resume,
-           init_from, export_path):
+def offset(kind, normal, batch, distance, inverted_fraction, condition, weights, bundle_path, out, steps, seed, snapshot,
+           resume, init_from, export_path):
     """SD-GAN offset network for one accessory: `latentedit train offset --kind mask --out runs/NAME`."""
     from latentedit.edit.discrete import resolve_kind
     from latentedit.train.offset import OffsetConfig, OffsetTrainer
     from latentedit.train.state import run_config, train_run
 
     kind = resolve_kind(kind, normal)
+    loss_weights = _loss_weights(OffsetConfig, weights)
     source = _open_run(out, resume, steps, snapshot, bundle_path)
     given = dict(kind=kind, batch=batch, distance=distance, seed=seed, condition=list(condition), steps=steps,
                  inverted_fraction=inverted_fraction)
+    given.update(loss_weights)
     # a resumed run keeps its share of inverted codes unless the flag changes it (a fine-tune)
-    cfg = run_config(OffsetConfig, out, given, _asked(given, "kind", "steps"), resume,
+    cfg = run_config(OffsetConfig, out, given, _asked(given, "kind", "steps") | set(loss_weights), resume,
                      changes=("steps", "inverted_fraction"), what="offset-training")
     trainer = OffsetTrainer(cfg, source, out)
     figures = train_run(trainer, resume, init_from, click.echo, snapshot=snapshot)

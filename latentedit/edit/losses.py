@@ -49,6 +49,13 @@ class IdentityLoss:
         return 1 - F.cosine_similarity(e.flatten(1), target_e.flatten(1), dim=1)
 
 
+def attribute_divergence(logits_y, logits_x, heads):
+    """KL(p(x) || p(y)) of a classifier's heads (logits {head: [N, C]}), batch mean, summed over
+    `heads`: y keeps what the classifier reads on x (encoder reconstructions, accessory edits)."""
+    return sum(F.kl_div(F.log_softmax(logits_y[h], 1), F.log_softmax(logits_x[h], 1), reduction="batchmean",
+                        log_target=True) for h in heads)
+
+
 def _checked(fn, net, what):
     """fn on images resized to net's input_size (if it has one); a network that fails on images or
     returns something else than one row per image is an InputError, not a crash inside it."""

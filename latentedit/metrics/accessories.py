@@ -13,6 +13,10 @@ The reference values are the medians of the same measures on world renders of fr
 under the same labeller (`world_frame_reference`). A face passes when its clarity is at least
 half the reference and its frame share at most (1 + FRAME_TOLERANCE) times the reference; a set
 of edits holds the world's value when both medians are within FRAME_TOLERANCE of the reference.
+
+`soft_lens_clarity` is the clarity a training loss can follow: weighted means under the parser's
+probabilities instead of medians under its labels, differentiable in the image only (the weights
+are the caller's, detached, so that the image is changed rather than the parser's reading of it).
 """
 import torch
 
@@ -44,13 +48,28 @@ def frame_measures(images, labels):
     return clarity, share
 
 
+def soft_lens_clarity(images, lens_weight, skin_weight):
+    """[N] mean luminance of images [N, 3, R, R] under lens_weight [N, R, R] over that under
+    skin_weight [N, R, R] (e.g. the parser's lens and skin probabilities)."""
+    lum = _luminance(images)
+
+    def mean(weight):
+        return (lum * weight).sum((1, 2)) / weight.sum((1, 2)).clamp_min(1e-3)
+
+    return mean(lens_weight) / mean(skin_weight).clamp_min(1e-3)
+
+
+def world_frame_glasses(n=256, seed=7_000_000, resolution=64):
+    """n world renders wearing frame glasses (no other accessory): the judges' reference faces."""
+    from latentedit import world
+
+    return world.sample(n, seed=seed, resolution=resolution, p_glasses=1.0, p_sunglasses=0.0, p_mask=0.0, p_hat=0.0)
+
+
 def world_frame_reference(labeller=None, n=256, seed=7_000_000, resolution=64):
     """{"clarity", "share"}: medians over n world renders wearing frame glasses, labelled by
     `labeller` (images -> label maps; None: the renders' exact labels)."""
-    from latentedit import world
-
-    batch = world.sample(n, seed=seed, resolution=resolution, p_glasses=1.0, p_sunglasses=0.0, p_mask=0.0,
-                         p_hat=0.0)
+    batch = world_frame_glasses(n, seed, resolution)
     labels = batch.labels if labeller is None else labeller(batch.image)
     clarity, share = frame_measures(batch.image, labels)
     return {"clarity": float(clarity.nanmedian()), "share": float(share.nanmedian())}

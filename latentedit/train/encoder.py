@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from latentedit.edit.imaging import resize_antialiased
-from latentedit.edit.losses import evaluator_losses, identity_loss, perceptual_loss
+from latentedit.edit.losses import attribute_divergence, evaluator_losses, identity_loss, perceptual_loss
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.files import recorded_path
@@ -210,9 +209,7 @@ class EncoderTrainer:
             if self.perceptual is self.clf_loss:
                 out["perceptual"] = self.clf_loss.distance(f_y, f_x).mean()
             p_y = self.clf.classify(f_y)
-            kl = sum(F.kl_div(F.log_softmax(p_y[h], 1), F.log_softmax(p_x[h], 1), reduction="batchmean",
-                              log_target=True) for h in self.clf.cfg.heads)
-            out["attributes"] = kl + (p_y["regression"] - p_x["regression"]).square().sum(1).mean()
+            out["attributes"] = attribute_divergence(p_y, p_x, self.clf.cfg.heads) + (p_y["regression"] - p_x["regression"]).square().sum(1).mean()
         if self.identity is not None:
             with torch.no_grad():
                 e_x = self.identity.embed(xc)

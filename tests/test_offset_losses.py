@@ -1,0 +1,74 @@
+"""The offset trainer's loss terms and weights: the frame-glasses clarity term (its target from world
+renders, its hinge, its gradient into the offset network; absent for other kinds), the attributes
+term and its judge (`attributes_kept`: glasses keep the face's hair, a hair swap does not), and
+`latentedit train offset --weight LOSS=VALUE` (into the run's config; a bad name or value is one
+error line)."""
+import json
+
+import pytest
+import torch
+
+from latentedit.edit.discrete import KEPT_HEADS, attributes_kept
+from latentedit.edit.losses import attribute_divergence
+from latentedit.formats import DEFAULT_BUNDLE
+from latentedit.train.offset import OffsetConfig, OffsetTrainer
+
+from conftest import run
+
+torch.set_num_threads(1)
+
+
+def test_clarity_term_for_frame_glasses_only(tmp_path):
+    t = OffsetTrainer(OffsetConfig(kind="frame_glasses", batch=4), DEFAULT_BUNDLE, tmp_path / "f")
+    # the parser's soft clarity of world frame glasses: near the exact labels' 0.8, far above a band's 0.1
+    assert 0.55 <= t.clarity_target <= 1.05
+    w = t.sample_codes(4)
+    assert 0 <= float(t.losses(w)[1]["clarity"].detach()) <= t.clarity_target
+    t.clarity_target = 10.0  # out of reach: the hinge is active on every face
+    _, out = t.losses(w)
+    out["clarity"].backward()  # and reaches the offset network through G
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.net.parameters())
+    assert OffsetTrainer(OffsetConfig(kind="frame_glasses", batch=4, w_clarity=0.0), DEFAULT_BUNDLE,
+                         tmp_path / "off").clarity_target is None
+    t = OffsetTrainer(OffsetConfig(kind="mask", batch=4), DEFAULT_BUNDLE, tmp_path / "m")
+    assert t.clarity_target is None and "clarity" not in t.losses(t.sample_codes(4))[1]
+
+
+def test_attributes_kept_and_its_loss(tmp_path):
+    from latentedit.formats.evaluators import load_evaluators
+    from latentedit.world.params import sample_params
+    from latentedit.world.render import render
+
+    clf = load_evaluators(DEFAULT_BUNDLE, ["attributes"])["attributes"].eval()
+    faces = sample_params(48, seed=5, p_glasses=0, p_sunglasses=0, p_mask=0, p_hat=0)
+    other = sample_params(48, seed=6)
+    bare = render(faces, 64).image
+    with torch.no_grad():
+        assert torch.equal(attributes_kept(clf, bare, bare), torch.ones(48))
+        # the same faces with sunglasses keep their hair, beard and age (0.93 measured) ...
+        assert float(attributes_kept(clf, bare, render(faces.replace(glasses="sun"), 64).image).mean()) >= 0.85
+        # ... another face's hair changes up to two of the four heads (0.60 measured)
+        swapped = faces.replace(hair_color=other.hair_color, hair_style=other.hair_style)
+        assert float(attributes_kept(clf, bare, render(swapped, 64).image).mean()) <= 0.75
+        read = clf(bare)
+        assert float(attribute_divergence(read, read, KEPT_HEADS)) == pytest.approx(0, abs=1e-6)
+        assert float(attribute_divergence(clf(render(swapped, 64).image), read, KEPT_HEADS)) > 0.1
+    t = OffsetTrainer(OffsetConfig(kind="sunglasses", batch=4), DEFAULT_BUNDLE, tmp_path / "s")
+    _, out = t.losses(t.sample_codes(4))
+    out["attributes"].backward()  # the term reaches the offset network through G and the classifier
+    assert float(out["attributes"].detach()) >= 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.net.parameters())
+
+
+def test_weight_option(tmp_path):
+    args = ("train", "offset", "--kind", "mask", "--batch", 4, "--threads", 1, "--steps", 1, "--snapshot", 1)
+    r = run(*args, "--out", tmp_path / "run", "--weight", "identity=3", "--weight", "outside=5")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["w_identity"] == 3.0 and cfg["w_outside"] == 5.0 and cfg["w_class"] == OffsetConfig.w_class
+    for bad, says in (("idnetity=3", "LOSS one of attributes, clarity, class, identity"), ("identity", "LOSS=VALUE"),
+                      ("identity=x", "'x' is not a number"), ("identity=-1", "must be >= 0")):
+        r = run(*args, "--out", tmp_path / "bad", "--weight", bad)
+        lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+        assert r.exit_code == 2 and len(lines) == 1 and says in lines[0], r.output
+        assert not (tmp_path / "bad").exists()
