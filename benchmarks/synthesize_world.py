@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present, attributes_kept,  # noqa: E402
-                                      face_view, prior_basis, seen_in_region)
+from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present,  # noqa: E402
+                                      attributes_kept, face_view, prior_basis, seen_in_region)
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
@@ -246,7 +246,8 @@ def main():
         o, p = r["ours"], r["prior"]
         print(f"{kind}: ours success {o['success']:.3f} seen {o['seen_by_parser']:.3f} both {o['both']:.3f} identity "
               f"{o['identity']:.3f} attributes kept {o['attributes_kept']:.3f} (world "
-              f"{r['judges_on_world']['wearing']['attributes_kept']:.3f}) mse_out {o['mse_outside']:.4f} realism {o['realism']:+.3f} "
+              f"{r['judges_on_world']['wearing']['attributes_kept']:.3f}) mse_out {o['mse_outside']:.4f} "
+              f"realism {o['realism']:+.3f} "
               f"{o['edits_per_s']:.1f} edits/s | prior only (d={r['distance']}) success {p['success']:.3f} both "
               f"{p['both']:.3f} identity {p['identity']:.3f} mse_out {p['mse_outside']:.4f}", flush=True)
         if "frames" in o:

@@ -209,7 +209,8 @@ class EncoderTrainer:
             if self.perceptual is self.clf_loss:
                 out["perceptual"] = self.clf_loss.distance(f_y, f_x).mean()
             p_y = self.clf.classify(f_y)
-            out["attributes"] = attribute_divergence(p_y, p_x, self.clf.cfg.heads) + (p_y["regression"] - p_x["regression"]).square().sum(1).mean()
+            regression = (p_y["regression"] - p_x["regression"]).square().sum(1).mean()
+            out["attributes"] = attribute_divergence(p_y, p_x, self.clf.cfg.heads) + regression
         if self.identity is not None:
             with torch.no_grad():
                 e_x = self.identity.embed(xc)
