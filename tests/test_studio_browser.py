@@ -198,14 +198,19 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def page_url():
+def server():
     import torch
 
     torch.set_num_threads(1)
     httpd, url = start_server()
-    yield url
+    yield httpd, url
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def page_url(server):
+    return server[1]
 
 
 def test_slider_layers_download_and_replay(browser, page_url, tmp_path):
@@ -240,8 +245,11 @@ def test_slider_layers_download_and_replay(browser, page_url, tmp_path):
     assert data_url_bytes(after_layer) == replay_cli(text, tmp_path)
 
 
-def test_newest_wins_and_latency(browser, page_url):
+def test_newest_wins_and_latency(browser, server):
+    import statistics
+
     wd = browser
+    httpd, page_url = server
     open_page(wd, page_url)
     # a burst of 30 input events on one slider: one request goes out, the rest only mark the control
     # pending, and one more request carries the last value when the first answer is in
@@ -254,17 +262,35 @@ def test_newest_wins_and_latency(browser, page_url):
     shown = wd.execute("return window.studio.state.shownRecipe.directions")
     assert sent == 2, sent
     assert shown == [{"name": "age", "strength": 1.4, "keep": []}]
-    # latency from the input event to the image on screen (the budgets of issue 10, with margin
-    # for a loaded machine left to the medians: slider <= 300 ms, layer <= 50 ms)
+    # latency from the input event to the image on screen, medians of 10 moves
     wd.execute("window.studio.addLayer('smile')")
     wd.wait_for(IDLE, what="the layer")
-    for i in range(6):
+    first = wd.execute("return window.studio.state.detail.length")
+    for i in range(10):
         move_slider(wd, "dir-beard", 0.3 * (i + 1))
-        move_slider(wd, "layer-smile", -1.0 + 0.4 * i)
-    stats = wd.execute("return window.studio.stats()")
-    slider, layer = sorted(stats["slider"][-6:]), sorted(stats["layer"][-6:])
-    assert slider[3] <= 300, f"slider latencies {slider} ms"
-    assert layer[3] <= 50, f"layer latencies {layer} ms"
+        move_slider(wd, "layer-smile", -1.0 + 0.25 * i)
+    rows = wd.execute("return window.studio.state.detail")[first:]
+    slider = [r for r in rows if r["kind"] == "slider"]
+    layer = sorted(r["total"] for r in rows if r["kind"] == "layer")
+    total = statistics.median(r["total"] for r in slider)
+    # what the page and HTTP add to the server's time (decode, JSON, base64): ~10 ms when quiet
+    overhead = statistics.median(r["total"] - r["server"] for r in slider)
+    # the same work without the browser, in this process, right after: the machine's speed now
+    studio, recipe = httpd.RequestHandlerClass.studio, wd.execute("return window.studio.state.shownRecipe")
+    passes = []
+    for k in range(5):  # a new strength each time: the server caches stages of a seen code
+        recipe["directions"][0]["strength"] = 2.0 + 0.1 * k
+        t = time.perf_counter()
+        assert "image" in studio.render({"recipe": recipe})
+        passes.append(1000 * (time.perf_counter() - t))
+    one_pass = statistics.median(passes)
+    detail = f"slider to screen {sorted(r['total'] for r in slider)} ms, server {[r['server'] for r in slider]}, " \
+             f"one pass alone {one_pass:.0f} ms"
+    assert overhead <= 100, detail
+    # issue 10's budget (~50 ms a pass when quiet, 300 on screen); a machine slowed by other load
+    # holds the page to three passes, which a queue of stale requests would exceed
+    assert total <= max(300, 3 * one_pass), detail
+    assert layer[len(layer) // 2] <= 50, f"layer latencies {layer} ms"
 
 
 def test_bad_upload_error_is_shown_on_the_page(browser, page_url):
