@@ -167,10 +167,15 @@ def test_train_encoder_export_and_resume(world, tmp_path):
     path, G, _, faces, _ = world
     run_dir, export = tmp_path / "run", tmp_path / "export"
     args = ("train", "encoder", "--bundle", path, "--out", run_dir, "--batch", 4, "--threads", 1)
-    r = run(*args, "--steps", 2, "--export", export)
+    assert "expected LOSS=VALUE with LOSS one of" in error_line(run(*args, "--steps", 2, "--weight", "pixel=4"))
+    assert "--weight 'mse=-1': a weight must be >= 0" in error_line(run(*args, "--steps", 2, "--weight", "mse=-1"))
+    r = run(*args, "--steps", 2, "--export", export, "--weight", "mse=4", "--real-fraction", 0.75)
     assert r.exit_code == 0, r.output
     assert "step 2/2" in r.output and "exported the encoder" in r.output
-    assert json.loads((run_dir / "config.json").read_text())["batch"] == 4
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["batch"], saved["w_mse"], saved["real_fraction"], saved["w_l1"]) == (4, 4.0, 0.75, 0.5)
+    assert "5.0 conflicts with the run's saved 4.0" in error_line(run(*args, "--resume", "--steps", 3,
+                                                                      "--weight", "mse=5"))
     assert json.loads((run_dir / "state.json").read_text())["info"]["step"] == 2
     enc = read_encoder(export)
     from safetensors.torch import load_file

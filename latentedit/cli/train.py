@@ -183,16 +183,27 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, weights,
                    "package) instead of the attribute classifier's features.")
 @click.option("--arcface", type=click.Path(), default=None,
               help="Identity loss ArcFace IR-SE-50 (model_ir_se50.pth) instead of the identity embedder.")
-def encoder(batch, bundle_path, out, steps, seed, snapshot, resume, init_from, export_path, lpips, arcface):
-    """Image -> W+ encoder (pSp / e4e): `latentedit train encoder --out runs/NAME [--export BUNDLE]`."""
+@click.option("--real-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of each batch that is world renders (the rest: generated images with known codes).")
+@click.option("--weight", "weights", multiple=True, metavar="LOSS=VALUE",
+              help="A loss term's weight (repeatable), e.g. mse=4: mse, l1, perceptual, identity, attributes, "
+                   "latent, delta, w0. A new run's setting.")
+@click.option("--restyle", "restyle_steps", type=click.IntRange(0, 10), default=0, show_default=True,
+              help="N > 0: a ReStyle encoder (sees the image and its current reconstruction) trained to "
+                   "refine its codes N times per image; --init-from a one-pass encoder starts it as that one.")
+def encoder(batch, bundle_path, out, steps, seed, snapshot, resume, init_from, export_path, lpips, arcface,
+            real_fraction, weights, restyle_steps):
+    """Image -> W+ encoder (pSp / e4e, or ReStyle): `latentedit train encoder --out runs/NAME [--export BUNDLE]`."""
     from dataclasses import asdict
 
     from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
     from latentedit.train.state import run_config, train_run
 
     source = _open_run(out, resume, steps, snapshot, bundle_path)
-    given = dict(batch=batch, seed=seed, lpips=lpips, arcface=arcface, steps=steps, snapshot=snapshot)
-    cfg = run_config(EncoderTrainConfig, out, given, _asked(given, "steps", "snapshot"), resume,
+    loss_weights = _loss_weights(EncoderTrainConfig, weights)
+    given = dict(batch=batch, seed=seed, lpips=lpips, arcface=arcface, steps=steps, snapshot=snapshot,
+                 real_fraction=real_fraction, restyle_steps=restyle_steps, **loss_weights)
+    cfg = run_config(EncoderTrainConfig, out, given, _asked(given, "steps", "snapshot") | set(loss_weights), resume,
                      changes=("steps", "snapshot"), what="encoder-training")
     trainer = EncoderTrainer(cfg, source, out)
     figures = train_run(trainer, resume, init_from, click.echo)

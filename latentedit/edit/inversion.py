@@ -271,17 +271,28 @@ def load_encoder(path, G=None, generator_hash=None):
         raise InputError(f"{path}{what} has no encoder; train one with `latentedit train encoder` "
                          "or pass --encoder BUNDLE (encoder=... in Python)")
     encoder = read_encoder(path, device=G.w_avg.device if G is not None else "cpu")
+    provenance = bundle.read_manifest(path).get("provenance", {}).get("encoder", {})
+    provenance = provenance if isinstance(provenance, dict) else {}
     if G is not None:
         _check_fits(encoder, G)
-        trained_for = bundle.read_manifest(path).get("provenance", {}).get("encoder", {})
-        trained_for = trained_for.get("generator") if isinstance(trained_for, dict) else None
+        trained_for = provenance.get("generator")
         if trained_for:
             from latentedit.formats.directions import made_for
 
             if not made_for(G, trained_for, generator_hash):
                 raise InputError(f"the encoder in {path} was trained through another generator; "
                                  "train one for this generator with `latentedit train encoder`")
-    return encoder
+    if encoder.cfg.input_channels != 6:
+        return encoder
+    # a ReStyle encoder refines through G (default: the bundle's own) as often as it was trained to
+    from latentedit.formats import load_generator
+    from latentedit.formats.psp import RESTYLE_STEPS
+    from latentedit.models.restyle import ReStyle
+
+    if G is None:
+        G = load_generator(path).eval().requires_grad_(False)
+    steps = provenance.get("restyle_steps", RESTYLE_STEPS)
+    return ReStyle(encoder, G, steps=steps if isinstance(steps, int) else RESTYLE_STEPS).eval()
 
 
 def _check_fits(encoder, G):
@@ -292,25 +303,29 @@ def _check_fits(encoder, G):
 
 
 def encode_images(encoder, G, images, batch_size=32):
-    """W+ codes [N, num_ws, w_dim] of `encoder` (an `Encoder`) for images [N, 3, H, W] in [-1, 1]
-    (any square size; resized to the encoder's input resolution). Runs in eval mode without
+    """W+ codes [N, num_ws, w_dim] of `encoder` (an `Encoder` or a `ReStyle`) for images [N, 3, H, W]
+    in [-1, 1] (any square size; resized to the encoder's input resolution). Runs in eval mode without
     gradients (the encoder's training flag is restored); codes come back on G's device."""
     from latentedit.models.encoder import Encoder
+    from latentedit.models.restyle import ReStyle
 
-    if not isinstance(encoder, Encoder):
-        raise InputError(f"encode_images needs an Encoder, got {type(encoder).__name__}")
-    _check_fits(encoder, G)
+    if not isinstance(encoder, (Encoder, ReStyle)):
+        raise InputError(f"encode_images needs an Encoder or a ReStyle, got {type(encoder).__name__}")
+    _check_fits(getattr(encoder, "encoder", encoder), G)
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
         shape = list(images.shape) if torch.is_tensor(images) else type(images).__name__
         raise InputError(f"images must be a tensor [N, 3, R, R] in [-1, 1], got {shape}")
     if not torch.isfinite(images).all():
         raise InputError("images contain NaN or infinite values")
-    device = encoder.w_avg.device
+    network = getattr(encoder, "encoder", encoder)
+    device = network.w_avg.device
+    # a ReStyle resizes itself (and pools its reconstructions) at each step
+    prepare = (lambda x: x) if network is not encoder else (lambda x: resize_antialiased(x, network.cfg.resolution))
     was_training = encoder.training
     encoder.eval()
     try:
         with torch.no_grad():
-            parts = [encoder(resize_antialiased(chunk.to(device=device, dtype=torch.float32), encoder.cfg.resolution))
+            parts = [encoder(prepare(chunk.to(device=device, dtype=torch.float32)))
                      for chunk in images.split(max(int(batch_size), 1))]
     finally:
         encoder.train(was_training)
@@ -409,8 +424,9 @@ def invert(images, mode="project", G=None, evaluators=None, encoder=None, space=
     init = None
     if mode in ("encoder", "hybrid"):
         from latentedit.models.encoder import Encoder
+        from latentedit.models.restyle import ReStyle
 
-        if isinstance(encoder, Encoder):
+        if isinstance(encoder, (Encoder, ReStyle)):
             init = encode_images(encoder, G, images)
         else:
             with torch.no_grad():

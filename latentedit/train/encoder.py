@@ -1,4 +1,4 @@
-"""Training the image -> W+ encoder (pSp / e4e family) through a frozen generator.
+"""Training the image -> W+ encoder (pSp / e4e family, or ReStyle) through a frozen generator.
 
 Each step's batch is half generated images with known codes and half world renders:
 
@@ -23,6 +23,14 @@ with the input; every loss is a batch mean:
 - delta:      e4e's delta regulariser, sum_i ||delta_i||^2 (keeps W+ codes near W);
 - w0:         ||w0||^2 = squared distance of the base code to w_avg (a cheap stand-in for the
               distance to the W manifold), weighted small.
+
+ReStyle (`restyle_steps` N >= 1): the encoder takes 6 channels, the image and the current
+reconstruction, and refines its codes in N steps per batch (models/restyle.py): step 0 sees the
+average image and starts from w_avg, step t > 0 sees G(codes_{t-1}) and adds its offsets to
+codes_{t-1}. Each step's losses are backpropagated with the previous codes and image detached (the
+ReStyle paper's training), summed over the steps with weight 1 / N, one optimiser step per batch.
+A warm start from a 3-channel encoder copies it and gives the reconstruction's channels zero
+weights, so its step 0 is the source encoder.
 
 Progressive training (e4e): at step t the deltas of layers 1..progressive_start + t //
 progressive_every are active (all from the start when progressive_every is 0). All randomness of
@@ -83,6 +91,7 @@ class EncoderTrainConfig(DictConfig):
     init_from: Optional[str] = None     # bundle whose encoder the run started from (warm start)
     lpips: Optional[str] = None         # "TRUNK.pth[:vgg|alex]": LPIPS replaces the classifier's perceptual loss
     arcface: Optional[str] = None       # model_ir_se50.pth: ArcFace replaces the identity embedder
+    restyle_steps: int = 0              # 0: one pass (pSp / e4e); N: a ReStyle encoder refined N times
 
     def __post_init__(self):
         self.betas, self.truncation = tuple(self.betas), tuple(self.truncation)
@@ -99,6 +108,11 @@ class EncoderTrainConfig(DictConfig):
                 raise InputError(f"w_{name} must be >= 0")
         if self.snapshot < 1 or self.log_every < 1:
             raise InputError("snapshot and log_every must be >= 1")
+        if isinstance(self.restyle_steps, bool) or not isinstance(self.restyle_steps, int) \
+                or not 0 <= self.restyle_steps <= 10:
+            raise InputError(f"restyle_steps must be an integer in [0, 10], got {self.restyle_steps!r}")
+        if self.restyle_steps:
+            self.encoder = {**self.encoder, "input_channels": 6}
 
     @property
     def n_real(self):
@@ -131,6 +145,11 @@ class EncoderTrainer:
         with torch.no_grad():
             self.encoder.w_avg.copy_(self.G.w_avg)
         self.encoder.to(self.device).train()
+        self.restyle = None
+        if cfg.restyle_steps:
+            from latentedit.models.restyle import ReStyle
+
+            self.restyle = ReStyle(self.encoder, self.G, steps=cfg.restyle_steps)
         self.opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.gen = torch.Generator()
         self.step = 0
@@ -184,16 +203,22 @@ class EncoderTrainer:
 
     # -- losses ----------------------------------------------------------------------------------
 
-    def encode(self, x):
-        """Images [N, 3, R, R] (generator size) -> (codes, w0, deltas)."""
-        w0, deltas = self.encoder.encode(resize_antialiased(x, self.encoder.cfg.resolution))
-        return self.encoder.w_avg + w0[:, None] + deltas, w0, deltas
+    def encode(self, x, current=None, previous=None):
+        """Images [N, 3, R, R] (generator size) -> (codes, w0, deltas). ReStyle: current = the
+        reconstruction at the encoder's size, previous = the codes it came from (None: w_avg)."""
+        inputs = resize_antialiased(x, self.encoder.cfg.resolution)
+        if current is not None:
+            inputs = torch.cat([inputs, current], dim=1)
+        w0, deltas = self.encoder.encode(inputs)
+        base = self.encoder.w_avg if previous is None else previous
+        return base + w0[:, None] + deltas, w0, deltas
 
-    def losses(self, x, ws_true=None):
-        """x [N, 3, R, R]; ws_true: W+ codes of the first len(ws_true) images (or None).
-        -> (weighted total, {name: unweighted batch-mean loss})."""
+    def losses(self, x, ws_true=None, current=None, previous=None):
+        """x [N, 3, R, R]; ws_true: W+ codes of the first len(ws_true) images (or None); current /
+        previous: a ReStyle step's inputs (see encode).
+        -> (weighted total, {name: unweighted batch-mean loss}, reconstruction, codes)."""
         cfg = self.cfg
-        codes, w0, deltas = self.encode(x)
+        codes, w0, deltas = self.encode(x, current, previous)
         y = self.G.synthesis(codes, noise_mode="const", fused_modconv=False)
         out = {"mse": (y - x).square().mean(), "l1": (y - x).abs().mean()}
         xc, yc = x.clamp(-1, 1), y.clamp(-1, 1)  # the evaluators' input range
@@ -220,7 +245,27 @@ class EncoderTrainer:
         out["delta"] = deltas.square().sum((1, 2)).mean()
         out["w0"] = w0.square().sum(1).mean()
         total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
-        return total, out, y
+        return total, out, y, codes
+
+    def refine(self, x, ws_true=None, backward=False):
+        """The losses of the encoder's last pass over x (ReStyle: of its last refinement; with
+        backward, each step's losses / N are backpropagated as they come) -> (total, out, codes)."""
+        if self.restyle is None:
+            total, out, _, codes = self.losses(x, ws_true)
+            if backward:
+                total.backward()
+            return total, out, codes
+        steps = self.cfg.restyle_steps
+        with torch.no_grad():
+            current = self.restyle.average_image().expand(len(x), -1, -1, -1)
+        previous = None
+        for _ in range(steps):
+            total, out, y, codes = self.losses(x, ws_true, current, previous)
+            if backward:
+                (total / steps).backward()
+            previous = codes.detach()
+            current = torch.nn.functional.adaptive_avg_pool2d(y.detach(), self.encoder.cfg.resolution)
+        return total, out, codes
 
     def train_step(self):
         cfg = self.cfg
@@ -237,9 +282,8 @@ class EncoderTrainer:
         parts = [x_fake] if n_fake else []
         if n_real:
             parts.append(self.real(real_part.stop - real_part.start, self.step * n_real + real_part.start))
-        total, out, _ = self.losses(torch.cat(parts), ws_true)
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        total, out, _ = self.refine(torch.cat(parts), ws_true, backward=True)
         distributed.average_gradients(self.encoder)
         self.opt.step()
         distributed.broadcast_state(self.encoder, buffers_only=True)  # BatchNorm running statistics
@@ -268,7 +312,7 @@ class EncoderTrainer:
     @torch.no_grad()
     def reconstruct(self, x):
         self.encoder.eval()
-        return self.G.synthesis(self.encode(x)[0], noise_mode="const")
+        return self.G.synthesis(self.refine(x)[2], noise_mode="const")
 
     def save(self):
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,12 +330,19 @@ class EncoderTrainer:
         from latentedit.edit.inversion import load_encoder
 
         source = load_encoder(path)
+        source = getattr(source, "encoder", source)  # a ReStyle's network
         ours, theirs = self.encoder.cfg.to_dict(), source.cfg.to_dict()
-        differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+        # a 3-channel encoder warm-starts a ReStyle one: the reconstruction's channels get zero weights
+        widen = (ours["input_channels"], theirs["input_channels"]) == (6, 3)
+        differ = sorted(k for k in ours if ours[k] != theirs.get(k) and not (widen and k == "input_channels"))
         if differ:
             raise InputError(f"{path}: its encoder differs from this run's in {', '.join(differ)}")
+        weights = source.state_dict()
+        if widen:
+            stem = weights["stem.0.weight"]
+            weights["stem.0.weight"] = torch.cat([stem, torch.zeros_like(stem)], dim=1)
         with torch.no_grad():
-            self.encoder.load_state_dict(source.state_dict())
+            self.encoder.load_state_dict(weights)
             self.encoder.w_avg.copy_(self.G.w_avg)
         self.cfg = replace(self.cfg, init_from=recorded_path(path),
                            progressive_start=max(self.cfg.progressive_start, source.progressive_stage))
@@ -311,7 +362,7 @@ class EncoderTrainer:
         self.encoder.eval()
         seed = self.cfg.data_seed + 2_000_000 if seed is None else seed
         x = world.sample(n, seed=seed, resolution=self.G.img_resolution).image.to(self.device)
-        _, out, _ = self.losses(x)
+        _, out, _ = self.refine(x)
         return {k: float(v) for k, v in out.items()}
 
     def export(self, bundle, figures=None, dtype=torch.float16):
@@ -327,4 +378,6 @@ class EncoderTrainer:
         self.encoder.eval()
         provenance = {"trained_by": "latentedit.train.encoder", "steps": self.step, "config": asdict(self.cfg),
                       "generator": generator, "source_bundle": recorded_path(self.bundle)}
+        if self.restyle is not None:  # what load_encoder refines with
+            provenance["restyle_steps"] = self.cfg.restyle_steps
         return write_encoder(bundle, self.encoder, figures=figures, provenance=provenance, dtype=dtype)
