@@ -77,6 +77,23 @@ def editability(encoder, G, codes, direction, strength):
             "psnr_undone_vs_inverted": float(back.mean())}
 
 
+def compare_optimisation(args, G, x, encoder, ev, res, report):
+    """The projection and hybrid rows beside the encoder's, and how the encoder's speed and hybrid's
+    steps compare with projection."""
+    proj_codes, t = run_inversion(G, x, "project", args.steps, None, ev, args.batch, 0)
+    report("project", proj_codes, t, args.steps)
+    for f in [int(v) for v in args.fractions.split(",")]:
+        steps = max(args.steps // f, 1)
+        codes, t = run_inversion(G, x, "hybrid", steps, encoder, ev, args.batch, 0)
+        report(f"hybrid_1/{f}", codes, t, steps)
+    modes = res["modes"]
+    res["encoder_speedup_vs_project"] = modes["project"]["s_per_image"] / modes["encoder"]["s_per_image"]
+    reached = [k for k in modes if k.startswith("hybrid") and modes[k]["psnr"] >= modes["project"]["psnr"]]
+    res["hybrid_fewest_steps_reaching_project_psnr"] = min((modes[k]["steps"] for k in reached), default=None)
+    print(f"encoder {res['encoder_speedup_vs_project']:.0f}x faster than projection; hybrid reaches the projection's "
+          f"PSNR at {res['hybrid_fewest_steps_reaching_project_psnr']} of {args.steps} steps", flush=True)
+
+
 def mean_dict(d):
     return {k: float(v.float().mean()) for k, v in d.items()}
 
@@ -86,7 +103,7 @@ def main():
     ap.add_argument("--model", default="checkpoints/default", help="bundle with G, D, evaluators, encoder, offsets")
     ap.add_argument("--n", type=int, default=200, help="held-out world renders")
     ap.add_argument("--seed", type=int, default=4_000_000, help="world seed of the held-out renders")
-    ap.add_argument("--steps", type=int, default=300, help="projection steps (from w_avg)")
+    ap.add_argument("--steps", type=int, default=300, help="projection steps (from w_avg); 0: the encoder alone")
     ap.add_argument("--fractions", default="16,8,4", help="hybrid runs at steps / each of these")
     ap.add_argument("--directions", default="smile,age,hair_color_blond", help="edits for the LEC protocol")
     ap.add_argument("--strength", type=float, default=3.0)
@@ -120,18 +137,8 @@ def main():
     t0 = time.perf_counter()
     enc_codes = encode_images(encoder, G, x, batch_size=args.batch)
     report("encoder", enc_codes, time.perf_counter() - t0, 0)
-    proj_codes, t = run_inversion(G, x, "project", args.steps, None, ev, args.batch, 0)
-    report("project", proj_codes, t, args.steps)
-    for f in [int(v) for v in args.fractions.split(",")]:
-        steps = max(args.steps // f, 1)
-        codes, t = run_inversion(G, x, "hybrid", steps, encoder, ev, args.batch, 0)
-        report(f"hybrid_1/{f}", codes, t, steps)
-    modes = res["modes"]
-    res["encoder_speedup_vs_project"] = modes["project"]["s_per_image"] / modes["encoder"]["s_per_image"]
-    reached = [k for k in modes if k.startswith("hybrid") and modes[k]["psnr"] >= modes["project"]["psnr"]]
-    res["hybrid_fewest_steps_reaching_project_psnr"] = min((modes[k]["steps"] for k in reached), default=None)
-    print(f"encoder {res['encoder_speedup_vs_project']:.0f}x faster than projection; hybrid reaches the projection's "
-          f"PSNR at {res['hybrid_fewest_steps_reaching_project_psnr']} of {args.steps} steps", flush=True)
+    if args.steps:
+        compare_optimisation(args, G, x, encoder, ev, res, report)
 
     res["editability"] = {}
     for name in args.directions.split(","):

@@ -9,7 +9,8 @@ where it stopped; the training steps resume their run folders under --runs):
   assemble    G and D of --generator (fp16 as stored) + the evaluators of --old (attributes,
               identity, parser, face3d) into --out
   boundaries  `latentedit boundary train --attribute all --n 20000` (InterfaceGAN) on the new G
-  encoder     `latentedit train encoder --init-from OLD --steps 4000`, exported (fp16)
+  encoder     `latentedit train encoder --init-from OLD --steps 4000 --weight mse=4 --weight l1=1
+              --real-fraction 0.75`, exported (fp16)
   offsets     `latentedit train offset --init-from OLD`: mask 1200 steps with the prior
               conditioned on sunglasses, frame glasses 1000 with half of each batch the encoder's
               codes of world renders (so it needs the encoder first), sunglasses 1200 with the
@@ -101,9 +102,13 @@ def boundaries(args):
          "--out", folder)
 
 
+# the 2026-12-03 fine-tune's weighting: pixels 4x / 2x, three quarters of each batch world renders
+ENCODER_TRAINING = ["--weight", "mse=4", "--weight", "l1=1", "--real-fraction", 0.75]
+
+
 def encoder(args):
     if "encoder" not in _held(args.out):
-        _trained(args, "encoder", "encoder", args.encoder_steps, [])
+        _trained(args, "encoder", "encoder", args.encoder_steps, ENCODER_TRAINING)
 
 
 def offsets(args):
