@@ -110,3 +110,20 @@ def test_kept_snapshots_hold_the_ema_generator_at_their_kimg(tmp_path):
     assert all(torch.equal(kept[k], v) for k, v in at_50.items())
     latest = load_networks(tmp_path / "bundle").G.state_dict()  # moved on since
     assert any(not torch.equal(latest[k], v) for k, v in at_50.items())
+
+
+def test_collective_timeout_outlasts_a_paused_run(monkeypatch):
+    """A run paused with kill -STOP for longer than torch's 30 minutes must not time out on resume."""
+    from datetime import timedelta
+
+    from latentedit.errors import InputError
+    from latentedit.train.distributed import collective_timeout
+
+    monkeypatch.delenv("LATENTEDIT_DIST_TIMEOUT_MIN", raising=False)
+    assert collective_timeout() >= timedelta(hours=2)
+    monkeypatch.setenv("LATENTEDIT_DIST_TIMEOUT_MIN", "45")
+    assert collective_timeout() == timedelta(minutes=45)
+    for bad in ("0", "-5", "soon", "nan"):
+        monkeypatch.setenv("LATENTEDIT_DIST_TIMEOUT_MIN", bad)
+        with pytest.raises(InputError, match="LATENTEDIT_DIST_TIMEOUT_MIN"):
+            collective_timeout()

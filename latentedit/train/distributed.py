@@ -15,6 +15,25 @@ import torch.distributed as dist
 from latentedit.errors import InputError
 
 
+# How long a collective waits for the other ranks. torch's 30 minutes would end a run that was
+# paused (kill -STOP, to free the CPU for a measurement) for longer: the waiting all-reduce times out
+# on resume (seen at 33 minutes). LATENTEDIT_DIST_TIMEOUT_MIN overrides it.
+DEFAULT_TIMEOUT_MIN = 360
+
+
+def collective_timeout():
+    from datetime import timedelta
+
+    value = os.environ.get("LATENTEDIT_DIST_TIMEOUT_MIN", str(DEFAULT_TIMEOUT_MIN))
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = -1
+    if not minutes > 0:
+        raise InputError(f"LATENTEDIT_DIST_TIMEOUT_MIN must be a positive number of minutes, got {value!r}")
+    return timedelta(minutes=minutes)
+
+
 def init_distributed(backend=None):
     """(rank, world_size, device) from torchrun's environment; single process without it.
     backend: default nccl where CUDA is available, else gloo (gloo for trainers that stay on CPU)."""
@@ -22,7 +41,7 @@ def init_distributed(backend=None):
         return 0, 1, "cuda" if torch.cuda.is_available() and backend != "gloo" else "cpu"
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if not dist.is_initialized():
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=collective_timeout())
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if backend == "nccl" else "cpu"
     if backend == "nccl":
         torch.cuda.set_device(device)
