@@ -120,8 +120,11 @@ def test_synthesizer_images_and_batch_invariance(world):
     assert torch.equal(out.prior, synth.priors(G.broadcast_w(w)))
     assert (out.image - out.prior_image).abs().max() > 1e-3  # the (untrained) offset changes the image
     small = synth(w, batch_size=2)
-    for name in ("prior", "offset", "origin", "prior_image", "image"):
-        assert torch.allclose(getattr(small, name), getattr(out, name), atol=1e-5), name
+    # codes to float rounding; images through G's layers, whose oneDNN kernels sum in a batch-size
+    # dependent order: 1.2e-5 seen on a Zen 4, bound 1e-4 (an 8-bit level is 7.8e-3)
+    for name, atol in (("prior", 1e-5), ("offset", 1e-5), ("origin", 1e-4), ("prior_image", 1e-4), ("image", 1e-4)):
+        diff = float((getattr(small, name) - getattr(out, name)).abs().max())
+        assert diff <= atol, (name, diff)
     given = 0.3 * torch.randn(5, G.w_dim)
     with torch.no_grad():
         assert torch.allclose(synth(w, given).prior_image, G.synthesize(G.broadcast_w(w) + given[:, None]), atol=1e-5)

@@ -144,7 +144,7 @@ def test_encoder_training_takes_lpips_and_arcface(tmp_path, monkeypatch, lpips):
     assert t.clf is None  # neither the classifier nor the identity embedder is read
     with torch.no_grad():
         x = t.G.synthesize(t.G.sample_w(2, seed=3))
-        _, out, y = t.losses(x)
+        _, out, y, _ = t.losses(x)
         xc, yc = x.clamp(-1, 1), y.clamp(-1, 1)
         assert torch.allclose(out["perceptual"], lpips(yc, xc).mean(), rtol=1e-4)
         assert torch.allclose(out["identity"], (1 - (arcface(yc) * arcface(xc)).sum(1)).mean(), rtol=1e-4, atol=1e-6)

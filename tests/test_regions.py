@@ -187,10 +187,12 @@ def test_region_edit_by_name(G, comps, smile):
 def test_transfer_from_itself_is_the_identity_and_a_full_mask_gives_the_source(G, comps):
     w = w_of(G, 2)
     region = "mouth" if "mouth" in comps.names else "skin"
-    assert torch.allclose(rg.transfer_component(G, w, w, region, components=comps)[0], reference(G, w), atol=1e-5)
+    # to float rounding through G's layers (oneDNN's summation order differs by CPU: 1e-5 held on
+    # Intel, not on a Zen 4); an 8-bit level is 7.8e-3
+    assert torch.allclose(rg.transfer_component(G, w, w, region, components=comps)[0], reference(G, w), atol=1e-4)
     if "eyes" in comps.names:
         same, _ = rg.transfer_component(G, w, w, "left_eye", components=comps)
-        assert torch.allclose(same, reference(G, w), atol=1e-5)
+        assert torch.allclose(same, reference(G, w), atol=1e-4)
     src = w_of(G, 1, seed=7)
     full, mask = rg.transfer_component(G, w, src, torch.ones(64, 64))
     assert torch.equal(mask, torch.ones(2, 1, 64, 64))

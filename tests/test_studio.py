@@ -376,7 +376,9 @@ def test_upload_latents(server, tmp_path):
     # the start renders as the code it holds
     status, r = server.post("/api/render", {"recipe": {"start": out["start"]}})
     status, s = server.post("/api/render", {"recipe": {"start": {"seed": 7, "truncation": 0.7}}})
-    assert r["image"] == s["image"]
+    # the seed's code comes from a batch of 1, the uploaded one from a batch of 3: the mapping
+    # network's sums may round differently (they did on a Zen 4), so pixels, not PNG bytes
+    assert np.abs(pixels(png_of(r["image"])).astype(int) - pixels(png_of(s["image"])).astype(int)).max() <= 1
     bad = [("w.json&index=5", sdgan, 400, "outside the file's 3 codes"),
            ("w.txt", sdgan, 415, "wrong type"),
            ("w.json", b'{"0": [1, 2, 3]}', 400, "has 3 values, expected 512"),
