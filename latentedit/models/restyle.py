@@ -47,7 +47,10 @@ class ReStyle(nn.Module):
 
     def reconstruct(self, codes):
         """Codes [N, num_ws, w_dim] -> G's images pooled to the encoder's resolution."""
-        images = self.G.synthesis(codes, noise_mode="const")
+        return self.pool(self.G.synthesis(codes, noise_mode="const"))
+
+    def pool(self, images):
+        """G's images -> the encoder's resolution, as the next step sees them."""
         return F.adaptive_avg_pool2d(images, self.encoder.cfg.resolution)
 
     def average_image(self):

@@ -264,7 +264,7 @@ class EncoderTrainer:
             if backward:
                 (total / steps).backward()
             previous = codes.detach()
-            current = torch.nn.functional.adaptive_avg_pool2d(y.detach(), self.encoder.cfg.resolution)
+            current = self.restyle.pool(y.detach())
         return total, out, codes
 
     def train_step(self):
