@@ -4,7 +4,8 @@
 
 One step = a G step (non-saturating loss, softplus(-D(G(z)))) and a D step (softplus(D(G(z))) +
 softplus(-D(x))), no regularisation, no style mixing, Adam (lr 0.0025, betas (0, 0.99)) on both;
-batch 32, 64 px, channel_base 4096 / channel_max 256 by default (the bundled model's size). Each
+batch 32, 64 px, channel_base 4096 / channel_max 256 by default (the size of RESULTS.md's table; the
+bundled model is 2048 / 128: pass --channel-base 2048 --channel-max 128). Each
 configuration runs in its own subprocess with the same initial weights; reported: images/s
 (batch / median step time after warm-up; best step too), peak RSS, ratio to NVlabs.
 

@@ -39,7 +39,9 @@ def train():
                    "Given with --resume, changes it from there on.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
-              help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state.")
+              help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state. "
+                   "A bundle narrower than --channel-base / --channel-max is widened so that G starts "
+                   "as the same function (latentedit/train/widen.py).")
 @threads_option
 def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
         precision, bf16, lr, ema_kimg, resume, init_from):
