@@ -30,6 +30,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CURVE = ROOT / "checkpoints" / "training" / "curve.json"
 KINDS = ("frame_glasses", "sunglasses", "mask")
+MAIN_WIDTH = "2048/128"  # channel_base / channel_max of the main line; other widths plot as their own arm
+
+
+def _width(bundle_dir):
+    cfg = json.loads((Path(bundle_dir) / "bundle.json").read_text())["networks"]["G"]["config"]
+    return f"{cfg['channel_base']}/{cfg['channel_max']}"
+
+
+def _arms(points):
+    """(label suffix, marker, points) per generator width; points before widths were recorded are
+    the main line's."""
+    widths = sorted({p.get("width", MAIN_WIDTH) for p in points}, key=lambda w: w != MAIN_WIDTH)
+    return [("" if w == MAIN_WIDTH else f", {w}", "o" if w == MAIN_WIDTH else "D",
+             [p for p in points if p.get("width", MAIN_WIDTH) == w]) for w in widths]
 
 
 def load(path):
@@ -39,6 +53,7 @@ def load(path):
 def add(args):
     report = json.loads(Path(args.report).read_text())
     point = {"kimg": args.kimg, "n": report["n"], "truncation": report["truncation"], "note": args.note,
+             "width": getattr(args, "width", None) or MAIN_WIDTH,
              **{k: report.get(k) for k in ("world_fid", "kid", "precision", "recall", "kind_fid",
                                             "kind_fid_ratio_matched", "rate_gap_points", "rates_generated",
                                             "rates_prior")}}
@@ -72,26 +87,30 @@ def plot(args):
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     ax = axes[0, 0]
     colours = {"world": "C0", **{kind: f"C{i + 1}" for i, kind in enumerate(KINDS)}}
-    for n in sorted({p["n"] for p in points}):
-        pts = [p for p in points if p["n"] == n]
-        style = dict(ls="-" if n >= 10000 else ":", mfc="white" if n < 10000 else None)
-        ax.plot(*_series(pts, "world_fid"), "o", color=colours["world"], label=f"world-FID (n={n})", **style)
-        for kind in KINDS:
-            xs, ys = _series(pts, "kind_fid", kind)
-            if xs:
-                ax.plot(xs, ys, "s", ms=4, color=colours[kind], label=f"{kind} FID (n={n})", **style)
+    for suffix, marker, arm in _arms(points):
+        for n in sorted({p["n"] for p in arm}):
+            pts = [p for p in arm if p["n"] == n]
+            style = dict(ls="-" if n >= 10000 else ":", mfc="white" if n < 10000 else None)
+            ax.plot(*_series(pts, "world_fid"), marker, color=colours["world"], label=f"world-FID (n={n}{suffix})", **style)
+            for kind in KINDS:
+                xs, ys = _series(pts, "kind_fid", kind)
+                if xs:
+                    ax.plot(xs, ys, "s" if marker == "o" else marker, ms=4, color=colours[kind],
+                            label=f"{kind} FID (n={n}{suffix})", **style)
     ax.axhline(5, color="grey", lw=0.8, ls=":", label="target 5")
     ax.set(xlabel="kimg", ylabel="FID (attribute-classifier features)", title="FID vs world renders")
     ax.legend(fontsize=7)
     ax = axes[0, 1]
-    for key, target in (("precision", 0.70), ("recall", 0.40)):
-        line, = ax.plot(*_series(points, key), "o-", label=key)
-        ax.axhline(target, color=line.get_color(), lw=0.8, ls=":", label=f"{key} target {target}")
+    for i, (key, target) in enumerate((("precision", 0.70), ("recall", 0.40))):
+        for suffix, marker, arm in _arms(points):
+            ax.plot(*_series(arm, key), f"{marker}-", color=f"C{i}", label=key + suffix)
+        ax.axhline(target, color=f"C{i}", lw=0.8, ls=":", label=f"{key} target {target}")
     ax.set(xlabel="kimg", ylim=(0, 1), title="precision / recall")
     ax.legend(fontsize=7)
     ax = axes[1, 0]
-    for kind in KINDS:
-        ax.plot(*_series(points, "rate_gap_points", kind), "o-", label=kind)
+    for i, kind in enumerate(KINDS):
+        for suffix, marker, arm in _arms(points):
+            ax.plot(*_series(arm, "rate_gap_points", kind), f"{marker}-", color=f"C{i}", label=kind + suffix)
     for bound in (-3, 3):
         ax.axhline(bound, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="kimg", ylabel="generated - world prior (points)", title="accessory rates (bar: within 3 points)")
@@ -186,7 +205,7 @@ def snapshot(args):
         fid = json.loads(report.read_text())["world_fid"]
         print(f"{source}: {exact_kimg:g} kimg, world-FID {fid:.2f}")
         add(argparse.Namespace(report=report, kimg=float(round(exact_kimg)), curve=args.curve,
-                               note=args.note or "fp16 snapshot"))
+                               note=args.note or "fp16 snapshot", width=_width(source)))
         report.unlink()
         evaluated.append((fid, exact_kimg, fresh))
     fid, exact_kimg, best = min(evaluated, key=lambda e: e[0])
@@ -220,6 +239,7 @@ def main():
     a.add_argument("--report", required=True)
     a.add_argument("--kimg", type=float, required=True)
     a.add_argument("--note", default="")
+    a.add_argument("--width", default=MAIN_WIDTH, help="the generator's channel_base/channel_max (its arm on the plot)")
     p = sub.add_parser("plot")
     p.add_argument("--log", default=None, help="a run's log.jsonl (losses and img/s per snapshot)")
     p.add_argument("--out", default="docs/training_curves.png")
