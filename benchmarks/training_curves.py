@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CURVE = ROOT / "checkpoints" / "training" / "curve.json"
 KINDS = ("frame_glasses", "sunglasses", "mask")
-MAIN_WIDTH = "2048/128"  # channel_base / channel_max of the main line; other widths plot as their own arm
+MAIN_WIDTH = "2048/128"  # channel_base / channel_max of the curve's first points (before widths were recorded)
 
 
 def _width(bundle_dir):
@@ -239,7 +239,7 @@ def main():
     a.add_argument("--report", required=True)
     a.add_argument("--kimg", type=float, required=True)
     a.add_argument("--note", default="")
-    a.add_argument("--width", default=MAIN_WIDTH, help="the generator's channel_base/channel_max (its arm on the plot)")
+    a.add_argument("--width", default=MAIN_WIDTH, help="the generator's channel_base/channel_max: each width is its own arm on the plot")
     p = sub.add_parser("plot")
     p.add_argument("--log", default=None, help="a run's log.jsonl (losses and img/s per snapshot)")
     p.add_argument("--out", default="docs/training_curves.png")

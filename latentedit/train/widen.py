@@ -56,7 +56,7 @@ def widen_into(trained, target, mbstd_channels=0):
     state = {}
     for name, tensor in fresh.items():
         if name not in trained:
-            state[name] = tensor  # derived buffers (filters, noise constants) the network rebuilds
+            state[name] = tensor  # derived buffers (resample filters) the network builds itself
             continue
         tail = mbstd_channels if name == "b4.conv.weight" else 0
         state[name] = _widened(name, trained[name], tensor, tail)
