@@ -23,7 +23,7 @@ from latentedit.models.config import DictConfig, is_count, is_real
 from latentedit.models.discriminator import Discriminator
 from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 from latentedit.train.state import load_state, save_state
-from latentedit.train.widen import widen_into
+from latentedit.train.widen import is_widening, widen_into
 from latentedit.runtime import seeded
 
 
@@ -78,18 +78,6 @@ class GANConfig(DictConfig):
     def discriminator_config(self):
         return DiscriminatorConfig(resolution=self.resolution, channel_base=self.channel_base,
                                    channel_max=self.channel_max)
-
-
-def _widths(net_cfg):
-    return net_cfg.channel_base, net_cfg.channel_max
-
-
-def _check_only_widths_differ(trained, wanted, path):
-    others = {k: (v, getattr(wanted, k)) for k, v in asdict(trained).items()
-              if k not in ("channel_base", "channel_max") and getattr(wanted, k) != v}
-    if others:
-        raise InputError(f"{path}: can only warm-start a wider network (channel_base / channel_max); "
-                         f"differs in {', '.join(f'{k} {a} vs {b}' for k, (a, b) in others.items())}")
 
 
 def _lazy_ratio(interval):
@@ -289,13 +277,12 @@ class GANTrainer:
         nets = load_networks(path)
         if nets.G is None or nets.D is None:
             raise InputError(f"{path}: needs both a generator and a discriminator to continue training")
-        if _widths(nets.G.cfg) == _widths(self.G.cfg) and _widths(nets.D.cfg) == _widths(self.D.cfg):
+        widening = [is_widening(nets.G.cfg, self.G.cfg, path), is_widening(nets.D.cfg, self.D.cfg, path)]
+        if not any(widening):
             for target in (self.G, self.G_ema):
                 load_weights(target, nets.G.state_dict(), f"{path} [G]")
             load_weights(self.D, nets.D.state_dict(), f"{path} [D]")
         else:  # a capacity increase: the trained networks widened into this run's channel counts
-            _check_only_widths_differ(nets.G.cfg, self.G.cfg, path)
-            _check_only_widths_differ(nets.D.cfg, self.D.cfg, path)
             # The new channels keep this run's fresh initialisation (seeded as every run's is).
             widen_into(strip_derived(nets.G.state_dict()), self.G)
             widen_into(strip_derived(nets.D.state_dict()), self.D, self.D.cfg.mbstd_num_channels)

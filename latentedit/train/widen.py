@@ -15,10 +15,26 @@ minibatch-standard-deviation feature, which averages over every channel, new one
 input of the last conv moves, so D's logits shift slightly until training adapts.
 """
 import math
+from dataclasses import asdict
 
 import torch
 
 from latentedit.errors import InputError
+
+WIDTHS = ("channel_base", "channel_max")
+
+
+def is_widening(trained_cfg, wanted_cfg, what):
+    """Whether a network of trained_cfg goes into wanted_cfg by widening (False: the same widths);
+    InputError when the widths change along with anything else."""
+    if all(getattr(trained_cfg, k) == getattr(wanted_cfg, k) for k in WIDTHS):
+        return False
+    others = {k: (v, getattr(wanted_cfg, k)) for k, v in asdict(trained_cfg).items()
+              if k not in WIDTHS and getattr(wanted_cfg, k) != v}
+    if others:
+        raise InputError(f"{what}: can only warm-start a wider network (channel_base / channel_max); "
+                         f"differs in {', '.join(f'{k} {a} vs {b}' for k, (a, b) in others.items())}")
+    return True
 
 
 def _widened(name, old, fresh, moved_tail=0):
