@@ -2,7 +2,7 @@
 "hybrid")` (encoder from the model bundle, from another bundle, or missing), `latentedit invert
 --mode encoder | hybrid`, `latentedit train encoder` (train, export, resume) and `--input` on
 `synthesize` and `edit`. Runs on a copy of the bundled default with an untrained small encoder
-(w_avg from G) and an untrained small mask offset network (as in test_discrete.py)."""
+(w_avg from G) and an untrained small mask offset network (as in sdgan_world.py)."""
 import json
 import shutil
 
@@ -24,7 +24,8 @@ from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.models.stylegan2 import Generator, GeneratorConfig
 from latentedit.world.templates import accessory_template
 
-from test_discrete import error_line, run, small_net
+from conftest import run
+from sdgan_world import error_line, small_net
 
 torch.set_num_threads(1)
 
