@@ -1,6 +1,6 @@
 """The SD-GAN test world shared by test_discrete.py, test_offset_training.py and others: a copy of the
 bundled default whose trained offset networks are replaced by untrained small ones for "mask" and
-"frame_glasses", plus the helpers both files read results with."""
+"frame_glasses", plus the helpers those tests share (one error line, signed distance to a boundary)."""
 import json
 import shutil
 from dataclasses import asdict
