@@ -359,7 +359,7 @@ def test_bad_image_uploads(server):
 
 
 # ---------------------------------------------------------------------------------------------
-# Masks, latents, recipes
+# Masks and latent downloads
 
 
 def test_masks(server):
