@@ -53,7 +53,7 @@ def load(path):
 def add(args):
     report = json.loads(Path(args.report).read_text())
     point = {"kimg": args.kimg, "n": report["n"], "truncation": report["truncation"], "note": args.note,
-             "width": getattr(args, "width", None) or MAIN_WIDTH,
+             "width": args.width,
              **{k: report.get(k) for k in ("world_fid", "kid", "precision", "recall", "kind_fid",
                                             "kind_fid_ratio_matched", "rate_gap_points", "rates_generated",
                                             "rates_prior")}}

@@ -43,3 +43,10 @@ def run(*args):
     from latentedit.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_line(r):
+    """The one `error:` line of a CLI result that exited 2 (asserts both)."""
+    lines = [line for line in r.output.strip().splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    return lines[0]

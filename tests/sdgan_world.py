@@ -1,7 +1,7 @@
 """The SD-GAN test world of test_discrete.py and test_offset_training.py (the `world` fixture: a copy
 of the bundled default whose trained offset networks are replaced by untrained small ones for "mask"
-and "frame_glasses") and its helpers: error_line, signed_distance, and copy_without_offsets /
-small_net, which the studio's accessory fixture and test_encoder_cli.py build their bundles with."""
+and "frame_glasses") and its helpers: signed_distance, and copy_without_offsets / small_net,
+which the studio's accessory fixture and test_encoder_cli.py build their bundles with."""
 import json
 import shutil
 from dataclasses import asdict
@@ -16,12 +16,6 @@ from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.world.templates import accessory_template
 
 KINDS = ("mask", "frame_glasses")
-
-
-def error_line(r):
-    lines = [line for line in r.output.strip().splitlines() if line.startswith("error:")]
-    assert r.exit_code == 2 and len(lines) == 1, r.output
-    return lines[0]
 
 
 def copy_without_offsets(src, dst):

@@ -20,8 +20,8 @@ from latentedit.formats.latents import read_latents, read_priors
 from latentedit.formats.sdgan import read_offset_network, read_template, write_offset_network
 from latentedit.world.templates import accessory_template
 
-from conftest import run
-from sdgan_world import error_line, signed_distance, world  # noqa: F401 (world: a fixture)
+from conftest import error_line, run
+from sdgan_world import signed_distance, world  # noqa: F401 (world: a fixture)
 
 torch.set_num_threads(1)
 

@@ -24,8 +24,8 @@ from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.models.stylegan2 import Generator, GeneratorConfig
 from latentedit.world.templates import accessory_template
 
-from conftest import run
-from sdgan_world import error_line, small_net
+from conftest import error_line, run
+from sdgan_world import small_net
 
 torch.set_num_threads(1)
 

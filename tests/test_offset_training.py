@@ -16,8 +16,8 @@ from latentedit.formats.sdgan import read_offset_network, write_offset_network
 from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.world.templates import accessory_template
 
-from conftest import run
-from sdgan_world import copy_without_offsets, error_line, signed_distance, world  # noqa: F401 (world: a fixture)
+from conftest import error_line, run
+from sdgan_world import copy_without_offsets, signed_distance, world  # noqa: F401 (world: a fixture)
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import latentedit as le
-from conftest import TINY, randomize, run
+from conftest import TINY, error_line, randomize, run
 from latentedit.cli import main
 from latentedit.edit.sdgan import SDGANSynthesizer, mean_latent
 from latentedit.errors import FormatError, InputError
@@ -303,8 +303,7 @@ def test_bf16_precision(release, tmp_path):
     assert json.loads((out / "run.json").read_text())["precision"] == "bf16"
     assert json.loads((out / "manifest.json").read_text())["settings"]["precision"] == "bf16"
     r = run("synthesize", "--kind", "mask", "--n", 1, "--precision", "bf16", "--out", tmp_path / "ours")
-    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 2 and len(lines) == 1 and "--precision" in lines[0], r.output
+    assert "--precision" in error_line(r), r.output
 
 
 def test_truncation_and_mean_latent_settings(release):
@@ -335,14 +334,13 @@ def test_truncation_and_mean_latent_settings(release):
 
 def test_prior_needs_an_interface_file(release, tmp_path):
     r = run("synthesize", "--model", release / "sdgan", "--kind", "mask", "--n", 2, "--out", tmp_path / "o")
-    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 2 and len(lines) == 1 and "interface file" in lines[0], r.output
+    assert "interface file" in error_line(r), r.output
     assert not (tmp_path / "o" / "predict_images").exists()
     # An interface file for sampled codes: the count error says where the codes came from.
     r = run("synthesize", "--model", release / "sdgan", "--kind", "mask", "--interface-file",
             release / "data" / "glasses_interfacegan_test_1000.json", "--out", tmp_path / "o")
-    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 2 and len(lines) == 1 and "sampled: --n 16" in lines[0] and "--w-file" in lines[0], r.output
+    line = error_line(r)
+    assert "sampled: --n 16" in line and "--w-file" in line, r.output
 
 
 def test_boundary_prior_and_default_output(release, tmp_path):
@@ -381,8 +379,7 @@ def test_convert_errors_are_one_line(release, tmp_path, args, message):
     full = ["--unsup3d", release / "checkpoint030.pth", "--sdgan-templates", release / "templates"] if args else \
         ["--unsup3d", release / "checkpoint030.pth"]
     r = run("convert", release / "network-snapshot-020180.pt", tmp_path / "b", *full, *args)
-    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
+    assert message in error_line(r), r.output
 
 
 @pytest.mark.parametrize("case, message", [
@@ -410,8 +407,7 @@ def test_convert_checks_every_part_before_writing(release, tmp_path, case, messa
     r = run("convert", release / "network-snapshot-020180.pt", dst, "--unsup3d", release / "checkpoint030.pth",
             *[a for kind, f in fusions.items() for a in ("--sdgan-fusion", f"{kind}={f}")],
             "--sdgan-templates", templates)
-    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
+    assert message in error_line(r), r.output
     assert not dst.exists()
 
 
