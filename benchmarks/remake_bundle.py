@@ -16,7 +16,9 @@ where it stopped; the training steps resume their run folders under --runs):
               codes of world renders (so it needs the encoder first), sunglasses 1200 with the
               identity loss at 3x; each exported (fp16);
               with --parallel the three train at once, one single-thread process each
-  measure     benchmarks/synthesize_world.py (--n 1000) and benchmarks/encoder_world.py (--n 200),
+  measure     benchmarks/synthesize_world.py (--n 1000, at d = 3 only: the prior's training distance)
+              and benchmarks/encoder_world.py (--n 200, the encoder's rows only: projection's 300
+              steps per render took longer than the remake),
               reports as JSON under --runs, and the bundle's picture sheets (--sheets)
 The condition and inverted fraction are the 300 kimg remake's choices, the step counts the 940 kimg
 remake's (500-600 warm steps left identity at 0.59-0.80 there), the sunglasses identity weight the
@@ -128,10 +130,10 @@ def measure(args):
     synth, enc = runs / "synthesize_world.json", runs / "encoder_world.json"
     sheets = Path(args.sheets).resolve() if args.sheets else runs  # the commands run in ROOT
     if not synth.exists():
-        _run([sys.executable, "benchmarks/synthesize_world.py", "--model", args.out, "--n", 1000,
+        _run([sys.executable, "benchmarks/synthesize_world.py", "--model", args.out, "--n", 1000, "--distances", 3,
               "--threads", args.threads, "--json", synth], args.threads)
     if not enc.exists():
-        _run([sys.executable, "benchmarks/encoder_world.py", "--model", args.out, "--n", 200, "--steps", 300,
+        _run([sys.executable, "benchmarks/encoder_world.py", "--model", args.out, "--n", 200, "--steps", 0,
               "--threads", args.threads, "--json", enc, "--sheet", sheets / "encoder_samples.png"], args.threads)
     if not (sheets / "synthesize_samples.png").exists():
         synthesis_sheet(ROOT / args.out, sheets / "synthesize_samples.png")
