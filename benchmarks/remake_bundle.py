@@ -130,8 +130,8 @@ def measure(args):
     synth, enc = runs / "synthesize_world.json", runs / "encoder_world.json"
     sheets = Path(args.sheets).resolve() if args.sheets else runs  # the commands run in ROOT
     if not synth.exists():
-        _run([sys.executable, "benchmarks/synthesize_world.py", "--model", args.out, "--n", 1000, "--distances", 3,
-              "--threads", args.threads, "--json", synth], args.threads)
+        _run([sys.executable, "benchmarks/synthesize_world.py", "--model", args.out, "--n", 1000,
+              "--distances", 3, "--threads", args.threads, "--json", synth], args.threads)
     if not enc.exists():
         _run([sys.executable, "benchmarks/encoder_world.py", "--model", args.out, "--n", 200, "--steps", 0,
               "--threads", args.threads, "--json", enc, "--sheet", sheets / "encoder_samples.png"], args.threads)
