@@ -39,7 +39,8 @@ from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.edit.imaging import network_input  # noqa: E402
-from latentedit.metrics.accessories import frame_measures, frames_pass, world_frame_reference  # noqa: E402
+from latentedit.metrics.accessories import (frame_measures, frames_pass, see_through_error,  # noqa: E402
+                                            world_frame_reference)
 from latentedit.metrics.fid import fid  # noqa: E402
 from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
 from latentedit.metrics.image import identity_similarity  # noqa: E402
@@ -87,11 +88,13 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
            "realism": (D(y) - D(x)).flatten()}
     if kind == "frame_glasses":  # the third judge: thin frames around clear lenses, not a dark band
         clarity, share = frame_measures(y, labels)
+        see_through = see_through_error(y, x, labels)  # the lenses show the origin behind them
         ref = frame_reference(ev, y.shape[-1])
-        frames = frames_pass(clarity, share, ref)
+        frames = frames_pass(clarity, share, ref, see_through)
         out.update(frames=frames.float(), all_judges=(success & seen & frames).float(),
                    lens_clarity_ratio=clarity.nan_to_num(0) / ref["clarity"],
-                   frame_share_ratio=share.nan_to_num(1) / ref["share"])
+                   frame_share_ratio=share.nan_to_num(1) / ref["share"],
+                   see_through=see_through.nan_to_num(1))
     return out
 
 
@@ -109,14 +112,13 @@ def judges_on_world(kind, ev, D, resolution, n=200, seed=9_100_000):
     an edit that changes nothing but the accessory would reach."""
     from latentedit import world
 
-    out, faces = {}, {}
-    for name, wear in (("wearing", WEARING[kind]), ("bare", {})):
-        faces[name] = x = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **wear}).image
-        judged = measure(x, x, kind, ev, D)
-        out[name] = {k: float(judged[k].mean()) for k in ("success", "seen_by_parser", "frames", "all_judges", "both")
-                     if k in judged}
-    # the world's own edit: from the bare faces to the same faces wearing the kind
-    out["wearing"]["attributes_kept"] = float(attributes_kept(ev["attributes"], faces["bare"], faces["wearing"]).mean())
+    faces = {name: world.sample(n, seed=seed, resolution=resolution, **{**BARE, **wear}).image
+             for name, wear in (("wearing", WEARING[kind]), ("bare", {}))}
+    out, keys = {}, ("success", "seen_by_parser", "frames", "all_judges", "both")
+    # "wearing" is the world's own edit, from the bare faces to the same faces wearing the kind
+    for name, extra in (("wearing", ("attributes_kept",)), ("bare", ())):
+        judged = measure(faces["bare"], faces[name], kind, ev, D)
+        out[name] = {k: float(judged[k].mean()) for k in keys + extra if k in judged}
     return out
 
 
@@ -252,8 +254,9 @@ def main():
               f"{p['both']:.3f} identity {p['identity']:.3f} mse_out {p['mse_outside']:.4f}", flush=True)
         if "frames" in o:
             print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
-                  f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world | prior only "
-                  f"pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x", flush=True)
+                  f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world, see-through "
+                  f"{o['see_through']:.3f} | prior only pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x "
+                  f"see-through {p['see_through']:.3f}", flush=True)
         print("  judges on 200 world renders wearing it / the same faces bare: " + ", ".join(
             f"{k} {v:.3f} / {r['judges_on_world']['bare'][k]:.3f}" for k, v in r["judges_on_world"]["wearing"].items()
             if k in r["judges_on_world"]["bare"]), flush=True)

@@ -1,12 +1,13 @@
 """The frame-glasses judge (metrics/accessories.py): world renders of frame glasses pass it, a dark
-band across the eyes and sunglasses fail it, on the world's exact label maps; its soft clarity (the
-offset trainer's loss) tells the same apart and moves only the image."""
+band across the eyes and sunglasses fail it, on the world's exact label maps; so do bright lenses
+with something else painted in them once the judge knows the face behind the glasses (see-through
+error); its soft clarity (the offset trainer's loss) tells the same apart and moves only the image."""
 import pytest
 import torch
 
 from latentedit import world
-from latentedit.metrics.accessories import (frame_measures, frames_hold_world, frames_pass, soft_lens_clarity,
-                                            world_frame_reference)
+from latentedit.metrics.accessories import (SEE_THROUGH_MAX, frame_measures, frames_hold_world, frames_pass,
+                                            see_through_error, soft_lens_clarity, world_frame_reference)
 from latentedit.world.params import LABEL_ID
 
 torch.set_num_threads(1)
@@ -64,3 +65,31 @@ def test_soft_clarity_tells_clear_lenses_from_a_band():
     soft_lens_clarity(image, weight["lens"][:4], weight["skin"][:4]).sum().backward()
     touched = image.grad.abs().sum(1) > 0
     assert touched.any() and not (touched & (weight["lens"][:4] + weight["skin"][:4] == 0)).any()
+
+
+def _with_and_without_glasses(n=48, seed=11):
+    """World faces wearing frame glasses only, and the same faces bare."""
+    return [world.sample(n, seed=seed, glasses=g, mask=0, hat=0) for g in ("frame", "none")]
+
+
+def test_see_through_tells_clear_lenses_from_painted_ones(reference):
+    """The world's own glasses show the bare face behind the lenses (error ~0); lenses painted a
+    bright flat colour (clear by luminance: clarity alone passes them) or dark fail it."""
+    worn, bare = _with_and_without_glasses()
+    lens = worn.labels == LABEL_ID["lens"]
+    assert lens.flatten(1).any(1).all()
+    err = see_through_error(worn.image, bare.image, worn.labels)
+    assert float(err.max()) <= SEE_THROUGH_MAX / 5
+    clarity, share = frame_measures(worn.image, worn.labels)
+    assert frames_pass(clarity, share, reference, err).float().mean() >= 0.9
+    for fill in (0.9, -0.9):  # bright, as the 2026-12-03 edits' lenses; dark, as a band's
+        painted = torch.where(lens[:, None], torch.full_like(worn.image, fill), worn.image)
+        err = see_through_error(painted, bare.image, worn.labels)
+        clarity, share = frame_measures(painted, worn.labels)
+        if fill > 0:
+            assert frames_pass(clarity, share, reference).float().mean() >= 0.9  # what clarity alone says
+        assert frames_pass(clarity, share, reference, err).float().mean() <= 0.1
+    # a face without lens pixels has no see-through error, and fails
+    err = see_through_error(bare.image, bare.image, bare.labels)
+    assert torch.isnan(err).all()
+    assert not frames_pass(torch.ones(len(err)), torch.zeros(len(err)), reference, err).any()

@@ -34,6 +34,20 @@ def test_clarity_term_for_frame_glasses_only(tmp_path):
     assert t.clarity_target is None and "clarity" not in t.losses(t.sample_codes(4))[1]
 
 
+def test_see_through_term_for_frame_glasses_only(tmp_path):
+    """The lenses-show-the-face term: an L1 distance in [0, 1] units that reaches the offset network
+    through G; absent for masks and when its weight is 0."""
+    t = OffsetTrainer(OffsetConfig(kind="frame_glasses", batch=4), DEFAULT_BUNDLE, tmp_path / "f")
+    _, out = t.losses(t.sample_codes(4))
+    assert 0 <= float(out["see_through"].detach()) <= 1
+    out["see_through"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.net.parameters())
+    off = OffsetTrainer(OffsetConfig(kind="frame_glasses", batch=4, w_see_through=0.0), DEFAULT_BUNDLE, tmp_path / "o")
+    assert "see_through" not in off.losses(off.sample_codes(4))[1]
+    t = OffsetTrainer(OffsetConfig(kind="mask", batch=4), DEFAULT_BUNDLE, tmp_path / "m")
+    assert "see_through" not in t.losses(t.sample_codes(4))[1]
+
+
 def test_attributes_kept_and_its_loss(tmp_path):
     from latentedit.formats.evaluators import load_evaluators
     from latentedit.world.params import sample_params

@@ -150,7 +150,7 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
                    "brings sunglasses.")
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=VALUE",
               help="A loss term's weight (repeatable), e.g. identity=3: class, visible, identity, attributes, "
-                   "realism, outside, template, clarity (frame glasses), offset. A new run's setting.")
+                   "realism, outside, template, clarity and see_through (frame glasses), offset. A new run's setting.")
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
 def offset(kind, normal, batch, distance, inverted_fraction, condition, weights, bundle_path, out, steps, seed, snapshot,

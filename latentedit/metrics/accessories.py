@@ -8,11 +8,18 @@ map (the parser's on generated images; exact labels on world renders):
 - lens clarity: median luminance of the pixels labelled lens over that of the pixels labelled
   skin. World frame glasses: about 0.8 (the lens tint); sunglasses and dark bands: 0.1-0.3.
 - frame share: frame pixels / (frame + lens pixels). A band labelled frame throughout goes to 1.
+- see-through error (when the face without the glasses is known: an edit's origin, or the same
+  world face rendered bare): median over the lens pixels of |image - CLEAR_LENS_TINT x bare|
+  (mean over RGB, [0, 1] units). A clear lens shows the face behind it, tinted: world renders
+  score 0 under exact labels and under the parser's. Clarity alone passed lenses brighter than the
+  skin with large painted eyes in them (2026-12-03: edits' median 0.17, a dark band's 0.30); an
+  edit that keeps what is behind the lenses scores about what it changes on the skin (0.03-0.05).
 
-The reference values are the medians of the same measures on world renders of frame glasses
+The reference values are the medians of clarity and share on world renders of frame glasses
 under the same labeller (`world_frame_reference`). A face passes when its clarity is at least
-half the reference and its frame share at most (1 + FRAME_TOLERANCE) times the reference; a set
-of edits holds the world's value when both medians are within FRAME_TOLERANCE of the reference.
+half the reference, its frame share at most (1 + FRAME_TOLERANCE) times the reference and, where
+the bare face is known, its see-through error at most SEE_THROUGH_MAX; a set of edits holds the
+world's value when both medians are within FRAME_TOLERANCE of the reference.
 
 `soft_lens_clarity` is the clarity a training loss can follow: weighted means under the parser's
 probabilities instead of medians under its labels, differentiable in the image only (the weights
@@ -21,14 +28,22 @@ are the caller's, detached, so that the image is changed rather than the parser'
 import torch
 
 from latentedit.world.params import LABEL_ID
+from latentedit.world.render import CLEAR_LENS_TINT
 
 FRAME_TOLERANCE = 0.25
+# twice what edits change on the skin around the glasses (median 0.05), a third of a dark band's 0.30
+SEE_THROUGH_MAX = 0.1
 _LUMA = (0.299, 0.587, 0.114)
+
+
+def _unit(images):
+    """Images in [-1, 1] -> [0, 1] (clamped, fp32)."""
+    return (images.float().clamp(-1, 1) + 1) / 2
 
 
 def _luminance(images):
     """[N, 3, R, R] in [-1, 1] -> [N, R, R] in [0, 1]."""
-    x = (images.float().clamp(-1, 1) + 1) / 2
+    x = _unit(images)
     return sum(c * x[:, i] for i, c in enumerate(_LUMA))
 
 
@@ -46,6 +61,22 @@ def frame_measures(images, labels):
         if n_lens and skin[i].any():
             clarity[i] = lum[i][lens[i]].median() / lum[i][skin[i]].median().clamp_min(1e-3)
     return clarity, share
+
+
+def see_through_map(images, bare):
+    """[N, R, R]: per pixel, mean over RGB of |image - CLEAR_LENS_TINT x bare| in [0, 1] units: how far
+    a pixel of images [N, 3, R, R] is from a clear lens over the same pixel of bare [N, 3, R, R]."""
+    tint = torch.tensor(CLEAR_LENS_TINT, device=images.device)[:, None, None]
+    return (_unit(images) - tint * _unit(bare)).abs().mean(1)
+
+
+def see_through_error(images, bare, labels):
+    """[N] median `see_through_map` over each face's pixels labelled lens in labels [N, R, R]; NaN
+    where a face has no lens pixels."""
+    err = see_through_map(images, bare)
+    lens = labels == LABEL_ID["lens"]
+    return torch.stack([err[i][lens[i]].median() if lens[i].any() else err.new_tensor(float("nan"))
+                        for i in range(len(err))])
 
 
 def soft_lens_clarity(images, lens_weight, skin_weight):
@@ -75,11 +106,14 @@ def world_frame_reference(labeller=None, n=256, seed=7_000_000, resolution=64):
     return {"clarity": float(clarity.nanmedian()), "share": float(share.nanmedian())}
 
 
-def frames_pass(clarity, share, reference):
-    """[N] bool: each face's lenses are clear (clarity >= half the reference) and its glasses are
-    not frame throughout (share <= (1 + FRAME_TOLERANCE) x reference). NaN fails."""
+def frames_pass(clarity, share, reference, see_through=None):
+    """[N] bool: each face's lenses are clear (clarity >= half the reference), its glasses are not
+    frame throughout (share <= (1 + FRAME_TOLERANCE) x reference) and, with `see_through_error`
+    given, its lenses show the face behind them (<= SEE_THROUGH_MAX). NaN fails."""
     clear = clarity >= 0.5 * reference["clarity"]
     thin = share <= (1 + FRAME_TOLERANCE) * reference["share"]
+    if see_through is not None:
+        clear = clear & (see_through <= SEE_THROUGH_MAX)
     return clear & thin  # comparisons with NaN are False
 
 

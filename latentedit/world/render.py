@@ -23,6 +23,7 @@ from latentedit.world.params import LABEL_ID, SHAPE_NAMES, FaceParams
 CAM_DIST, CAM_Y, TAN_HALF_FOV = 6.0, -0.15, 0.253
 MARCH_ROUNDS, STEPS_PER_ROUND, MARCH_GAIN, MAX_STEP = 4, 4, 0.9, 0.1
 FEATURE_HEIGHT, BISECT_STEPS, MIN_STEP = 0.3, 4, 0.02
+CLEAR_LENS_TINT = (0.86, 0.9, 0.95)  # RGB factor of a clear lens on the surface behind it
 _SPACING = SHAPE_NAMES.index("eye_spacing")
 _GLASSES_HULL = torch.tensor([(sx * 0.64, y, 1.03) for sx in (-1, 1) for y in (-0.12, 0.27)]
                              + [(sx * 0.9, 0.06, -0.12) for sx in (-1, 1)])
@@ -445,7 +446,7 @@ def _glasses(fr, p, sid, pix, o, v, rot, rays, hw):
     normal = torch.stack(_rotate(rot[sid], *nrm[keep].unbind(1)), 1)
     clear = (kind == 2) & ~sun
     albedo = torch.where((kind == 1)[:, None], p.glasses_color[sid], p.lens_color[sid])
-    albedo = torch.where(clear[:, None], fr.albedo[pix] * torch.tensor([0.86, 0.9, 0.95]), albedo)
+    albedo = torch.where(clear[:, None], fr.albedo[pix] * torch.tensor(CLEAR_LENS_TINT), albedo)
     shading = torch.where(clear, fr.shading[pix], _shade(normal, sid, p))
     labels = torch.where(kind == 1, LABEL_ID["glasses_frame"], LABEL_ID["lens"])
     fr.write(pix, depth, normal, albedo, shading, labels)
