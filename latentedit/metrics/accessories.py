@@ -21,8 +21,8 @@ half the reference, its frame share at most (1 + FRAME_TOLERANCE) times the refe
 the bare face is known, its see-through error at most SEE_THROUGH_MAX; a set of edits holds the
 world's value when both medians are within FRAME_TOLERANCE of the reference.
 
-`soft_lens_clarity` is the clarity a training loss can follow: weighted means under the parser's
-probabilities instead of medians under its labels, differentiable in the image only (the weights
+`soft_lens_clarity` and `soft_see_through` are what a training loss can follow: weighted means under
+the parser's probabilities instead of medians under its labels, differentiable in the image only (the weights
 are the caller's, detached, so that the image is changed rather than the parser's reading of it).
 """
 import torch
@@ -79,15 +79,22 @@ def see_through_error(images, bare, labels):
                         for i in range(len(err))])
 
 
+def _weighted_mean(values, weight):
+    """[N]: the mean of values [N, R, R] under weight [N, R, R]."""
+    return (values * weight).sum((1, 2)) / weight.sum((1, 2)).clamp_min(1e-3)
+
+
 def soft_lens_clarity(images, lens_weight, skin_weight):
     """[N] mean luminance of images [N, 3, R, R] under lens_weight [N, R, R] over that under
     skin_weight [N, R, R] (e.g. the parser's lens and skin probabilities)."""
     lum = _luminance(images)
+    return _weighted_mean(lum, lens_weight) / _weighted_mean(lum, skin_weight).clamp_min(1e-3)
 
-    def mean(weight):
-        return (lum * weight).sum((1, 2)) / weight.sum((1, 2)).clamp_min(1e-3)
 
-    return mean(lens_weight) / mean(skin_weight).clamp_min(1e-3)
+def soft_see_through(images, bare, lens_weight):
+    """[N] `see_through_map` of images over bare averaged under lens_weight [N, R, R] (e.g. the
+    parser's lens probability): the see-through error a training loss can follow."""
+    return _weighted_mean(see_through_map(images, bare), lens_weight)
 
 
 def world_frame_glasses(n=256, seed=7_000_000, resolution=64):

@@ -33,9 +33,9 @@ reaches the offset network through G:
             median on world renders wearing frame glasses). The template term draws the frame
             alone; without this one the lenses came out dark (median clarity 0.75x the world's,
             12% of edits failing the frames judge, 2026-12-02);
-- see_through: frame glasses only, the lenses show the face behind them: the mean of
-            `see_through_map` (|y - lens tint x x| per pixel) under the parser's lens probability on
-            y (detached). With clarity alone the lenses came out brighter than the skin, with large
+- see_through: frame glasses only, the lenses show the face behind them: `soft_see_through`,
+            |y - lens tint x x| per pixel averaged under the parser's lens probability on y
+            (detached). With clarity alone the lenses came out brighter than the skin, with large
             painted eyes in them (2026-12-03: see-through median 0.17 where the judge allows 0.1);
 - attributes: the classifier reads the same face on y as on x: KL over its hair colour, hair style,
             beard and age heads (`KEPT_HEADS`). Off by default (always logged): the identity
@@ -67,7 +67,7 @@ from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.files import recorded_path
 from latentedit.formats.images import save_png, tile, to_uint8
-from latentedit.metrics.accessories import see_through_map, soft_lens_clarity, world_frame_glasses
+from latentedit.metrics.accessories import soft_lens_clarity, soft_see_through, world_frame_glasses
 from latentedit.models.config import DictConfig
 from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.train import distributed
@@ -252,9 +252,7 @@ class OffsetTrainer:
         if self.clarity_target is not None:
             out["clarity"] = F.relu(self.clarity_target - self.lens_clarity(y, parsed)).mean()
         if cfg.kind == "frame_glasses" and cfg.w_see_through:
-            lens = parsed[:, LABEL_ID["lens"]].detach()
-            err = (see_through_map(y, x) * lens).sum((1, 2)) / lens.sum((1, 2)).clamp(min=1e-3)
-            out["see_through"] = err.mean()
+            out["see_through"] = soft_see_through(y, x, parsed[:, LABEL_ID["lens"]].detach()).mean()
         out["offset"] = offset.pow(2).mean()
         total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
         with torch.no_grad():
