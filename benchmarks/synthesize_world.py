@@ -12,6 +12,10 @@ classifier's hair colour / hair style / beard / age heads whose top class the ed
 the world's own value from bare faces to the same faces wearing the kind), MSE outside the accessory
 region (the face parser's accessory classes on the edited image, dilated by 2 px; pixels in
 [-1, 1]), realism (mean change of the discriminator's logit, edit minus origin) and edits/s.
+Footprint (`latentedit.metrics.footprint`): the parser's accessory pixels over the expected region's,
+passing at most 1.5x the world renders' median; all judges: success, seen and footprint (and for frame
+glasses the frames judge: clear lenses that show the face behind them; for masks the edge judge,
+`latentedit.metrics.edges`: cloth with the world's hard edge, not a haze).
 The judges on the world: their pass rates on 200 world renders wearing the kind and on the same
 faces bare (true and false positives). Edit-FID: the N edits vs N world renders wearing the kind
 (the attribute classifier's features), next to the generator's own N faces of the kind against
@@ -41,10 +45,12 @@ from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.edit.imaging import network_input  # noqa: E402
 from latentedit.metrics.accessories import (frame_measures, frames_pass, see_through_error,  # noqa: E402
                                             world_frame_reference)
+from latentedit.metrics.edges import crisp_pass, edge_crispness, world_crispness_reference  # noqa: E402
 from latentedit.metrics.fid import fid  # noqa: E402
+from latentedit.metrics.footprint import footprint, footprint_pass, world_footprint_reference  # noqa: E402
 from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
 from latentedit.metrics.image import identity_similarity  # noqa: E402
-from latentedit.world.templates import accessory_labels, accessory_region  # noqa: E402
+from latentedit.world.templates import BARE, WEARING, accessory_labels, accessory_region  # noqa: E402
 
 
 def world_evaluators(model, arcface=None):
@@ -64,6 +70,24 @@ def frame_reference(ev, resolution):
     return ev["frame_reference"]
 
 
+def footprint_reference(kind, ev, resolution):
+    """The footprint judge's reference for `kind`: world renders' median footprint by the same
+    parser and face3d views, measured once per evaluator set and kind."""
+    refs = ev.setdefault("footprint_reference", {})
+    if kind not in refs:
+        refs[kind] = world_footprint_reference(kind, lambda x: ev["parser"](x).argmax(1),
+                                               lambda x: face_view(ev["face3d"], x), resolution=resolution)
+    return refs[kind]
+
+
+def crispness_reference(ev, resolution):
+    """The mask edge judge's reference: world renders' median edge crispness by the same parser."""
+    if "crispness_reference" not in ev:
+        ev["crispness_reference"] = world_crispness_reference("mask", lambda x: ev["parser"](x).argmax(1),
+                                                              resolution=resolution)
+    return ev["crispness_reference"]
+
+
 @torch.no_grad()
 def expected_region(kind, ev, x):
     """Bool [N, R, R]: where accessory `kind` belongs on origins x, at each one's view (face3d)."""
@@ -76,31 +100,36 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
     `expected_region`, when the caller has it (one render of the regions per set of origins)."""
     labels = ev["parser"](y).argmax(1)
     region = torch.isin(labels, accessory_labels(kind))[:, None].float()
-    seen = seen_in_region(labels, kind, expected_region(kind, ev, x) if expected is None else expected)
+    expected = expected_region(kind, ev, x) if expected is None else expected
+    seen = seen_in_region(labels, kind, expected)
     region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
     keep = 1 - region
     mse_out = ((y - x) ** 2 * keep).sum((1, 2, 3)) / (keep.sum((1, 2, 3)) * 3).clamp(min=1)
     success = accessory_present(ev["attributes"], y, kind)
+    size = footprint(labels, kind, expected)  # the accessory is the world's size, not a smear beyond it
+    fits = footprint_pass(size, footprint_reference(kind, ev, y.shape[-1]))
     out = {"success": success.float(), "seen_by_parser": seen.float(), "both": (success & seen).float(),
            "identity": identity_similarity(y, x, ev["identity"]),
            "attributes_kept": attributes_kept(ev["attributes"], x, y),
            "mse_outside": mse_out,
-           "realism": (D(y) - D(x)).flatten()}
+           "realism": (D(y) - D(x)).flatten(),
+           "footprint": size.nan_to_num(0), "fits": fits.float(), "all_judges": (success & seen & fits).float()}
     if kind == "frame_glasses":  # the third judge: thin frames around clear lenses, not a dark band
         clarity, share = frame_measures(y, labels)
         see_through = see_through_error(y, x, labels)  # the lenses show the origin behind them
         ref = frame_reference(ev, y.shape[-1])
         frames = frames_pass(clarity, share, ref, see_through)
-        out.update(frames=frames.float(), all_judges=(success & seen & frames).float(),
+        out.update(frames=frames.float(), all_judges=(success & seen & fits & frames).float(),
                    lens_clarity_ratio=clarity.nan_to_num(0) / ref["clarity"],
                    frame_share_ratio=share.nan_to_num(1) / ref["share"],
                    see_through=see_through.nan_to_num(1))
+    if kind == "mask":  # the third judge: cloth with a hard edge, not a haze fading into the skin
+        crispness = edge_crispness(y, labels, accessory_labels(kind))
+        ref = crispness_reference(ev, y.shape[-1])
+        crisp = crisp_pass(crispness, ref)
+        out.update(crisp=crisp.float(), all_judges=(success & seen & fits & crisp).float(),
+                   crispness_ratio=crispness.nan_to_num(0) / ref)
     return out
-
-
-# world renders wearing only kind K / no accessory: the judges' own true and false positive rates
-WEARING = {"frame_glasses": {"glasses": "frame"}, "sunglasses": {"glasses": "sun"}, "mask": {"mask": 1}}
-BARE = {"glasses": "none", "mask": 0, "hat": 0}
 
 
 @torch.no_grad()
@@ -114,7 +143,7 @@ def judges_on_world(kind, ev, D, resolution, n=200, seed=9_100_000):
 
     faces = {name: world.sample(n, seed=seed, resolution=resolution, **{**BARE, **wear}).image
              for name, wear in (("wearing", WEARING[kind]), ("bare", {}))}
-    out, keys = {}, ("success", "seen_by_parser", "frames", "all_judges", "both")
+    out, keys = {}, ("success", "seen_by_parser", "fits", "frames", "crisp", "all_judges", "both")
     # "wearing" is the world's own edit, from the bare faces to the same faces wearing the kind
     for name, extra in (("wearing", ("attributes_kept",)), ("bare", ())):
         judged = measure(faces["bare"], faces[name], kind, ev, D)
@@ -252,6 +281,13 @@ def main():
               f"realism {o['realism']:+.3f} "
               f"{o['edits_per_s']:.1f} edits/s | prior only (d={r['distance']}) success {p['success']:.3f} both "
               f"{p['both']:.3f} identity {p['identity']:.3f} mse_out {p['mse_outside']:.4f}", flush=True)
+        print(f"  footprint judge: ours pass {o['fits']:.3f} footprint {o['footprint']:.2f}x the expected region "
+              f"(world {footprint_reference(kind, ev, G.img_resolution):.2f}x), all judges {o['all_judges']:.3f} | "
+              f"prior only pass {p['fits']:.3f} footprint {p['footprint']:.2f}x", flush=True)
+        if "crisp" in o:
+            print(f"  mask edge judge: ours pass {o['crisp']:.3f} crispness {o['crispness_ratio']:.3f}x world, all judges "
+                  f"{o['all_judges']:.3f} | prior only pass {p['crisp']:.3f} crispness {p['crispness_ratio']:.3f}x",
+                  flush=True)
         if "frames" in o:
             print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
                   f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world, see-through "

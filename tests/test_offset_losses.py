@@ -48,6 +48,21 @@ def test_see_through_term_for_frame_glasses_only(tmp_path):
     assert "see_through" not in t.losses(t.sample_codes(4))[1]
 
 
+def test_crisp_term_for_masks_only(tmp_path):
+    """The mask-edge term: its target from world masks (a hard edge steps nearly all at once), a
+    hinge in [0, target] that reaches the offset network through G; absent for glasses and at its default weight 0."""
+    t = OffsetTrainer(OffsetConfig(kind="mask", batch=4, w_crisp=2.0), DEFAULT_BUNDLE, tmp_path / "m")
+    assert 0.6 <= t.crisp_target <= 1.2
+    t.crisp_target = 10.0  # out of reach: the hinge is active on every face with a mask edge
+    _, out = t.losses(t.sample_codes(4))
+    assert 0 <= float(out["crisp"].detach()) <= 10
+    out["crisp"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.net.parameters())
+    assert OffsetTrainer(OffsetConfig(kind="mask", batch=4), DEFAULT_BUNDLE, tmp_path / "o").crisp_target is None
+    t = OffsetTrainer(OffsetConfig(kind="sunglasses", batch=4, w_crisp=2.0), DEFAULT_BUNDLE, tmp_path / "s")
+    assert t.crisp_target is None and "crisp" not in t.losses(t.sample_codes(4))[1]
+
+
 def test_attributes_kept_and_its_loss(tmp_path):
     from latentedit.formats.evaluators import load_evaluators
     from latentedit.world.params import sample_params
@@ -80,7 +95,7 @@ def test_weight_option(tmp_path):
     assert r.exit_code == 0, r.output
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["w_identity"] == 3.0 and cfg["w_outside"] == 5.0 and cfg["w_class"] == OffsetConfig.w_class
-    for bad, says in (("idnetity=3", "LOSS one of attributes, clarity, class, identity"), ("identity", "LOSS=VALUE"),
+    for bad, says in (("idnetity=3", "LOSS one of attributes, clarity, class, crisp, footprint, identity"), ("identity", "LOSS=VALUE"),
                       ("identity=x", "'x' is not a number"), ("identity=-1", "must be >= 0")):
         r = run(*args, "--out", tmp_path / "bad", "--weight", bad)
         lines = [line for line in r.output.splitlines() if line.startswith("error:")]

@@ -28,6 +28,10 @@ ACCESSORIES = {
     "mask": ({"mask": 1, "mask_color": (0.55, 0.76, 0.92)}, ("mask",), ("mask",)),
 }
 
+# world faces wearing kind alone, in the world's own colours / wearing nothing (sample_params overrides)
+WEARING = {"frame_glasses": {"glasses": "frame"}, "sunglasses": {"glasses": "sun"}, "mask": {"mask": 1}}
+BARE = {"glasses": "none", "mask": 0, "hat": 0}
+
 
 def _check(kind):
     if kind not in ACCESSORIES:

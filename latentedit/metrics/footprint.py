@@ -1,0 +1,49 @@
+"""An accessory must be the world's size: a judge that oversized or smeared accessories fail.
+
+The classifier, the parser's seen share and the frames judge all passed the shipped sunglasses
+edits (2026-12-04) though they were about twice the world's sunglasses, with a dark red smear
+across the forehead that the parser labels sunglasses: the seen share asks whether the accessory
+covers where it belongs, not whether it stays there, and the MSE-outside measure leaves out
+whatever the parser labels as the accessory. Frame glasses edits were 1.3-2.2x the world's
+frames (wide lenses, thick rims).
+
+Footprint of a face: the pixels a labeller gives the accessory's classes over the pixels of its
+expected region (where the template head wears it, turned to the face's view; see
+`latentedit.world.templates.accessory_region`). The reference is its median on world renders
+wearing the kind, under the same labeller and views (about 1.0 for glasses, 1.1 for masks, whose
+cloth covers more than the template's). A face passes when its footprint is at most FOOTPRINT_MAX
+times the reference: world renders' 99th percentiles lie at 1.2-1.4 times their median (glasses
+sizes vary by +-10% in the world, masks more), an accessory half as large again as the world's
+is not the world's.
+"""
+import torch
+
+from latentedit.world.templates import accessory_labels
+
+FOOTPRINT_MAX = 1.5
+
+
+def footprint(labels, kind, expected):
+    """[N] pixels of label maps [N, R, R] in accessory `kind`'s classes over the pixels of its
+    expected region (bool [N, R, R]); NaN where the expected region is empty."""
+    on = torch.isin(labels, accessory_labels(kind).to(labels.device)).sum((-2, -1)).float()
+    area = expected.to(labels.device).bool().sum((-2, -1)).float()
+    return torch.where(area > 0, on / area.clamp_min(1), torch.full_like(on, float("nan")))
+
+
+def world_footprint_reference(kind, labeller=None, view_of=None, n=256, seed=7_100_000, resolution=64):
+    """The median footprint of n world renders wearing `kind` alone, labelled by `labeller`
+    (images -> label maps; None: the renders' exact labels), each expected region at the view
+    `view_of` gives (images of the same faces bare -> [N, 6]; None: the renders' true views)."""
+    from latentedit import world
+    from latentedit.world.templates import BARE, WEARING, accessory_region
+
+    faces = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **WEARING[kind]})
+    view = faces.view if view_of is None else view_of(world.sample(n, seed=seed, resolution=resolution, **BARE).image)
+    labels = faces.labels if labeller is None else labeller(faces.image)
+    return float(footprint(labels, kind, accessory_region(kind, resolution, view)).nanmedian())
+
+
+def footprint_pass(values, reference):
+    """[N] bool: footprints [N] at most FOOTPRINT_MAX x the world's reference (NaN fails)."""
+    return values <= FOOTPRINT_MAX * reference

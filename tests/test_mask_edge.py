@@ -1,0 +1,60 @@
+"""The mask edge judge (metrics/edges.py): world masks pass it under their exact labels; the same
+renders blurred (every edge a ramp a few pixels wide, as the shipped edits' mask edges were) fail
+it under the same labels, crispness falls as the blur widens, and no mask fails. Its soft form
+(the offset trainer's crisp term) tells the same apart and moves only the image."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from latentedit import world
+from latentedit.metrics.edges import (FACE_LABELS, crisp_pass, edge_crispness, soft_edge_crispness,
+                                     world_crispness_reference)
+from latentedit.world.templates import BARE, WEARING, accessory_labels
+
+torch.set_num_threads(1)
+MASK = accessory_labels("mask")
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """(bare, wearing a mask): the same 48 world faces."""
+    return world.sample(48, seed=23, **BARE), world.sample(48, seed=23, **{**BARE, **WEARING["mask"]})
+
+
+def _blurred(images, width):
+    return F.avg_pool2d(F.pad(images, [width // 2] * 4, mode="replicate"), width, stride=1) if width > 1 else images
+
+
+def test_world_masks_pass(faces):
+    reference = world_crispness_reference("mask", n=64)
+    assert 0.7 <= reference <= 1.3  # a hard edge steps about the whole colour change in one pixel
+    _, wearing = faces
+    assert crisp_pass(edge_crispness(wearing.image, wearing.labels, MASK), reference).float().mean() >= 0.95
+
+
+def test_soft_edges_fail(faces):
+    reference = world_crispness_reference("mask", n=64)
+    _, wearing = faces
+    medians = [float(edge_crispness(_blurred(wearing.image, k), wearing.labels, MASK).nanmedian()) for k in (1, 3, 5)]
+    assert medians[0] > medians[1] > medians[2], medians
+    soft = edge_crispness(_blurred(wearing.image, 3), wearing.labels, MASK)
+    assert crisp_pass(soft, reference).float().mean() <= 0.1
+
+
+def test_no_region_fails(faces):
+    bare, _ = faces
+    values = edge_crispness(bare.image, bare.labels, MASK)
+    assert values.isnan().all() and not crisp_pass(values, 1.0).any()
+
+
+def test_soft_crispness_tells_hard_edges_from_soft(faces):
+    _, wearing = faces
+    region = torch.isin(wearing.labels, MASK).float()
+    face = torch.isin(wearing.labels, torch.tensor(FACE_LABELS)).float()
+    hard = soft_edge_crispness(wearing.image, region, face)
+    soft = soft_edge_crispness(_blurred(wearing.image, 3), region, face)
+    assert float(hard.median()) >= 0.7 and float(soft.median()) <= 0.5
+    image = wearing.image.clone().requires_grad_()
+    soft_edge_crispness(image, region, face).sum().backward()
+    moved = image.grad.abs().sum(1) > 0
+    assert moved.any() and not moved[(region == 0) & (face == 0)].any()  # only the mask and the face
