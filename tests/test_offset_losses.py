@@ -55,7 +55,7 @@ def test_crisp_term_for_masks_only(tmp_path):
     assert 0.6 <= t.crisp_target <= 1.2
     t.crisp_target = 10.0  # out of reach: the hinge is active on every face with a mask edge
     _, out = t.losses(t.sample_codes(4))
-    assert 0 <= float(out["crisp"].detach()) <= 10
+    assert 8 <= float(out["crisp"].detach()) < 10  # 10 minus crispness: a one-pixel step is at most a few three-pixel ones
     out["crisp"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.net.parameters())
     assert OffsetTrainer(OffsetConfig(kind="mask", batch=4), DEFAULT_BUNDLE, tmp_path / "o").crisp_target is None

@@ -54,13 +54,9 @@ def edge_crispness(images, labels, ids):
     region = torch.isin(labels, torch.as_tensor(ids, device=labels.device))[:, None]
     face = torch.isin(labels, torch.tensor(FACE_LABELS, device=labels.device))[:, None] & ~region
     one, three, pair = _edge_steps(images, region.float(), face.float())
-    counted = (pair > 0) & (three >= _MIN_STEP)
-    ratios = one / three.clamp_min(_MIN_STEP)
-    out = torch.full([len(one)], float("nan"))
-    for i in range(len(one)):
-        if counted[i].sum() >= 5:
-            out[i] = ratios[i][counted[i]].median()
-    return out
+    counted = ((pair > 0) & (three >= _MIN_STEP)).flatten(1)
+    ratios = (one / three.clamp_min(_MIN_STEP)).flatten(1).masked_fill(~counted, float("nan"))
+    return torch.where(counted.sum(1) >= 5, ratios.nanmedian(1).values, float("nan"))
 
 
 def soft_edge_crispness(images, region_weight, face_weight):

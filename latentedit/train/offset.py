@@ -95,7 +95,7 @@ from latentedit.world.params import LABEL_ID
 from latentedit.world.templates import BARE, WEARING, accessory_region
 
 
-CLARITY_SEED = 8_000_000  # world seed of the clarity and crisp targets' renders (not the judges' reference renders)
+WORLD_TARGET_SEED = 8_000_000  # world seed of the clarity and crisp targets' renders (not the judges' reference renders)
 
 
 @dataclass
@@ -196,7 +196,7 @@ class OffsetTrainer:
     def world_clarity(self, n=128):
         """The median lens clarity (`soft_lens_clarity` under the parser) of world renders wearing
         frame glasses: the clarity term's target."""
-        x = world_frame_glasses(n, seed=CLARITY_SEED, resolution=self.G.img_resolution).image
+        x = world_frame_glasses(n, seed=WORLD_TARGET_SEED, resolution=self.G.img_resolution).image
         return float(self.lens_clarity(x, self.parser(x).softmax(1)).median())
 
     @torch.no_grad()
@@ -205,7 +205,7 @@ class OffsetTrainer:
         wearing a mask: the crisp term's target."""
         from latentedit import world
 
-        x = world.sample(n, seed=CLARITY_SEED, resolution=self.G.img_resolution, **{**BARE, **WEARING["mask"]}).image
+        x = world.sample(n, seed=WORLD_TARGET_SEED, resolution=self.G.img_resolution, **{**BARE, **WEARING["mask"]}).image
         return float(self.mask_crispness(x, self.parser(x).softmax(1)).median())
 
     @staticmethod
