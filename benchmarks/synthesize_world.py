@@ -50,7 +50,7 @@ from latentedit.metrics.fid import fid  # noqa: E402
 from latentedit.metrics.footprint import footprint, footprint_pass, world_footprint_reference  # noqa: E402
 from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
 from latentedit.metrics.image import identity_similarity  # noqa: E402
-from latentedit.world.templates import BARE, WEARING, accessory_labels, accessory_region  # noqa: E402
+from latentedit.world.templates import accessory_labels, accessory_region, on_accessory, world_wearing  # noqa: E402
 
 
 def world_evaluators(model, arcface=None):
@@ -99,7 +99,7 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
     """Per-sample metrics of edits y of origins x (both [N, 3, R, R]); `expected`: x's
     `expected_region`, when the caller has it (one render of the regions per set of origins)."""
     labels = ev["parser"](y).argmax(1)
-    region = torch.isin(labels, accessory_labels(kind))[:, None].float()
+    region = on_accessory(labels, kind)[:, None].float()
     expected = expected_region(kind, ev, x) if expected is None else expected
     seen = seen_in_region(labels, kind, expected)
     region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
@@ -139,10 +139,7 @@ def judges_on_world(kind, ev, D, resolution, n=200, seed=9_100_000):
     world's own accessories, or passes bare faces, is wrong before any edit is measured. "wearing"
     also holds attributes_kept from the bare faces to the same faces wearing the kind: the value
     an edit that changes nothing but the accessory would reach."""
-    from latentedit import world
-
-    faces = {name: world.sample(n, seed=seed, resolution=resolution, **{**BARE, **wear}).image
-             for name, wear in (("wearing", WEARING[kind]), ("bare", {}))}
+    faces = {name: world_wearing(wear, n, seed, resolution).image for name, wear in (("wearing", kind), ("bare", None))}
     out, keys = {}, ("success", "seen_by_parser", "fits", "frames", "crisp", "all_judges", "both")
     # "wearing" is the world's own edit, from the bare faces to the same faces wearing the kind
     for name, extra in (("wearing", ("attributes_kept",)), ("bare", ())):
@@ -156,12 +153,11 @@ def judge_sheet(path, ev, resolution, n=8, seed=9_100_000):
     """The parser judge's expected region on world renders wearing frame glasses / sunglasses: per
     kind, rows of the renders, the frontal head's region (red, the judge before 2026-12-02) and the
     region at each face's view by the face3d evaluator (green), over the render."""
-    from latentedit import world
     from latentedit.formats.images import save_png, tile, to_uint8
 
     rows = []
     for kind in ("frame_glasses", "sunglasses"):
-        x = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **WEARING[kind]}).image
+        x = world_wearing(kind, n, seed, resolution).image
         regions = (accessory_region(kind, resolution).expand(n, -1, -1), expected_region(kind, ev, x))
         rows.append(x)
         for region, colour in zip(regions, ((1.0, -1.0, -1.0), (-1.0, 1.0, -1.0))):

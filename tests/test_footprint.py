@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentedit import world
 from latentedit.edit.discrete import seen_in_region
 from latentedit.formats import DEFAULT_BUNDLE
 from latentedit.metrics.footprint import FOOTPRINT_MAX, footprint, footprint_pass, world_footprint_reference
 from latentedit.train.offset import OffsetConfig, OffsetTrainer
-from latentedit.world.templates import BARE, WEARING, accessory_labels, accessory_region
+from latentedit.world.templates import accessory_labels, accessory_region, world_wearing
 
 torch.set_num_threads(1)
 KINDS = ("frame_glasses", "sunglasses", "mask")
@@ -19,7 +18,7 @@ KINDS = ("frame_glasses", "sunglasses", "mask")
 
 def _wearing(kind, n=48, seed=21):
     """World renders wearing kind (other seeds than the reference's) and their expected regions."""
-    b = world.sample(n, seed=seed, **{**BARE, **WEARING[kind]})
+    b = world_wearing(kind, n, seed)
     return b, accessory_region(kind, 64, b.view)
 
 
@@ -50,7 +49,7 @@ def test_a_smear_called_glasses_fails(kind):
 def test_empty_region_or_no_accessory():
     b, expected = _wearing("sunglasses", n=4)
     assert not footprint_pass(footprint(b.labels, "sunglasses", torch.zeros_like(expected)), 1.0).any()
-    bare = world.sample(4, seed=21, **BARE)
+    bare = world_wearing(None, 4, seed=21)
     assert (footprint(bare.labels, "sunglasses", expected) == 0).all()  # passes this judge; seen fails it
     assert footprint_pass(torch.tensor([FOOTPRINT_MAX, FOOTPRINT_MAX + 0.01]), 1.0).tolist() == [True, False]
 

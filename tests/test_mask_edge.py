@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentedit import world
 from latentedit.metrics.edges import (FACE_LABELS, crisp_pass, edge_crispness, soft_edge_crispness,
                                      world_crispness_reference)
-from latentedit.world.templates import BARE, WEARING, accessory_labels
+from latentedit.world.templates import accessory_labels, world_wearing
 
 torch.set_num_threads(1)
 MASK = accessory_labels("mask")
@@ -18,7 +17,7 @@ MASK = accessory_labels("mask")
 @pytest.fixture(scope="module")
 def faces():
     """(bare, wearing a mask): the same 48 world faces."""
-    return world.sample(48, seed=23, **BARE), world.sample(48, seed=23, **{**BARE, **WEARING["mask"]})
+    return world_wearing(None, 48, seed=23), world_wearing("mask", 48, seed=23)
 
 
 def _blurred(images, width):

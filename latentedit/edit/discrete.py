@@ -139,10 +139,10 @@ def accessory_seen(labels, kind, view=None):
 def seen_in_region(labels, kind, expected):
     """[N] bool: label maps [N, R, R] show accessory `kind` on >= VISIBLE_SHARE of the expected
     region (bool [R, R] or [N, R, R]); `accessory_seen` with the region already rendered."""
-    from latentedit.world.templates import accessory_labels
+    from latentedit.world.templates import on_accessory
 
     expected = expected.to(labels.device).bool()
-    on = torch.isin(labels, accessory_labels(kind).to(labels.device))
+    on = on_accessory(labels, kind)
     return (on & expected).sum((-2, -1)) >= VISIBLE_SHARE * expected.sum((-2, -1))
 
 

@@ -36,14 +36,14 @@ SEE_THROUGH_MAX = 0.1
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def _unit(images):
+def unit_range(images):
     """Images in [-1, 1] -> [0, 1] (clamped, fp32)."""
     return (images.float().clamp(-1, 1) + 1) / 2
 
 
 def _luminance(images):
     """[N, 3, R, R] in [-1, 1] -> [N, R, R] in [0, 1]."""
-    x = _unit(images)
+    x = unit_range(images)
     return sum(c * x[:, i] for i, c in enumerate(_LUMA))
 
 
@@ -67,7 +67,7 @@ def see_through_map(images, bare):
     """[N, R, R]: per pixel, mean over RGB of |image - CLEAR_LENS_TINT x bare| in [0, 1] units: how far
     a pixel of images [N, 3, R, R] is from a clear lens over the same pixel of bare [N, 3, R, R]."""
     tint = torch.tensor(CLEAR_LENS_TINT, device=images.device)[:, None, None]
-    return (_unit(images) - tint * _unit(bare)).abs().mean(1)
+    return (unit_range(images) - tint * unit_range(bare)).abs().mean(1)
 
 
 def see_through_error(images, bare, labels):

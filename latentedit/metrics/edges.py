@@ -20,6 +20,7 @@ trained against the soft form learned exactly that (2026-12-04; see the offset t
 import torch
 import torch.nn.functional as F
 
+from latentedit.metrics.accessories import unit_range
 from latentedit.world.params import LABEL_ID
 
 CRISP_MIN = 0.5
@@ -32,7 +33,7 @@ def _edge_steps(images, region, face):
     steps across the edge at p and the weight of p as an edge pixel, region(p) face(p + d)
     region(p - d) face(p + 2d), from region / face weights [N, 1, R, R] (0/1 labels or
     probabilities)."""
-    x = (images.float().clamp(-1, 1) + 1) / 2
+    x = unit_range(images)
     size = x.shape[-1]
     xp = F.pad(x, (2, 2, 2, 2), mode="replicate")
     fp, rp = F.pad(face, (2, 2, 2, 2)), F.pad(region, (2, 2, 2, 2))
@@ -70,10 +71,9 @@ def soft_edge_crispness(images, region_weight, face_weight):
 def world_crispness_reference(kind, labeller=None, n=256, seed=7_200_000, resolution=64):
     """The median edge crispness of n world renders wearing `kind` alone, labelled by `labeller`
     (images -> label maps; None: the renders' exact labels)."""
-    from latentedit import world
-    from latentedit.world.templates import BARE, WEARING, accessory_labels
+    from latentedit.world.templates import accessory_labels, world_wearing
 
-    faces = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **WEARING[kind]})
+    faces = world_wearing(kind, n, seed, resolution)
     labels = faces.labels if labeller is None else labeller(faces.image)
     return float(edge_crispness(faces.image, labels, accessory_labels(kind)).nanmedian())
 

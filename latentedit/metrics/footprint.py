@@ -18,7 +18,7 @@ is not the world's.
 """
 import torch
 
-from latentedit.world.templates import accessory_labels
+from latentedit.world.templates import on_accessory
 
 FOOTPRINT_MAX = 1.5
 
@@ -26,7 +26,7 @@ FOOTPRINT_MAX = 1.5
 def footprint(labels, kind, expected):
     """[N] pixels of label maps [N, R, R] in accessory `kind`'s classes over the pixels of its
     expected region (bool [N, R, R]); NaN where the expected region is empty."""
-    on = torch.isin(labels, accessory_labels(kind).to(labels.device)).sum((-2, -1)).float()
+    on = on_accessory(labels, kind).sum((-2, -1)).float()
     area = expected.to(labels.device).bool().sum((-2, -1)).float()
     return torch.where(area > 0, on / area.clamp_min(1), torch.full_like(on, float("nan")))
 
@@ -35,11 +35,10 @@ def world_footprint_reference(kind, labeller=None, view_of=None, n=256, seed=7_1
     """The median footprint of n world renders wearing `kind` alone, labelled by `labeller`
     (images -> label maps; None: the renders' exact labels), each expected region at the view
     `view_of` gives (images of the same faces bare -> [N, 6]; None: the renders' true views)."""
-    from latentedit import world
-    from latentedit.world.templates import BARE, WEARING, accessory_region
+    from latentedit.world.templates import accessory_region, world_wearing
 
-    faces = world.sample(n, seed=seed, resolution=resolution, **{**BARE, **WEARING[kind]})
-    view = faces.view if view_of is None else view_of(world.sample(n, seed=seed, resolution=resolution, **BARE).image)
+    faces = world_wearing(kind, n, seed, resolution)
+    view = faces.view if view_of is None else view_of(world_wearing(None, n, seed, resolution).image)
     labels = faces.labels if labeller is None else labeller(faces.image)
     return float(footprint(labels, kind, accessory_region(kind, resolution, view)).nanmedian())
 

@@ -92,7 +92,7 @@ from latentedit.train.loop import run_steps
 from latentedit.train.state import check_export, load_state, save_state
 from latentedit.runtime import seeded
 from latentedit.world.params import LABEL_ID
-from latentedit.world.templates import BARE, WEARING, accessory_region
+from latentedit.world.templates import accessory_region, world_wearing
 
 
 WORLD_TARGET_SEED = 8_000_000  # world seed of the clarity and crisp targets' renders (not the judges' reference renders)
@@ -203,9 +203,7 @@ class OffsetTrainer:
     def world_crispness(self, n=128):
         """The median soft edge crispness (`soft_edge_crispness` under the parser) of world renders
         wearing a mask: the crisp term's target."""
-        from latentedit import world
-
-        x = world.sample(n, seed=WORLD_TARGET_SEED, resolution=self.G.img_resolution, **{**BARE, **WEARING["mask"]}).image
+        x = world_wearing("mask", n, WORLD_TARGET_SEED, self.G.img_resolution).image
         return float(self.mask_crispness(x, self.parser(x).softmax(1)).median())
 
     @staticmethod

@@ -44,6 +44,20 @@ def accessory_labels(kind):
     return torch.tensor([LABEL_ID[name] for name in _check(kind)[1]])
 
 
+def on_accessory(labels, kind):
+    """Bool [..., R, R]: the pixels of label maps [..., R, R] in accessory `kind`'s classes."""
+    return torch.isin(labels, accessory_labels(kind).to(labels.device))
+
+
+def world_wearing(kind, n, seed=0, resolution=64):
+    """World renders of n faces of world seed `seed` wearing accessory `kind` alone, in the world's
+    own colours; kind None: the same faces wearing nothing."""
+    from latentedit import world
+
+    wear = {} if kind is None else (_check(kind) and WEARING[kind])  # _check: an unknown kind is one error
+    return world.sample(n, seed=seed, resolution=resolution, **{**BARE, **wear})
+
+
 def template_labels(kind):
     """Label ids [K] of the classes the template draws (frame glasses: the frame only)."""
     return torch.tensor([LABEL_ID[name] for name in _check(kind)[2]])
