@@ -57,3 +57,19 @@ def test_soft_crispness_tells_hard_edges_from_soft(faces):
     soft_edge_crispness(image, region, face).sum().backward()
     moved = image.grad.abs().sum(1) > 0
     assert moved.any() and not moved[(region == 0) & (face == 0)].any()  # only the mask and the face
+
+
+def test_noise_is_no_edge(faces):
+    """One-pixel noise over a soft edge steps against the edge's colour change as often as along it:
+    it lowers crispness (hard and soft form) instead of reading as a hard edge."""
+    reference = world_crispness_reference("mask", n=64)
+    _, wearing = faces
+    region = torch.isin(wearing.labels, MASK).float()
+    face = torch.isin(wearing.labels, torch.tensor(FACE_LABELS)).float()
+    soft_edges = _blurred(wearing.image, 3)
+    noisy = (soft_edges + 0.2 * torch.randn(soft_edges.shape, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
+    assert crisp_pass(edge_crispness(noisy, wearing.labels, MASK), reference).float().mean() <= 0.1
+    assert float(edge_crispness(noisy, wearing.labels, MASK).nanmedian()) < float(
+        edge_crispness(soft_edges, wearing.labels, MASK).nanmedian())
+    assert float(soft_edge_crispness(noisy, region, face).median()) < float(
+        soft_edge_crispness(soft_edges, region, face).median())

@@ -6,16 +6,20 @@ the world draws an opaque cloth mask with a hard edge. What the glow lacks is th
 
 Edge crispness of a face: at each pixel p of the region a labeller gives the accessory whose
 4-neighbour q lies on the face (labelled skin or nose), with p - d inside the region and q + d on
-the face (d = q - p), the colour step across the edge in one pixel, |x(p) - x(q)|, over the step
-across three, |x(p - d) - x(q + d)| (colours in [0, 1], mean over RGB; pixels whose three-pixel
-step is under 0.02 left out); the median over those pixels. A hard edge steps all at once (about
-1); a ramp three pixels or wider steps a third of it in one pixel (about 1/3). Only the edge on
-the face counts: where a mask meets the background at the head's silhouette a haze inherits the
+the face (d = q - p), the colour step across the edge in one pixel, s = x(p) - x(q), projected on
+the step across three, c = x(p - d) - x(q + d): s.c / |c|^2 (RGB colours in [0, 1]; pixels whose
+three-pixel step is under 0.02 on average over RGB left out); the median over those pixels. A hard
+edge steps all at once (about 1); a ramp three pixels or wider steps a third of it in one pixel
+(about 1/3). The projection is what makes it noise-proof: one-pixel noise is as likely to step
+against the edge's colour change as along it, so noise pulls the median down, where the unsigned
+ratio |s| / |c| read noise as a hard edge (noise over a 3-pixel ramp passed 78% of faces by it and
+0% by this; an offset network trained against the unsigned form learned to add exactly that noise,
+2026-12-04: 51% of its edits passed the unsigned form, 2% pass this). Only the edge on the face
+counts: where a mask meets the background at the head's silhouette a haze inherits the
 silhouette's hard edge. The reference is the median on world renders wearing the kind under the
-same labeller (masks: 0.97 by the parser, 0.99 by the exact labels; the parser's 1st percentile
-0.51); a face passes at CRISP_MIN x the reference or more. The shipped mask edits' median was 0.38
-(90th percentile 0.44). Blind spot: one-pixel noise reads as a hard edge; an offset network
-trained against the soft form learned exactly that (2026-12-04; see the offset trainer's crisp term).
+same labeller (masks: 0.94 by the bundle's parser, 0.96 by the exact labels); a face passes at
+CRISP_MIN x the reference or more (world masks by the parser: 95% pass). The shipped mask edits'
+median was 0.38x the reference (a glow fading into the skin; 2% pass).
 """
 import torch
 import torch.nn.functional as F
@@ -29,10 +33,11 @@ _MIN_STEP = 0.02  # [0, 1] units: a three-pixel step below it is no edge
 
 
 def _edge_steps(images, region, face):
-    """(one, three, pair) [N, 4, R, R], one entry per direction d: the one- and three-pixel colour
-    steps across the edge at p and the weight of p as an edge pixel, region(p) face(p + d)
-    region(p - d) face(p + 2d), from region / face weights [N, 1, R, R] (0/1 labels or
-    probabilities)."""
+    """(along, squared, size, pair) [N, 4, R, R], one entry per direction d: the one-pixel colour
+    step across the edge at p projected on the three-pixel step (s.c), the three-pixel step's
+    squared length (|c|^2) and mean size over RGB, and the weight of p as an edge pixel,
+    region(p) face(p + d) region(p - d) face(p + 2d), from region / face weights [N, 1, R, R]
+    (0/1 labels or probabilities)."""
     x = unit_range(images)
     size = x.shape[-1]
     xp = F.pad(x, (2, 2, 2, 2), mode="replicate")
@@ -41,12 +46,15 @@ def _edge_steps(images, region, face):
     def shifted(t, dy, dx):  # t at p + (dy, dx)
         return t[:, :, 2 + dy:2 + dy + size, 2 + dx:2 + dx + size]
 
-    one, three, pair = [], [], []
+    along, squared, step, pair = [], [], [], []
     for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        one.append((x - shifted(xp, dy, dx)).abs().mean(1, keepdim=True))
-        three.append((shifted(xp, -dy, -dx) - shifted(xp, 2 * dy, 2 * dx)).abs().mean(1, keepdim=True))
+        one = x - shifted(xp, dy, dx)
+        three = shifted(xp, -dy, -dx) - shifted(xp, 2 * dy, 2 * dx)
+        along.append((one * three).sum(1, keepdim=True))
+        squared.append((three * three).sum(1, keepdim=True))
+        step.append(three.abs().mean(1, keepdim=True))
         pair.append(region * shifted(fp, dy, dx) * shifted(rp, -dy, -dx) * shifted(fp, 2 * dy, 2 * dx))
-    return torch.cat(one, 1), torch.cat(three, 1), torch.cat(pair, 1)
+    return tuple(torch.cat(t, 1) for t in (along, squared, step, pair))
 
 
 def edge_crispness(images, labels, ids):
@@ -54,18 +62,20 @@ def edge_crispness(images, labels, ids):
     [N, R, R] on images [N, 3, R, R] in [-1, 1]; NaN where fewer than 5 edge pixels count."""
     region = torch.isin(labels, torch.as_tensor(ids, device=labels.device))[:, None]
     face = torch.isin(labels, torch.tensor(FACE_LABELS, device=labels.device))[:, None] & ~region
-    one, three, pair = _edge_steps(images, region.float(), face.float())
-    counted = ((pair > 0) & (three >= _MIN_STEP)).flatten(1)
-    ratios = (one / three.clamp_min(_MIN_STEP)).flatten(1).masked_fill(~counted, float("nan"))
+    along, squared, step, pair = _edge_steps(images, region.float(), face.float())
+    counted = ((pair > 0) & (step >= _MIN_STEP)).flatten(1)
+    ratios = (along / squared.clamp_min(1e-8)).flatten(1).masked_fill(~counted, float("nan"))
     return torch.where(counted.sum(1) >= 5, ratios.nanmedian(1).values, float("nan"))
 
 
 def soft_edge_crispness(images, region_weight, face_weight):
-    """[N] what a training loss can follow: the one-pixel steps over the three-pixel steps, each
-    summed under the edge weights from region_weight / face_weight [N, R, R] (e.g. the parser's
-    accessory and face probabilities, detached by the caller); differentiable in the image."""
-    one, three, pair = _edge_steps(images, region_weight[:, None], face_weight[:, None])
-    return (one * pair).sum((1, 2, 3)) / (three * pair).sum((1, 2, 3)).clamp_min(1e-3)
+    """[N] what a training loss can follow: the one-pixel steps projected on the three-pixel steps,
+    over the three-pixel steps' squared lengths, each summed under the edge weights from
+    region_weight / face_weight [N, R, R] (e.g. the parser's accessory and face probabilities,
+    detached by the caller); differentiable in the image. Noise in the one-pixel step sums to
+    nothing: only a step along the edge's colour change raises it."""
+    along, squared, _, pair = _edge_steps(images, region_weight[:, None], face_weight[:, None])
+    return (along * pair).sum((1, 2, 3)) / (squared * pair).sum((1, 2, 3)).clamp_min(1e-3)
 
 
 def world_crispness_reference(kind, labeller=None, n=256, seed=7_200_000, resolution=64):

@@ -44,15 +44,18 @@ reaches the offset network through G:
             (detached). With clarity alone the lenses came out brighter than the skin, with large
             painted eyes in them (2026-12-03: see-through median 0.17 where the judge allows 0.1);
 - crisp:    masks only, the mask is cloth with a hard edge, not a haze: a hinge on how far the
-            soft edge crispness of y (`latentedit.metrics.edges.soft_edge_crispness`: one-pixel over
-            three-pixel colour steps where the parser's mask meets its face, probabilities
-            detached) falls below the world's (its median on world renders wearing a mask). Without
-            it the masks come out as a pale glow fading into the skin (2026-12-04: the edge judge
-            passes 3% of them). Off by default: at weight 8 for 400 steps (2026-12-04) the term fell
-            0.43 -> 0.22 by speckling the mask and its edge with one-pixel noise (a one-pixel step
-            as large as the three-pixel one): the edge judge passed 0.60, at identity 0.946 -> 0.824
-            and 6x the MSE outside (200 held-out codes); at weight 2 it moved too slowly to matter
-            (0.445 -> 0.414 in 125 steps);
+            soft edge crispness of y (`latentedit.metrics.edges.soft_edge_crispness`: one-pixel
+            colour steps projected on three-pixel ones where the parser's mask meets its face,
+            probabilities detached) falls below the world's (its median on world renders wearing a
+            mask). Without it the masks come out as a pale glow fading into the skin (2026-12-04:
+            the edge judge passes 3% of them). Off by default: it has not found crisp masks. Its
+            first, unsigned form (|one-pixel step| over |three-pixel step|) at weight 8 learned to
+            speckle the mask with one-pixel noise (identity 0.946 -> 0.824); the projected form at
+            weight 8 cannot be met by noise, and moved the hinge 0.48 -> 0.41 in 300 steps while
+            identity fell 0.93 -> 0.73. This generator draws masks in its 4x4 and 8x8 layers
+            together with the face's identity (a masked face's W in layers 0-3 puts its mask on
+            94% of other faces, and their identity goes with it; layers 4-9 carry it to 5%), so
+            the offset, kept near the face, reaches the fine layers' glow and not the cloth;
 - attributes: the classifier reads the same face on y as on x: KL over its hair colour, hair style,
             beard and age heads (`KEPT_HEADS`). Off by default (always logged): the identity
             embedder lets edits change the hair (cosine 0.91-0.93 while those heads keep their class
@@ -115,7 +118,7 @@ class OffsetConfig(DictConfig):
     w_footprint: float = 4.0         # at 1 it fell too slowly (0.26 -> 0.21 in 225 sunglasses steps)
     w_clarity: float = 2.0           # frame glasses only
     w_see_through: float = 4.0       # frame glasses only
-    w_crisp: float = 0.0             # masks only; see the docstring: it learned to add noise
+    w_crisp: float = 0.0             # masks only; see the docstring: not yet found crisp masks
     w_attributes: float = 0.0        # see the docstring: measured, not yet worth its cost
     w_offset: float = 0.05
     dilate: int = 2
