@@ -3,13 +3,16 @@
     python benchmarks/accessory_layers.py --model checkpoints/default --kinds mask --n 64
 
 Donors are the generator's own faces (truncation 1.0) whose top class is the kind by the bundle's
-classifier (for masks and frame glasses: without sunglasses, which the directions bring along);
+classifier (for masks: without sunglasses, which the mask directions bring along);
 origins are N held-out codes (truncation 0.7, the seeds synthesize_world.py edits). For each range
 of W+ layers, the origin's code takes the donor's code in those layers, and the mixed face is
 judged as an edit of the origin by synthesize_world.py's judges (success, seen, footprint, frames /
 edge judge, all judges, identity). A range that carries the accessory at high identity is where an
 edit can reach it without replacing the face; when only ranges that also carry the identity carry
-the accessory, an offset network kept near the face cannot draw it (2026-12-04: masks). With
+the accessory, an offset network kept near the face cannot draw it (2026-12-04: masks). The
+coarse layers also carry the head's pose, while the parser's judges (seen, footprint) look where
+the accessory sits at the origin's view: for those ranges "all judges" reads low by the pose
+change, success and identity do not. With
 --mean-difference, the linear alternative in the same ranges: the mean W of the wearing donors minus
 that of as many bare faces (no accessory), times each given scale.
 """
@@ -29,21 +32,20 @@ COLUMNS = ("success", "seen_by_parser", "fits", "frames", "crisp", "all_judges",
 
 
 @torch.no_grad()
-def donors(G, clf, kind, n, seed, batch=100):
-    """(wearing, bare): W codes [n, w_dim] of the generator's faces whose top class is `kind` (not
-    sunglasses unless that is the kind) and of faces wearing no accessory, from consecutive
-    batches of seed, seed + 1, ..."""
-    wearing, bare, s = [], [], seed
-    while sum(len(f) for f in wearing) < n:
-        if s - seed >= 200:
-            raise RuntimeError(f"fewer than {n} {kind} faces in {200 * batch} samples")
-        w = G.sample_w(batch, seed=s, truncation=1.0)
-        x = G.synthesize(w)
-        worn = {k: accessory_present(clf, x, k) for k in ACCESSORY_KINDS}
-        keep = worn[kind] if kind == "sunglasses" else worn[kind] & ~worn["sunglasses"]
+def donors(G, clf, kind, n, seed, batch=100, most=20_000):
+    """(wearing, bare): W codes [n, w_dim] of the generator's faces whose top class is `kind` (masks:
+    without sunglasses, which the mask directions bring along) and of faces wearing no accessory,
+    from the codes of seeds seed, seed + 1, ... (at most `most` of them)."""
+    wearing, bare, drawn = [], [], 0
+    while min(sum(len(f) for f in found) for found in (wearing, bare)) < n:
+        if drawn >= most:
+            raise RuntimeError(f"fewer than {n} {kind} or bare faces in {most} samples")
+        w = G.sample_w(batch, seed=seed + drawn, truncation=1.0)  # seeds seed + drawn ... + batch - 1
+        drawn += batch
+        worn = {k: accessory_present(clf, G.synthesize(w), k) for k in ACCESSORY_KINDS}
+        keep = worn[kind] & ~worn["sunglasses"] if kind == "mask" else worn[kind]  # glasses: one head's classes
         wearing.append(w[keep])
         bare.append(w[~torch.stack(list(worn.values())).any(0)])
-        s += 1
     return torch.cat(wearing)[:n], torch.cat(bare)[:n]
 
 

@@ -73,3 +73,22 @@ def test_noise_is_no_edge(faces):
         edge_crispness(soft_edges, wearing.labels, MASK).nanmedian())
     assert float(soft_edge_crispness(noisy, region, face).median()) < float(
         soft_edge_crispness(soft_edges, region, face).median())
+
+
+def test_overshooting_rim_scores_no_more_than_a_hard_edge(faces):
+    """A one-pixel rim past the mask's colour on a soft edge steps further than a hard edge: capped,
+    it earns at most what a hard edge earns (1), in the judge and in the trainer's soft form."""
+    from latentedit.metrics.edges import _edge_steps
+
+    _, wearing = faces
+    region = torch.isin(wearing.labels, MASK).float()
+    face = torch.isin(wearing.labels, torch.tensor(FACE_LABELS)).float()
+    rim = region * F.max_pool2d(face[:, None], 3, stride=1, padding=1)[:, 0]  # mask pixels beside the face
+    soft_edges = _blurred(wearing.image, 3)
+    ringing = soft_edges + 5.0 * (wearing.image - soft_edges) * rim[:, None]  # past the mask's colour
+    along, squared, step, pair = _edge_steps(ringing, region[:, None], face[:, None])
+    counted = ((pair > 0) & (step >= 0.02)).flatten(1)
+    uncapped = (along / squared.clamp_min(1e-8)).flatten(1).masked_fill(~counted, float("nan")).nanmedian(1).values
+    assert float(uncapped.median()) > 1.0  # uncapped, the ringing would outscore a hard edge (1)
+    assert float(soft_edge_crispness(ringing, region, face).max()) <= 1.0 + 1e-6
+    assert float(edge_crispness(ringing, wearing.labels, MASK).nan_to_num(0).max()) <= 1.0 + 1e-6

@@ -47,14 +47,15 @@ reaches the offset network through G:
             soft edge crispness of y (`latentedit.metrics.edges.soft_edge_crispness`: one-pixel
             colour steps projected on three-pixel ones where the parser's mask meets its face,
             probabilities detached) falls below the world's (its median on world renders wearing a
-            mask). Without it the masks come out as a pale glow fading into the skin (2026-12-04:
-            the edge judge passes 3% of them). Off by default: it has not found crisp masks. Its
+            mask; each edge pixel's projection capped at a hard edge's, so ringing does not pay).
+            Without it the masks come out as a pale glow fading into the skin (2026-12-04: the edge
+            judge passes 2% of them). Off by default: it has not found crisp masks. Its
             first, unsigned form (|one-pixel step| over |three-pixel step|) at weight 8 learned to
             speckle the mask with one-pixel noise (identity 0.946 -> 0.824); the projected form at
             weight 8 cannot be met by noise, and moved the hinge 0.48 -> 0.41 in 300 steps while
             identity fell 0.93 -> 0.73. This generator draws masks in its 4x4 and 8x8 layers
             together with the face's identity (a masked face's W in layers 0-3 puts its mask on
-            94% of other faces, and their identity goes with it; layers 4-9 carry it to 5%), so
+            86% of other faces, and their identity goes with it; layers 4-9 carry it to 6%), so
             the offset, kept near the face, reaches the fine layers' glow and not the cloth;
 - attributes: the classifier reads the same face on y as on x: KL over its hair colour, hair style,
             beard and age heads (`KEPT_HEADS`). Off by default (always logged): the identity
