@@ -18,7 +18,9 @@
    stand-in for benchmarks/train_step_speed.py's separate G and D steps, which time a trainer's
    step against NVlabs): images/s and achieved GFLOP/s (the FLOPs counted on one step); then the
    trainer's own step (latentedit train gan: world renders, lazy R1 / path length) in fp32 and bf16.
-The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per machine.
+The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per machine. Where
+the bf16 ceiling is below fp32's (no bf16 arithmetic: AVX2 only), parts 2 and 3 run fp32 alone (the
+commands' bf16 options run fp32 there too, by `latentedit.runtime.fast_precision`'s own probe).
 """
 import argparse
 import os
@@ -132,8 +134,13 @@ def conv_seconds(run, iters):
     return total
 
 
-def generator_runs(res, batch, nvlabs):
-    """{config: (synthesis callable, ws)} on one set of random weights."""
+def bf16_is_faster(best):
+    """Whether this CPU's bf16 3x3 ceiling (forward) beats fp32's, as measured by `ceiling`."""
+    return best["bf16", "fwd"] > best["fp32", "fwd"]
+
+
+def generator_runs(res, batch, nvlabs, bf16=True):
+    """{config: (synthesis callable, ws)} on one set of random weights (without ours-bf16 unless bf16)."""
     from latentedit.models.stylegan2 import Generator, GeneratorConfig
 
     cfg = GeneratorConfig(resolution=res) if res >= 256 else \
@@ -144,6 +151,8 @@ def generator_runs(res, batch, nvlabs):
     runs = {"ours": lambda: G.synthesis(ws, noise_mode="const"),
             "ours-bf16": lambda: G.synthesis(ws, noise_mode="const", compute_dtype=torch.bfloat16),
             "ours-ref": lambda: G.synthesis(ws, noise_mode="const", fast=False)}
+    if not bf16:
+        del runs["ours-bf16"]
     if nvlabs and res >= 256:
         from generator_speed import _build_nvlabs
 
@@ -158,7 +167,7 @@ def generator_table(args, best):
           f"{'convs alone':>10}")
     for res in args.res:
         for batch in args.batch:
-            runs = generator_runs(res, batch, args.nvlabs)
+            runs = generator_runs(res, batch, args.nvlabs, bf16_is_faster(best))
             flops = counted_flops(runs["ours-ref"])
             speed = {}
             for name, run in runs.items():
@@ -181,7 +190,8 @@ def training_table(args, best):
     from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
     print("\n== G+D training step, 64 px, channel_base 2048 / max 128 (the bundled config), batch 32 ==")
-    for name in ("fp32", "bf16"):
+    precisions = ("fp32", "bf16") if bf16_is_faster(best) else ("fp32",)
+    for name in precisions:
         torch.manual_seed(0)
         G = Generator(GeneratorConfig(resolution=64, channel_base=2048, channel_max=128)).train()
         D = Discriminator(DiscriminatorConfig(resolution=64, channel_base=2048, channel_max=128)).train()
@@ -200,10 +210,10 @@ def training_table(args, best):
         t = timed(step, args.iters, warmup=2)
         print(f"{name:5} {32 / t:8.1f} img/s {flops / t / 1e9:8.1f} GFLOP/s "
               f"({flops / t / 1e9 / best[name, 'fwd+bwd']:.0%} of the fwd+bwd ceiling)", flush=True)
-    trainer_steps()
+    trainer_steps(precisions)
 
 
-def trainer_steps(steps=16):
+def trainer_steps(precisions, steps=16):
     """What trains the bundle: GANTrainer's step (world renders, style mixing, lazy path-length
     and R1 regularisation, EMA), averaged over one whole regularisation cycle of 16 steps."""
     import tempfile
@@ -212,7 +222,7 @@ def trainer_steps(steps=16):
 
     print(f"\n== the trainer's step (latentedit train gan), same config, batch 32, {steps} steps ==")
     rates = {}
-    for name in ("fp32", "bf16"):
+    for name in precisions:
         with tempfile.TemporaryDirectory() as out:
             trainer = GANTrainer(GANConfig(channel_base=2048, channel_max=128, batch=32, bf16=name == "bf16"), out)
             trainer.train_step()
@@ -221,7 +231,8 @@ def trainer_steps(steps=16):
                 trainer.train_step()
             rates[name] = 32 * steps / (time.perf_counter() - t0)
         print(f"{name:5} {rates[name]:8.1f} img/s", flush=True)
-    print(f"bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x", flush=True)
+    if "bf16" in rates:
+        print(f"bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x", flush=True)
 
 
 def main():
@@ -239,6 +250,8 @@ def main():
     print("ISA:", isa_flags())
     best = ceiling(args.iters)
     print("ceiling (best 3x3):", ", ".join(f"{d} {p} {g:.0f}" for (d, p), g in sorted(best.items())), "GFLOP/s")
+    if not bf16_is_faster(best):
+        print("bf16 is slower than fp32 here (no bf16 arithmetic): the generator and training step run fp32 alone")
     if "generator" not in args.skip:
         generator_table(args, best)
     if "training" not in args.skip:

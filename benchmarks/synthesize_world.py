@@ -45,7 +45,7 @@ from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.edit.imaging import network_input  # noqa: E402
 from latentedit.metrics.accessories import (frame_measures, frames_pass, see_through_error,  # noqa: E402
                                             world_frame_reference)
-from latentedit.metrics.edges import crisp_pass, edge_crispness, world_crispness_reference  # noqa: E402
+from latentedit.metrics.edges import edge_contrast, edge_crispness, edge_pass, world_edge_reference  # noqa: E402
 from latentedit.metrics.fid import fid  # noqa: E402
 from latentedit.metrics.footprint import footprint, footprint_pass, world_footprint_reference  # noqa: E402
 from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
@@ -80,12 +80,13 @@ def footprint_reference(kind, ev, resolution):
     return refs[kind]
 
 
-def crispness_reference(ev, resolution):
-    """The mask edge judge's reference: world renders' median edge crispness by the same parser."""
-    if "crispness_reference" not in ev:
-        ev["crispness_reference"] = world_crispness_reference("mask", lambda x: ev["parser"](x).argmax(1),
-                                                              resolution=resolution)
-    return ev["crispness_reference"]
+def edge_reference(ev, resolution):
+    """The mask edge judge's reference: world renders' median edge crispness and contrast by the same
+    parser."""
+    if "edge_reference" not in ev:
+        ev["edge_reference"] = world_edge_reference("mask", lambda x: ev["parser"](x).argmax(1),
+                                                    resolution=resolution)
+    return ev["edge_reference"]
 
 
 @torch.no_grad()
@@ -125,10 +126,12 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
                    see_through=see_through.nan_to_num(1))
     if kind == "mask":  # the third judge: cloth with a hard edge, not a haze fading into the skin
         crispness = edge_crispness(y, labels, accessory_labels(kind))
-        ref = crispness_reference(ev, y.shape[-1])
-        crisp = crisp_pass(crispness, ref)
+        contrast = edge_contrast(y, labels, accessory_labels(kind))
+        ref = edge_reference(ev, y.shape[-1])
+        crisp = edge_pass(crispness, contrast, ref)
         out.update(crisp=crisp.float(), all_judges=(success & seen & fits & crisp).float(),
-                   crispness_ratio=crispness.nan_to_num(0) / ref)
+                   crispness_ratio=crispness.nan_to_num(0) / ref["crispness"],
+                   contrast_ratio=contrast.nan_to_num(0) / ref["contrast"])
     return out
 
 
@@ -281,9 +284,9 @@ def main():
               f"(world {footprint_reference(kind, ev, G.img_resolution):.2f}x), all judges {o['all_judges']:.3f} | "
               f"prior only pass {p['fits']:.3f} footprint {p['footprint']:.2f}x", flush=True)
         if "crisp" in o:
-            print(f"  mask edge judge: ours pass {o['crisp']:.3f} crispness {o['crispness_ratio']:.3f}x world, all judges "
-                  f"{o['all_judges']:.3f} | prior only pass {p['crisp']:.3f} crispness {p['crispness_ratio']:.3f}x",
-                  flush=True)
+            print(f"  mask edge judge: ours pass {o['crisp']:.3f} crispness {o['crispness_ratio']:.3f}x world, contrast "
+                  f"{o['contrast_ratio']:.3f}x world, all judges {o['all_judges']:.3f} | prior only pass {p['crisp']:.3f} "
+                  f"crispness {p['crispness_ratio']:.3f}x contrast {p['contrast_ratio']:.3f}x", flush=True)
         if "frames" in o:
             print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
                   f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world, see-through "

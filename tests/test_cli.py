@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from latentedit import runtime
 from latentedit.cli import main
 from latentedit.cli.options import parse_seeds
 from latentedit.formats import Networks, save_networks
@@ -101,7 +102,8 @@ def test_train_resume_keeps_the_run_config(tmp_path):
     assert r.exit_code == 2 and "conflicts" in r.output
 
 
-def test_train_resume_may_switch_precision(tmp_path):
+def test_train_resume_may_switch_precision(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "bf16_conv_speedup", lambda device="cpu": 2.0)  # a CPU with bf16 arithmetic
     small = ["--resolution", "16", "--channel-base", "512", "--channel-max", "32", "--batch", "4"]
     assert run("train", "gan", "--out", tmp_path, *small, "--kimg", "0.004", "--snapshot-kimg", "0.004").exit_code == 0
     r = run("train", "gan", "--out", tmp_path, "--kimg", "0.008", "--snapshot-kimg", "0.004", "--resume",
@@ -113,6 +115,32 @@ def test_train_resume_may_switch_precision(tmp_path):
     # Resumed without --precision, the run keeps the precision it was switched to.
     assert run("train", "gan", "--out", tmp_path, "--kimg", "0.012", "--snapshot-kimg", "0.004", "--resume").exit_code == 0
     assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["precision"] == "bf16"
+
+
+def test_train_bf16_where_it_is_slower_trains_fp32(tmp_path, monkeypatch):
+    """On a CPU without bf16 arithmetic (AVX2 only: bf16 convolutions ~0.1x fp32's speed, a training
+    step 0.06x), --precision bf16 trains in fp32 and says so; the log records fp32, config.json keeps
+    bf16 for a machine where it is faster, and a resume there trains in bf16 again."""
+    speedup = {"now": 0.1}
+    monkeypatch.setattr(runtime, "bf16_conv_speedup", lambda device="cpu": speedup["now"])
+    small = ["--resolution", "16", "--channel-base", "512", "--channel-max", "32", "--batch", "4"]
+    r = run("train", "gan", "--out", tmp_path, *small, "--kimg", "0.004", "--snapshot-kimg", "0.004",
+            "--precision", "bf16")
+    assert r.exit_code == 0 and "note: bf16 runs slower than fp32 on this CPU" in r.output, r.output
+    assert json.loads((tmp_path / "config.json").read_text())["bf16"] is True
+    assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["precision"] == "fp32"
+    speedup["now"] = 2.0  # resumed on a CPU with bf16 arithmetic
+    r = run("train", "gan", "--out", tmp_path, "--kimg", "0.008", "--snapshot-kimg", "0.004", "--resume")
+    assert r.exit_code == 0 and "note:" not in r.output, r.output
+    assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["precision"] == "bf16"
+
+
+def test_bf16_speedup_is_measured_once_per_thread_count(monkeypatch):
+    monkeypatch.setattr(runtime, "_bf16_speedup", {})
+    first = runtime.bf16_conv_speedup()
+    assert 0 < first < float("inf")
+    assert runtime.bf16_conv_speedup() == first and len(runtime._bf16_speedup) == 1  # cached
+    assert runtime.fast_precision("fp32") == "fp32"  # asked for fp32: nothing measured, nothing changed
 
 
 def test_train_resume_may_lower_lr_and_lengthen_ema(tmp_path):

@@ -64,9 +64,14 @@ def test_mask_direction_writes_masks_overlays_and_a_grid(tmp_path, G):
     w = G.sample_w(seeds=[0, 1], truncation=0.7)
     we = Direction.load("smile").apply(w, 2.0, G=G)
     api = rg.edit_mask(G, w, we)
-    assert np.allclose(np.load(out / "seed0001_soft.npy"), api[1, 0].numpy(), atol=1e-5)
-    binary = rg.threshold_mask(api, rg.edit_cues(G, w, we))[0]
-    assert np.array_equal(np.load(out / "seed0001_binary.npy"), binary[1, 0].numpy())
+    # The command edits W+ in one pass per edit (AttributeLayers), the API edits W: the same sums in
+    # another order, which the cues' normalisation amplifies to ~3e-5 on some CPUs; a strength 1%
+    # off (2.02) moves the mask by ~7e-3.
+    soft = np.load(out / "seed0001_soft.npy")
+    assert np.abs(soft - api[1, 0].numpy()).max() < 5e-4
+    binary, t = rg.threshold_mask(api, rg.edit_cues(G, w, we))
+    differ = np.load(out / "seed0001_binary.npy") != binary[1, 0].numpy()
+    assert np.all(np.abs(api[1, 0].numpy() - float(t[1]))[differ] < 5e-4)   # only pixels at the threshold
 
 
 def test_mask_region_writes_part_masks_and_label_maps(tmp_path, G, comps):

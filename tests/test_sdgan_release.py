@@ -19,6 +19,7 @@ from PIL import Image
 
 import latentedit as le
 from conftest import TINY, error_line, randomize, run
+from latentedit import runtime
 from latentedit.cli import main
 from latentedit.edit.sdgan import SDGANSynthesizer, mean_latent
 from latentedit.errors import FormatError, InputError
@@ -281,7 +282,7 @@ def test_sdgan_synthesize_resumes_bit_identically(release, tmp_path):
     assert r.exit_code == 2 and "other settings: batch_size was 2, now 3" in r.output, r.output
 
 
-def test_bf16_precision(release, tmp_path):
+def test_bf16_precision(release, tmp_path, monkeypatch):
     """--precision bf16 (precision="bf16"): the generator's images within its bf16 bound (PSNR >= 40 dB
     against fp32, tests/test_generator_fastpaths.py) and not equal (bf16 ran); the offsets within
     tests/test_fusion.py's bf16 bound (0.2 relative, above 1e-3); recorded with the run; refused
@@ -295,13 +296,21 @@ def test_bf16_precision(release, tmp_path):
         assert 40 <= psnr < 100, psnr
     error = float((bf16.offset - fp32.offset).norm() / fp32.offset.norm())
     assert 1e-3 < error < 0.2, error
+    monkeypatch.setattr(runtime, "bf16_conv_speedup", lambda device="cpu": 2.0)  # a CPU with bf16 arithmetic
     out = tmp_path / "out"
-    r = run("synthesize", "--model", release / "sdgan", "--kind", "mask", "--w-file",
+    args = ("synthesize", "--model", release / "sdgan", "--kind", "mask", "--w-file",
             release / "data" / "w_glasses_test_1000.json", "--interface-file",
-            release / "data" / "glasses_interfacegan_test_1000.json", "--precision", "bf16", "--out", out)
+            release / "data" / "glasses_interfacegan_test_1000.json", "--precision", "bf16")
+    r = run(*args, "--out", out)
     assert r.exit_code == 0, r.output
     assert json.loads((out / "run.json").read_text())["precision"] == "bf16"
     assert json.loads((out / "manifest.json").read_text())["settings"]["precision"] == "bf16"
+    # Where bf16 is the slower path (AVX2 only), the run is fp32's, and says so.
+    monkeypatch.setattr(runtime, "bf16_conv_speedup", lambda device="cpu": 0.1)
+    r = run(*args, "--out", tmp_path / "slow")
+    assert r.exit_code == 0 and "note: bf16 runs slower than fp32" in r.output, r.output
+    assert json.loads((tmp_path / "slow" / "manifest.json").read_text())["settings"]["precision"] == "fp32"
+    assert "precision" not in json.loads((tmp_path / "slow" / "run.json").read_text())
     r = run("synthesize", "--kind", "mask", "--n", 1, "--precision", "bf16", "--out", tmp_path / "ours")
     assert "--precision" in error_line(r), r.output
 

@@ -32,7 +32,9 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
     from latentedit.formats.latents import read_latents, read_priors
     from latentedit.formats.sdgan import SDGAN_PREFIX
     from latentedit.runs import synthesize_images
+    from latentedit.runtime import fast_precision
 
+    precision = fast_precision(precision, note=lambda text: click.echo(text, err=True))
     G = load_generator(model)
     if w_file is not None:
         if n is not None or seed is not None:

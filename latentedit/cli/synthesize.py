@@ -107,7 +107,8 @@ def _sdgan_bundle(model_path, kind, input_paths, template):
               help="SD-GAN bundles: stretch each PNG by its own min / max, as test.py's save_image(normalize=True).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="SD-GAN bundles: the generator's and the fusion network's convolutions in bf16 (about 2x "
-                   "faster on CPUs with AVX-512 BF16 or AMX; images >= 40 dB PSNR from fp32's).")
+                   "faster on CPUs with AVX-512 BF16 or AMX; images >= 40 dB PSNR from fp32's; fp32, with a note, "
+                   "where bf16 measures slower, e.g. AVX2 only).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--out", required=True, type=click.Path(),
               help="Output folder: origins/, interfacegan_origins/, predict_images/, grid.png, manifest.json, ...")

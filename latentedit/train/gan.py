@@ -97,8 +97,11 @@ def _lazy_adam(params, cfg, interval):
 
 
 class GANTrainer:
-    def __init__(self, cfg: GANConfig, out_dir, device="cpu", rank=0, world_size=1):
+    def __init__(self, cfg: GANConfig, out_dir, device="cpu", rank=0, world_size=1, bf16=None):
+        """bf16: whether to compute in bf16 (default: cfg.bf16; the CLI passes False where bf16 is
+        the slower path, and config.json keeps the run's own choice for other machines)."""
         self.cfg, self.out_dir, self.device = cfg, Path(out_dir), torch.device(device)
+        self.bf16 = cfg.bf16 if bf16 is None else bool(bf16)
         self.rank, self.world_size = rank, world_size
         if cfg.batch % world_size:
             raise InputError(f"batch {cfg.batch} is not divisible by {world_size} processes")
@@ -142,11 +145,11 @@ class GANTrainer:
         return ws
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _synthesize(self, ws):
         # bf16: the generator's own bf16 compute path (fp32 RGB skip) on CPU, autocast elsewhere.
-        opts = {"compute_dtype": torch.bfloat16} if self.cfg.bf16 and self.device.type == "cpu" else {}
+        opts = {"compute_dtype": torch.bfloat16} if self.bf16 and self.device.type == "cpu" else {}
         return self.G.synthesis(ws, fused_modconv=False, generator=self.gen, **opts)
 
     # -- one step --------------------------------------------------------------------------------
@@ -317,7 +320,7 @@ class GANTrainer:
             if self.nimg >= next_snapshot or done:
                 next_snapshot += snapshot_kimg * 1000
                 rate = (self.nimg - n0) / max(time.time() - t0, 1e-9)
-                entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), "precision": "bf16" if self.cfg.bf16 else "fp32",
+                entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), "precision": "bf16" if self.bf16 else "fp32",
                          "lr": self.cfg.lr, "ema_kimg": self.cfg.ema_kimg,
                          **{k: round(v, 4) for k, v in stats.items()}}
                 self.log.append(entry)
