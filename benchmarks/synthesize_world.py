@@ -45,7 +45,7 @@ from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.edit.imaging import network_input  # noqa: E402
 from latentedit.metrics.accessories import (frame_measures, frames_pass, see_through_error,  # noqa: E402
                                             world_frame_reference)
-from latentedit.metrics.edges import edge_contrast, edge_crispness, edge_pass, world_edge_reference  # noqa: E402
+from latentedit.metrics.edges import edge_measures, edge_pass, world_edge_reference  # noqa: E402
 from latentedit.metrics.fid import fid  # noqa: E402
 from latentedit.metrics.footprint import footprint, footprint_pass, world_footprint_reference  # noqa: E402
 from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
@@ -125,8 +125,7 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
                    frame_share_ratio=share.nan_to_num(1) / ref["share"],
                    see_through=see_through.nan_to_num(1))
     if kind == "mask":  # the third judge: cloth with a hard edge, not a haze fading into the skin
-        crispness = edge_crispness(y, labels, accessory_labels(kind))
-        contrast = edge_contrast(y, labels, accessory_labels(kind))
+        crispness, contrast = edge_measures(y, labels, accessory_labels(kind))
         ref = edge_reference(ev, y.shape[-1])
         crisp = edge_pass(crispness, contrast, ref)
         out.update(crisp=crisp.float(), all_judges=(success & seen & fits & crisp).float(),

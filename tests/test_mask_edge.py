@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentedit.metrics.edges import (CRISP_MIN, FACE_LABELS, edge_contrast, edge_crispness, edge_pass,
+from latentedit.metrics.edges import (CRISP_MIN, FACE_LABELS, edge_crispness, edge_measures, edge_pass,
                                      soft_edge_crispness, world_edge_reference)
 from latentedit.world.templates import accessory_labels, world_wearing
 
@@ -27,7 +27,7 @@ def _crisp(values, reference):
 
 
 def _judged(images, labels, reference):
-    return edge_pass(edge_crispness(images, labels, MASK), edge_contrast(images, labels, MASK), reference)
+    return edge_pass(*edge_measures(images, labels, MASK), reference)
 
 
 def _blurred(images, width):
@@ -63,8 +63,7 @@ def test_faint_film_fails_by_contrast(faces):
 
 def test_no_region_fails(faces):
     bare, _ = faces
-    values = edge_crispness(bare.image, bare.labels, MASK)
-    contrast = edge_contrast(bare.image, bare.labels, MASK)
+    values, contrast = edge_measures(bare.image, bare.labels, MASK)
     assert values.isnan().all() and contrast.isnan().all()
     assert not edge_pass(values, contrast, {"crispness": 1.0, "contrast": 0.2}).any()
 

@@ -34,7 +34,6 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
     from latentedit.runs import synthesize_images
     from latentedit.runtime import fast_precision
 
-    precision = fast_precision(precision, note=lambda text: click.echo(text, err=True))
     G = load_generator(model)
     if w_file is not None:
         if n is not None or seed is not None:
@@ -45,6 +44,7 @@ def synthesize_sdgan(model, kind, normal, n, seed, w_file, interface_file, trunc
         w = G.sample_w(n, seed=seed)  # untruncated: the synthesis truncates, as test.py does
     sampled = None if w_file is not None else f"sampled: --n {n}; the codes of a --w-file are read instead"
     priors = None if interface_file is None else torch.from_numpy(read_priors(interface_file, len(w), G.w_dim, sampled))
+    precision = fast_precision(precision, note=lambda text: click.echo(text, err=True))  # after the input checks
     with warning_lines():  # a template resized to the fusion network's input
         synth = SDGANSynthesizer.load(model, kind, normal, G=G, truncation=truncation, mean_source=mean_source,
                                       mean_samples=mean_samples, mean_seed=mean_seed, precision=precision)

@@ -21,19 +21,19 @@ mask's colour steps further than a hard edge, and would otherwise outscore the w
 trainer's soft form from paying for ringing). Crispness alone does not ask for contrast: a faint,
 translucent film with a hard boundary has it (a world mask 20% opaque over the bare face, 0.8 bare
 + 0.2 wearing, on 256 faces of `world_wearing(..., seed=123)`: 88% pass by crispness under the
-exact labels). So the judge also asks for the world's contrast:
-the edge contrast of a face, the median three-pixel step size (mean over RGB) over its edge
-pixels, at least CONTRAST_MIN x the world's median (`world_edge_reference`: 0.23 by the exact
-labels and by the bundle's parser). With it, on those 256 faces: world masks 97% pass, 20% films 12%, 35% films 41%;
-by the parser on 200 other faces (which rarely calls a faint film a mask at all): world masks 93%
-(95% by crispness alone), 20% films 0.5%, 35% films 8%. Left open: a half-opaque film of a colour
-far from the skin steps as much as an opaque mask close to the skin's colour (50% films: 77% pass
-by the exact labels, 44% by the parser). Only the edge on the face counts: where a mask meets the
-background at the head's silhouette a haze inherits the silhouette's hard edge. The reference is the median on world
-renders wearing the kind under the same labeller (crispness of masks: 0.94 by the bundle's parser,
-0.96 by the exact labels); a face passes at CRISP_MIN x the reference crispness and CONTRAST_MIN x
-the reference contrast or more. The shipped mask edits' median crispness was 0.38x the reference
-(a glow fading into the skin; 2% pass).
+exact labels). So the judge also asks for the world's contrast: the edge contrast of a face, the
+median three-pixel step size (mean over RGB) over its edge pixels, at least CONTRAST_MIN x the
+world's median (`world_edge_reference`: 0.23 by the exact labels and by the bundle's parser). With
+it, on those 256 faces: world masks 97% pass, 20% films 12%, 35% films 41%; by the parser on 200
+other faces (which rarely calls a faint film a mask at all): world masks 93% (95% by crispness
+alone), 20% films 0.5%, 35% films 8%. Left open: a half-opaque film of a colour far from the
+skin steps as much as an opaque mask close to the skin's colour (50% films: 77% pass by the exact
+labels, 44% by the parser). Only the edge on the face counts: where a mask meets the background
+at the head's silhouette a haze inherits the silhouette's hard edge. The reference is the median
+on world renders wearing the kind under the same labeller (crispness of masks: 0.94 by the
+bundle's parser, 0.96 by the exact labels); a face passes at CRISP_MIN x the reference crispness
+and CONTRAST_MIN x the reference contrast or more. The shipped mask edits' median crispness was
+0.38x the reference (a glow fading into the skin; 2% pass).
 """
 import torch
 import torch.nn.functional as F
@@ -79,13 +79,24 @@ def _region_and_face(labels, ids):
     return region.float(), face.float()
 
 
-def edge_crispness(images, labels, ids):
-    """[N] edge crispness of the region labelled with any of `ids` (label ids [K]) in label maps
-    [N, R, R] on images [N, 3, R, R] in [-1, 1]; NaN where fewer than 5 edge pixels count."""
+def edge_measures(images, labels, ids):
+    """([N] edge crispness, [N] edge contrast) of the region labelled with any of `ids` (label ids
+    [K]) in label maps [N, R, R] on images [N, 3, R, R] in [-1, 1], from one pass over the edge.
+    Contrast is the median three-pixel colour step (mean over RGB, [0, 1] units) over the same edge
+    pixels, the faint steps crispness leaves out included (a film's are faint). NaN where fewer than
+    5 edge pixels count."""
     along, squared, step, pair = _edge_steps(images, *_region_and_face(labels, ids))
-    counted = ((pair > 0) & (step >= _MIN_STEP)).flatten(1)
+    edge = (pair > 0).flatten(1)
+    counted = edge & (step >= _MIN_STEP).flatten(1)
     ratios = (along / squared.clamp_min(1e-8)).clamp_max(1).flatten(1).masked_fill(~counted, float("nan"))
-    return torch.where(counted.sum(1) >= 5, ratios.nanmedian(1).values, float("nan"))
+    crispness = torch.where(counted.sum(1) >= 5, ratios.nanmedian(1).values, float("nan"))
+    steps = step.flatten(1).masked_fill(~edge, float("nan"))
+    return crispness, torch.where(edge.sum(1) >= 5, steps.nanmedian(1).values, float("nan"))
+
+
+def edge_crispness(images, labels, ids):
+    """[N] edge crispness alone (`edge_measures`)."""
+    return edge_measures(images, labels, ids)[0]
 
 
 def soft_edge_crispness(images, region_weight, face_weight):
@@ -98,17 +109,6 @@ def soft_edge_crispness(images, region_weight, face_weight):
     return (along.minimum(squared) * pair).sum((1, 2, 3)) / (squared * pair).sum((1, 2, 3)).clamp_min(1e-3)
 
 
-def edge_contrast(images, labels, ids):
-    """[N] edge contrast of the region labelled with any of `ids` in label maps [N, R, R] on images
-    [N, 3, R, R] in [-1, 1]: the median three-pixel colour step (mean over RGB, [0, 1] units) over
-    the edge pixels `edge_crispness` looks at, the faint steps it leaves out included (a film's are
-    faint); NaN where fewer than 5 edge pixels count."""
-    _, _, step, pair = _edge_steps(images, *_region_and_face(labels, ids))
-    edge = (pair > 0).flatten(1)
-    steps = step.flatten(1).masked_fill(~edge, float("nan"))
-    return torch.where(edge.sum(1) >= 5, steps.nanmedian(1).values, float("nan"))
-
-
 def world_edge_reference(kind, labeller=None, n=256, seed=7_200_000, resolution=64):
     """{"crispness", "contrast"}: the medians of n world renders wearing `kind` alone, labelled by
     `labeller` (images -> label maps; None: the renders' exact labels)."""
@@ -116,9 +116,8 @@ def world_edge_reference(kind, labeller=None, n=256, seed=7_200_000, resolution=
 
     faces = world_wearing(kind, n, seed, resolution)
     labels = faces.labels if labeller is None else labeller(faces.image)
-    ids = accessory_labels(kind)
-    return {"crispness": float(edge_crispness(faces.image, labels, ids).nanmedian()),
-            "contrast": float(edge_contrast(faces.image, labels, ids).nanmedian())}
+    crispness, contrast = edge_measures(faces.image, labels, accessory_labels(kind))
+    return {"crispness": float(crispness.nanmedian()), "contrast": float(contrast.nanmedian())}
 
 
 def edge_pass(crispness, contrast, reference):
