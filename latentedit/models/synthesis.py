@@ -148,15 +148,14 @@ _DERIVED = weakref.WeakKeyDictionary()  # layer -> {kind: (key of its weight and
 def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
     """conv2d_resample(x, w, f, up, padding=1) for 3x3 w, + bias, with an optional per-sample
     per-channel scale applied before the bias (post_scale [N, O, 1, 1]). Up-sampling is a strided
-    transposed conv followed by the FIR, whose 2-D taps (x up^2) and bias run as one depthwise
-    conv with the FIR padding folded into the conv's own padding (no padded copy)."""
+    transposed conv followed by the FIR (`fir_after_transposed`; other forms of the up-conv
+    measured in benchmarks/upconv_forms.py)."""
     F = torch.nn.functional
     if up == 1:
         y = F.conv2d(x, w, bias=bias if post_scale is None else None, padding=1)
         if post_scale is not None:
             y = y.mul_(post_scale) if inplace else y * post_scale
         return y
-    O = w.shape[0]
     wt = w.transpose(0, 1)  # [I, O, 3, 3]
     if inplace:  # oneDNN's transposed conv runs 2-3% faster in bf16 given a channels_last weight (same
         # bits; AMD Zen 4, 256 / 1024 px); not on training's path, whose backward was not measured
@@ -164,6 +163,15 @@ def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
     y = F.conv_transpose2d(x, wt, stride=up)  # [N, O, up*H + 1, up*W + 1]
     if post_scale is not None:
         y = y.mul_(post_scale) if inplace else y * post_scale
+    return fir_after_transposed(y, f, up, bias)
+
+
+def fir_after_transposed(y, f, up, bias=None):
+    """The FIR (and bias) that follow a strided transposed 3x3 conv's [N, O, up*H + 1, up*W + 1]
+    output in conv2d_resample(..., up, padding=1): one depthwise conv of the 2-D taps (x up^2) with
+    the FIR padding folded into the conv's own padding (no padded copy) -> [N, O, up*H, up*W]."""
+    F = torch.nn.functional
+    O = y.shape[1]
     fw = f.shape[-1]
     f2 = f if f.ndim == 2 else f.ger(f)
     taps = (f2.flip([0, 1]) * up ** 2).to(y.dtype).expand(O, 1, *f2.shape)

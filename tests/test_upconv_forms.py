@@ -1,0 +1,45 @@
+"""benchmarks/upconv_forms.py: every form of the 2x up-conv it times computes the generator's
+conv2d_resample(x, w, f, up=2, padding=1) + bias, so its speed comparison is between equals."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from latentedit.models.layers import conv2d_resample
+from latentedit.ops import setup_filter
+
+_bench = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(_bench))
+_spec = importlib.util.spec_from_file_location("upconv_forms", _bench / "upconv_forms.py")
+forms_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(forms_module)
+
+
+def test_every_form_is_the_up_conv():
+    I, O, H = 6, 5, 7
+    runs = forms_module.forms(I, O, H, torch.float32)
+    torch.manual_seed(0)  # forms() draws x, w, bias in this order from seed 0
+    x = torch.randn(1, I, H, H)
+    w = torch.randn(O, I, 3, 3) / (9 * I) ** 0.5
+    bias = torch.randn(O)
+    ref = conv2d_resample(x, w, f=setup_filter([1, 3, 3, 1]), up=2, padding=1) + bias.reshape(1, -1, 1, 1)
+    assert set(runs) == {"ours", "phase", "sub-pixel", "gemm"}
+    for name, run in runs.items():
+        out = run()
+        assert out.shape == ref.shape, name
+        assert (out - ref).abs().max() <= 1e-5 * ref.abs().max(), name
+
+
+def test_sub_pixel_weight_places_each_tap_in_its_phase():
+    """A kernel with one non-zero tap reaches only the output phase of that tap's parity."""
+    for ky in range(3):
+        for kx in range(3):
+            w = torch.zeros(1, 1, 3, 3)
+            w[0, 0, ky, kx] = 1.0
+            x = torch.randn(1, 1, 4, 4)
+            out = forms_module.sub_pixel_transposed(x, forms_module.sub_pixel_weight(w))
+            ref = torch.nn.functional.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+            assert torch.allclose(out, ref, atol=1e-6), (ky, kx)
+            assert out[..., (ky + 1) % 2::2, :].abs().max() == 0 and out[..., :, (kx + 1) % 2::2].abs().max() == 0
+            assert out[..., ky % 2::2, kx % 2::2].abs().max() > 0
