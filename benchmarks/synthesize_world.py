@@ -116,13 +116,14 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
            "realism": (D(y) - D(x)).flatten(),
            "footprint": size.nan_to_num(0), "fits": fits.float(), "all_judges": (success & seen & fits).float()}
     if kind == "frame_glasses":  # the third judge: thin frames around clear lenses, not a dark band
-        clarity, share = frame_measures(y, labels)
+        frame = frame_measures(y, labels)
         see_through = see_through_error(y, x, labels)  # the lenses show the origin behind them
         ref = frame_reference(ev, y.shape[-1])
-        frames = frames_pass(clarity, share, ref, see_through)
+        frames = frames_pass(frame, ref, see_through)
         out.update(frames=frames.float(), all_judges=(success & seen & fits & frames).float(),
-                   lens_clarity_ratio=clarity.nan_to_num(0) / ref["clarity"],
-                   frame_share_ratio=share.nan_to_num(1) / ref["share"],
+                   lens_clarity_ratio=frame["clarity"].nan_to_num(0) / ref["clarity"],
+                   frame_share_ratio=frame["share"].nan_to_num(1) / ref["share"],
+                   frame_contrast_ratio=frame["contrast"].nan_to_num(0) / ref["contrast"],
                    see_through=see_through.nan_to_num(1))
     if kind == "mask":  # the third judge: cloth with a hard edge, not a haze fading into the skin
         crispness, contrast = edge_measures(y, labels, accessory_labels(kind))
@@ -260,8 +261,8 @@ def main():
     ev = world_evaluators(args.model, args.arcface)
     if "frame_glasses" in args.kinds.split(","):
         ref = frame_reference(ev, G.img_resolution)
-        print(f"world frame glasses (parser): lens clarity {ref['clarity']:.3f}, frame share {ref['share']:.3f}",
-              flush=True)
+        print(f"world frame glasses (parser): lens clarity {ref['clarity']:.3f}, frame share {ref['share']:.3f}, "
+              f"frame contrast {ref['contrast']:.3f}", flush=True)
     if args.judge_sheet:
         judge_sheet(args.judge_sheet, ev, G.img_resolution)
     w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)
@@ -288,8 +289,8 @@ def main():
                   f"crispness {p['crispness_ratio']:.3f}x contrast {p['contrast_ratio']:.3f}x", flush=True)
         if "frames" in o:
             print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
-                  f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world, see-through "
-                  f"{o['see_through']:.3f} | prior only pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x "
+                  f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world, frame contrast "
+                  f"{o['frame_contrast_ratio']:.3f}x world, see-through {o['see_through']:.3f} | prior only pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x "
                   f"see-through {p['see_through']:.3f}", flush=True)
         print("  judges on 200 world renders wearing it / the same faces bare: " + ", ".join(
             f"{k} {v:.3f} / {r['judges_on_world']['bare'][k]:.3f}" for k, v in r["judges_on_world"]["wearing"].items()

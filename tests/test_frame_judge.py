@@ -25,16 +25,16 @@ def _renders(kind, n=48, seed=11):
 
 def test_world_frames_pass_and_hold(reference):
     b = _renders("frame")  # other seeds than the reference's
-    clarity, share = frame_measures(b.image, b.labels)
-    assert frames_pass(clarity, share, reference).float().mean() >= 0.9
-    assert frames_hold_world(clarity, share, reference)["holds"]
+    measures = frame_measures(b.image, b.labels)
+    assert frames_pass(measures, reference).float().mean() >= 0.9
+    assert frames_hold_world(measures, reference)["holds"]
 
 
 def test_sunglasses_fail(reference):
     b = _renders("sun")
-    clarity, share = frame_measures(b.image, b.labels)
-    assert frames_pass(clarity, share, reference).float().mean() <= 0.1
-    assert not frames_hold_world(clarity, share, reference)["holds"]
+    measures = frame_measures(b.image, b.labels)
+    assert frames_pass(measures, reference).float().mean() <= 0.1
+    assert not frames_hold_world(measures, reference)["holds"]
 
 
 @pytest.mark.parametrize("band_label", ["glasses_frame", "lens"])
@@ -44,9 +44,9 @@ def test_dark_band_fails(reference, band_label):
     glasses = (b.labels == LABEL_ID["glasses_frame"]) | (b.labels == LABEL_ID["lens"])
     image = torch.where(glasses[:, None], torch.full_like(b.image, -0.9), b.image)
     labels = torch.where(glasses, LABEL_ID[band_label], b.labels)
-    clarity, share = frame_measures(image, labels)
-    assert frames_pass(clarity, share, reference).float().mean() <= 0.1
-    assert not frames_hold_world(clarity, share, reference)["holds"]
+    measures = frame_measures(image, labels)
+    assert frames_pass(measures, reference).float().mean() <= 0.1
+    assert not frames_hold_world(measures, reference)["holds"]
 
 
 def test_soft_clarity_tells_clear_lenses_from_a_band():
@@ -56,7 +56,7 @@ def test_soft_clarity_tells_clear_lenses_from_a_band():
     b = _renders("frame")
     weight = {k: (b.labels == LABEL_ID[k]).float() for k in ("lens", "skin")}
     clear = soft_lens_clarity(b.image, weight["lens"], weight["skin"])
-    median_based, _ = frame_measures(b.image, b.labels)
+    median_based = frame_measures(b.image, b.labels)["clarity"]
     assert abs(float(clear.median()) - float(median_based.nanmedian())) <= 0.1
     glasses = (b.labels == LABEL_ID["glasses_frame"]) | (b.labels == LABEL_ID["lens"])
     band = torch.where(glasses[:, None], torch.full_like(b.image, -0.9), b.image)
@@ -80,16 +80,31 @@ def test_see_through_tells_clear_lenses_from_painted_ones(reference):
     assert lens.flatten(1).any(1).all()
     err = see_through_error(worn.image, bare.image, worn.labels)
     assert float(err.max()) <= SEE_THROUGH_MAX / 5
-    clarity, share = frame_measures(worn.image, worn.labels)
-    assert frames_pass(clarity, share, reference, err).float().mean() >= 0.9
+    assert frames_pass(frame_measures(worn.image, worn.labels), reference, err).float().mean() >= 0.9
     for fill in (0.9, -0.9):  # bright, as the 2026-12-03 edits' lenses; dark, as a band's
         painted = torch.where(lens[:, None], torch.full_like(worn.image, fill), worn.image)
         err = see_through_error(painted, bare.image, worn.labels)
-        clarity, share = frame_measures(painted, worn.labels)
+        measures = frame_measures(painted, worn.labels)
         if fill > 0:
-            assert frames_pass(clarity, share, reference).float().mean() >= 0.9  # what clarity alone says
-        assert frames_pass(clarity, share, reference, err).float().mean() <= 0.1
+            assert frames_pass(measures, reference).float().mean() >= 0.9  # what clarity alone says
+        assert frames_pass(measures, reference, err).float().mean() <= 0.1
     # a face without lens pixels has no see-through error, and fails
     err = see_through_error(bare.image, bare.image, bare.labels)
     assert torch.isnan(err).all()
-    assert not frames_pass(torch.ones(len(err)), torch.zeros(len(err)), reference, err).any()
+    passing = {"clarity": torch.ones(len(err)), "share": torch.zeros(len(err)), "contrast": torch.ones(len(err))}
+    assert frames_pass(passing, reference).all()  # what the measures alone say
+    assert not frames_pass(passing, reference, err).any()
+
+
+def test_faint_frames_fail_by_contrast(reference):
+    """Frames blended a third of the way over the bare face keep their labels, clear lenses and
+    share, so clarity and share pass them; they barely darken the skin, so contrast fails them."""
+    worn, bare = _with_and_without_glasses()
+    frame = (worn.labels == LABEL_ID["glasses_frame"])[:, None]
+    faint = torch.where(frame, (worn.image + 2 * bare.image) / 3, worn.image)
+    measures = frame_measures(faint, worn.labels)
+    clear_and_thin = (measures["clarity"] >= 0.5 * reference["clarity"]) & (measures["share"] <= 1.25 * reference["share"])
+    assert clear_and_thin.float().mean() >= 0.9
+    assert frames_pass(measures, reference).float().mean() <= 0.25
+    assert not frames_hold_world(measures, reference)["holds"]
+    assert 0.6 <= reference["contrast"] <= 1.0  # dark rims on skin, by the exact labels
