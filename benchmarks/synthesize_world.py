@@ -63,7 +63,7 @@ def world_evaluators(model, arcface=None):
 
 
 def frame_reference(ev, resolution):
-    """The frames judge's reference: world renders' lens clarity / frame share by the same parser,
+    """The frames judge's reference: world renders' lens clarity / frame share / frame contrast by the same parser,
     measured once per evaluator set, when a frame-glasses edit first needs it."""
     if "frame_reference" not in ev:
         ev["frame_reference"] = world_frame_reference(lambda x: ev["parser"](x).argmax(1), resolution=resolution)
@@ -289,9 +289,10 @@ def main():
                   f"crispness {p['crispness_ratio']:.3f}x contrast {p['contrast_ratio']:.3f}x", flush=True)
         if "frames" in o:
             print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
-                  f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world, frame contrast "
-                  f"{o['frame_contrast_ratio']:.3f}x world, see-through {o['see_through']:.3f} | prior only pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x "
-                  f"see-through {p['see_through']:.3f}", flush=True)
+                  f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world, frame "
+                  f"contrast {o['frame_contrast_ratio']:.3f}x world, see-through {o['see_through']:.3f} | prior only "
+                  f"pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x see-through {p['see_through']:.3f}",
+                  flush=True)
         print("  judges on 200 world renders wearing it / the same faces bare: " + ", ".join(
             f"{k} {v:.3f} / {r['judges_on_world']['bare'][k]:.3f}" for k, v in r["judges_on_world"]["wearing"].items()
             if k in r["judges_on_world"]["bare"]), flush=True)

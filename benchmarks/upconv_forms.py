@@ -70,12 +70,17 @@ def gemm_transposed(x, wm, O):
     return y.permute(0, 3, 1, 2)
 
 
-def forms(I, O, H, dtype):
-    """{name: callable} computing the same up-conv + FIR + bias on one random input and weight."""
-    torch.manual_seed(0)
-    x = torch.randn(1, I, H, H).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(O, I, 3, 3) / (9 * I) ** 0.5
-    bias = torch.randn(O)
+def random_up_conv(I, O, H, seed=0):
+    """(x [1, I, H, H], w [O, I, 3, 3], bias [O]), fp32, w at unit output variance."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, I, H, H, generator=g), torch.randn(O, I, 3, 3, generator=g) / (9 * I) ** 0.5,
+            torch.randn(O, generator=g))
+
+
+def forms(x, w, bias, dtype):
+    """{name: callable} computing the same up-conv + FIR + bias of x by w in `dtype`."""
+    O, I = w.shape[:2]
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
     f = setup_filter([1, 3, 3, 1])
     wd, bd = w.to(dtype), bias.to(dtype)
     phase_k = phase_weight(w, f).to(dtype).contiguous(memory_format=torch.channels_last)
@@ -102,7 +107,7 @@ def main():
     with torch.no_grad():
         for I, O, H in SHAPES:
             gflop = 2 * 9 * I * O * H * H / 1e9
-            runs = forms(I, O, H, dtype)
+            runs = forms(*random_up_conv(I, O, H), dtype)
             ref = runs["ours"]().float()
             cells = []
             for name, fn in runs.items():

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from latentedit import world
-from latentedit.metrics.accessories import (SEE_THROUGH_MAX, frame_measures, frames_hold_world, frames_pass,
-                                            see_through_error, soft_lens_clarity, world_frame_reference)
+from latentedit.metrics.accessories import (CONTRAST_MIN, FRAME_TOLERANCE, SEE_THROUGH_MAX, frame_measures,
+                                            frames_hold_world, frames_pass, see_through_error, soft_lens_clarity,
+                                            world_frame_reference)
 from latentedit.world.params import LABEL_ID
 
 torch.set_num_threads(1)
@@ -26,7 +27,8 @@ def _renders(kind, n=48, seed=11):
 def test_world_frames_pass_and_hold(reference):
     b = _renders("frame")  # other seeds than the reference's
     measures = frame_measures(b.image, b.labels)
-    assert frames_pass(measures, reference).float().mean() >= 0.9
+    # world renders pass 98% (1 of these 48 fails at any contrast cut up to 0.6; a 0.7 cut fails 4)
+    assert frames_pass(measures, reference).float().mean() >= 0.95
     assert frames_hold_world(measures, reference)["holds"]
 
 
@@ -98,13 +100,16 @@ def test_see_through_tells_clear_lenses_from_painted_ones(reference):
 
 def test_faint_frames_fail_by_contrast(reference):
     """Frames blended a third of the way over the bare face keep their labels, clear lenses and
-    share, so clarity and share pass them; they barely darken the skin, so contrast fails them."""
+    share, so clarity and share pass them; they step about a third of the world's contrast from the
+    skin, so the contrast cut fails nearly all (2% pass at 0.6x; a 0.5x cut would pass 12%)."""
     worn, bare = _with_and_without_glasses()
     frame = (worn.labels == LABEL_ID["glasses_frame"])[:, None]
     faint = torch.where(frame, (worn.image + 2 * bare.image) / 3, worn.image)
     measures = frame_measures(faint, worn.labels)
-    clear_and_thin = (measures["clarity"] >= 0.5 * reference["clarity"]) & (measures["share"] <= 1.25 * reference["share"])
-    assert clear_and_thin.float().mean() >= 0.9
-    assert frames_pass(measures, reference).float().mean() <= 0.25
+    clear = measures["clarity"] >= 0.5 * reference["clarity"]
+    thin = measures["share"] <= (1 + FRAME_TOLERANCE) * reference["share"]
+    assert (clear & thin).float().mean() >= 0.9
+    assert (measures["contrast"] >= CONTRAST_MIN * reference["contrast"]).float().mean() <= 0.1
+    assert frames_pass(measures, reference).float().mean() <= 0.1
     assert not frames_hold_world(measures, reference)["holds"]
     assert 0.6 <= reference["contrast"] <= 1.0  # dark rims on skin, by the exact labels

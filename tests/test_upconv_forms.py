@@ -17,12 +17,8 @@ _spec.loader.exec_module(forms_module)
 
 
 def test_every_form_is_the_up_conv():
-    I, O, H = 6, 5, 7
-    runs = forms_module.forms(I, O, H, torch.float32)
-    torch.manual_seed(0)  # forms() draws x, w, bias in this order from seed 0
-    x = torch.randn(1, I, H, H)
-    w = torch.randn(O, I, 3, 3) / (9 * I) ** 0.5
-    bias = torch.randn(O)
+    x, w, bias = forms_module.random_up_conv(6, 5, 7)
+    runs = forms_module.forms(x, w, bias, torch.float32)
     ref = conv2d_resample(x, w, f=setup_filter([1, 3, 3, 1]), up=2, padding=1) + bias.reshape(1, -1, 1, 1)
     assert set(runs) == {"ours", "phase", "sub-pixel", "gemm"}
     for name, run in runs.items():

@@ -2,7 +2,7 @@
 
 The attribute classifier and the parser's "accessory seen" share both pass a dark band drawn
 where glasses go. What tells thin frames apart is what the world renders: a dark rim around
-clear lenses through which the eyes and skin stay visible. Two measures per face, from a label
+clear lenses through which the eyes and skin stay visible. Its measures per face, from a label
 map (the parser's on generated images; exact labels on world renders):
 
 - lens clarity: median luminance of the pixels labelled lens over that of the pixels labelled
@@ -28,7 +28,7 @@ see-through error at most SEE_THROUGH_MAX; a set of edits holds the world's valu
 medians are within FRAME_TOLERANCE of the reference. The contrast cut, by the bundle's parser
 (300 world renders, 200 shipped edits, 2026-12-04): world renders pass 98%, the edits 94%; the
 6% it fails are the faint, broken frames seen on the darkest faces; at 0.7 the world would lose 5%
-(brown and blue frames on dark skin, clearly drawn, sit at 0.45-0.65 of the reference).
+(brown and dark-red frames on dark skin, clearly drawn, sit at 0.43-0.62 of the reference).
 
 `soft_lens_clarity` and `soft_see_through` are what a training loss can follow: weighted means under
 the parser's probabilities instead of medians under its labels, differentiable in the image only (the weights
