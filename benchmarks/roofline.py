@@ -19,8 +19,8 @@
    step against NVlabs): images/s and achieved GFLOP/s (the FLOPs counted on one step); then the
    trainer's own step (latentedit train gan: world renders, lazy R1 / path length) in fp32 and bf16.
 The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per machine. Where
-the bf16 ceiling is below fp32's (no bf16 arithmetic: AVX2 only), parts 2 and 3 run fp32 alone (the
-commands' bf16 options run fp32 there too, by `latentedit.runtime.fast_precision`'s own probe).
+bf16 is the slower path (no bf16 arithmetic: AVX2 only), parts 2 and 3 run fp32 alone, by the rule
+the commands' bf16 options follow (`latentedit.runtime.fast_precision`, its own probe).
 """
 import argparse
 import os
@@ -135,8 +135,12 @@ def conv_seconds(run, iters):
 
 
 def bf16_is_faster(best):
-    """Whether this CPU's bf16 3x3 ceiling (forward) beats fp32's, as measured by `ceiling`."""
-    return best["bf16", "fwd"] > best["fp32", "fwd"]
+    """Whether the commands' --precision bf16 computes in bf16 on this CPU: the rule of
+    `latentedit.runtime.fast_precision` (bf16 unless it measures below BF16_SLOWER_BELOW x fp32's
+    speed), applied to the forward 3x3 ceilings measured by `ceiling`."""
+    from latentedit.runtime import BF16_SLOWER_BELOW
+
+    return best["bf16", "fwd"] >= BF16_SLOWER_BELOW * best["fp32", "fwd"]
 
 
 def generator_runs(res, batch, nvlabs, bf16=True):
