@@ -143,18 +143,19 @@ def test_bf16_speedup_is_measured_once_per_thread_count(monkeypatch):
     assert runtime.fast_precision("fp32") == "fp32"  # asked for fp32: nothing measured, nothing changed
 
 
-def test_train_resume_may_lower_lr_and_lengthen_ema(tmp_path):
+def test_train_resume_may_lower_lr_lengthen_ema_and_change_r1(tmp_path):
     from latentedit.train.gan import GANConfig, GANTrainer
 
     small = ["--resolution", "16", "--channel-base", "512", "--channel-max", "32", "--batch", "4"]
     assert run("train", "gan", "--out", tmp_path, *small, "--kimg", "0.004", "--snapshot-kimg", "0.004").exit_code == 0
     r = run("train", "gan", "--out", tmp_path, "--kimg", "0.008", "--snapshot-kimg", "0.004", "--resume",
-            "--lr", "0.001", "--ema-kimg", "20")
+            "--lr", "0.001", "--ema-kimg", "20", "--r1-gamma", "0.3")
     assert r.exit_code == 0 and "resumed at" in r.output
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert (saved["lr"], saved["ema_kimg"]) == (0.001, 20)
+    assert (saved["lr"], saved["ema_kimg"], saved["r1_gamma"]) == (0.001, 20, 0.3)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["lr"] for e in log] == [0.0025, 0.001]
+    assert [e["r1_gamma"] for e in log] == [0.0002 * 16 ** 2 / 4, 0.3]  # the auto rule, then the given weight
     # The optimisers take the new lr, not the one saved in their param groups (lazy-regularisation scaled).
     t = GANTrainer(GANConfig.from_dict(saved), tmp_path)
     assert t.resume()

@@ -27,7 +27,8 @@ def train():
               help="Also keep the bundle in snapshots/NNNNNNk at the first snapshot on or past every this "
                    "many kimg (FID swings between snapshots: evaluate the kept ones and pick); 0: keep none. "
                    "Not saved with the run: give it again on --resume.")
-@click.option("--r1-gamma", type=float, default=None, help="Default: 0.0002 * resolution^2 / batch.")
+@click.option("--r1-gamma", type=float, default=None,
+              help="R1 weight; default: 0.0002 * resolution^2 / batch. Given with --resume, changes it from there on.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: the generator's bf16 compute path and bf16 autocast for D (1.6x a step on AMD Zen 4; "
                    "fp32 instead, with a note, on CPUs where bf16 measures slower, e.g. AVX2 only). "
@@ -62,8 +63,9 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     asked = _asked(dict(given, precision=precision))
     if "precision" in asked:  # --precision sets the config's bf16
         asked.add("bf16")
-    # Precision, lr and EMA may change on resume: the data stream, latents and schedule stay the run's.
-    cfg = run_config(GANConfig, out, given, asked, resume, changes=("bf16", "lr", "ema_kimg"), what="GAN-training")
+    # Precision, lr, EMA and R1 weight may change on resume: the data stream, latents and schedule stay the run's.
+    cfg = run_config(GANConfig, out, given, asked, resume, changes=("bf16", "lr", "ema_kimg", "r1_gamma"),
+                     what="GAN-training")
     rank, world_size, device = init_distributed()
     # bf16 is asked for speed: where the CPU has no bf16 arithmetic it is the slower path, so this
     # machine computes in fp32 (the log says so) while config.json keeps bf16 for the next machine.

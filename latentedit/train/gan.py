@@ -321,7 +321,7 @@ class GANTrainer:
                 next_snapshot += snapshot_kimg * 1000
                 rate = (self.nimg - n0) / max(time.time() - t0, 1e-9)
                 entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), "precision": "bf16" if self.bf16 else "fp32",
-                         "lr": self.cfg.lr, "ema_kimg": self.cfg.ema_kimg,
+                         "lr": self.cfg.lr, "ema_kimg": self.cfg.ema_kimg, "r1_gamma": self.cfg.r1_gamma,
                          **{k: round(v, 4) for k, v in stats.items()}}
                 self.log.append(entry)
                 if self.rank == 0:
