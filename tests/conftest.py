@@ -1,3 +1,7 @@
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -6,6 +10,19 @@ from latentedit.models.discriminator import Discriminator
 from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
 TINY = dict(resolution=16, channel_base=512, channel_max=32)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name):
+    """The script benchmarks/NAME.py as a module (benchmarks/ is no package; its scripts import each
+    other by name, so the folder goes on sys.path)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def randomize(module, seed=0):

@@ -1,19 +1,15 @@
 """benchmarks/rosinality_op_cpu.py: the CPU stand-in for rosinality's `op` package that lets
 SD-GAN's generator run in benchmarks/sdgan_speed.py, checked against direct formulas."""
-import importlib.util
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-_path = Path(__file__).resolve().parents[1] / "benchmarks" / "rosinality_op_cpu.py"
-_spec = importlib.util.spec_from_file_location("rosinality_op_cpu", _path)
-op = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = op
-_spec.loader.exec_module(op)
+from conftest import load_benchmark
+
+op = load_benchmark("rosinality_op_cpu")
 
 
 def direct_upfirdn2d(x, kernel, up, down, pad):

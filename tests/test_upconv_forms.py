@@ -1,19 +1,14 @@
 """benchmarks/upconv_forms.py: every form of the 2x up-conv it times computes the generator's
 conv2d_resample(x, w, f, up=2, padding=1) + bias, so its speed comparison is between equals."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import torch
 
 from latentedit.models.layers import conv2d_resample
 from latentedit.ops import setup_filter
 
-_bench = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(_bench))
-_spec = importlib.util.spec_from_file_location("upconv_forms", _bench / "upconv_forms.py")
-forms_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(forms_module)
+from conftest import load_benchmark
+
+forms_module = load_benchmark("upconv_forms")
 
 
 def test_every_form_is_the_up_conv():

@@ -1,22 +1,17 @@
 """benchmarks/winograd_conv.py: both Winograd forms it times are the 3x3 conv, forward and backward,
 so its comparison with the direct conv is between equals."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-_bench = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(_bench))
-_spec = importlib.util.spec_from_file_location("winograd_conv", _bench / "winograd_conv.py")
-winograd = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(winograd)
+from conftest import load_benchmark
+
+winograd = load_benchmark("winograd_conv")
 
 
 def test_every_form_is_the_conv_and_its_gradients():
     torch.manual_seed(0)
-    x, w = winograd.random_conv(3, 6, 8)
+    x, _ = winograd.random_conv(3, 6, 8)
     w = torch.randn(5, 6, 3, 3, requires_grad=True)  # O != C: the transforms keep inputs and outputs apart
     grad = torch.randn(3, 5, 8, 8)
     ref = F.conv2d(x, w, padding=1)
