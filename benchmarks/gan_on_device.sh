@@ -7,7 +7,7 @@
 # on each returned snapshot (files_at/snapshots/...), and continue on CPU with --init-from the best.
 #
 # Warm start from the committed snapshot (checkpoints/training/gan_v2: G, G_ema and D, fresh Adam,
-# as every session's CPU run starts) with the CPU line's recipe (2048 / 256, batch 32, R1 gamma 0.1,
+# as every session's CPU run starts) with the CPU line's recipe (2048 / 256, batch 32, R1 gamma 0.3,
 # lr 0.00025, EMA 40 kimg, fp32), trains for TRAIN_S seconds (first argument), then copies the
 # latest bundle (saved every SNAPSHOT_KIMG, as snapshots/latest) and the last whole kept snapshot
 # (G, D, bundle.json each, in fp16), the log and the last samples to $OUT: 8 files, each under the
@@ -36,7 +36,7 @@ python3 -c 'import torch; print("torch", torch.__version__, "|", torch.cuda.get_
 # The CLI turns timeout's SIGINT into one "aborted" line; timeout then exits 124.
 timeout -s INT -k 30 "$TRAIN_S" python3 -m latentedit train gan --out "$RUN" \
     --init-from checkpoints/training/gan_v2 --channel-base 2048 --channel-max 256 --batch 32 \
-    --r1-gamma 0.1 --lr 0.00025 --ema-kimg 40 --precision fp32 --kimg 100000 \
+    --r1-gamma 0.3 --lr 0.00025 --ema-kimg 40 --precision fp32 --kimg 100000 \
     --snapshot-kimg "${SNAPSHOT_KIMG:-10}" --keep-kimg "${KEEP_KIMG:-20}"
 trained=$?
 cp "$RUN"/log.jsonl "$OUT/"
