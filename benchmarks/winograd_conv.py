@@ -8,7 +8,8 @@ make it faster. Winograd F(2x2, 3x3) computes a stride-1 3x3 conv with 16 produc
 tile instead of 36 (0.44x the multiplies) at the cost of transforming input tiles, weights and
 output tiles. torch's CPU convolutions do not use it, so this times two ways of writing it in
 torch ops, each checked against F.conv2d, forward + backward (what a training step spends) at
-batch 32 and the bundled config's stride-1 3x3 shapes from 8 px up (channel_base 2048, channel_max 256):
+batch 32 and the bundled config's stride-1 3x3 shapes from 8 px up (channel_base 2048,
+channel_max 256):
 
   elementwise  input tiles by unfold, B^T d B and A^T m A as adds of slices, the 16 products as one
                batched matrix product [16, N T, C] x [16, C, O]
@@ -30,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from generator_speed import machine_description  # noqa: E402
 from roofline import isa_flags, timed  # noqa: E402
 
-SHAPES = [(256, 8), (128, 16), (64, 32), (32, 64)]  # (channels in = out, px): G's and D's stride-1 3x3 convs from 8 px up
+# (channels in = out, px): G's and D's stride-1 3x3 convs from 8 px up
+SHAPES = [(256, 8), (128, 16), (64, 32), (32, 64)]
 _BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
 _AT = [[1, 1, 1, 0], [0, 1, -1, -1]]
 _G = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]

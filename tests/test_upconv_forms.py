@@ -1,6 +1,5 @@
 """benchmarks/upconv_forms.py: every form of the 2x up-conv it times computes the generator's
 conv2d_resample(x, w, f, up=2, padding=1) + bias, so its speed comparison is between equals."""
-
 import torch
 
 from latentedit.models.layers import conv2d_resample

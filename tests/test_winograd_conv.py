@@ -1,6 +1,5 @@
 """benchmarks/winograd_conv.py: both Winograd forms it times are the 3x3 conv, forward and backward,
 so its comparison with the direct conv is between equals."""
-
 import torch
 import torch.nn.functional as F
 
