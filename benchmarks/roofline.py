@@ -66,6 +66,29 @@ def timed(fn, iters, warmup=1):
     return statistics.median(times)
 
 
+def time_forms(forms, gflop, iters, totals, run=lambda fn: fn()):
+    """Times each of `forms` ({name: fn}, all computing the same tensor), each by `run(fn)` (e.g.
+    with a backward pass), and checks its output against the first form's. Adds each median time
+    to `totals` ({name: seconds}); returns one 'ms, GFLOP/s, relative max-abs error' cell per form."""
+    cells, ref = [], None
+    for name, fn in forms.items():
+        with torch.no_grad():
+            out = fn().float()
+        ref = out if ref is None else ref
+        err = float((out - ref).abs().max() / ref.abs().max())
+        t = timed(lambda: run(fn), iters)
+        totals[name] = totals.get(name, 0.0) + t
+        cells.append(f"{t * 1e3:6.1f} ms {gflop / t:4.0f} GF/s e{err:.0e}")
+    return cells
+
+
+def against_first(totals):
+    """'name T ms (R x first)' for every form: the first form is the baseline."""
+    base = next(iter(totals.values()))
+    first = next(iter(totals))
+    return ", ".join(f"{n} {t * 1e3:.0f} ms ({base / t:.2f}x {first})" for n, t in totals.items())
+
+
 def counted_flops(fn):
     with FlopCounterMode(display=False) as counter:
         fn()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from generator_speed import machine_description  # noqa: E402
-from roofline import isa_flags, timed  # noqa: E402
+from roofline import against_first, isa_flags, time_forms  # noqa: E402
 
 from latentedit.models.synthesis import _conv3x3_resample, fir_after_transposed  # noqa: E402
 from latentedit.models.upconv import phase_upconv, phase_weight  # noqa: E402
@@ -107,17 +107,9 @@ def main():
     with torch.no_grad():
         for I, O, H in SHAPES:
             gflop = 2 * 9 * I * O * H * H / 1e9
-            runs = forms(*random_up_conv(I, O, H), dtype)
-            ref = runs["ours"]().float()
-            cells = []
-            for name, fn in runs.items():
-                err = float((fn().float() - ref).abs().max() / ref.abs().max())
-                t = timed(fn, args.iters)
-                totals[name] = totals.get(name, 0.0) + t
-                cells.append(f"{t * 1e3:6.0f} ms {gflop / t:4.0f} GF/s e{err:.0e}")
+            cells = time_forms(forms(*random_up_conv(I, O, H), dtype), gflop, args.iters, totals)
             print(f"{I:3}->{O:3} @ {H:4} px   " + "  ".join(f"{c:>24}" for c in cells), flush=True)
-    base = totals["ours"]
-    print("all four shapes: " + ", ".join(f"{n} {t * 1e3:.0f} ms ({base / t:.2f}x ours)" for n, t in totals.items()))
+    print("all four shapes: " + against_first(totals))
 
 
 if __name__ == "__main__":

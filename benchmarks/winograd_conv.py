@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from generator_speed import machine_description  # noqa: E402
-from roofline import isa_flags, timed  # noqa: E402
+from roofline import against_first, isa_flags, time_forms  # noqa: E402
 
 # (channels in = out, px): G's and D's stride-1 3x3 convs from 8 px up
 SHAPES = [(256, 8), (128, 16), (64, 32), (32, 64)]
@@ -101,18 +101,10 @@ def main():
     for C, px in SHAPES:
         x, w = random_conv(args.batch, C, px)
         gflop = 3 * 2 * 9 * C * C * px * px * args.batch / 1e9
-        with torch.no_grad():
-            ref = FORMS["direct"](x, w)
-        cells = []
-        for name, form in FORMS.items():
-            with torch.no_grad():
-                err = float((form(x, w) - ref).abs().max() / ref.abs().max())
-            t = timed(lambda: form(x, w).square().mean().backward(), args.iters)
-            totals[name] = totals.get(name, 0.0) + t
-            cells.append(f"{name} {t * 1e3:6.1f} ms {gflop / t:4.0f} GF/s e{err:.0e}")
-        print(f"{C:3} ch @ {px:2} px   " + "   ".join(cells), flush=True)
-    base = totals["direct"]
-    print("all shapes: " + ", ".join(f"{n} {t * 1e3:.0f} ms ({base / t:.2f}x direct)" for n, t in totals.items()))
+        forms = {name: (lambda form=form: form(x, w)) for name, form in FORMS.items()}
+        cells = time_forms(forms, gflop, args.iters, totals, run=lambda fn: fn().square().mean().backward())
+        print(f"{C:3} ch @ {px:2} px   " + "   ".join(f"{n} {c}" for n, c in zip(forms, cells)), flush=True)
+    print("all shapes: " + against_first(totals))
 
 
 if __name__ == "__main__":
