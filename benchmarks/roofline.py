@@ -84,8 +84,7 @@ def time_forms(forms, gflop, iters, totals, run=lambda fn: fn()):
 
 def against_first(totals):
     """'name T ms (R x first)' for every form: the first form is the baseline."""
-    base = next(iter(totals.values()))
-    first = next(iter(totals))
+    first, base = next(iter(totals.items()))
     return ", ".join(f"{n} {t * 1e3:.0f} ms ({base / t:.2f}x {first})" for n, t in totals.items())
 
 
