@@ -28,7 +28,7 @@ from synthesize_world import measure, summarise, world_evaluators  # noqa: E402
 from latentedit.edit.discrete import ACCESSORY_KINDS, accessory_present  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 
-COLUMNS = ("success", "seen_by_parser", "fits", "frames", "crisp", "all_judges", "identity")
+COLUMNS = ("success", "seen_by_parser", "fits", "frames", "crisp", "eyes_visible", "all_judges", "identity")
 
 
 @torch.no_grad()

@@ -47,7 +47,8 @@ from latentedit.metrics.accessories import (frame_measures, frames_pass, see_thr
                                             world_frame_reference)
 from latentedit.metrics.edges import edge_measures, edge_pass, world_edge_reference  # noqa: E402
 from latentedit.metrics.fid import fid  # noqa: E402
-from latentedit.metrics.footprint import footprint, footprint_pass, world_footprint_reference  # noqa: E402
+from latentedit.metrics.footprint import (eye_pixels, eyes_pass, footprint, footprint_pass,  # noqa: E402
+                                         world_eyes_reference, world_footprint_reference)
 from latentedit.metrics.generator import generated_kind_features, kind_render_features  # noqa: E402
 from latentedit.metrics.image import identity_similarity  # noqa: E402
 from latentedit.world.templates import accessory_labels, accessory_region, on_accessory, world_wearing  # noqa: E402
@@ -87,6 +88,13 @@ def edge_reference(ev, resolution):
         ev["edge_reference"] = world_edge_reference("mask", lambda x: ev["parser"](x).argmax(1),
                                                     resolution=resolution)
     return ev["edge_reference"]
+
+
+def eyes_reference(ev, resolution):
+    """The mask eyes judge's reference: world renders' median eye pixels by the same parser."""
+    if "eyes_reference" not in ev:
+        ev["eyes_reference"] = world_eyes_reference(lambda x: ev["parser"](x).argmax(1), resolution=resolution)
+    return ev["eyes_reference"]
 
 
 @torch.no_grad()
@@ -129,9 +137,15 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
         crispness, contrast = edge_measures(y, labels, accessory_labels(kind))
         ref = edge_reference(ev, y.shape[-1])
         crisp = edge_pass(crispness, contrast, ref)
-        out.update(crisp=crisp.float(), all_judges=(success & seen & fits & crisp).float(),
+        # and the eyes left visible, not a blob over the whole face (glasses cover them by design)
+        glasses = accessory_present(ev["attributes"], y, "frame_glasses") | accessory_present(ev["attributes"], y, "sunglasses")
+        eyes = eye_pixels(labels)
+        sees = eyes_pass(eyes, eyes_reference(ev, y.shape[-1]), glasses)
+        out.update(crisp=crisp.float(), eyes_visible=sees.float(),
+                   all_judges=(success & seen & fits & crisp & sees).float(),
                    crispness_ratio=crispness.nan_to_num(0) / ref["crispness"],
-                   contrast_ratio=contrast.nan_to_num(0) / ref["contrast"])
+                   contrast_ratio=contrast.nan_to_num(0) / ref["contrast"],
+                   eyes_ratio=eyes / eyes_reference(ev, y.shape[-1]))
     return out
 
 
@@ -143,7 +157,7 @@ def judges_on_world(kind, ev, D, resolution, n=200, seed=9_100_000):
     also holds attributes_kept from the bare faces to the same faces wearing the kind: the value
     an edit that changes nothing but the accessory would reach."""
     faces = {name: world_wearing(wear, n, seed, resolution).image for name, wear in (("wearing", kind), ("bare", None))}
-    out, keys = {}, ("success", "seen_by_parser", "fits", "frames", "crisp", "all_judges", "both")
+    out, keys = {}, ("success", "seen_by_parser", "fits", "frames", "crisp", "eyes_visible", "all_judges", "both")
     # "wearing" is the world's own edit, from the bare faces to the same faces wearing the kind
     for name, extra in (("wearing", ("attributes_kept",)), ("bare", ())):
         judged = measure(faces["bare"], faces[name], kind, ev, D)
@@ -285,8 +299,9 @@ def main():
               f"prior only pass {p['fits']:.3f} footprint {p['footprint']:.2f}x", flush=True)
         if "crisp" in o:
             print(f"  mask edge judge: ours pass {o['crisp']:.3f} crispness {o['crispness_ratio']:.3f}x world, contrast "
-                  f"{o['contrast_ratio']:.3f}x world, all judges {o['all_judges']:.3f} | prior only pass {p['crisp']:.3f} "
-                  f"crispness {p['crispness_ratio']:.3f}x contrast {p['contrast_ratio']:.3f}x", flush=True)
+                  f"{o['contrast_ratio']:.3f}x world, eyes visible {o['eyes_visible']:.3f}, all judges "
+                  f"{o['all_judges']:.3f} | prior only pass {p['crisp']:.3f} crispness {p['crispness_ratio']:.3f}x "
+                  f"contrast {p['contrast_ratio']:.3f}x eyes visible {p['eyes_visible']:.3f}", flush=True)
         if "frames" in o:
             print(f"  frames judge: ours pass {o['frames']:.3f} all judges {o['all_judges']:.3f} lens clarity "
                   f"{o['lens_clarity_ratio']:.3f}x world, frame share {o['frame_share_ratio']:.3f}x world, frame "

@@ -292,7 +292,7 @@ def test_kind_renders_wear_the_kind():
 def test_generated_kind_features_keeps_only_the_kind():
     from types import SimpleNamespace
 
-    from latentedit.metrics.generator import generated_kind_features
+    from latentedit.metrics.generator import generated_kind_features, generated_kind_images
     from latentedit.models.stylegan2 import Generator, GeneratorConfig
 
     G = Generator(GeneratorConfig(resolution=16, channel_base=512, channel_max=32, z_dim=32, w_dim=32, n_mlp=2)).eval()
@@ -305,6 +305,12 @@ def test_generated_kind_features_keeps_only_the_kind():
     assert feats.shape == (10, 3) and (feats[:, 0] > 0).all() and drawn >= 16
     few, drawn = generated_kind_features(G, clf, "mask", 1000, batch=8, max_draws=16)
     assert len(few) < 1000 and drawn == 16
+    images, drawn = generated_kind_images(G, clf, "mask", 10, batch=8)  # the faces behind those features
+    assert images.shape == (10, 3, 16, 16) and torch.allclose(clf.features(images), feats)
+    never = SimpleNamespace(cfg=clf.cfg, features=clf.features,
+                            classify=lambda f: {"mask": torch.stack([f[:, 0] * 0 + 1, f[:, 0] * 0], 1)})
+    none, drawn = generated_kind_features(G, never, "mask", 5, batch=8, max_draws=16)
+    assert none.shape == (0, 3) and drawn == 16
 
 
 def test_evaluator_ddp_two_processes_keep_ranks_identical(tmp_path):

@@ -1,6 +1,7 @@
 """The footprint judge (metrics/footprint.py): world renders of each accessory pass it under their
 exact labels and true views; the same accessory grown by a smear the labeller calls accessory
-fails it though the parser's seen-share judge still passes it; no expected region fails. The
+fails it though the parser's seen-share judge still passes it; no expected region fails. A mask
+drawn up over the eyes fails the eyes judge though the footprint judge passes most of them. The
 offset trainer's footprint term reaches the network."""
 import pytest
 import torch
@@ -8,7 +9,8 @@ import torch.nn.functional as F
 
 from latentedit.edit.discrete import seen_in_region
 from latentedit.formats import DEFAULT_BUNDLE
-from latentedit.metrics.footprint import FOOTPRINT_MAX, footprint, footprint_pass, world_footprint_reference
+from latentedit.metrics.footprint import (EYES_MIN, FOOTPRINT_MAX, eye_pixels, eyes_pass, footprint, footprint_pass,
+                                         world_eyes_reference, world_footprint_reference)
 from latentedit.train.offset import OffsetConfig, OffsetTrainer
 from latentedit.world.templates import accessory_labels, accessory_region, world_wearing
 
@@ -44,6 +46,24 @@ def test_a_smear_called_glasses_fails(kind):
     values = footprint(labels, kind, expected)
     assert (values > footprint(b.labels, kind, expected)).all()
     assert footprint_pass(values, reference).float().mean() <= 0.1
+
+
+def test_a_mask_over_the_eyes_fails_the_eyes_judge():
+    """The generator's own masks (2026-12-05): a blob over the whole face, eyes gone. World masks pass;
+    the same masks grown 6 px upwards over the eyes fail, though most stay the world's size."""
+    reference = world_eyes_reference(n=64)
+    assert 8 <= reference <= 20  # a world face's two eyes at 64 px
+    b, expected = _wearing("mask")
+    no_glasses = torch.zeros(len(b.labels), dtype=torch.bool)
+    assert eyes_pass(eye_pixels(b.labels), reference, no_glasses).all()
+    ids = accessory_labels("mask")
+    on = torch.isin(b.labels, ids).float()[:, None]
+    grown = F.max_pool2d(F.pad(on, (0, 0, 0, 6)), (7, 1), stride=1)[:, 0] > 0
+    labels = torch.where(grown, ids[0], b.labels)
+    assert footprint_pass(footprint(labels, "mask", expected), world_footprint_reference("mask", n=64)).float().mean() >= 0.5
+    assert not eyes_pass(eye_pixels(labels), reference, no_glasses).any()
+    assert eyes_pass(eye_pixels(labels), reference, ~no_glasses).all()  # glasses cover the eyes by design
+    assert eyes_pass(torch.tensor([EYES_MIN * 10, EYES_MIN * 10 - 0.01]), 10.0, no_glasses[:2]).tolist() == [True, False]
 
 
 def test_empty_region_or_no_accessory():
