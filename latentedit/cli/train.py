@@ -39,6 +39,11 @@ def train():
 @click.option("--ema-kimg", type=float, default=None,
               help="Half-life of the generator EMA in thousand images (default: batch * 10 / 32). "
                    "Given with --resume, changes it from there on.")
+@click.option("--world-prior", "world_prior", multiple=True, metavar="NAME=P",
+              help="Sampling probability of the training renders, e.g. p_glasses=0.24 (names: p_glasses "
+                   "frame glasses, p_sunglasses, p_mask, p_hat, p_beard; repeatable). A generator that draws "
+                   "an accessory less often than the world can be shown it more often. Given with --resume, "
+                   "replaces the run's set from there on.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state. "
@@ -46,7 +51,7 @@ def train():
                    "as the same function (latentedit/train/widen.py).")
 @threads_option
 def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
-        precision, bf16, lr, ema_kimg, resume, init_from):
+        precision, bf16, lr, ema_kimg, world_prior, resume, init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from latentedit.runtime import fast_precision
     from latentedit.train.distributed import init_distributed
@@ -59,13 +64,17 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     if keep_kimg < 0:
         raise InputError("--keep-kimg must be 0 (keep none) or positive")
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
-                 batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16", lr=lr, ema_kimg=ema_kimg)
-    asked = _asked(dict(given, precision=precision))
+                 batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16", lr=lr, ema_kimg=ema_kimg,
+                 world_overrides=_world_prior(world_prior))
+    asked = _asked(dict(given, precision=precision, world_prior=world_prior))
+    if "world_prior" in asked:
+        asked.add("world_overrides")
     if "precision" in asked:  # --precision sets the config's bf16
         asked.add("bf16")
-    # Precision, lr, EMA and R1 weight may change on resume: the data stream, latents and schedule stay the run's.
-    cfg = run_config(GANConfig, out, given, asked, resume, changes=("bf16", "lr", "ema_kimg", "r1_gamma"),
-                     what="GAN-training")
+    # Precision, lr, EMA, R1 weight and the renders' prior may change on resume: the data stream's
+    # seed and position, latents and schedule stay the run's.
+    cfg = run_config(GANConfig, out, given, asked, resume,
+                     changes=("bf16", "lr", "ema_kimg", "r1_gamma", "world_overrides"), what="GAN-training")
     rank, world_size, device = init_distributed()
     # bf16 is asked for speed: where the CPU has no bf16 arithmetic it is the slower path, so this
     # machine computes in fp32 (the log says so) while config.json keeps bf16 for the next machine.
@@ -83,6 +92,20 @@ def _open_run(out, resume, steps, snapshot, bundle_path):
     from latentedit.train.state import open_bundle_run
 
     return open_bundle_run(out, resume, steps, snapshot, bundle_path)
+
+
+def _world_prior(pairs):
+    """--world-prior NAME=P pairs -> {NAME: P} (GANConfig checks the names and values)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name] = float(value) if sep else None
+        except ValueError:
+            out[name] = None
+        if out[name] is None:
+            raise InputError(f"--world-prior {pair!r}: expected NAME=P, e.g. p_glasses=0.24")
+    return out
 
 
 def _asked(given, *always):

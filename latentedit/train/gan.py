@@ -62,8 +62,15 @@ class GANConfig(DictConfig):
         if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2 or \
                 not all(is_real(b) and 0 <= b < 1 for b in self.betas):
             raise InputError(f"GANConfig.betas must be two numbers in [0, 1), got {self.betas!r:.80}")
-        if not isinstance(self.world_overrides, dict):
-            raise InputError(f"GANConfig.world_overrides must be an object, got {self.world_overrides!r:.80}")
+        if not isinstance(self.world_overrides, dict) or not all(k.startswith("p_") for k in self.world_overrides):
+            raise InputError(f"GANConfig.world_overrides must be an object of sampling probabilities (p_glasses, "
+                             f"p_sunglasses, p_mask, p_hat, p_beard), got {self.world_overrides!r:.80}")
+        from latentedit import world
+
+        try:
+            world.sample_params(1, **self.world_overrides)
+        except (InputError, TypeError, ValueError) as e:
+            raise InputError(f"GANConfig.world_overrides: {e}") from None
         self.betas = tuple(self.betas)
         if self.r1_gamma is None:
             self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch
@@ -322,6 +329,7 @@ class GANTrainer:
                 rate = (self.nimg - n0) / max(time.time() - t0, 1e-9)
                 entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), "precision": "bf16" if self.bf16 else "fp32",
                          "lr": self.cfg.lr, "ema_kimg": self.cfg.ema_kimg, "r1_gamma": self.cfg.r1_gamma,
+                         **({"world_prior": self.cfg.world_overrides} if self.cfg.world_overrides else {}),
                          **{k: round(v, 4) for k, v in stats.items()}}
                 self.log.append(entry)
                 if self.rank == 0:
