@@ -137,15 +137,13 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
         crispness, contrast = edge_measures(y, labels, accessory_labels(kind))
         ref = edge_reference(ev, y.shape[-1])
         crisp = edge_pass(crispness, contrast, ref)
-        # and the eyes left visible, not a blob over the whole face (glasses cover them by design)
-        glasses = accessory_present(ev["attributes"], y, "frame_glasses") | accessory_present(ev["attributes"], y, "sunglasses")
-        eyes = eye_pixels(labels)
-        sees = eyes_pass(eyes, eyes_reference(ev, y.shape[-1]), glasses)
+        # and the eyes left visible, not a blob over the whole face (glasses frames excepted)
+        sees = eyes_pass(labels, eyes_reference(ev, y.shape[-1]))
         out.update(crisp=crisp.float(), eyes_visible=sees.float(),
                    all_judges=(success & seen & fits & crisp & sees).float(),
                    crispness_ratio=crispness.nan_to_num(0) / ref["crispness"],
                    contrast_ratio=contrast.nan_to_num(0) / ref["contrast"],
-                   eyes_ratio=eyes / eyes_reference(ev, y.shape[-1]))
+                   eyes_ratio=eye_pixels(labels) / eyes_reference(ev, y.shape[-1]))
     return out
 
 

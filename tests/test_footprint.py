@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from latentedit.edit.discrete import seen_in_region
 from latentedit.formats import DEFAULT_BUNDLE
-from latentedit.metrics.footprint import (EYES_MIN, FOOTPRINT_MAX, eye_pixels, eyes_pass, footprint, footprint_pass,
-                                         world_eyes_reference, world_footprint_reference)
+from latentedit.metrics.footprint import (EYES_MIN, FOOTPRINT_MAX, FRAME_LABEL, eye_pixels, eyes_pass, footprint,
+                                         footprint_pass, world_eyes_reference, world_footprint_reference)
 from latentedit.train.offset import OffsetConfig, OffsetTrainer
 from latentedit.world.templates import accessory_labels, accessory_region, world_wearing
 
@@ -54,16 +54,22 @@ def test_a_mask_over_the_eyes_fails_the_eyes_judge():
     reference = world_eyes_reference(n=64)
     assert 8 <= reference <= 20  # a world face's two eyes at 64 px
     b, expected = _wearing("mask")
-    no_glasses = torch.zeros(len(b.labels), dtype=torch.bool)
-    assert eyes_pass(eye_pixels(b.labels), reference, no_glasses).all()
+    assert eyes_pass(b.labels, reference).all()
     ids = accessory_labels("mask")
     on = torch.isin(b.labels, ids).float()[:, None]
     grown = F.max_pool2d(F.pad(on, (0, 0, 0, 6)), (7, 1), stride=1)[:, 0] > 0
     labels = torch.where(grown, ids[0], b.labels)
     assert footprint_pass(footprint(labels, "mask", expected), world_footprint_reference("mask", n=64)).float().mean() >= 0.5
-    assert not eyes_pass(eye_pixels(labels), reference, no_glasses).any()
-    assert eyes_pass(eye_pixels(labels), reference, ~no_glasses).all()  # glasses cover the eyes by design
-    assert eyes_pass(torch.tensor([EYES_MIN * 10, EYES_MIN * 10 - 0.01]), 10.0, no_glasses[:2]).tolist() == [True, False]
+    assert (eye_pixels(labels) < EYES_MIN * reference).all() and not eyes_pass(labels, reference).any()
+    for kind in ("frame_glasses", "sunglasses"):  # glasses frames excepted: sunglasses hide the eyes by design
+        worn = world_wearing(kind, 16, seed=21).labels
+        covered = torch.where(grown[:16], ids[0], worn)  # the mask over the eyes, the frames on top
+        covered = torch.where(torch.isin(worn, accessory_labels(kind)), worn, covered)
+        assert eyes_pass(covered, reference).all(), kind
+    tiny = torch.zeros(2, 8, 8, dtype=torch.long)  # frames of one pixel less than the reference: judged by the eyes
+    tiny[:, 0, :5] = FRAME_LABEL
+    tiny[0, 1, :1] = FRAME_LABEL
+    assert eyes_pass(tiny, 6.0).tolist() == [True, False]
 
 
 def test_empty_region_or_no_accessory():

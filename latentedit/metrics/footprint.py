@@ -21,8 +21,10 @@ mask as a blob over the whole face on about 30% of those without glasses: the pa
 4 eye pixels on them, where world renders wearing a mask alone have 8 or more on 98% (median 14),
 and size, edge and classifier passed half of them. Eyes of a face: the pixels a labeller gives
 the eyes; a face passes at EYES_MIN x the reference (the median on world renders wearing a mask
-alone) or more, or when it wears glasses (lenses cover the eyes there; the frames judge's
-see-through term looks behind frame lenses).
+alone) or more, or when the labeller draws glasses frames on it, at least the reference's pixels
+(lenses cover the eyes there; the world's frame glasses and sunglasses hold 3.6x the reference or
+more by the parser, its mask-alone faces none). Not the classifier's glasses: it read a blob over
+the eyes as sunglasses (0.98) where the parser found neither eyes nor frames.
 """
 import torch
 
@@ -32,6 +34,7 @@ from latentedit.world.templates import on_accessory
 FOOTPRINT_MAX = 1.5
 EYES_MIN = 0.3  # world masks alone: 2nd percentile of eye pixels 0.57x the median, none under 0.3x
 EYE_LABELS = torch.tensor([LABEL_ID["l_eye"], LABEL_ID["r_eye"]])
+FRAME_LABEL = LABEL_ID["glasses_frame"]
 
 
 def footprint(labels, kind, expected):
@@ -73,7 +76,8 @@ def world_eyes_reference(labeller=None, n=256, seed=7_100_000, resolution=64):
     return float(eye_pixels(faces.labels if labeller is None else labeller(faces.image)).median())
 
 
-def eyes_pass(values, reference, glasses):
-    """[N] bool: eye pixels [N] at least EYES_MIN x the world's reference, or the face wears
-    glasses (bool [N])."""
-    return glasses | (values >= EYES_MIN * reference)
+def eyes_pass(labels, reference):
+    """[N] bool: label maps [N, R, R] with eye pixels at least EYES_MIN x the world's reference, or
+    with glasses frames (at least the reference's pixels)."""
+    frames = (labels == FRAME_LABEL).sum((-2, -1)).float()
+    return (frames >= reference) | (eye_pixels(labels) >= EYES_MIN * reference)
