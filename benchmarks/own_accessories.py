@@ -20,17 +20,17 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthesize_world import measure, world_evaluators  # noqa: E402
 
-from latentedit import world  # noqa: E402
 from latentedit.edit.discrete import ACCESSORY_KINDS  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.images import save_png, tile, to_uint8  # noqa: E402
-from latentedit.metrics.generator import KIND_RENDERS, REAL_SEED, generated_kind_images  # noqa: E402
+from latentedit.metrics.generator import generated_kind_images, kind_render_images  # noqa: E402
 
 JUDGES = ("seen_by_parser", "fits", "frames", "crisp", "eyes_visible", "all_judges")
 RATIOS = ("frame_contrast_ratio", "lens_clarity_ratio", "crispness_ratio", "contrast_ratio", "eyes_ratio")
@@ -79,14 +79,14 @@ def main():
     generators = {m: load_networks(m).G.eval() for m in args.models}
     results, rows = {}, []
     for kind in args.kinds.split(","):
-        renders = world.sample(args.n, seed=REAL_SEED, resolution=clf.cfg.image_size, **KIND_RENDERS[kind]).image
-        faces = {"world renders": (renders, args.n)}
+        faces = {"world renders": (kind_render_images(kind, args.n, resolution=clf.cfg.image_size), args.n)}
         for name, G in generators.items():
             faces[name] = generated_kind_images(G, clf, kind, args.n, truncation=1.0, seed=args.seed)
         for name, (x, drawn) in faces.items():
-            if not len(x):
+            if not len(x):  # a blank row keeps the sheet's rows one per model
                 results.setdefault(kind, {})[name] = {"faces": 0, "codes_drawn": drawn}
                 print(f"{kind:13s} {name:40s} no face of the kind in {drawn} codes", flush=True)
+                rows.append(np.full((1, x.shape[2] + 4, x.shape[3] + 4, 3), 255, dtype=np.uint8))
                 continue
             per_face = judged(x, kind, ev)
             results.setdefault(kind, {})[name] = {**summary(per_face), "faces": len(x), "codes_drawn": drawn}

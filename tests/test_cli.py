@@ -182,13 +182,22 @@ def test_train_world_prior_shows_an_accessory_more_often_and_a_resume_may_change
     plain = world.sample_params(400, seed=t.cfg.data_seed)
     assert 0.85 <= float(shown.mask.float().mean()) <= 0.95 and float(plain.mask.float().mean()) < 0.25
     assert bool((shown.mask >= plain.mask).all()) and torch.equal(shown.glasses, plain.glasses)
+    # the trainer's reals are those renders (the first batch: positions 0-3 of the data seed)
+    expected = world.sample(4, seed=t.cfg.data_seed, resolution=16, **t.cfg.world_overrides).image
+    assert torch.equal(t.real_images(), expected)
+    assert not torch.equal(expected, world.sample(4, seed=t.cfg.data_seed, resolution=16).image)  # masks turned on
     r = run("train", "gan", "--out", tmp_path, "--kimg", "0.008", "--snapshot-kimg", "0.004", "--resume",
             "--world-prior", "p_glasses=0.3")
     assert r.exit_code == 0, r.output
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["world_prior"] for e in log] == [{"p_mask": 0.9}, {"p_glasses": 0.3}]
+    r = run("train", "gan", "--out", tmp_path, "--kimg", "0.012", "--snapshot-kimg", "0.004", "--resume")
+    assert r.exit_code == 0 and json.loads((tmp_path / "config.json").read_text())["world_overrides"] == {"p_glasses": 0.3}
+    r = run("train", "gan", "--out", tmp_path / "plain", *small, "--kimg", "0.004", "--snapshot-kimg", "0.004")
+    assert r.exit_code == 0 and json.loads((tmp_path / "plain" / "config.json").read_text())["world_overrides"] == {}
+    assert "world_prior" not in json.loads((tmp_path / "plain" / "log.jsonl").read_text().splitlines()[-1])
     for bad, named in ((["--world-prior", "p_mask=2"], "p_mask"), (["--world-prior", "glasses=1"], "p_glasses"),
-                       (["--world-prior", "p_mask"], "NAME=P"), (["--world-prior", "p_tie=0.1"], "p_tie")):
+                       (["--world-prior", "p_mask"], "NAME=VALUE"), (["--world-prior", "p_mask=x"], "not a number"), (["--world-prior", "p_tie=0.1"], "p_tie")):
         r = CliRunner().invoke(main, ["train", "gan", "--out", str(tmp_path / "new"), *small, *bad])
         assert r.exit_code == 2 and named in r.output and "Traceback" not in r.output, (bad, r.output)
 

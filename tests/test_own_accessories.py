@@ -42,6 +42,5 @@ def test_world_renders_pass_and_a_random_generator_is_reported(tmp_path):
     world = results["world renders"]
     assert world["faces"] == 8 and world["all_judges"] >= 0.6  # the world's masks pass (91% on 200)
     assert world["eyes_visible"] >= 0.75  # the mask judges include the eyes judge (world: 100% on 200)
-    assert 0 <= results[str(tmp_path / "random")]["faces"] <= 8
-    rows = 1 + (results[str(tmp_path / "random")]["faces"] > 0)  # a model with no face of the kind draws no row
-    assert np.asarray(Image.open(sheet)).shape[0] == rows * (2 * 68 + 2) + 2
+    assert results[str(tmp_path / "random")]["codes_drawn"] >= 100  # drawn in batches of 100 until 8 found
+    assert np.asarray(Image.open(sheet)).shape[0] == 2 * (2 * 68 + 2) + 2  # world row, model row (blank if none)

@@ -96,15 +96,21 @@ def _open_run(out, resume, steps, snapshot, bundle_path):
 
 def _world_prior(pairs):
     """--world-prior NAME=P pairs -> {NAME: P} (GANConfig checks the names and values)."""
+    return _number_pairs("--world-prior", pairs, "NAME=VALUE, e.g. p_glasses=0.24")
+
+
+def _number_pairs(option, pairs, form):
+    """NAME=VALUE pairs of `option` -> {NAME: float VALUE}; one error line (saying `form`) for a
+    malformed pair."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
+        if not (sep and name):
+            raise InputError(f"{option} {pair!r}: expected {form}")
         try:
-            out[name] = float(value) if sep else None
+            out[name] = float(value)
         except ValueError:
-            out[name] = None
-        if out[name] is None:
-            raise InputError(f"--world-prior {pair!r}: expected NAME=P, e.g. p_glasses=0.24")
+            raise InputError(f"{option} {pair!r}: {value!r} is not a number") from None
     return out
 
 
@@ -119,16 +125,15 @@ def _loss_weights(config_cls, pairs):
     """--weight NAME=VALUE pairs -> {"w_NAME": value} for the weights config_cls has."""
     known = sorted(f.name[2:] for f in dataclasses.fields(config_cls) if f.name.startswith("w_"))
     out = {}
+    form = f"LOSS=VALUE with LOSS one of {', '.join(known)}"
     for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or name not in known:
-            raise InputError(f"--weight {pair!r}: expected LOSS=VALUE with LOSS one of {', '.join(known)}")
-        try:
-            out[f"w_{name}"] = float(value)
-        except ValueError:
-            raise InputError(f"--weight {pair!r}: {value!r} is not a number") from None
-        if not out[f"w_{name}"] >= 0:
+        name = pair.partition("=")[0]
+        if name not in known:
+            raise InputError(f"--weight {pair!r}: expected {form}")
+        value = _number_pairs("--weight", [pair], form)[name]
+        if not value >= 0:
             raise InputError(f"--weight {pair!r}: a weight must be >= 0")
+        out[f"w_{name}"] = value
     return out
 
 

@@ -91,14 +91,16 @@ def fid_at_counts(f_real, n_real, f_other, n_other, seed=0):
                f_other[torch.randperm(len(f_other), generator=g)[:n_other]])
 
 
+def kind_render_images(kind, n, seed=REAL_SEED, start=0, resolution=64):
+    """n world renders [n, 3, R, R] wearing accessory `kind` (the other attributes at their priors)."""
+    return world.sample(n, seed=seed, start=start, resolution=resolution, **KIND_RENDERS[kind]).image
+
+
 @torch.no_grad()
 def kind_render_features(clf, kind, n, seed=REAL_SEED, batch=100):
     """Classifier features [n, D] of n world renders wearing accessory `kind`."""
-    feats = []
-    for s in range(0, n, batch):
-        b = world.sample(min(batch, n - s), seed=seed, start=s, **KIND_RENDERS[kind])
-        feats.append(clf.features(b.image))
-    return torch.cat(feats)
+    return torch.cat([clf.features(kind_render_images(kind, min(batch, n - s), seed, start=s))
+                      for s in range(0, n, batch)])
 
 
 @torch.no_grad()

@@ -62,7 +62,8 @@ class GANConfig(DictConfig):
         if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2 or \
                 not all(is_real(b) and 0 <= b < 1 for b in self.betas):
             raise InputError(f"GANConfig.betas must be two numbers in [0, 1), got {self.betas!r:.80}")
-        if not isinstance(self.world_overrides, dict) or not all(k.startswith("p_") for k in self.world_overrides):
+        if not isinstance(self.world_overrides, dict) or \
+                not all(isinstance(k, str) and k.startswith("p_") and is_real(v) for k, v in self.world_overrides.items()):
             raise InputError(f"GANConfig.world_overrides must be an object of sampling probabilities (p_glasses, "
                              f"p_sunglasses, p_mask, p_hat, p_beard), got {self.world_overrides!r:.80}")
         from latentedit import world
