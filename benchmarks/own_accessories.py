@@ -10,10 +10,10 @@ distribution, as the per-kind FID draws them) that the evaluators' classifier gi
 judged as synthesize_world.py judges edits with each face as its own origin: seen by the parser,
 footprint, the frames judge (clarity, share, contrast; its see-through term compares with a bare
 origin and passes trivially here), the mask edge and eyes judges (crispness, contrast; the eyes
-left visible), all judges. Beside
-them the same judges on N world renders wearing the kind (other attributes at their priors: the
-per-kind FID's reference): what a generator drawing the world's accessories reaches. --sheet: per
-kind, a row of world renders, then a row per model; green border all judges pass, red fail.
+left visible), all judges. Beside them the same judges on N world renders wearing the kind (other
+attributes at their priors: the per-kind FID's reference): what a generator drawing the world's
+accessories reaches. --sheet: per kind, a row of world renders, then a row per model; green border
+all judges pass, red fail.
 """
 import argparse
 import json

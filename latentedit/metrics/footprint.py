@@ -19,12 +19,13 @@ is not the world's.
 A mask must also leave the eyes visible. The generator's own masked faces (2026-12-05) drew the
 mask as a blob over the whole face on about 30% of those without glasses: the parser finds under
 4 eye pixels on them, where world renders wearing a mask alone have 8 or more on 98% (median 14),
-and three of the four on an 8-face sheet passed size, edge and classifier. Eyes of a face: the pixels a labeller gives
-the eyes; a face passes at EYES_MIN x the reference (the median on world renders wearing a mask
-alone) or more, or when the labeller draws glasses frames on it, at least the reference's pixels
-(lenses cover the eyes there; the world's frame glasses and sunglasses hold 3.6x the reference or
-more by the parser, its mask-alone faces none). Not the classifier's glasses: it read a blob over
-the eyes as sunglasses (0.98) where the parser found neither eyes nor frames.
+and three of the four on an 8-face sheet passed size, edge and classifier. Eyes of a face: the
+pixels a labeller gives the eyes; a face passes at EYES_MIN x the reference (the median on world
+renders wearing a mask alone) or more, or when the labeller draws glasses frames on it, at least
+the reference's pixels (lenses cover the eyes there; the world's frame glasses and sunglasses hold
+3.6x the reference or more by the parser, its mask-alone faces none). Not the classifier's
+glasses: it read a blob over the eyes as sunglasses (0.98) where the parser found neither eyes
+nor frames.
 """
 import torch
 
