@@ -103,28 +103,36 @@ def kind_render_features(clf, kind, n, seed=REAL_SEED, batch=100):
                       for s in range(0, n, batch)])
 
 
-@torch.no_grad()
-def generated_kind_images(G, clf, kind, n, truncation=1.0, seed=0, batch=100, max_draws=None):
-    """The first n generated faces (codes seed, seed + 1, ...) that the classifier gives accessory
-    `kind`, at the classifier's size, and how many codes were drawn; fewer than n when max_draws
-    (default 50 n) codes did not hold n of them."""
+def _first_of_kind(G, clf, kind, n, truncation, seed, batch, max_draws):
+    """(images, classifier features, codes drawn) of the first n generated faces (codes seed,
+    seed + 1, ...) that the classifier gives accessory `kind`, at the classifier's size; fewer than
+    n when max_draws (default 50 n) codes did not hold n of them."""
     head, c = RATES[kind]
-    images, found, drawn = [], 0, 0
+    images, feats, found, drawn = [], [], 0, 0
     max_draws = max_draws or 50 * n
     while found < n and drawn < max_draws:
         x = _generated(G, batch, seed + drawn, truncation, clf.cfg.image_size)
-        keep = clf.classify(clf.features(x))[head].argmax(1) == c
+        f = clf.features(x)
+        keep = clf.classify(f)[head].argmax(1) == c
         images.append(x[keep][:n - found])
+        feats.append(f[keep][:n - found])
         found, drawn = found + int(keep.sum().clamp(max=n - found)), drawn + batch
-    return torch.cat(images), drawn
+    return torch.cat(images), torch.cat(feats), drawn
+
+
+@torch.no_grad()
+def generated_kind_images(G, clf, kind, n, truncation=1.0, seed=0, batch=100, max_draws=None):
+    """The first n generated faces that the classifier gives accessory `kind` (`_first_of_kind`),
+    and how many codes were drawn."""
+    images, _, drawn = _first_of_kind(G, clf, kind, n, truncation, seed, batch, max_draws)
+    return images, drawn
 
 
 @torch.no_grad()
 def generated_kind_features(G, clf, kind, n, truncation=1.0, seed=0, batch=100, max_draws=None):
-    """Classifier features of `generated_kind_images` (same arguments), and how many codes were drawn."""
-    images, drawn = generated_kind_images(G, clf, kind, n, truncation, seed, batch, max_draws)
-    chunks = [images[s:s + batch] for s in range(0, len(images), batch)] or [images]  # none found: [0, D]
-    return torch.cat([clf.features(x) for x in chunks]), drawn
+    """Classifier features of those faces (`_first_of_kind`), and how many codes were drawn."""
+    _, feats, drawn = _first_of_kind(G, clf, kind, n, truncation, seed, batch, max_draws)
+    return feats, drawn
 
 
 @torch.no_grad()
