@@ -63,38 +63,36 @@ def world_evaluators(model, arcface=None):
     return ev
 
 
+def _world_reference(ev, key, measure):
+    """A judge's world reference, measured once per evaluator set (kept in `ev` under `key`) by
+    the same parser that judges the edits."""
+    if key not in ev:
+        ev[key] = measure(lambda x: ev["parser"](x).argmax(1))
+    return ev[key]
+
+
 def frame_reference(ev, resolution):
-    """The frames judge's reference: world renders' lens clarity / frame share / frame contrast by the same parser,
-    measured once per evaluator set, when a frame-glasses edit first needs it."""
-    if "frame_reference" not in ev:
-        ev["frame_reference"] = world_frame_reference(lambda x: ev["parser"](x).argmax(1), resolution=resolution)
-    return ev["frame_reference"]
+    """The frames judge's reference: world renders' lens clarity / frame share / frame contrast."""
+    return _world_reference(ev, "frame_reference",
+                            lambda labeller: world_frame_reference(labeller, resolution=resolution))
 
 
 def footprint_reference(kind, ev, resolution):
-    """The footprint judge's reference for `kind`: world renders' median footprint by the same
-    parser and face3d views, measured once per evaluator set and kind."""
-    refs = ev.setdefault("footprint_reference", {})
-    if kind not in refs:
-        refs[kind] = world_footprint_reference(kind, lambda x: ev["parser"](x).argmax(1),
-                                               lambda x: face_view(ev["face3d"], x), resolution=resolution)
-    return refs[kind]
+    """The footprint judge's reference for `kind`: world renders' median footprint (face3d views)."""
+    return _world_reference(ev, f"footprint_reference_{kind}", lambda labeller: world_footprint_reference(
+        kind, labeller, lambda x: face_view(ev["face3d"], x), resolution=resolution))
 
 
 def edge_reference(ev, resolution):
-    """The mask edge judge's reference: world renders' median edge crispness and contrast by the same
-    parser."""
-    if "edge_reference" not in ev:
-        ev["edge_reference"] = world_edge_reference("mask", lambda x: ev["parser"](x).argmax(1),
-                                                    resolution=resolution)
-    return ev["edge_reference"]
+    """The mask edge judge's reference: world renders' median edge crispness and contrast."""
+    return _world_reference(ev, "edge_reference",
+                            lambda labeller: world_edge_reference("mask", labeller, resolution=resolution))
 
 
 def eyes_reference(ev, resolution):
-    """The mask eyes judge's reference: world renders' median eye pixels by the same parser."""
-    if "eyes_reference" not in ev:
-        ev["eyes_reference"] = world_eyes_reference(lambda x: ev["parser"](x).argmax(1), resolution=resolution)
-    return ev["eyes_reference"]
+    """The mask eyes judge's reference: world renders' median eye pixels."""
+    return _world_reference(ev, "eyes_reference",
+                            lambda labeller: world_eyes_reference(labeller, resolution=resolution))
 
 
 @torch.no_grad()
