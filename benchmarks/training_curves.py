@@ -6,8 +6,8 @@
     python benchmarks/training_curves.py snapshot --run runs/gan_v2   # all of a session's commit
 
 `add` appends one point (a `latentedit evaluate generator` report of a snapshot, at its kimg) to
-the curve file (default checkpoints/training/curve.json; points sorted by kimg, one per kimg and
-sample count). `plot` draws world-FID (with per-accessory FIDs where measured), precision /
+the curve file (default checkpoints/training/curve.json; points sorted by kimg, one per kimg,
+sample count and width). `plot` draws world-FID (with per-accessory FIDs where measured), precision /
 recall, the accessory rates' gaps to the world's prior, and, from a run's log.jsonl, the losses
 and training throughput, each against kimg. Needs matplotlib (not a dependency of the package).
 `samples` puts a snapshot's seeds 0-31 (truncation 1.0, as `latentedit generate` makes them) above
@@ -41,9 +41,9 @@ def _width(bundle_dir):
 def _arms(points):
     """(label suffix, marker, points) per generator width; points before widths were recorded are
     the main line's."""
-    widths = sorted({p.get("width", MAIN_WIDTH) for p in points}, key=lambda w: w != MAIN_WIDTH)
-    return [("" if w == MAIN_WIDTH else f", {w}", "o" if w == MAIN_WIDTH else "D",
-             [p for p in points if p.get("width", MAIN_WIDTH) == w]) for w in widths]
+    widths = sorted({p.get("width", MAIN_WIDTH) for p in points}, key=lambda w: (w != MAIN_WIDTH, w))
+    return [("" if w == MAIN_WIDTH else f", {w}", "oD^v"[i % 4],
+             [p for p in points if p.get("width", MAIN_WIDTH) == w]) for i, w in enumerate(widths)]
 
 
 def load(path):
@@ -58,7 +58,8 @@ def add(args):
                                             "kind_fid_ratio_matched", "rate_gap_points", "rates_generated",
                                             "rates_prior")}}
     curve = load(args.curve)
-    curve["points"] = [p for p in curve["points"] if (p["kimg"], p["n"]) != (args.kimg, point["n"])] + [point]
+    key = (args.kimg, point["n"], args.width)  # each width is its own arm: arms share kimg marks
+    curve["points"] = [p for p in curve["points"] if (p["kimg"], p["n"], p.get("width", MAIN_WIDTH)) != key] + [point]
     curve["points"].sort(key=lambda p: (p["kimg"], p["n"]))
     Path(args.curve).parent.mkdir(parents=True, exist_ok=True)
     Path(args.curve).write_text(json.dumps(curve, indent=1) + "\n")
