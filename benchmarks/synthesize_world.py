@@ -63,11 +63,11 @@ def world_evaluators(model, arcface=None):
     return ev
 
 
-def _world_reference(ev, key, measure):
+def _world_reference(ev, key, compute):
     """A judge's world reference, measured once per evaluator set (kept in `ev` under `key`) by
     the same parser that judges the edits."""
     if key not in ev:
-        ev[key] = measure(lambda x: ev["parser"](x).argmax(1))
+        ev[key] = compute(lambda x: ev["parser"](x).argmax(1))
     return ev[key]
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVE = ROOT / "checkpoints" / "training" / "curve.json"
+COMMITTED = ROOT / "checkpoints" / "training" / "gan_v2"  # the line's committed snapshot
 KINDS = ("frame_glasses", "sunglasses", "mask")
 MAIN_WIDTH = "2048/128"  # channel_base / channel_max of the curve's first points (before widths were recorded)
 
@@ -52,6 +53,8 @@ def load(path):
 
 def add(args):
     report = json.loads(Path(args.report).read_text())
+    if args.width is None:
+        args.width = _width(COMMITTED) if (COMMITTED / "bundle.json").exists() else MAIN_WIDTH
     point = {"kimg": args.kimg, "n": report["n"], "truncation": report["truncation"], "note": args.note,
              "width": args.width,
              **{k: report.get(k) for k in ("world_fid", "kid", "precision", "recall", "kind_fid",
@@ -60,7 +63,7 @@ def add(args):
     curve = load(args.curve)
     key = (args.kimg, point["n"], args.width)  # each width is its own arm: arms share kimg marks
     curve["points"] = [p for p in curve["points"] if (p["kimg"], p["n"], p.get("width", MAIN_WIDTH)) != key] + [point]
-    curve["points"].sort(key=lambda p: (p["kimg"], p["n"]))
+    curve["points"].sort(key=lambda p: (p["kimg"], p["n"], p.get("width", MAIN_WIDTH)))
     Path(args.curve).parent.mkdir(parents=True, exist_ok=True)
     Path(args.curve).write_text(json.dumps(curve, indent=1) + "\n")
     print(f"{args.curve}: {len(curve['points'])} points")
@@ -182,7 +185,7 @@ def _kimg(bundle_dir):
 
 
 def snapshot(args):
-    run, dst = Path(args.run), ROOT / "checkpoints" / "training" / "gan_v2"
+    run, dst = Path(args.run), COMMITTED
     if args.best_of < 1:
         _fail("--best-of must be at least 1")
     committed = dst / "bundle.json"
@@ -240,7 +243,8 @@ def main():
     a.add_argument("--report", required=True)
     a.add_argument("--kimg", type=float, required=True)
     a.add_argument("--note", default="")
-    a.add_argument("--width", default=MAIN_WIDTH, help="the generator's channel_base/channel_max: each width is its own arm on the plot")
+    a.add_argument("--width", default=None, help="the generator's channel_base/channel_max: each width is its own "
+                   "arm on the plot (default: the committed snapshot's, checkpoints/training/gan_v2)")
     p = sub.add_parser("plot")
     p.add_argument("--log", default=None, help="a run's log.jsonl (losses and img/s per snapshot)")
     p.add_argument("--out", default="docs/training_curves.png")

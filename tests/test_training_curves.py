@@ -20,3 +20,13 @@ def test_arms_of_two_widths_keep_their_points_at_the_same_kimg(tmp_path):
     # The same arm measured again replaces its own point only.
     points = _add(curves, curve, report, 2780.0, "2048/256", 5.40)
     assert sorted((p["width"], p["world_fid"]) for p in points) == [("2048/256", 5.40), ("3072/256", 5.56)]
+
+
+def test_points_from_before_widths_were_recorded_count_as_the_first_width(tmp_path):
+    curves = load_benchmark("training_curves")
+    curve, report = tmp_path / "curve.json", tmp_path / "report.json"
+    curve.write_text(json.dumps({"points": [{"kimg": 940.0, "n": 10000, "world_fid": 14.4}]}))
+    points = _add(curves, curve, report, 940.0, "2048/256", 9.0)
+    assert sorted(p["world_fid"] for p in points) == [9.0, 14.4]
+    points = _add(curves, curve, report, 940.0, curves.MAIN_WIDTH, 14.0)
+    assert sorted(p["world_fid"] for p in points) == [9.0, 14.0]
