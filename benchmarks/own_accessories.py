@@ -53,7 +53,10 @@ def summary(per_face):
     return out
 
 
-def bordered(faces, passed, width=2):
+BORDER = 2  # pixels of a sheet tile's pass / fail border
+
+
+def bordered(faces, passed, width=BORDER):
     """uint8 tiles of faces with a green (passed) or red border."""
     colour = torch.where(passed[:, None], torch.tensor([-1.0, 1.0, -1.0]), torch.tensor([1.0, -1.0, -1.0]))
     out = colour[:, :, None, None].expand(-1, -1, faces.shape[2] + 2 * width, faces.shape[3] + 2 * width).clone()
@@ -86,7 +89,7 @@ def main():
             if not len(x):  # a blank row keeps the sheet's rows one per model
                 results.setdefault(kind, {})[name] = {"faces": 0, "codes_drawn": drawn}
                 print(f"{kind:13s} {name:40s} no face of the kind in {drawn} codes", flush=True)
-                rows.append(np.full((1, x.shape[2] + 4, x.shape[3] + 4, 3), 255, dtype=np.uint8))
+                rows.append(np.full((1, x.shape[2] + 2 * BORDER, x.shape[3] + 2 * BORDER, 3), 255, dtype=np.uint8))
                 continue
             per_face = judged(x, kind, ev)
             results.setdefault(kind, {})[name] = {**summary(per_face), "faces": len(x), "codes_drawn": drawn}

@@ -39,12 +39,17 @@ def _width(bundle_dir):
     return f"{cfg['channel_base']}/{cfg['channel_max']}"
 
 
+def _point_width(point):
+    """A curve point's generator width; points from before widths were recorded are MAIN_WIDTH's."""
+    return point.get("width", MAIN_WIDTH)
+
+
 def _arms(points):
     """(label suffix, marker, points) per generator width; points before widths were recorded are
     the main line's."""
-    widths = sorted({p.get("width", MAIN_WIDTH) for p in points}, key=lambda w: (w != MAIN_WIDTH, w))
+    widths = sorted({_point_width(p) for p in points}, key=lambda w: (w != MAIN_WIDTH, w))
     return [("" if w == MAIN_WIDTH else f", {w}", "oD^v"[i % 4],
-             [p for p in points if p.get("width", MAIN_WIDTH) == w]) for i, w in enumerate(widths)]
+             [p for p in points if _point_width(p) == w]) for i, w in enumerate(widths)]
 
 
 def load(path):
@@ -61,9 +66,11 @@ def add(args):
                                             "kind_fid_ratio_matched", "rate_gap_points", "rates_generated",
                                             "rates_prior")}}
     curve = load(args.curve)
-    key = (args.kimg, point["n"], args.width)  # each width is its own arm: arms share kimg marks
-    curve["points"] = [p for p in curve["points"] if (p["kimg"], p["n"], p.get("width", MAIN_WIDTH)) != key] + [point]
-    curve["points"].sort(key=lambda p: (p["kimg"], p["n"], p.get("width", MAIN_WIDTH)))
+    def key(p):  # each width is its own arm: arms share kimg marks
+        return p["kimg"], p["n"], _point_width(p)
+
+    curve["points"] = [p for p in curve["points"] if key(p) != key(point)] + [point]
+    curve["points"].sort(key=key)
     Path(args.curve).parent.mkdir(parents=True, exist_ok=True)
     Path(args.curve).write_text(json.dumps(curve, indent=1) + "\n")
     print(f"{args.curve}: {len(curve['points'])} points")
