@@ -63,9 +63,10 @@ def world_evaluators(model, arcface=None):
     return ev
 
 
-def _world_reference(ev, key, compute):
-    """A judge's world reference, measured once per evaluator set (kept in `ev` under `key`) by
-    the same parser that judges the edits."""
+def _world_reference(ev, name, resolution, compute):
+    """A judge's world reference at `resolution`, measured once per evaluator set and resolution
+    (kept in `ev`) by the same parser that judges the edits; compute(labeller)."""
+    key = f"{name}_reference_{resolution}px"
     if key not in ev:
         ev[key] = compute(lambda x: ev["parser"](x).argmax(1))
     return ev[key]
@@ -73,25 +74,25 @@ def _world_reference(ev, key, compute):
 
 def frame_reference(ev, resolution):
     """The frames judge's reference: world renders' lens clarity / frame share / frame contrast."""
-    return _world_reference(ev, "frame_reference",
+    return _world_reference(ev, "frame", resolution,
                             lambda labeller: world_frame_reference(labeller, resolution=resolution))
 
 
 def footprint_reference(kind, ev, resolution):
     """The footprint judge's reference for `kind`: world renders' median footprint (face3d views)."""
-    return _world_reference(ev, f"footprint_reference_{kind}", lambda labeller: world_footprint_reference(
+    return _world_reference(ev, f"footprint_{kind}", resolution, lambda labeller: world_footprint_reference(
         kind, labeller, lambda x: face_view(ev["face3d"], x), resolution=resolution))
 
 
 def edge_reference(ev, resolution):
     """The mask edge judge's reference: world renders' median edge crispness and contrast."""
-    return _world_reference(ev, "edge_reference",
+    return _world_reference(ev, "edge", resolution,
                             lambda labeller: world_edge_reference("mask", labeller, resolution=resolution))
 
 
 def eyes_reference(ev, resolution):
     """The mask eyes judge's reference: world renders' median eye pixels."""
-    return _world_reference(ev, "eyes_reference",
+    return _world_reference(ev, "eyes", resolution,
                             lambda labeller: world_eyes_reference(labeller, resolution=resolution))
 
 

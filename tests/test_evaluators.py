@@ -145,6 +145,28 @@ def test_fid_zero_on_itself_and_grows_with_shift():
         fid(torch.full((10, 4), float("nan")), a[:10, :4])
 
 
+def test_weighted_fid_reweights_a_mixture():
+    """Importance weights turn a sample drawn at the wrong mixture into the right one: FID of a
+    70 / 30 mixture against 30 / 70 is large as drawn and near the same-mixture floor once each
+    sample is weighted by target / drawn share; zero weights are the same as leaving samples out."""
+    g = torch.Generator().manual_seed(0)
+
+    def mixture(n, share):
+        side = (torch.rand(n, generator=g) < share).long()
+        return torch.randn(n, 8, generator=g) + 3.0 * side[:, None], side
+
+    ref, _ = mixture(4000, 0.3)
+    drawn, side = mixture(4000, 0.7)
+    same, _ = mixture(4000, 0.3)
+    w = torch.where(side == 1, 0.3 / 0.7, 0.7 / 0.3)
+    floor, as_drawn, reweighted = fid(ref, same), fid(ref, drawn), fid(ref, drawn, weights_b=w)
+    assert as_drawn > 10 * floor and reweighted < 3 * floor + 0.05
+    keep = side == 0
+    assert abs(fid(ref, drawn, weights_b=keep.double()) - fid(ref, drawn[keep])) < 1e-6
+    with pytest.raises(InputError):
+        fid(ref, drawn, weights_b=-w)
+
+
 def test_kid_unbiased():
     rng = np.random.RandomState(0)
     vals = [mmd2_unbiased(rng.randn(200, 8), rng.randn(200, 8)) for _ in range(30)]

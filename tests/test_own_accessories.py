@@ -28,6 +28,19 @@ def test_bordered_marks_pass_green_and_fail_red():
     assert (tiles[:, 2:-2, 2:-2] == 128).all()  # the face itself untouched
 
 
+def test_world_references_are_kept_per_resolution():
+    """A judge's world reference is measured once per evaluator set *and* resolution: a second
+    resolution measures its own instead of reusing the first's."""
+    world = load_benchmark("synthesize_world")
+    ev, calls = {"parser": lambda x: x}, []
+
+    def measure(resolution):
+        return world._world_reference(ev, "edge", resolution, lambda labeller: calls.append(resolution) or resolution)
+
+    assert [measure(64), measure(64), measure(128), measure(64)] == [64, 64, 128, 64]
+    assert calls == [64, 128]
+
+
 @pytest.mark.slow
 def test_world_renders_pass_and_a_random_generator_is_reported(tmp_path):
     with seeded(0):  # a random generator at the evaluators' size: its faces rarely read as the kind

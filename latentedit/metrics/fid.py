@@ -20,9 +20,16 @@ def _np(x):
     return x
 
 
-def gaussian_stats(features):
+def gaussian_stats(features, weights=None):
+    """Mean and covariance of features [N, D]; with weights [N] (>= 0, importance weights) the
+    weighted mean and the unbiased weighted covariance (numpy's aweights)."""
     f = _np(features)
-    return f.mean(0), np.cov(f, rowvar=False)
+    if weights is None:
+        return f.mean(0), np.cov(f, rowvar=False)
+    w = np.asarray(weights.detach().cpu() if torch.is_tensor(weights) else weights, dtype=np.float64)
+    if w.shape != (len(f),) or not np.isfinite(w).all() or (w < 0).any() or (w > 0).sum() < 2:
+        raise InputError(f"weights must be [{len(f)}] finite, >= 0, with at least 2 above 0")
+    return np.average(f, axis=0, weights=w), np.cov(f, rowvar=False, aweights=w)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
@@ -36,8 +43,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return float(max(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean), 0.0))
 
 
-def fid(features_a, features_b):
-    return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
+def fid(features_a, features_b, weights_b=None):
+    """FID of two feature sets; weights_b: importance weights of features_b's samples."""
+    return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b, weights_b))
 
 
 def kid(features_a, features_b, subsets=100, subset_size=1000, seed=0):

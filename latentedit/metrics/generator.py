@@ -41,24 +41,33 @@ ACCESSORIES = tuple(KIND_RENDERS)
 
 
 class _Accumulator:
+    """Classifier features, every head's label and the mean confidences of the images added."""
+
     def __init__(self, clf):
-        self.clf, self.feats, self.conf, self.n = clf, [], {}, 0
-        self.predicted = {k: [] for k in RATES}  # per sample: the classifier gives the attribute
+        self.clf, self.feats, self.heads, self.conf, self.n = clf, [], {}, {}, 0
 
     @torch.no_grad()
     def add(self, images):
         f = self.clf.features(images)
         out = self.clf.classify(f)
         self.feats.append(f)
-        for name, (head, c) in RATES.items():
-            self.predicted[name].append(out[head].argmax(1) == c)
         for head in self.clf.cfg.heads:
+            self.heads.setdefault(head, []).append(out[head].argmax(1))
             self.conf[head] = self.conf.get(head, 0.0) + out[head].softmax(1).amax(1).sum().item()
         self.n += len(images)
 
+    def labels(self):
+        """{head: class index [N]}: the classifier's label of each sample."""
+        return {head: torch.cat(v) for head, v in self.heads.items()}
+
+    def predicted(self, name):
+        """Bool [N]: the classifier gives attribute `name` (a RATES entry)."""
+        head, c = RATES[name]
+        return torch.cat(self.heads[head]) == c
+
     def result(self):
         conf = {k: v / self.n for k, v in self.conf.items()}
-        rates = {k: torch.cat(v).sum().item() / self.n for k, v in self.predicted.items()}
+        rates = {k: self.predicted(k).sum().item() / self.n for k in RATES}
         return (torch.cat(self.feats), rates, conf,
                 sum(conf.values()) / len(conf))
 
@@ -135,6 +144,30 @@ def generated_kind_features(G, clf, kind, n, truncation=1.0, seed=0, batch=100, 
     return feats, drawn
 
 
+def _generated_accumulator(G, clf, n, truncation, seed, batch, say=lambda *_: None):
+    acc = _Accumulator(clf)
+    for s in range(0, n, batch):
+        m = min(batch, n - s)
+        acc.add(_generated(G, m, seed + s, truncation, clf.cfg.image_size))
+        say(f"  generated {s + m}/{n}")
+    return acc
+
+
+def generated_features(G, clf, n, truncation=1.0, seed=0, batch=100):
+    """(classifier features [n, D], {head: labels [n]}) of the generated codes seed .. seed + n - 1:
+    the samples evaluate_generator measures."""
+    acc = _generated_accumulator(G, clf.eval(), n, truncation, seed, batch)
+    return acc.result()[0], acc.labels()
+
+
+def render_features(clf, n, seed=REAL_SEED, batch=100):
+    """(features [n, D], {head: labels [n]}, {attribute: ground truth, bool [n]}) of world renders
+    0 .. n-1 of seed: evaluate_generator's reference set."""
+    acc, truth = _Accumulator(clf.eval()), {}
+    _renders(n, seed, 0, batch, acc, truth)
+    return acc.result()[0], acc.labels(), {k: torch.cat(v) for k, v in truth.items()}
+
+
 @torch.no_grad()
 def _generated(G, n, seed, truncation, size):
     """Images of codes seed .. seed + n - 1 on the CPU in [-1, 1], at the classifier's size."""
@@ -151,21 +184,16 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
     if n < 10:
         raise InputError(f"n must be >= 10, got {n}")
     clf = clf.eval()
-    size = clf.cfg.image_size
     say = progress or (lambda *_: None)
     t0 = time.time()
-    gen = _Accumulator(clf)
-    for s in range(0, n, batch):
-        m = min(batch, n - s)
-        gen.add(_generated(G, m, seed + s, truncation, size))
-        say(f"  generated {s + m}/{n}")
+    gen = _generated_accumulator(G, clf, n, truncation, seed, batch, say)
     real, truth = _Accumulator(clf), {}
     _renders(n, real_seed, 0, batch, real, truth)
     say(f"  rendered {n} reference images")
     f_gen, rates_gen, conf_gen, mconf_gen = gen.result()
     f_real, rates_real, conf_real, mconf_real = real.result()
     truth = {k: torch.cat(v) for k, v in truth.items()}
-    gen_kind = {k: torch.cat(gen.predicted[k]) for k in ACCESSORIES}
+    gen_kind = {k: gen.predicted(k) for k in ACCESSORIES}
     overall_fid = fid(f_real, f_gen)
     # Per accessory: generated faces the classifier gives kind K vs the reference renders wearing K.
     per_kind = {k: kind_fid(f_real, truth[k], f_gen, gen_kind[k]) for k in ACCESSORIES}
