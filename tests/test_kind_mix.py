@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from latentedit.formats import Networks, save_networks
@@ -25,6 +26,9 @@ def test_mix_weights_give_each_cell_the_target_share():
     assert abs(unreached - 0.10) < 1e-9
     share = torch.stack([w[drawn == c].sum() for c in (0, 1)]) / w.sum()
     assert torch.allclose(share, torch.tensor([1 / 3, 2 / 3], dtype=torch.float64))  # 30 : 60 of the reachable
+    w, _ = mix.mix_weights(torch.tensor([0, 0, 3, 3]), torch.tensor([0, 0, 1]))  # cell 3: the target has none
+    assert w.tolist() == [2 / 3 / 0.5] * 2 + [0.0, 0.0]
+    assert abs(mix.effective_n(torch.tensor([1.0, 1.0, 2.0, 2.0], dtype=torch.float64)) - 3.6) < 1e-12
 
 
 def _population(n, p_long_in_sun, g):
@@ -52,16 +56,19 @@ def test_a_learnt_correlation_is_told_apart_from_the_drawing():
     f_gen, l_gen, _ = _population(8000, 0.85, g)
     f_real, l_real, truth = _population(8000, 0.5, g)
     report = mix.kind_mix((f_gen, l_gen), (f_real, l_real), truth, NAMES, ["hair_style"])
-    sun, frame = report["sunglasses"], report["frame_glasses"]
+    sun, frame = report["kinds"]["sunglasses"], report["kinds"]["frame_glasses"]
     assert abs(sun["heads"]["hair_style"]["tv"] - 0.35) < 0.05
-    assert sun["heads"]["hair_style"]["tv_all_faces"] < 0.5 * sun["heads"]["hair_style"]["tv"]
+    assert report["all_faces_tv"]["hair_style"] < 0.5 * sun["heads"]["hair_style"]["tv"]
     assert sun["kind_fid"] > 10 * sun["kind_fid_world_mix"]
-    assert sun["ratio"] > 2 * sun["ratio_world_mix"]
+    # drawn like the world's once the mix is the world's: about 1x the overall FID at the world's mix
+    # (its denominator corrects the overall mix too: against the overall FID as drawn it read 0.4x)
+    assert 0.5 < sun["ratio_world_mix"] < 2.5 and sun["ratio_matched"] > 3 * sun["ratio_world_mix"]
     assert abs(frame["kind_fid_world_mix"] - frame["kind_fid"]) < 0.5 * frame["kind_fid"] + 0.02
     assert frame["heads"]["hair_style"]["tv"] < 0.06 and frame["world_share_unreached"] == 0.0
 
 
 def test_runs_on_a_generator_and_rejects_bad_input(tmp_path):
+    mix = load_benchmark("kind_mix")
     with seeded(0):
         G = Generator(GeneratorConfig(resolution=64, channel_base=256, channel_max=32))
     save_networks(Networks("training-run", "random", G=G), tmp_path / "random", provenance={"kimg": 0.0})
@@ -70,12 +77,29 @@ def test_runs_on_a_generator_and_rejects_bad_input(tmp_path):
     r = subprocess.run(run + ["--models", str(tmp_path / "random"), "--json", str(report)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    reports = json.loads(report.read_text())["reports"][str(tmp_path / "random")]
-    assert set(reports) == {"frame_glasses", "sunglasses", "mask"}
-    for kind in reports.values():  # a random generator seldom draws a kind: either reported or too few
-        assert "counts" in kind and ("kind_fid" not in kind or kind["effective_n"] <= kind["counts"]["generated"] + 1e-6)
+    kinds = json.loads(report.read_text())["reports"][str(tmp_path / "random")]["kinds"]
+    assert set(kinds) == {"frame_glasses", "sunglasses", "mask"}
+    for kind in kinds.values():  # a random generator seldom draws a kind: too few faces, or weights not trusted
+        if "kind_fid" in kind and kind["kind_fid_world_mix"] is None:
+            assert kind["effective_n"] < mix.MIN_EFFECTIVE_N or kind["world_share_unreached"] > mix.MAX_UNREACHED
     for bad, says in ((["--models", str(tmp_path / "none")], "no such"),
-                      (["--models", str(tmp_path / "random"), "--mix-heads", "hair"], "unknown head hair")):
+                      (["--models", str(tmp_path / "random"), "--mix-heads", "hair"], "unknown head hair"),
+                      (["--models", str(tmp_path / "random"), "--json", str(report / "x.json")], "cannot write")):
         r = subprocess.run(run + bad, capture_output=True, text=True, cwd=ROOT)
         assert r.returncode == 2 and r.stderr.startswith("error:") and says in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_replot_draws_a_saved_report(tmp_path):
+    """--replot draws the bars from a saved --json report without measuring anything."""
+    pytest.importorskip("matplotlib")
+    mix = load_benchmark("kind_mix")
+    g = torch.Generator().manual_seed(0)
+    f_gen, l_gen, _ = _population(2000, 0.85, g)
+    f_real, l_real, truth = _population(2000, 0.5, g)
+    saved = {"n": 2000, "mix_heads": ["hair_style"],
+             "reports": {"fake": mix.kind_mix((f_gen, l_gen), (f_real, l_real), truth, NAMES, ["hair_style"])}}
+    (tmp_path / "mix.json").write_text(json.dumps(saved))
+    assert mix.main(["--replot", str(tmp_path / "mix.json"), "--plot", str(tmp_path / "mix.png")]) == 0
+    assert (tmp_path / "mix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert mix.main(["--replot", str(tmp_path / "mix.json")]) == 2  # nothing to draw to
