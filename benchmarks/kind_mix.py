@@ -77,6 +77,8 @@ def _overall_at_world_mix(f_real, f_gen, w_all, n_real, n_eff, repeats, seed=0):
     """The overall FID with all generated faces weighted to the world's joint mix (w_all), on random
     subsets whose effective n is about n_eff against n_real renders, averaged over `repeats`: the
     like-for-like denominator of a kind's FID at the world's mix (both sides' mix corrected)."""
+    if not w_all.sum() > 0:
+        return None
     g = torch.Generator().manual_seed(seed)
     m = min(len(f_gen), max(2, round(n_eff * len(f_gen) / effective_n(w_all))))
     values = []
@@ -132,6 +134,10 @@ def kind_mix(gen, world, truth, names, mix_heads, repeats=5):
     return out
 
 
+def _format_ratio(ratio):
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def print_report(name, report):
     print(f"== {name} (TV on all faces: " + ", ".join(f"{h} {v:.2f}" for h, v in report["all_faces_tv"].items()) + ")")
     for kind, r in report["kinds"].items():
@@ -140,9 +146,9 @@ def print_report(name, report):
             continue
         worst = sorted(r["heads"].items(), key=lambda kv: -kv[1]["tv"])[:3]
         at_mix = ("- (weights not trusted)" if r["kind_fid_world_mix"] is None else
-                  f"{r['kind_fid_world_mix']:.2f} ({r['ratio_world_mix']:.2f}x)")
+                  f"{r['kind_fid_world_mix']:.2f} ({_format_ratio(r['ratio_world_mix'])})")
         print(f"  {kind:13s} n {r['counts']['generated']} / {r['counts']['renders']}: FID {r['kind_fid']:.2f} "
-              f"({r['ratio_matched']:.2f}x); at the world's mix {at_mix}; effective n {r['effective_n']:.0f}, "
+              f"({_format_ratio(r['ratio_matched'])}); at the world's mix {at_mix}; effective n {r['effective_n']:.0f}, "
               f"max weight {r['max_weight']:.1f}, world unreached {r['world_share_unreached']:.3f}, generated "
               f"dropped {r['generated_share_dropped']:.3f}; TV within kind: "
               + ", ".join(f"{h} {v['tv']:.2f}" for h, v in worst))
@@ -220,6 +226,8 @@ def main(argv=None):
         try:
             saved = json.loads(Path(args.replot).read_text())
             reports, mix_heads = saved["reports"], saved["mix_heads"]
+            for report in reports.values():
+                report["kinds"]  # a report of this script's layout
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"error: {args.replot}: not a kind_mix report ({e})", file=sys.stderr)
             return 2

@@ -29,6 +29,9 @@ def test_mix_weights_give_each_cell_the_target_share():
     w, _ = mix.mix_weights(torch.tensor([0, 0, 3, 3]), torch.tensor([0, 0, 1]))  # cell 3: the target has none
     assert w.tolist() == [2 / 3 / 0.5] * 2 + [0.0, 0.0]
     assert abs(mix.effective_n(torch.tensor([1.0, 1.0, 2.0, 2.0], dtype=torch.float64)) - 3.6) < 1e-12
+    # no generated face in any of the world's cells: no denominator, not a crash
+    assert mix._overall_at_world_mix(torch.randn(8, 2), torch.randn(8, 2), torch.zeros(8, dtype=torch.float64),
+                                     4, 4.0, repeats=2) is None
 
 
 def _population(n, p_long_in_sun, g):
