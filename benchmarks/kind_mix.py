@@ -106,6 +106,7 @@ def kind_mix(gen, world, truth, names, mix_heads, repeats=5):
     sizes = {h: len(c) for h, c in names.items()}
     overall_heads = list(dict.fromkeys(mix_heads + [RATES[k][0] for k in ACCESSORIES]))
     w_all, _ = mix_weights(cell_of(l_gen, overall_heads, sizes), cell_of(l_real, overall_heads, sizes))
+    cells_gen, cells_real = cell_of(l_gen, mix_heads, sizes), cell_of(l_real, mix_heads, sizes)
     out = {"all_faces_tv": {h: total_variation(l_gen[h], l_real[h], len(c)) for h, c in names.items()},
            "kinds": {}}
     for kind in ACCESSORIES:
@@ -119,8 +120,7 @@ def kind_mix(gen, world, truth, names, mix_heads, repeats=5):
                              "world": dict(zip(classes, shares(l_real[head][kr], len(classes)).tolist())),
                              "tv": total_variation(l_gen[head][kg], l_real[head][kr], len(classes))}
                       for head, classes in names.items() if head != own_head}
-        w, unreached = mix_weights(cell_of({h: v[kg] for h, v in l_gen.items()}, mix_heads, sizes),
-                                   cell_of({h: v[kr] for h, v in l_real.items()}, mix_heads, sizes))
+        w, unreached = mix_weights(cells_gen[kg], cells_real[kr])
         as_drawn = fid(f_real[kr], f_gen[kg])
         r.update(kind_fid=as_drawn, ratio_matched=_ratio(as_drawn, fid_at_counts(f_real, nr, f_gen, ng)),
                  world_share_unreached=unreached, generated_share_dropped=float((w == 0).double().mean()),
