@@ -42,7 +42,7 @@ def _install_nvlabs_names():
 def nvlabs_init_kwargs(net):
     cfg = net.cfg
     if isinstance(net, Generator):
-        return dict(z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.resolution,
+        return dict(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, img_resolution=cfg.resolution,
                     img_channels=cfg.img_channels,
                     mapping_kwargs=dict(num_layers=cfg.n_mlp),
                     synthesis_kwargs=dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max,

@@ -14,6 +14,32 @@ from latentedit.models.stylegan2 import NOISE_MODES, z_from_seeds
 from latentedit.runs import generate_images
 
 
+def _class_label(G, class_idx, z):
+    """The label [N, c_dim] of --class for the latents z (None: the generator's own, drawn from z,
+    or none)."""
+    if class_idx is None:
+        if G.c_dim and G.cfg.label_prior is None:
+            raise InputError(f"this generator is conditional ({G.c_dim} classes): pick one with --class 0..{G.c_dim - 1}")
+        return None
+    if not G.c_dim:
+        raise InputError("--class applies to conditional generators; this one is unconditional (c_dim 0)")
+    if not 0 <= class_idx < G.c_dim:
+        raise InputError(f"--class must be in 0..{G.c_dim - 1} (the generator's classes), got {class_idx}")
+    if G.cfg.label_prior is None:
+        c = torch.zeros([len(z), G.c_dim])
+        c[:, class_idx] = 1
+        return c
+    # labels drawn from z: the class's group is set, the other groups keep each seed's own
+    c = G.mapping.labels_from_z(z)
+    start = 0
+    for group in G.cfg.label_prior:
+        if start <= class_idx < start + len(group):
+            c[:, start:start + len(group)] = 0
+            c[:, class_idx] = 1
+        start += len(group)
+    return c
+
+
 @click.command()
 @threads_option
 @model_options
@@ -23,10 +49,14 @@ from latentedit.runs import generate_images
 @click.option("--truncation", type=float, default=1.0, show_default=True,
               help=f"Truncation psi (|psi| <= {MAX_SCALE:g}).")
 @click.option("--truncation-cutoff", type=int, default=None, help="Truncate only the first N W+ layers (0..num_ws).")
+@click.option("--class", "class_idx", type=int, default=None,
+              help="Conditional generators: the class label's index (its one-hot label, as NVlabs' gen_images "
+                   "--class). A generator that draws its labels from z (trained with --labels) needs none; "
+                   "given, it sets that class's group and each seed keeps its other labels.")
 @click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="A folder (one PNG per image + grid.png) or a .png grid.")
-def generate(model_choice, seeds, w_file, truncation, truncation_cutoff, noise_mode, batch_size, out):
+def generate(model_choice, seeds, w_file, truncation, truncation_cutoff, class_idx, noise_mode, batch_size, out):
     """Generate images from seeds or a latent file.
 
     A re-run into the same folder resumes; under torchrun the batches are split over the processes
@@ -34,8 +64,8 @@ def generate(model_choice, seeds, w_file, truncation, truncation_cutoff, noise_m
     if batch_size < 1:
         raise InputError("--batch-size must be >= 1")
     check_scale(truncation, "--truncation")
-    if w_file and (truncation != 1.0 or truncation_cutoff is not None):
-        raise InputError("--truncation applies to seeds; latents from --w-file are used as they are")
+    if w_file and (truncation != 1.0 or truncation_cutoff is not None or class_idx is not None):
+        raise InputError("--truncation and --class apply to seeds; latents from --w-file are used as they are")
     seed_list = None if w_file else parse_seeds(seeds)  # checked before the model loads
     G = model_choice.load().G
     if truncation_cutoff is not None and not 0 <= truncation_cutoff <= G.num_ws:
@@ -47,9 +77,10 @@ def generate(model_choice, seeds, w_file, truncation, truncation_cutoff, noise_m
     else:
         names = [f"seed{s:04d}" for s in seed_list]
         with torch.no_grad():
-            ws = G.mapping(z_from_seeds(seed_list, G.z_dim), truncation_psi=truncation,
+            z = z_from_seeds(seed_list, G.z_dim)
+            ws = G.mapping(z, _class_label(G, class_idx, z), truncation_psi=truncation,
                            truncation_cutoff=truncation_cutoff, update_w_avg=False)
-    settings = {"model": model_choice.label,
+    settings = {"model": model_choice.label, **({"class": class_idx} if class_idx is not None else {}),
                 "weights_seed": model_choice.weights_seed if model_choice.random_weights else None,
                 "resolution": G.img_resolution, "w_file": str(w_file) if w_file else None,
                 "truncation": truncation, "truncation_cutoff": truncation_cutoff, "noise_mode": noise_mode}
@@ -88,6 +119,11 @@ def info(path, as_json):
             if key == "G":
                 click.echo(f"     z_dim={cfg['z_dim']} w_dim={cfg['w_dim']} n_mlp={cfg['n_mlp']} "
                            f"num_ws={value['num_ws']} |w_avg|={value['w_avg_norm']}")
+            if cfg.get("c_dim"):
+                prior = cfg.get("label_prior")
+                click.echo(f"     conditional: c_dim={cfg['c_dim']}" + (f" label_input={cfg.get('label_input', 'embed')}, labels "
+                           f"drawn from z at {prior}" if key == "G" and prior else
+                           f" label_input={cfg.get('label_input', 'embed')} (a label is given)" if key == "G" else ""))
         elif key not in ("path", "format"):
             click.echo(f"  {key}: {value}")
 

@@ -44,14 +44,19 @@ def train():
                    "frame glasses, p_sunglasses, p_mask, p_hat, p_beard; repeatable). A generator that draws "
                    "an accessory less often than the world can be shown it more often. Given with --resume, "
                    "replaces the run's set from there on.")
+@click.option("--labels", default="", metavar="GROUP,...",
+              help="Train conditioned on these world labels (glasses, mask, hat, beard, hair_style; comma-"
+                   "separated): G draws each face's label from its z at the prior, D sees every image's label "
+                   "(a projection discriminator). An unconditional --init-from bundle gains the label inputs "
+                   "as the same function. Default: unconditional.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state. "
-                   "A bundle narrower than --channel-base / --channel-max is widened so that G starts "
-                   "as the same function (latentedit/train/widen.py).")
+                   "A bundle narrower than --channel-base / --channel-max (or without --labels) is widened so "
+                   "that G starts as the same function (latentedit/train/widen.py).")
 @threads_option
 def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
-        precision, bf16, lr, ema_kimg, world_prior, resume, init_from):
+        precision, bf16, lr, ema_kimg, world_prior, labels, resume, init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from latentedit.runtime import fast_precision
     from latentedit.train.distributed import init_distributed
@@ -65,7 +70,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
         raise InputError("--keep-kimg must be 0 (keep none) or positive")
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
                  batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16", lr=lr, ema_kimg=ema_kimg,
-                 world_overrides=_world_prior(world_prior))
+                 world_overrides=_world_prior(world_prior),
+                 labels=[name.strip() for name in labels.split(",") if name.strip()])
     asked = _asked(dict(given, precision=precision, world_prior=world_prior))
     if "world_prior" in asked:
         asked.add("world_overrides")

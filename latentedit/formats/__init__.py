@@ -115,7 +115,10 @@ def _load_nvlabs(path, data, overrides):
                         f"{path} [{g_key}]", overrides)
         nets.info["generator_key"] = g_key
         nets.info["w_avg"] = "stored (mapping.w_avg)"
-    if isinstance(data.get("D"), nvlabs.PersistentObject):
+    if isinstance(data.get("D"), nvlabs.PersistentObject) and (data["D"].init_kwargs.get("c_dim") or 0) \
+            and nets.G is not None:  # the generator is what most users want from a conditional pickle
+        nets.info["discriminator"] = "not loaded: a conditional NVlabs discriminator (label mapping network)"
+    elif isinstance(data.get("D"), nvlabs.PersistentObject):
         dcfg = nvlabs.discriminator_config(data["D"])
         nets.D = _build(Discriminator, DiscriminatorConfig, dcfg, nvlabs.network_weights(data["D"]), f"{path} [D]")
     return nets

@@ -33,12 +33,13 @@ def generator_config(net: PersistentObject):
     if net.class_name != "Generator":
         raise FormatError(f"expected a Generator network, found {net.class_name!r}")
     kw = net.init_kwargs
-    if kw.get("c_dim", 0):
-        raise FormatError(f"conditional generators (c_dim={kw['c_dim']}) are not supported")
     try:
         syn, mapping = dict(kw.get("synthesis_kwargs") or {}), dict(kw.get("mapping_kwargs") or {})
     except (TypeError, ValueError):
         raise FormatError("generator init kwargs are malformed (synthesis / mapping kwargs are not dicts)") from None
+    for key in ("embed_features", "layer_features") if kw.get("c_dim") else ("layer_features",):
+        if mapping.get(key) not in (None, kw.get("w_dim")):  # ours are w_dim wide, NVlabs' default
+            raise FormatError(f"mapping {key}={mapping[key]!r} differs from w_dim={kw.get('w_dim')!r}: not supported")
     arch = syn.get("architecture", "skip")
     if arch != "skip":
         raise FormatError(f"synthesis architecture {arch!r} is not supported (StyleGAN2 'skip' only)")
@@ -53,7 +54,7 @@ def generator_config(net: PersistentObject):
             mapping_lr_multiplier=float(_kw(mapping, "lr_multiplier", 0.01)),
             w_avg_beta=float(_kw(mapping, "w_avg_beta", 0.995)),
             num_fp16_res=int(_kw(syn, "num_fp16_res", 0)), conv_clamp=syn.get("conv_clamp"),
-            resample_filter=list(_kw(syn, "resample_filter", [1, 3, 3, 1])),
+            resample_filter=list(_kw(syn, "resample_filter", [1, 3, 3, 1])), c_dim=int(_kw(kw, "c_dim", 0)),
         )
     except KeyError as e:
         raise FormatError(f"generator init kwargs lack {e.args[0]!r}; pass the architecture explicitly") from None
@@ -66,7 +67,8 @@ def discriminator_config(net: PersistentObject):
         raise FormatError(f"expected a Discriminator network, found {net.class_name!r}")
     kw = net.init_kwargs
     if kw.get("c_dim", 0):
-        raise FormatError(f"conditional discriminators (c_dim={kw['c_dim']}) are not supported")
+        raise FormatError(f"conditional NVlabs discriminators (c_dim={kw['c_dim']}: a label mapping network) are "
+                          "not supported")
     if kw.get("architecture", "resnet") != "resnet":
         raise FormatError(f"discriminator architecture {kw['architecture']!r} is not supported (resnet only)")
     try:

@@ -92,6 +92,9 @@ def generator_from_rosinality(sd, latent_avg=None):
 
 def generator_to_rosinality(cfg, sd):
     """Our generator state dict -> rosinality layout (plus `latent_avg`)."""
+    if cfg.c_dim:
+        raise FormatError(f"rosinality's layout has no class label: a conditional generator (c_dim {cfg.c_dim}) "
+                          "stays a bundle")
     out = {}
     for i in range(cfg.n_mlp):
         out[f"style.{i + 1}.weight"] = sd[f"mapping.fc{i}.weight"]
@@ -157,6 +160,9 @@ def discriminator_from_rosinality(sd):
 
 
 def discriminator_to_rosinality(cfg, sd):
+    if cfg.c_dim:
+        raise FormatError(f"rosinality's layout has no class label: a conditional discriminator (c_dim {cfg.c_dim}) "
+                          "stays a bundle")
     R = cfg.resolution
     blur = setup_filter(cfg.resample_filter)
     out = {"convs.0.0.weight": sd[f"b{R}.fromrgb.weight"], "convs.0.1.bias": sd[f"b{R}.fromrgb.bias"]}

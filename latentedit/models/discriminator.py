@@ -61,16 +61,25 @@ class DiscriminatorEpilogue(nn.Module):
         self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu")
         self.out = FullyConnectedLayer(in_channels, 1)
 
-    def forward(self, x, fast=None):
+    def forward(self, x, fast=None, cmap=None):
+        """cmap: the label's projection [N, C] (conditional D): adds <cmap, features> / sqrt(C)."""
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x, fast=fast)
-        return self.out(self.fc(x.flatten(1)))
+        h = self.fc(x.flatten(1))
+        if cmap is None:
+            return self.out(h)
+        return self.out(h) + (h * cmap).sum(dim=1, keepdim=True) / math.sqrt(h.shape[1])
 
 
 class Discriminator(nn.Module):
     """StyleGAN2 residual discriminator: images [N, C, R, R] -> realness logits [N, 1] (minibatch
-    standard deviation over groups of `mbstd_group_size`). `D(img)` or NVlabs' `D(img, c)`."""
+    standard deviation over groups of `mbstd_group_size`). `D(img)` or NVlabs' `D(img, c)`.
+    Conditional (c_dim > 0): the unconditional logit plus the projection of the label onto the last
+    features (Miyato & Koyama's projection discriminator), `project` zero-initialised so that a
+    trained unconditional D warm-starts unchanged and learns to use the label. Without a label a
+    conditional D gives its unconditional term alone: realness whatever the label (what losses on
+    edited faces use)."""
 
     def __init__(self, cfg: DiscriminatorConfig = None):
         super().__init__()
@@ -84,15 +93,20 @@ class Discriminator(nn.Module):
             setattr(self, f"b{res}", block)
         self.b4 = DiscriminatorEpilogue(cfg.channels(4), cfg.img_channels, cfg.mbstd_group_size,
                                         cfg.mbstd_num_channels, cfg.conv_clamp)
+        if cfg.c_dim:
+            self.project = FullyConnectedLayer(cfg.c_dim, cfg.channels(4), bias=False)
+            nn.init.zeros_(self.project.weight)
 
     def forward(self, img, c=None, fast=None):
-        """img [N, C, R, R] (and NVlabs' label c: None or [N, 0]) -> logits [N, 1]. fast (default: on
-        for CPU tensors): channels_last and the Conv2dLayer fast path; False: the reference ops."""
-        check_label(c, len(img))
+        """img [N, C, R, R] and NVlabs' label c ([N, c_dim]; unconditional: None or [N, 0]; None on a
+        conditional D: its unconditional term) -> logits [N, 1]. fast (default: on for CPU tensors): channels_last and the Conv2dLayer fast path;
+        False: the reference ops."""
+        check_label(c, len(img), self.cfg.c_dim, drawn=True)
         fast = img.device.type == "cpu" if fast is None else fast
         if fast:
             img = img.contiguous(memory_format=torch.channels_last)  # measured: ~25% faster on CPU
         x = None
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x, img, fast=fast)
-        return self.b4(x, fast=fast)
+        cmap = self.project(c.to(torch.float32)) if self.cfg.c_dim and c is not None else None
+        return self.b4(x, fast=fast, cmap=cmap)

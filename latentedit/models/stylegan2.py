@@ -7,7 +7,7 @@ parameter names follow the NVlabs stylegan2-ada layout, so their state dicts loa
 rosinality's by rename + reshape (latentedit.formats).
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from latentedit.models.synthesis import NOISE_MODES, SynthesisNetwork  # noqa: F
 # instead of allocating terabytes (config-f at 1024 px is well inside them).
 CONFIG_LIMITS = {"resolution": 4096, "z_dim": 8192, "w_dim": 8192, "img_channels": 16, "channel_base": 1 << 20,
                  "channel_max": 8192, "n_mlp": 64, "num_fp16_res": 16, "mbstd_group_size": 1024,
-                 "mbstd_num_channels": 64}
+                 "mbstd_num_channels": 64, "c_dim": 4096}
 
 
 MAX_FILTER_TAPS = 32  # NVlabs and rosinality use 4 ([1, 3, 3, 1])
@@ -62,11 +62,43 @@ def check_config(cfg):
             or not is_real(sum(f)) or sum(f) == 0):
         raise InputError(f"{name}.resample_filter must be a list of 1 to {MAX_FILTER_TAPS} numbers with a "
                          f"non-zero sum, got {f!r:.80}")
+    check_label_prior(cfg)
     elements = cfg.tensor_elements()
     if elements > MAX_CONFIG_ELEMENTS:
         raise InputError(f"{name} asks for {elements / 2 ** 30:.1f} Gi parameters ({elements * 4 / 2 ** 30:.0f} GiB); "
                          f"the limit is {MAX_CONFIG_ELEMENTS / 2 ** 30:.0f} Gi (a 1024 px config-f network has 0.03 Gi)")
 
+
+
+LABEL_INPUTS = ("embed", "w_offset")
+UNCONDITIONAL = {"c_dim": 0, "label_input": "embed", "label_prior": None}
+
+
+def config_dict(cfg):
+    """A network config as stored: the label fields left out where unconditional, so that bundles
+    of unconditional networks stay readable by versions that predate labels."""
+    return {k: v for k, v in asdict(cfg).items() if not (k in UNCONDITIONAL and v == UNCONDITIONAL[k])}
+
+
+def check_label_prior(cfg):
+    """label_input one of LABEL_INPUTS; label_prior: None, or groups of class probabilities (each
+    group's sum <= 1, the rest of its mass is 'no class'), one z dimension per group, as many classes
+    in all as c_dim."""
+    if getattr(cfg, "label_input", "embed") not in LABEL_INPUTS:
+        raise InputError(f"{type(cfg).__name__}.label_input must be one of {LABEL_INPUTS}, got {cfg.label_input!r:.80}")
+    prior = getattr(cfg, "label_prior", None)
+    if prior is None:
+        return
+    bad = f"{type(cfg).__name__}.label_prior must be a list of groups of probabilities"
+    if not isinstance(prior, (list, tuple)) or not prior or not all(isinstance(g, (list, tuple)) and g for g in prior):
+        raise InputError(f"{bad}, got {prior!r:.80}")
+    for group in prior:
+        if not all(is_real(p) and 0 <= p <= 1 for p in group) or sum(group) > 1 + 1e-6:
+            raise InputError(f"{bad} in [0, 1] summing to <= 1 per group, got {list(group)!r:.80}")
+    if sum(len(g) for g in prior) != cfg.c_dim:
+        raise InputError(f"{type(cfg).__name__}: label_prior has {sum(len(g) for g in prior)} classes, c_dim is {cfg.c_dim}")
+    if len(prior) > cfg.z_dim:
+        raise InputError(f"{type(cfg).__name__}: {len(prior)} label groups need as many z dimensions (z_dim {cfg.z_dim})")
 
 
 @dataclass
@@ -84,9 +116,19 @@ class GeneratorConfig(DictConfig):
     num_fp16_res: int = 0  # the top resolutions that run in fp16 on CUDA (CPU is always fp32)
     conv_clamp: float = None  # clamp pre-activations to +-conv_clamp (NVlabs uses 256 with fp16)
     resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])
+    c_dim: int = 0  # class label size (NVlabs' conditioning); 0: unconditional
+    # How the label enters: "embed", NVlabs' label embedding beside z at the mapping's input;
+    # "w_offset", a learnt W offset per class added to the mapping's output (ours: zero at the start,
+    # it learns at Adam's own rate, so an unconditional generator gains labels as the same function).
+    label_input: str = "embed"
+    # Labels drawn from z itself (MappingNetwork.labels_from_z), so that G(z) needs no label: groups
+    # of class probabilities, e.g. [[p_frame, p_sun], [p_mask]]. None: a conditional G needs c given.
+    label_prior: list = None
 
     def __post_init__(self):
         check_config(self)
+
+    to_dict = config_dict
 
     @property
     def block_resolutions(self):
@@ -102,6 +144,8 @@ class GeneratorConfig(DictConfig):
     def tensor_elements(self):
         """Parameters + buffers of Generator(self), counted from the config alone (filters left out)."""
         n = self.z_dim * self.w_dim + (self.n_mlp - 1) * self.w_dim ** 2 + (self.n_mlp + 1) * self.w_dim
+        if self.c_dim:  # the label embedding and its inputs to the first layer, or the W offsets
+            n += (self.c_dim + 1) * self.w_dim + self.w_dim ** 2 if self.label_input == "embed" else self.c_dim * self.w_dim
 
         def layer(i, o, res):  # SynthesisLayer: affine, weight, noise, bias
             return (self.w_dim + 1) * i + 9 * i * o + res * res + o + 1
@@ -124,9 +168,11 @@ class DiscriminatorConfig(DictConfig):
     num_fp16_res: int = 0  # the top resolutions that run in fp16 on CUDA
     conv_clamp: float = None  # clamp pre-activations to +-conv_clamp
     resample_filter: list = field(default_factory=lambda: [1, 3, 3, 1])  # FIR taps of down-sampling
+    c_dim: int = 0  # class label size: a projection of the label onto the last features (0: unconditional)
 
     channels = GeneratorConfig.channels
     __post_init__ = check_config
+    to_dict = config_dict
 
     def tensor_elements(self):
         """Parameters + buffers of Discriminator(self), counted from the config alone (filters left out)."""
@@ -135,7 +181,7 @@ class DiscriminatorConfig(DictConfig):
             c, out = self.channels(res), self.channels(res // 2)
             n += (self.img_channels + 1) * c if res == self.resolution else 0
             n += 9 * c * c + c + 9 * c * out + out + c * out
-        return n + 9 * (c4 + self.mbstd_num_channels) * c4 + c4 + 16 * c4 * c4 + c4 + c4 + 1
+        return n + 9 * (c4 + self.mbstd_num_channels) * c4 + c4 + 16 * c4 * c4 + c4 + c4 + 1 + self.c_dim * c4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,8 +192,14 @@ class MappingNetwork(nn.Module):
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.num_layers = cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.n_mlp
-        self.w_avg_beta = cfg.w_avg_beta
-        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.n_mlp
+        self.w_avg_beta, self.c_dim, self.label_prior = cfg.w_avg_beta, cfg.c_dim, cfg.label_prior
+        embed = cfg.c_dim and cfg.label_input == "embed"
+        if embed:  # NVlabs' layout: the normalised label embedding beside the normalised z
+            self.embed = FullyConnectedLayer(cfg.c_dim, cfg.w_dim)
+        elif cfg.c_dim:  # one W vector per class; lr multiplier sqrt(c_dim) undoes the 1/sqrt(fan-in) gain
+            self.label_offset = FullyConnectedLayer(cfg.c_dim, cfg.w_dim, bias=False, lr_multiplier=math.sqrt(cfg.c_dim))
+            nn.init.zeros_(self.label_offset.weight)
+        dims = [cfg.z_dim + (cfg.w_dim if embed else 0)] + [cfg.w_dim] * cfg.n_mlp
         for i in range(cfg.n_mlp):
             layer = FullyConnectedLayer(dims[i], dims[i + 1], activation="lrelu", lr_multiplier=cfg.mapping_lr_multiplier)
             setattr(self, f"fc{i}", layer)
@@ -157,29 +209,58 @@ class MappingNetwork(nn.Module):
                 update_emas=None):
         """z [N, z_dim] -> ws [N, num_ws, w_dim]. Truncation pulls layers [0, cutoff) towards w_avg.
         NVlabs' calling convention: `mapping(z, c, truncation_psi=...)`, where c is the class label
-        (these generators are unconditional: None or an empty [N, 0] tensor); update_emas is
-        NVlabs' name for update_w_avg."""
-        check_label(c, len(z))
+        [N, c_dim] (unconditional: None or [N, 0]; with a label prior None draws it from z);
+        update_emas is NVlabs' name for update_w_avg."""
+        check_label(c, len(z), self.c_dim, self.label_prior is not None)
         if update_w_avg is None:
             update_w_avg = update_emas
         x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim:
+            c = (self.labels_from_z(z) if c is None else c).to(torch.float32)
+        if hasattr(self, "embed"):
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c))], dim=1)
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
+        if hasattr(self, "label_offset"):
+            x = x + self.label_offset(c)
         if update_w_avg if update_w_avg is not None else self.training:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         return truncate(x.unsqueeze(1).repeat([1, self.num_ws, 1]), self.w_avg, truncation_psi, truncation_cutoff)
 
+    def labels_from_z(self, z):
+        """Labels [N, c_dim] drawn from z: group g's class is where Phi(z[:, g]) falls among the
+        group's cumulative probabilities (past the last: no class, all zeros). z ~ N(0, I) then
+        draws each class at its prior rate, independently across groups, and a seed keeps its labels."""
+        if self.label_prior is None:
+            raise InputError("this generator has no label prior to draw labels from: give its label c")
+        u = torch.special.ndtr(z[:, :len(self.label_prior)].double())
+        parts = []
+        for g, probs in enumerate(self.label_prior):
+            edges = torch.tensor(np.cumsum(probs), dtype=torch.float64, device=z.device)
+            k = torch.searchsorted(edges, u[:, g].contiguous(), right=True)  # len(probs): no class
+            if sum(probs) >= 1:  # no mass left for 'no class' (Phi rounds to 1 far out in the tail)
+                k = k.clamp(max=len(probs) - 1)
+            parts.append(torch.nn.functional.one_hot(k, len(probs) + 1)[:, :len(probs)])
+        return torch.cat(parts, dim=1).to(torch.float32)
 
-def check_label(c, n):
-    """c: NVlabs' conditioning label of an unconditional generator: None or [n, 0]. A number there is
-    the old positional truncation psi, which reads as a label in NVlabs' convention."""
-    if c is None or (torch.is_tensor(c) and c.ndim == 2 and c.shape == (n, 0)):
+
+def check_label(c, n, c_dim=0, drawn=False):
+    """c: NVlabs' conditioning label: [n, c_dim], or None where there is none (c_dim 0) or the
+    network draws it (`drawn`). A number there is the old positional truncation psi, which reads as
+    a label in NVlabs' convention."""
+    if c is None and (c_dim == 0 or drawn):
+        return
+    if torch.is_tensor(c) and c.ndim == 2 and c.shape == (n, c_dim):
+        if not torch.isfinite(c).all():
+            raise InputError("the class label c contains NaN or infinite values")
         return
     if isinstance(c, (int, float)):
         raise InputError(f"the second positional argument is the class label c (NVlabs' convention), got {c!r}; "
                          "pass truncation_psi= by name")
     shape = list(c.shape) if torch.is_tensor(c) else type(c).__name__
-    raise InputError(f"this generator is unconditional (c_dim 0): c must be None or [{n}, 0], got {shape}")
+    if c_dim == 0:
+        raise InputError(f"this network is unconditional (c_dim 0): c must be None or [{n}, 0], got {shape}")
+    raise InputError(f"this network is conditional: c must be a label [{n}, {c_dim}], got {shape}")
 
 
 def truncate(ws, w_avg, psi=1.0, cutoff=None):
@@ -215,7 +296,7 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or GeneratorConfig()
         self.z_dim, self.w_dim, self.num_ws, self.img_resolution = cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.resolution
-        self.c_dim, self.img_channels = 0, cfg.img_channels  # NVlabs' attributes: unconditional
+        self.c_dim, self.img_channels = cfg.c_dim, cfg.img_channels  # NVlabs' attributes
         self.mapping = MappingNetwork(cfg)
         self.synthesis = SynthesisNetwork(cfg)
 
@@ -226,7 +307,7 @@ class Generator(nn.Module):
     def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, *, update_emas=None,
                 noise_mode="random", fused_modconv=None, force_fp32=False, generator=None, fast=None,
                 compute_dtype=None):
-        """z [N, z_dim] (and NVlabs' label c: None or [N, 0]) -> images [N, C, R, R]; the options are
+        """z [N, z_dim] (and NVlabs' label c, see MappingNetwork.forward) -> images [N, C, R, R]; the options are
         SynthesisNetwork.forward's. rosinality's `G([z])` is `G(z)` here (`G.synthesize(w)` for W)."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)

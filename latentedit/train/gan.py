@@ -25,6 +25,7 @@ from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, Generato
 from latentedit.train.state import load_state, save_state
 from latentedit.train.widen import is_widening, widen_into
 from latentedit.runtime import seeded
+from latentedit.world.labels import check_groups, face_labels, label_names, label_prior
 
 
 @dataclass
@@ -48,6 +49,9 @@ class GANConfig(DictConfig):
     bf16: bool = False
     data_seed: int = 0
     world_overrides: dict = field(default_factory=dict)
+    # Conditional training on these world label groups (world/labels.py; [] unconditional): G draws
+    # its labels from z at the training renders' prior, D sees every image's label.
+    labels: list = field(default_factory=list)
 
     def __post_init__(self):
         for name in ("batch", "g_reg_interval", "d_reg_interval", "pl_batch_shrink"):
@@ -73,19 +77,25 @@ class GANConfig(DictConfig):
         except (InputError, TypeError, ValueError) as e:
             raise InputError(f"GANConfig.world_overrides: {e}") from None
         self.betas = tuple(self.betas)
+        check_groups(self.labels)
+        self.labels = list(self.labels)
         if self.r1_gamma is None:
             self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch
         if self.ema_kimg is None:
             self.ema_kimg = self.batch * 10 / 32
         self.generator_config(), self.discriminator_config()  # their sizes checked now, before a run starts
 
-    def generator_config(self):
-        return GeneratorConfig(resolution=self.resolution, channel_base=self.channel_base,
-                               channel_max=self.channel_max, n_mlp=self.n_mlp)
+    def generator_config(self, **world_prior):
+        """The generator's config; its labels drawn at the training renders' prior, or at the
+        world's with world_prior overrides (what an exported generator draws)."""
+        prior = label_prior(self.labels, **world_prior) if self.labels else None
+        return GeneratorConfig(resolution=self.resolution, channel_base=self.channel_base, channel_max=self.channel_max,
+                               n_mlp=self.n_mlp, c_dim=len(label_names(self.labels)), label_prior=prior,
+                               label_input="w_offset")
 
     def discriminator_config(self):
         return DiscriminatorConfig(resolution=self.resolution, channel_base=self.channel_base,
-                                   channel_max=self.channel_max)
+                                   channel_max=self.channel_max, c_dim=len(label_names(self.labels)))
 
 
 def _lazy_ratio(interval):
@@ -117,7 +127,7 @@ class GANTrainer:
         if self.batch_gpu % min(4, self.batch_gpu):
             raise InputError(f"per-process batch {self.batch_gpu} must be a multiple of 4 (minibatch-std groups)")
         with seeded(0):  # identical initial weights on every rank
-            self.G = Generator(cfg.generator_config()).train().to(self.device)
+            self.G = Generator(cfg.generator_config(**cfg.world_overrides)).train().to(self.device)
             self.D = Discriminator(cfg.discriminator_config()).train().to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.G_opt = _lazy_adam(self.G.parameters(), cfg, cfg.g_reg_interval)
@@ -132,25 +142,30 @@ class GANTrainer:
     # -- data and latents ------------------------------------------------------------------------
 
     def real_images(self):
+        """This step's world renders [N, 3, R, R] and their labels [N, c_dim] (c_dim 0: unconditional)."""
         from latentedit import world
 
         start = self.nimg + self.rank * self.batch_gpu
         batch = world.sample(self.batch_gpu, seed=self.cfg.data_seed, resolution=self.cfg.resolution, start=start,
                              **self.cfg.world_overrides)
-        return batch.image.to(self.device)
+        return batch.image.to(self.device), face_labels(batch.params, self.cfg.labels).to(self.device)
 
     def _z(self, n):
         return torch.randn([n, self.G.z_dim], generator=self.gen, device=self.device)
 
     def _ws(self, G, n):
-        ws = G.mapping(self._z(n))
+        """W+ codes of n fakes and their labels (drawn from z). A style-mixed fake keeps the first
+        code's label: its second code is mapped under that label too."""
+        z = self._z(n)
+        c = G.mapping.labels_from_z(z) if G.c_dim else torch.zeros([n, 0], device=self.device)
+        ws = G.mapping(z, c)
         if self.cfg.style_mixing > 0:
             cutoff = int(torch.randint(1, ws.shape[1], [], generator=self.gen, device=self.device))
             if float(torch.rand([], generator=self.gen, device=self.device)) >= self.cfg.style_mixing:
                 cutoff = ws.shape[1]
             if cutoff < ws.shape[1]:
-                ws = torch.cat([ws[:, :cutoff], G.mapping(self._z(n), update_w_avg=False)[:, cutoff:]], dim=1)
-        return ws
+                ws = torch.cat([ws[:, :cutoff], G.mapping(self._z(n), c, update_w_avg=False)[:, cutoff:]], dim=1)
+        return ws, c
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -186,20 +201,21 @@ class GANTrainer:
         cfg, stats = self.cfg, {}
         # Latents, noise and mixing draw from (rank, step) alone, so a resumed run continues exactly on every rank.
         self.gen.manual_seed(1_000_003 * self.step + 1000 + self.rank)
-        real = self.real_images()
+        real, real_c = self.real_images()
         n = self.batch_gpu
 
         # G main: non-saturating loss on D's view of fakes.
         self.D.requires_grad_(False)
         with self._autocast():
-            fake = self._synthesize(self._ws(self.G, n))
-            loss_g = F.softplus(-self.D(fake)).mean()
+            ws, fake_c = self._ws(self.G, n)
+            fake = self._synthesize(ws)
+            loss_g = F.softplus(-self.D(fake, fake_c)).mean()
         loss_g.backward()
         stats["loss_G"] = float(loss_g.detach())
         # G reg: path-length penalty, lazily.
         if cfg.pl_weight > 0 and self.step % cfg.g_reg_interval == 0:
             m = max(n // cfg.pl_batch_shrink, 1)
-            ws = self._ws(self.G, m)
+            ws, _ = self._ws(self.G, m)
             img = self.G.synthesis(ws, fused_modconv=False, generator=self.gen)
             pl_noise = torch.randn(img.shape, generator=self.gen, device=self.device) / math.sqrt(img.shape[2] * img.shape[3])
             (grads,) = torch.autograd.grad((img * pl_noise).sum(), ws, create_graph=True)
@@ -215,14 +231,15 @@ class GANTrainer:
         self.G.requires_grad_(False)
         with self._autocast():
             with torch.no_grad():
-                fake = self._synthesize(self._ws(self.G, n))
-            loss_d = F.softplus(self.D(fake.float())).mean() + F.softplus(-self.D(real)).mean()
+                ws, fake_c = self._ws(self.G, n)
+                fake = self._synthesize(ws)
+            loss_d = F.softplus(self.D(fake.float(), fake_c)).mean() + F.softplus(-self.D(real, real_c)).mean()
         loss_d.backward()
         stats["loss_D"] = float(loss_d.detach())
         # D reg: R1 on reals, lazily.
         if cfg.r1_gamma > 0 and self.step % cfg.d_reg_interval == 0:
             real_ = real.detach().requires_grad_(True)
-            logits = self.D(real_)
+            logits = self.D(real_, real_c)
             (grads,) = torch.autograd.grad(logits.sum(), real_, create_graph=True)
             loss_r1 = grads.square().sum([1, 2, 3]).mean() * (cfg.r1_gamma / 2)
             (loss_r1 * cfg.d_reg_interval + logits.sum() * 0).backward()
@@ -263,9 +280,25 @@ class GANTrainer:
         """The EMA generator and the discriminator as a latentedit bundle (loadable everywhere)."""
         from latentedit.formats import Networks, save_networks
 
-        nets = Networks("training-run", str(self.out_dir), G=self.G_ema, D=self.D)
+        nets = Networks("training-run", str(self.out_dir), G=self._exported_generator(), D=self.D)
         provenance = {"trained_by": "latentedit.train.gan", "kimg": self.nimg / 1000, "config": asdict(self.cfg)}
         return save_networks(nets, path, fp16=fp16, provenance=provenance, figures=figures)
+
+    @torch.no_grad()
+    def _exported_generator(self):
+        """G_ema; a conditional one drawing its labels at the world's own prior rather than the
+        training renders' (the prior is where labels fall in z, not a weight), its w_avg (the
+        truncation centre, tracked at the renders' prior) moved by the per-class W offsets times
+        the change of each class's rate."""
+        if not self.G_ema.c_dim:
+            return self.G_ema
+        G = copy.deepcopy(self.G_ema)
+        G.cfg = self.cfg.generator_config()
+        G.mapping.label_prior = G.cfg.label_prior
+        rate = lambda prior: torch.tensor([p for group in prior for p in group], device=self.device)  # noqa: E731
+        shift = rate(G.cfg.label_prior) - rate(self.G_ema.cfg.label_prior)
+        G.mapping.w_avg.add_(G.mapping.label_offset(shift[None])[0])
+        return G
 
     def resume(self):
         if not (self.out_dir / "state.json").exists():
@@ -288,6 +321,9 @@ class GANTrainer:
         nets = load_networks(path)
         if nets.G is None or nets.D is None:
             raise InputError(f"{path}: needs both a generator and a discriminator to continue training")
+        trained = nets.info.get("provenance", {}).get("config", {}).get("labels", [])
+        if nets.G.c_dim and trained != self.cfg.labels:
+            raise InputError(f"{path}: trained on the labels {trained}, this run asks for {self.cfg.labels}")
         widening = [is_widening(nets.G.cfg, self.G.cfg, path), is_widening(nets.D.cfg, self.D.cfg, path)]
         if not any(widening):
             for target in (self.G, self.G_ema):

@@ -1,5 +1,6 @@
 """Function-preserving widening of a trained generator / discriminator into a wider configuration
-(larger channel_base / channel_max), so a capacity increase can warm-start instead of starting over.
+(larger channel_base / channel_max, or an unconditional network given a label input: c_dim), so a
+capacity increase can warm-start instead of starting over.
 
 Every tensor of the wider network starts from its fresh initialisation; the trained tensor fills its
 leading slice (channels are laid out the same way, and a flattened [C, 4, 4] is channel-major, so
@@ -10,6 +11,9 @@ the old channels are the leading ones everywhere). Then:
   - the trained part of every weight is scaled by sqrt(new fan-in / old fan-in): equalised learning
     rate multiplies each weight by 1/sqrt(fan-in) at run time, and the fan-in grew. (Demodulated
     convolutions cancel this scale anyway; toRGB and the discriminator's layers do not.)
+A label input is one such widening: the generator's per-class W offsets and the discriminator's
+label projection start at zero (their own initialisation); a trained projection widens with its
+features (scaled, as it is divided by the square root of their number).
 The generator is then exactly the trained one. The discriminator is too, except for its
 minibatch-standard-deviation feature, which averages over every channel, new ones included: that one
 input of the last conv moves, so D's logits shift slightly until training adapts.
@@ -21,18 +25,24 @@ import torch
 
 from latentedit.errors import InputError
 
-WIDTHS = ("channel_base", "channel_max")
+WIDTHS = ("channel_base", "channel_max", "c_dim")  # c_dim: an unconditional network gains a label input
+NOT_WEIGHTS = ("label_prior",)  # where a generator's labels fall in z: this run's config decides
 
 
 def is_widening(trained_cfg, wanted_cfg, what):
     """Whether a network of trained_cfg goes into wanted_cfg by widening (False: the same widths);
-    InputError when the widths change along with anything else."""
+    InputError when the widths change along with anything else, or a conditional network's labels
+    would change (only an unconditional one gains labels)."""
+    if trained_cfg.c_dim not in (0, wanted_cfg.c_dim):
+        raise InputError(f"{what}: a network conditioned on {trained_cfg.c_dim} label classes cannot warm-start "
+                         f"one with {wanted_cfg.c_dim}")
     if all(getattr(trained_cfg, k) == getattr(wanted_cfg, k) for k in WIDTHS):
         return False
+    ignored = WIDTHS + NOT_WEIGHTS + (("label_input",) if trained_cfg.c_dim == 0 else ())  # no labels yet
     others = {k: (v, getattr(wanted_cfg, k)) for k, v in asdict(trained_cfg).items()
-              if k not in WIDTHS and getattr(wanted_cfg, k) != v}
+              if k not in ignored and getattr(wanted_cfg, k) != v}
     if others:
-        raise InputError(f"{what}: can only warm-start a wider network (channel_base / channel_max); "
+        raise InputError(f"{what}: can only warm-start a wider network (channel_base / channel_max / c_dim); "
                          f"differs in {', '.join(f'{k} {a} vs {b}' for k, (a, b) in others.items())}")
     return True
 
@@ -76,5 +86,7 @@ def widen_into(trained, target, mbstd_channels=0):
             continue
         tail = mbstd_channels if name == "b4.conv.weight" else 0
         state[name] = _widened(name, trained[name], tensor, tail)
+        if name == "project.weight":  # D's label projection is divided by sqrt(its width): keep the term
+            state[name][: len(trained[name])] *= math.sqrt(len(tensor) / len(trained[name]))
     target.load_state_dict(state)
     return target
