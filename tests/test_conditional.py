@@ -301,3 +301,18 @@ def _save_bundle(G, tmp_path):
 
     save_networks(Networks("test", "-", G), tmp_path / "bundle")
     return tmp_path / "bundle"
+
+
+def test_label_adherence_names_the_classifier_class_of_every_label(tmp_path, tiny_G, capsys):
+    from conftest import load_benchmark
+    from latentedit.models.evaluators import ATTRIBUTE_HEADS
+    from latentedit.world.labels import LABEL_GROUPS
+
+    bench = load_benchmark("label_adherence")
+    for column in label_names(list(LABEL_GROUPS)):
+        head, k = bench.classifier_class(column)
+        named = ATTRIBUTE_HEADS[head][k]
+        assert (head, named) in {("glasses", column), ("hair_style", column[len("hair_style="):]), (column, "on")}
+    assert bench.groups_of(PRIOR) == [(0, 2), (2, 3), (3, 4)]
+    assert bench.main(["--model", str(_save_bundle(tiny_G, tmp_path)), "--n", "4"]) == 2
+    assert "not a generator trained with world labels" in capsys.readouterr().err

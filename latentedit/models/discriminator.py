@@ -93,8 +93,8 @@ class Discriminator(nn.Module):
             setattr(self, f"b{res}", block)
         self.b4 = DiscriminatorEpilogue(cfg.channels(4), cfg.img_channels, cfg.mbstd_group_size,
                                         cfg.mbstd_num_channels, cfg.conv_clamp)
-        if cfg.c_dim:
-            self.project = FullyConnectedLayer(cfg.c_dim, cfg.channels(4), bias=False)
+        if cfg.c_dim:  # lr multiplier sqrt(c_dim): each class's row learns at Adam's own rate (as G's W offsets)
+            self.project = FullyConnectedLayer(cfg.c_dim, cfg.channels(4), bias=False, lr_multiplier=math.sqrt(cfg.c_dim))
             nn.init.zeros_(self.project.weight)
 
     def forward(self, img, c=None, fast=None):
