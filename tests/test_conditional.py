@@ -316,3 +316,18 @@ def test_label_adherence_names_the_classifier_class_of_every_label(tmp_path, tin
     assert bench.groups_of(PRIOR) == [(0, 2), (2, 3), (3, 4)]
     assert bench.main(["--model", str(_save_bundle(tiny_G, tmp_path)), "--n", "4"]) == 2
     assert "not a generator trained with world labels" in capsys.readouterr().err
+
+
+def test_label_tensors_learn_at_their_own_rate_and_a_resume_may_change_it(tmp_path):
+    t = GANTrainer(GANConfig(**SMALL, labels=["mask"], label_lr_mul=10.0), tmp_path)
+    for opt, tensors in ((t.G_opt, [t.G.mapping.label_offset.weight]), (t.D_opt, [t.D.project.weight])):
+        plain, labels = opt.param_groups
+        assert labels["params"] == tensors and labels["lr"] == pytest.approx(10 * plain["lr"])
+    t.train_step()
+    t.save()
+    again = GANTrainer(GANConfig(**SMALL, labels=["mask"], label_lr_mul=3.0), tmp_path)
+    assert again.resume()
+    assert again.G_opt.param_groups[1]["lr"] == pytest.approx(3 * again.G_opt.param_groups[0]["lr"])
+    assert len(GANTrainer(GANConfig(**SMALL), tmp_path / "plain").G_opt.param_groups) == 1  # saved states load
+    with pytest.raises(InputError, match="label_lr_mul"):
+        GANConfig(**SMALL, label_lr_mul=0)

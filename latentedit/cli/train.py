@@ -49,6 +49,9 @@ def train():
                    "separated): G draws each face's label from its z at the prior, D sees every image's label "
                    "(a projection discriminator). An unconditional --init-from bundle gains the label inputs "
                    "as the same function. Default: unconditional.")
+@click.option("--label-lr-mul", type=float, default=1.0, show_default=True,
+              help="With --labels: the label tensors' learning rate (G's per-class W offsets, D's label projection) "
+                   "over --lr; a warm start's label inputs start at zero. Given with --resume, changes it from there on.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state. "
@@ -56,7 +59,7 @@ def train():
                    "that G starts as the same function (latentedit/train/widen.py).")
 @threads_option
 def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
-        precision, bf16, lr, ema_kimg, world_prior, labels, resume, init_from):
+        precision, bf16, lr, ema_kimg, world_prior, labels, label_lr_mul, resume, init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from latentedit.runtime import fast_precision
     from latentedit.train.distributed import init_distributed
@@ -71,7 +74,7 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
                  batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16", lr=lr, ema_kimg=ema_kimg,
                  world_overrides=_world_prior(world_prior),
-                 labels=[name.strip() for name in labels.split(",") if name.strip()])
+                 labels=[name.strip() for name in labels.split(",") if name.strip()], label_lr_mul=label_lr_mul)
     asked = _asked(dict(given, precision=precision, world_prior=world_prior))
     if "world_prior" in asked:
         asked.add("world_overrides")
@@ -80,7 +83,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     # Precision, lr, EMA, R1 weight and the renders' prior may change on resume: the data stream's
     # seed and position, latents and schedule stay the run's.
     cfg = run_config(GANConfig, out, given, asked, resume,
-                     changes=("bf16", "lr", "ema_kimg", "r1_gamma", "world_overrides"), what="GAN-training")
+                     changes=("bf16", "lr", "ema_kimg", "r1_gamma", "world_overrides", "label_lr_mul"),
+                     what="GAN-training")
     rank, world_size, device = init_distributed()
     # bf16 is asked for speed: where the CPU has no bf16 arithmetic it is the slower path, so this
     # machine computes in fp32 (the log says so) while config.json keeps bf16 for the next machine.

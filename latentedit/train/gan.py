@@ -52,6 +52,9 @@ class GANConfig(DictConfig):
     # Conditional training on these world label groups (world/labels.py; [] unconditional): G draws
     # its labels from z at the training renders' prior, D sees every image's label.
     labels: list = field(default_factory=list)
+    # The label tensors' (G's W offsets, D's projection) learning rate over lr: a warm start's new
+    # label inputs start at zero and have the trained networks to catch up with.
+    label_lr_mul: float = 1.0
 
     def __post_init__(self):
         for name in ("batch", "g_reg_interval", "d_reg_interval", "pl_batch_shrink"):
@@ -59,6 +62,8 @@ class GANConfig(DictConfig):
                 raise InputError(f"GANConfig.{name} must be a positive integer, got {getattr(self, name)!r:.80}")
         if not (is_real(self.lr) and self.lr > 0):
             raise InputError(f"GANConfig.lr must be a positive number, got {self.lr!r:.80}")
+        if not (is_real(self.label_lr_mul) and self.label_lr_mul > 0):
+            raise InputError(f"GANConfig.label_lr_mul must be a positive number, got {self.label_lr_mul!r:.80}")
         for name in ("r1_gamma", "pl_weight", "pl_decay", "style_mixing", "ema_kimg", "ema_rampup"):
             value = getattr(self, name)
             if value is not None and not (is_real(value) and value >= 0):
@@ -109,9 +114,25 @@ def _next_mark(nimg, every_kimg):
     return (nimg // (every_kimg * 1000) + 1) * every_kimg * 1000
 
 
-def _lazy_adam(params, cfg, interval):
+LABEL_TENSORS = ("mapping.label_offset.weight", "project.weight")  # G's W offsets, D's label projection
+
+
+def _lazy_adam(module, cfg, interval):
+    """Adam over module's parameters; a conditional network's label tensors in a second group at
+    label_lr_mul times the lr (an unconditional network keeps one group, as its saved states have)."""
     ratio = _lazy_ratio(interval)
-    return torch.optim.Adam(params, lr=cfg.lr * ratio, betas=tuple(b ** ratio for b in cfg.betas), eps=1e-8)
+    named = list(module.named_parameters())
+    groups = [{"params": [p for n, p in named if n not in LABEL_TENSORS]}]
+    if any(n in LABEL_TENSORS for n, _ in named):
+        groups.append({"params": [p for n, p in named if n in LABEL_TENSORS], "label": True})
+    opt = torch.optim.Adam(groups, lr=cfg.lr * ratio, betas=tuple(b ** ratio for b in cfg.betas), eps=1e-8)
+    _set_lr(opt, cfg, interval)
+    return opt
+
+
+def _set_lr(opt, cfg, interval):
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * _lazy_ratio(interval) * (cfg.label_lr_mul if group.get("label") else 1)
 
 
 class GANTrainer:
@@ -130,8 +151,8 @@ class GANTrainer:
             self.G = Generator(cfg.generator_config(**cfg.world_overrides)).train().to(self.device)
             self.D = Discriminator(cfg.discriminator_config()).train().to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.G_opt = _lazy_adam(self.G.parameters(), cfg, cfg.g_reg_interval)
-        self.D_opt = _lazy_adam(self.D.parameters(), cfg, cfg.d_reg_interval)
+        self.G_opt = _lazy_adam(self.G, cfg, cfg.g_reg_interval)
+        self.D_opt = _lazy_adam(self.D, cfg, cfg.d_reg_interval)
         self.pl_mean = torch.zeros([], device=self.device)
         self.step = 0
         self.nimg = 0
@@ -308,8 +329,7 @@ class GANTrainer:
         self.pl_mean.fill_(info["pl_mean"])
         # The saved param groups carry the lr the state was saved with; this run's config decides.
         for opt, interval in ((self.G_opt, self.cfg.g_reg_interval), (self.D_opt, self.cfg.d_reg_interval)):
-            for group in opt.param_groups:
-                group["lr"] = self.cfg.lr * _lazy_ratio(interval)
+            _set_lr(opt, self.cfg, interval)
         return True
 
     def init_from(self, path):
@@ -366,6 +386,7 @@ class GANTrainer:
                 rate = (self.nimg - n0) / max(time.time() - t0, 1e-9)
                 entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), "precision": "bf16" if self.bf16 else "fp32",
                          "lr": self.cfg.lr, "ema_kimg": self.cfg.ema_kimg, "r1_gamma": self.cfg.r1_gamma,
+                         **({"label_lr_mul": self.cfg.label_lr_mul} if self.cfg.labels else {}),
                          **({"world_prior": self.cfg.world_overrides} if self.cfg.world_overrides else {}),
                          **{k: round(v, 4) for k, v in stats.items()}}
                 self.log.append(entry)
