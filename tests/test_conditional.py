@@ -293,7 +293,7 @@ def test_class_of_a_generator_with_a_prior_sets_its_group_and_keeps_the_rest(tmp
     c = _class_label(G, 1, z)  # sunglasses, in the first group
     assert torch.equal(c[:, :2], torch.tensor([[0.0, 1.0]]).expand(64, 2)) and torch.equal(c[:, 2:], own[:, 2:])
     r = run("info", _save_bundle(G, tmp_path))
-    assert r.exit_code == 0 and "conditional: c_dim=4 label_input=embed, labels drawn from z" in r.output
+    assert r.exit_code == 0 and "conditional: c_dim=4 label_input=embed, labels drawn from z" in r.output, r.output
 
 
 def _save_bundle(G, tmp_path):

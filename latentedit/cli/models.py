@@ -119,11 +119,12 @@ def info(path, as_json):
             if key == "G":
                 click.echo(f"     z_dim={cfg['z_dim']} w_dim={cfg['w_dim']} n_mlp={cfg['n_mlp']} "
                            f"num_ws={value['num_ws']} |w_avg|={value['w_avg_norm']}")
-            if cfg.get("c_dim"):
-                prior = cfg.get("label_prior")
-                click.echo(f"     conditional: c_dim={cfg['c_dim']}" + (f" label_input={cfg.get('label_input', 'embed')}, labels "
-                           f"drawn from z at {prior}" if key == "G" and prior else
-                           f" label_input={cfg.get('label_input', 'embed')} (a label is given)" if key == "G" else ""))
+            if cfg.get("c_dim") and key == "G":
+                labels = f"drawn from z at {cfg['label_prior']}" if cfg.get("label_prior") else "given (--class)"
+                click.echo(f"     conditional: c_dim={cfg['c_dim']} label_input={cfg.get('label_input', 'embed')}, "
+                           f"labels {labels}")
+            elif cfg.get("c_dim"):
+                click.echo(f"     conditional: c_dim={cfg['c_dim']} (a label projection)")
         elif key not in ("path", "format"):
             click.echo(f"  {key}: {value}")
 

@@ -99,8 +99,8 @@ class Discriminator(nn.Module):
 
     def forward(self, img, c=None, fast=None):
         """img [N, C, R, R] and NVlabs' label c ([N, c_dim]; unconditional: None or [N, 0]; None on a
-        conditional D: its unconditional term) -> logits [N, 1]. fast (default: on for CPU tensors): channels_last and the Conv2dLayer fast path;
-        False: the reference ops."""
+        conditional D: its unconditional term) -> logits [N, 1]. fast (default: on for CPU tensors):
+        channels_last and the Conv2dLayer fast path; False: the reference ops."""
         check_label(c, len(img), self.cfg.c_dim, drawn=True)
         fast = img.device.type == "cpu" if fast is None else fast
         if fast:
