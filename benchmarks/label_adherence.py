@@ -24,7 +24,7 @@ from latentedit.formats.atomic import write_text  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.metrics.generator import RATES  # noqa: E402
 from latentedit.models.evaluators import ATTRIBUTE_HEADS  # noqa: E402
-from latentedit.models.stylegan2 import z_from_seeds  # noqa: E402
+from latentedit.models.stylegan2 import label_spans, z_from_seeds  # noqa: E402
 from latentedit.world.labels import label_names  # noqa: E402
 
 FIRST_SEED = 100_000
@@ -37,15 +37,6 @@ def classifier_class(column):
     if column.startswith("hair_style="):
         return "hair_style", ATTRIBUTE_HEADS["hair_style"].index(column.split("=", 1)[1])
     return COLUMN_CLASS[column]
-
-
-def groups_of(prior):
-    """[(first column, end)] of each label group."""
-    out, start = [], 0
-    for group in prior:
-        out.append((start, start + len(group)))
-        start += len(group)
-    return out
 
 
 @torch.no_grad()
@@ -63,7 +54,7 @@ def adherence(G, clf, labels, n, batch=100):
         return hits / n
 
     report = {}
-    for (start, end), name in zip(groups_of(prior), labels):
+    for (start, end), name in zip(label_spans(prior), labels):
         for col in range(start, end):
             head, k = classifier_class(columns[col])
             on, off = own.clone(), own.clone()

@@ -11,7 +11,7 @@ from latentedit import world
 from latentedit.errors import FormatError, InputError
 from latentedit.formats import load_networks, save_networks
 from latentedit.models.discriminator import Discriminator
-from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig, label_spans
 from latentedit.train.gan import GANConfig, GANTrainer
 from latentedit.train.widen import is_widening
 from latentedit.world.labels import face_labels, label_names, label_prior
@@ -313,7 +313,7 @@ def test_label_adherence_names_the_classifier_class_of_every_label(tmp_path, tin
         head, k = bench.classifier_class(column)
         named = ATTRIBUTE_HEADS[head][k]
         assert (head, named) in {("glasses", column), ("hair_style", column[len("hair_style="):]), (column, "on")}
-    assert bench.groups_of(PRIOR) == [(0, 2), (2, 3), (3, 4)]
+    assert label_spans(PRIOR) == [(0, 2), (2, 3), (3, 4)]
     assert bench.main(["--model", str(_save_bundle(tiny_G, tmp_path)), "--n", "4"]) == 2
     assert "not a generator trained with world labels" in capsys.readouterr().err
 

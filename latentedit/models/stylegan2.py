@@ -80,6 +80,12 @@ def config_dict(cfg):
     return {k: v for k, v in asdict(cfg).items() if not (k in UNCONDITIONAL and v == UNCONDITIONAL[k])}
 
 
+def label_spans(prior):
+    """[(first column, end)] of each group of a label prior in the label vector."""
+    ends = np.cumsum([len(group) for group in prior]).tolist()
+    return [(end - len(group), end) for group, end in zip(prior, ends)]
+
+
 def check_label_prior(cfg):
     """label_input one of LABEL_INPUTS; label_prior: None, or groups of class probabilities (each
     group's sum <= 1, the rest of its mass is 'no class'), one z dimension per group, as many classes
