@@ -3,12 +3,16 @@
 #
 #   run(command="bash benchmarks/gan_on_device.sh 450", timeout_s=600)
 #
+# Arguments after the first go to `latentedit train gan` after the recipe's own, so an arm can change
+# it (a later flag wins; --world-prior adds), e.g. the conditional arm:
+#   bash benchmarks/gan_on_device.sh 450 --labels glasses,mask,hair_style,beard --label-lr-mul 10
+#
 # then, here: python benchmarks/training_curves.py snapshot --run DIR --bundle DIR/snapshots/NAME
 # on each returned snapshot (files_at/snapshots/...), and continue on CPU with --init-from the best.
 #
 # Warm start from the committed snapshot (checkpoints/training/gan_v2: G, G_ema and D, fresh Adam,
 # as every session's CPU run starts) with the CPU line's recipe (2048 / 256, batch 32, R1 gamma 0.3,
-# lr 0.00025, EMA 40 kimg, fp32), trains for TRAIN_S seconds (first argument), then copies the
+# lr 0.000125, EMA 40 kimg, the raised accessory prior, fp32; checkpoints/README.md's command), trains for TRAIN_S seconds (first argument), then copies the
 # latest bundle (saved every SNAPSHOT_KIMG, as snapshots/latest) and the last whole kept snapshot
 # (G, D, bundle.json each, in fp16), the log and the last samples to $OUT: 8 files, each under the
 # tool's 16 MiB. The machine's image brings its own python3 and torch; the package runs from this
@@ -23,6 +27,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2  # the repository root
 TRAIN_S=${1:-450}
+shift $(( $# > 0 ? 1 : 0 ))  # the rest are the arm's trainer flags
 : "${OUT:?OUT must name the folder the results go to}"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 LATENTEDIT_OPS=${LATENTEDIT_OPS:-ref}
 RUN=${RUN:-/tmp/gan_on_device}
@@ -36,8 +41,9 @@ python3 -c 'import torch; print("torch", torch.__version__, "|", torch.cuda.get_
 # The CLI turns timeout's SIGINT into one "aborted" line; timeout then exits 124.
 timeout -s INT -k 30 "$TRAIN_S" python3 -m latentedit train gan --out "$RUN" \
     --init-from checkpoints/training/gan_v2 --channel-base 2048 --channel-max 256 --batch 32 \
-    --r1-gamma 0.3 --lr 0.00025 --ema-kimg 40 --precision fp32 --kimg 100000 \
-    --snapshot-kimg "${SNAPSHOT_KIMG:-10}" --keep-kimg "${KEEP_KIMG:-20}"
+    --r1-gamma 0.3 --lr 0.000125 --ema-kimg 40 --precision fp32 --kimg 100000 \
+    --world-prior p_glasses=0.24 --world-prior p_sunglasses=0.165 --world-prior p_mask=0.175 \
+    --snapshot-kimg "${SNAPSHOT_KIMG:-10}" --keep-kimg "${KEEP_KIMG:-20}" "$@"
 trained=$?
 cp "$RUN"/log.jsonl "$OUT/"
 samples=$(ls "$RUN"/samples_*k.png 2>/dev/null | tail -n 1)
