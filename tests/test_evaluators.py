@@ -188,6 +188,12 @@ def test_precision_recall_on_point_clouds():
     # fake far away: neither
     p, r = precision_recall(real, torch.randn(1500, 2, generator=g) + 10)
     assert p < 0.01 and r < 0.01
+    # per group: half the fakes on the real support, half far away; an empty group has none
+    fake = torch.cat([torch.randn(750, 2, generator=g), torch.randn(750, 2, generator=g) + 10])
+    near = torch.arange(1500) < 750
+    p, r, by = precision_recall(real, fake, groups={"near": near, "far": ~near, "empty": near & ~near})
+    assert by["near"] > 0.9 and by["far"] < 0.01 and by["empty"] is None
+    assert p == pytest.approx((by["near"] * 750 + by["far"] * 750) / 1500, abs=1e-6)
 
 
 # -- networks and bundles -------------------------------------------------------------------------------
@@ -266,6 +272,11 @@ def test_evaluate_generator_cli(tmp_path):
         assert 0 <= counts["renders"] <= 24 and 0 <= counts["generated"] <= 24
         assert (report["kind_fid"][kind] is None) == (min(counts.values()) < 2)
         assert (report["kind_fid_ratio_matched"][kind] is None) == (report["kind_fid"][kind] is None)
+    # each kind's precision exists iff the classifier gave it to some generated face; "none": the bare ones
+    assert set(report["kind_precision"]) == {"frame_glasses", "sunglasses", "mask", "none"}
+    for kind, counts in report["kind_counts"].items():
+        assert (report["kind_precision"][kind] is None) == (counts["generated"] == 0)
+    assert "precision by kind" in res.output
 
 
 def test_kind_fid_compares_only_the_kind():

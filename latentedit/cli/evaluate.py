@@ -66,4 +66,6 @@ def generator(model_path, evaluators_path, n, truncation, batch, no_floor, out, 
         figure = "-" if v is None else f"{v:.3f} ({ratio} overall, {matched} at these counts)"
         click.echo(f"  {k:14s} FID {figure}: {counts['generated']} generated vs {counts['renders']} renders"
                    + ("" if floor is None else f", floor {floor:.3f}"))
+    click.echo("precision by kind (share inside the world's manifold): " + ", ".join(
+        f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in report["kind_precision"].items()))
     click.echo(f"wrote {out}")

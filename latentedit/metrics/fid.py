@@ -83,22 +83,26 @@ def _knn_radii(f, k, chunk=2048):
     return torch.cat(out)
 
 
-def _in_manifold(query, ref, radii, chunk=2048):
-    """Fraction of query rows inside some ball (ref_j, radii_j)."""
+def _inside(query, ref, radii, chunk=2048):
+    """Bool [len(query)]: each query row lies inside some ball (ref_j, radii_j)."""
     inside = []
     for i in range(0, len(query), chunk):
         d = torch.cdist(query[i:i + chunk], ref)
         inside.append((d <= radii[None]).any(1))
-    return torch.cat(inside).float().mean().item()
+    return torch.cat(inside)
 
 
-def precision_recall(real, fake, k=3):
+def precision_recall(real, fake, k=3, groups=None):
     """Improved precision (fake inside the real manifold) and recall (real inside the fake
-    manifold), manifolds = unions of k-NN balls (Kynkäänniemi et al. 2019)."""
+    manifold), manifolds = unions of k-NN balls (Kynkäänniemi et al. 2019). With groups (name ->
+    bool mask over the fake rows) also each group's precision (None for an empty group), to say
+    which fakes fall outside: (precision, recall, {name: precision})."""
     real = torch.as_tensor(_np(real), dtype=torch.float32)
     fake = torch.as_tensor(_np(fake), dtype=torch.float32)
     if min(len(real), len(fake)) <= k:
         raise InputError(f"precision/recall need more than k={k} samples per set")
-    precision = _in_manifold(fake, real, _knn_radii(real, k))
-    recall = _in_manifold(real, fake, _knn_radii(fake, k))
-    return precision, recall
+    inside = _inside(fake, real, _knn_radii(real, k)).float()
+    recall = _inside(real, fake, _knn_radii(fake, k)).float().mean().item()
+    if groups is None:
+        return inside.mean().item(), recall
+    return inside.mean().item(), recall, {name: inside[m].mean().item() if m.any() else None for name, m in groups.items()}

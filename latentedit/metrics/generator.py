@@ -200,12 +200,14 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
     counts = {k: {"generated": int(gen_kind[k].sum()), "renders": int(truth[k].sum())} for k in ACCESSORIES}
     at_counts = {k: None if per_kind[k] is None else
                  fid_at_counts(f_real, counts[k]["renders"], f_gen, counts[k]["generated"]) for k in ACCESSORIES}
-    prec, rec = precision_recall(f_real, f_gen)
+    # Which faces fall outside the world's manifold: those of each accessory kind, and the bare ones.
+    bare = ~torch.stack(list(gen_kind.values())).any(0)
+    prec, rec, kind_prec = precision_recall(f_real, f_gen, groups={**gen_kind, "none": bare})
     kid_mean, kid_std = kid(f_real, f_gen, subsets=50, subset_size=min(1000, n))
     report = {
         "n": n, "truncation": truncation, "feature_dim": int(f_gen.shape[1]),
         "world_fid": overall_fid, "kid": kid_mean, "kid_std": kid_std,
-        "precision": prec, "recall": rec,
+        "precision": prec, "recall": rec, "kind_precision": kind_prec,
         "kind_fid": per_kind,
         "kind_fid_ratio": {k: None if v is None or not overall_fid else v / overall_fid for k, v in per_kind.items()},
         # like for like: the overall FID of random subsets of the kind's two counts, and the ratio to it
