@@ -318,6 +318,27 @@ def test_label_adherence_names_the_classifier_class_of_every_label(tmp_path, tin
     assert "not a generator trained with world labels" in capsys.readouterr().err
 
 
+def test_label_adherence_can_measure_the_training_generator_of_a_run(tmp_path):
+    from conftest import load_benchmark
+
+    bench = load_benchmark("label_adherence")
+    t = GANTrainer(GANConfig(**SMALL, labels=["mask"], label_lr_mul=10.0), tmp_path / "run")
+    t.train_step()
+    t.save()
+    t.export_bundle(tmp_path / "bundle")
+    G = load_networks(tmp_path / "bundle").G.float()
+    offset = G.mapping.label_offset.weight
+    assert not torch.equal(offset, t.G.mapping.label_offset.weight.detach())  # the EMA trails it
+    bench.load_training_g(G, tmp_path / "run" / "state.safetensors")
+    assert torch.equal(G.mapping.label_offset.weight, t.G.mapping.label_offset.weight.detach())
+    with pytest.raises(InputError, match="no training state"):
+        bench.load_training_g(G, tmp_path / "state.safetensors")
+    other = GANTrainer(GANConfig(**SMALL), tmp_path / "plain")
+    other.save()
+    with pytest.raises(InputError, match="does not match"):
+        bench.load_training_g(G, tmp_path / "plain" / "state.safetensors")
+
+
 def test_label_tensors_learn_at_their_own_rate_and_a_resume_may_change_it(tmp_path):
     t = GANTrainer(GANConfig(**SMALL, labels=["mask"], label_lr_mul=10.0), tmp_path)
     for opt, tensors in ((t.G_opt, [t.G.mapping.label_offset.weight]), (t.D_opt, [t.D.project.weight])):
