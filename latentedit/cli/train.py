@@ -52,6 +52,10 @@ def train():
 @click.option("--label-lr-mul", type=float, default=1.0, show_default=True,
               help="With --labels: the label tensors' learning rate (G's per-class W offsets, D's label projection) "
                    "over --lr; a warm start's label inputs start at zero. Given with --resume, changes it from there on.")
+@click.option("--label-probe", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="With --labels and an unconditional --init-from bundle: D's new label projection starts as a "
+                   "linear probe of its own features on N world renders (e.g. 2048) instead of zero, so that D "
+                   "scores each face's label from the first step (latentedit/train/label_probe.py).")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state. "
@@ -59,7 +63,7 @@ def train():
                    "that G starts as the same function (latentedit/train/widen.py).")
 @threads_option
 def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
-        precision, bf16, lr, ema_kimg, world_prior, labels, label_lr_mul, resume, init_from):
+        precision, bf16, lr, ema_kimg, world_prior, labels, label_lr_mul, label_probe, resume, init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from latentedit.runtime import fast_precision
     from latentedit.train.distributed import init_distributed
@@ -74,7 +78,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
                  batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16", lr=lr, ema_kimg=ema_kimg,
                  world_overrides=_world_prior(world_prior),
-                 labels=[name.strip() for name in labels.split(",") if name.strip()], label_lr_mul=label_lr_mul)
+                 labels=[name.strip() for name in labels.split(",") if name.strip()], label_lr_mul=label_lr_mul,
+                 label_probe=label_probe)
     asked = _asked(dict(given, precision=precision, world_prior=world_prior))
     if "world_prior" in asked:
         asked.add("world_overrides")
@@ -92,6 +97,9 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     trainer = GANTrainer(cfg, out, device=device, rank=rank, world_size=world_size, bf16=bf16 == "bf16")
     if start_run(trainer, resume, init_from) and rank == 0:
         click.echo(f"resumed at {trainer.nimg / 1000:.1f} kimg")
+    if getattr(trainer, "label_probe_accuracy", None) and rank == 0:
+        click.echo("label probe: D's projection fitted, accuracy per group on its renders "
+                   + ", ".join(f"{name} {a:.3f}" for name, a in zip(cfg.labels, trainer.label_probe_accuracy)))
     trainer.train(kimg, snapshot_kimg=snapshot_kimg, progress=click.echo, keep_kimg=keep_kimg)
 
 

@@ -61,12 +61,15 @@ class DiscriminatorEpilogue(nn.Module):
         self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu")
         self.out = FullyConnectedLayer(in_channels, 1)
 
-    def forward(self, x, fast=None, cmap=None):
-        """cmap: the label's projection [N, C] (conditional D): adds <cmap, features> / sqrt(C)."""
+    def features(self, x, fast=None):
+        """The last features [N, C], which the logit and a label's projection read."""
         if self.mbstd is not None:
             x = self.mbstd(x)
-        x = self.conv(x, fast=fast)
-        h = self.fc(x.flatten(1))
+        return self.fc(self.conv(x, fast=fast).flatten(1))
+
+    def forward(self, x, fast=None, cmap=None):
+        """cmap: the label's projection [N, C] (conditional D): adds <cmap, features> / sqrt(C)."""
+        h = self.features(x, fast=fast)
         if cmap is None:
             return self.out(h)
         return self.out(h) + (h * cmap).sum(dim=1, keepdim=True) / math.sqrt(h.shape[1])
@@ -102,11 +105,19 @@ class Discriminator(nn.Module):
         conditional D: its unconditional term) -> logits [N, 1]. fast (default: on for CPU tensors):
         channels_last and the Conv2dLayer fast path; False: the reference ops."""
         check_label(c, len(img), self.cfg.c_dim, drawn=True)
+        cmap = self.project(c.to(torch.float32)) if self.cfg.c_dim and c is not None else None
         fast = img.device.type == "cpu" if fast is None else fast
+        return self.b4(self._blocks(img, fast), fast=fast, cmap=cmap)
+
+    def features(self, img, fast=None):
+        """The last features [N, C] (before the logit), which a label's projection is dotted with."""
+        fast = img.device.type == "cpu" if fast is None else fast
+        return self.b4.features(self._blocks(img, fast), fast=fast)
+
+    def _blocks(self, img, fast):
         if fast:
             img = img.contiguous(memory_format=torch.channels_last)  # measured: ~25% faster on CPU
         x = None
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x, img, fast=fast)
-        cmap = self.project(c.to(torch.float32)) if self.cfg.c_dim and c is not None else None
-        return self.b4(x, fast=fast, cmap=cmap)
+        return x

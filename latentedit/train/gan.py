@@ -21,7 +21,7 @@ from latentedit.formats.atomic import write_text
 from latentedit.formats.images import grid, save_png
 from latentedit.models.config import DictConfig, is_count, is_real
 from latentedit.models.discriminator import Discriminator
-from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig, label_spans
 from latentedit.train.state import load_state, save_state
 from latentedit.train.widen import is_widening, widen_into
 from latentedit.runtime import seeded
@@ -55,6 +55,9 @@ class GANConfig(DictConfig):
     # The label tensors' (G's W offsets, D's projection) learning rate over lr: a warm start's new
     # label inputs start at zero and have the trained networks to catch up with.
     label_lr_mul: float = 1.0
+    # A warm start from an unconditional bundle: D's label projection fitted as a linear probe of its
+    # last features on this many world renders (train/label_probe.py); 0: zero, learnt from the loss.
+    label_probe: int = 0
 
     def __post_init__(self):
         for name in ("batch", "g_reg_interval", "d_reg_interval", "pl_batch_shrink"):
@@ -84,6 +87,9 @@ class GANConfig(DictConfig):
         self.betas = tuple(self.betas)
         check_groups(self.labels)
         self.labels = list(self.labels)
+        if not (isinstance(self.label_probe, int) and self.label_probe >= 0) or (self.label_probe and not self.labels):
+            raise InputError(f"GANConfig.label_probe must be a count of renders >= 0, and needs labels; "
+                             f"got {self.label_probe!r:.80}")
         if self.r1_gamma is None:
             self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch
         if self.ema_kimg is None:
@@ -355,6 +361,19 @@ class GANTrainer:
             widen_into(strip_derived(nets.D.state_dict()), self.D, self.D.cfg.mbstd_num_channels)
             self.G_ema.load_state_dict(self.G.state_dict())
         self.nimg = round(1000 * nets.info.get("provenance", {}).get("kimg", 0))  # int() lost an image to float error
+        if self.cfg.label_probe and not nets.D.cfg.c_dim:
+            self.label_probe_accuracy = self._fit_label_probe()
+
+    def _fit_label_probe(self):
+        """D's new label projection as a probe of its features on world renders (a seed the run's
+        data stream does not use) -> the probe's accuracy per label group on them."""
+        from latentedit import world
+        from latentedit.train.label_probe import fit_label_projection
+
+        batch = world.sample(self.cfg.label_probe, seed=self.cfg.data_seed + 1, resolution=self.cfg.resolution,
+                             **self.cfg.world_overrides)
+        return fit_label_projection(self.D, batch.image.to(self.device), face_labels(batch.params, self.cfg.labels).to(self.device),
+                                    label_spans(self.G.cfg.label_prior))
 
     @torch.no_grad()
     def write_samples(self):
