@@ -8,6 +8,8 @@ face has one, the seed's own label instead), and as drawn ("own"), beside the wo
 `--training-g RUN` measures the run's training generator (`RUN/state.safetensors`, the weights Adam
 steps) in the architecture of `--model` (e.g. RUN/bundle): the EMA generator trails the label
 offsets by its half-life, 40 kimg in the bundle's recipe, so early adherence shows there first.
+`--sheet PNG` draws the first codes as drawn and with each accessory's label on, to look at;
+`--discriminator` also asks whether D knows the labels G should follow (`label_margin`).
 
 An unconditional start (zero W offsets) gives on = off = own; a generator that follows its labels
 gives on near the classifier's rate on world renders of the class (~0.9-1.0) and off near 0.
@@ -29,7 +31,7 @@ from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.metrics.generator import RATES  # noqa: E402
 from latentedit.models.evaluators import ATTRIBUTE_HEADS  # noqa: E402
 from latentedit.models.stylegan2 import label_spans, z_from_seeds  # noqa: E402
-from latentedit.world.labels import label_names  # noqa: E402
+from latentedit.world.labels import label_names, label_prior  # noqa: E402
 
 FIRST_SEED = 100_000
 COLUMN_CLASS = {"frame": RATES["frame_glasses"], "sun": RATES["sunglasses"], "mask": RATES["mask"],
@@ -69,6 +71,53 @@ def adherence(G, clf, labels, n, batch=100):
     return report
 
 
+@torch.no_grad()
+def label_margin(D, labels, n, batch=32):
+    """Does D's projection know the labels? Per yes / no column (an accessory, beard), on n world
+    renders at the world's prior: D's logit with each render's own label minus with that column
+    switched (on <-> off, the rest of its group cleared), for the renders wearing it and the rest."""
+    from latentedit import world
+    from latentedit.world.labels import face_labels
+
+    renders = world.sample(n, seed=FIRST_SEED, resolution=D.cfg.resolution)
+    c = face_labels(renders.params, labels)
+    columns = label_names(labels)
+    spans = [span for span in label_spans(label_prior(labels)) for _ in range(span[1] - span[0])]  # per column
+    logits = lambda cc: torch.cat([D(x, cb) for x, cb in zip(renders.image.split(batch), cc.split(batch))])[:, 0]
+    own, report = logits(c), {}
+    for col, name in enumerate(columns):
+        if name.startswith("hair_style="):
+            continue
+        start, end = spans[col]
+        wearing = c[:, col] == 1
+        switched = c.clone()
+        switched[:, start:end] = 0
+        switched[~wearing, col] = 1
+        margin = own - logits(switched)
+        report[name] = {"wearing": margin[wearing].mean().item() if wearing.any() else None,
+                        "not_wearing": margin[~wearing].mean().item(), "n_wearing": int(wearing.sum())}
+    return report
+
+
+@torch.no_grad()
+def sheet(G, labels, path, columns=("frame", "sun", "mask", "beard"), n=8):
+    """A contact sheet: the first n codes as drawn (top row), then one row per label column forced
+    on (its group set to it), 3x upscaled, so that what the classifier counts can be looked at."""
+    from latentedit.formats.images import save_png, tile, to_uint8
+
+    names, spans = label_names(labels), label_spans(label_prior(labels))
+    z = z_from_seeds(range(FIRST_SEED, FIRST_SEED + n), G.z_dim)
+    own, rows = G.mapping.labels_from_z(z), []
+    for name in (None, *[c for c in columns if c in names]):
+        c = own.clone()
+        if name is not None:
+            col = names.index(name)
+            start, end = next(span for span in spans if span[0] <= col < span[1])
+            c[:, start:end], c[:, col] = 0, 1
+        rows.append(G.synthesis(G.mapping(z, c), noise_mode="const").float().clamp(-1, 1))
+    save_png(path, tile(to_uint8(torch.cat(rows)), n, scale=3, pad=2))
+
+
 def load_training_g(G, state_file):
     """Replace G's weights by the training generator's ("G." tensors) of a run's state file."""
     from safetensors import safe_open
@@ -89,6 +138,9 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="Write the report here.")
+    ap.add_argument("--sheet", default=None, help="Also write a contact sheet here (sheet()).")
+    ap.add_argument("--discriminator", action="store_true",
+                    help="Also D's label margin (label_margin) on as many world renders as --n.")
     ap.add_argument("--training-g", default=None, metavar="RUN",
                     help="Measure RUN's training generator (its state.safetensors) instead of the bundle's EMA one.")
     args = ap.parse_args(argv)
@@ -106,6 +158,12 @@ def main(argv=None):
             load_training_g(G, Path(args.training_g) / "state.safetensors")
         report = {"model": Path(args.model).name, "labels": labels, "n": args.n,
                   "columns": adherence(G, load_evaluators(args.evaluators)["attributes"], labels, args.n)}
+        if args.sheet:
+            sheet(G, labels, args.sheet)
+        if args.discriminator:
+            if nets.D is None or not nets.D.cfg.c_dim:
+                raise InputError(f"{args.model}: no conditional discriminator for --discriminator")
+            report["discriminator_margin"] = label_margin(nets.D.float().eval(), labels, args.n)
     except LatentEditError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -113,6 +171,10 @@ def main(argv=None):
     for col, r in report["columns"].items():
         off = "-" if r["off"] is None else f"{r['off']:.3f}"
         print(f"{col:22s} {r['on']:6.3f} {off:>6s} {r['own']:6.3f} {r['prior']:6.3f}")
+    for col, r in report.get("discriminator_margin", {}).items():
+        wearing = "-" if r["wearing"] is None else f"{r['wearing']:+.3f}"
+        print(f"D's margin, true label minus {col} switched: wearing {wearing} (n {r['n_wearing']}), "
+              f"not wearing {r['not_wearing']:+.3f}")
     if args.json:
         write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0

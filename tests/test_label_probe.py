@@ -8,7 +8,7 @@ from latentedit.models.stylegan2 import DiscriminatorConfig
 from latentedit.train.gan import GANConfig, GANTrainer
 from latentedit.train.label_probe import fit_label_projection, fit_probe, last_features, probe_targets
 
-from conftest import run
+from conftest import load_benchmark, run
 
 SMALL = dict(resolution=16, channel_base=256, channel_max=32, batch=4)
 SPANS = [(0, 2), (2, 3)]  # a three-way group (two columns + its reference class) and a yes / no one
@@ -85,6 +85,14 @@ def test_a_warm_start_fits_the_probe_only_where_the_bundle_has_no_projection(tmp
     again.init_from(tmp_path / "cond")  # conditional already: its learnt projection is kept
     assert not hasattr(again, "label_probe_accuracy")
     assert torch.equal(again.D.project.weight, b.D.project.weight)
+    # label_adherence.py's D margin: nothing where the projection is zero, something once fitted
+    bench = load_benchmark("label_adherence")
+    zero = GANTrainer(GANConfig(**SMALL, labels=["glasses", "mask"]), tmp_path / "d")
+    for D, fitted in ((zero.D, False), (b.D, True)):
+        margin = bench.label_margin(D.eval(), ["glasses", "mask"], 32)
+        assert set(margin) == {"frame", "sun", "mask"}
+        values = [abs(v) for r in margin.values() for v in (r["wearing"], r["not_wearing"]) if v is not None]
+        assert (max(values) > 1e-3) == fitted, margin
     for bad in (dict(label_probe=8), dict(labels=["mask"], label_probe=-1), dict(labels=["mask"], label_probe=1.5)):
         with pytest.raises(InputError, match="label_probe"):
             GANConfig(**SMALL, **bad)
