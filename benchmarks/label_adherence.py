@@ -75,7 +75,9 @@ def adherence(G, clf, labels, n, batch=100):
 def label_margin(D, labels, n, batch=32):
     """Does D's projection know the labels? Per yes / no column (an accessory, beard), on n world
     renders at the world's prior: D's logit with each render's own label minus with that column
-    switched (on <-> off, the rest of its group cleared), for the renders wearing it and the rest."""
+    switched (on <-> off, the rest of its group cleared), for the renders wearing it and the rest
+    (for frames / sunglasses: the rest are bare faces switched to it and the other kind's wearers).
+    n: a multiple of 4 (D's minibatch-std groups)."""
     from latentedit import world
     from latentedit.world.labels import face_labels
 
@@ -95,7 +97,8 @@ def label_margin(D, labels, n, batch=32):
         switched[~wearing, col] = 1
         margin = own - logits(switched)
         report[name] = {"wearing": margin[wearing].mean().item() if wearing.any() else None,
-                        "not_wearing": margin[~wearing].mean().item(), "n_wearing": int(wearing.sum())}
+                        "not_wearing": margin[~wearing].mean().item() if (~wearing).any() else None,
+                        "n_wearing": int(wearing.sum())}
     return report
 
 
@@ -156,11 +159,14 @@ def main(argv=None):
         G = nets.G.float().eval()
         if args.training_g:
             load_training_g(G, Path(args.training_g) / "state.safetensors")
-        report = {"model": Path(args.model).name, "labels": labels, "n": args.n,
+        report = {"model": Path(args.model).name, "generator": "training" if args.training_g else "ema",
+                  "labels": labels, "n": args.n,
                   "columns": adherence(G, load_evaluators(args.evaluators)["attributes"], labels, args.n)}
         if args.sheet:
             sheet(G, labels, args.sheet)
         if args.discriminator:
+            if args.n % 4:
+                raise InputError("--discriminator needs --n a multiple of 4 (D's minibatch-std groups)")
             if nets.D is None or not nets.D.cfg.c_dim:
                 raise InputError(f"{args.model}: no conditional discriminator for --discriminator")
             report["discriminator_margin"] = label_margin(nets.D.float().eval(), labels, args.n)
@@ -172,9 +178,8 @@ def main(argv=None):
         off = "-" if r["off"] is None else f"{r['off']:.3f}"
         print(f"{col:22s} {r['on']:6.3f} {off:>6s} {r['own']:6.3f} {r['prior']:6.3f}")
     for col, r in report.get("discriminator_margin", {}).items():
-        wearing = "-" if r["wearing"] is None else f"{r['wearing']:+.3f}"
-        print(f"D's margin, true label minus {col} switched: wearing {wearing} (n {r['n_wearing']}), "
-              f"not wearing {r['not_wearing']:+.3f}")
+        wearing, rest = ("-" if v is None else f"{v:+.3f}" for v in (r["wearing"], r["not_wearing"]))
+        print(f"D's margin, true label minus {col} switched: wearing {wearing} (n {r['n_wearing']}), not wearing {rest}")
     if args.json:
         write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0

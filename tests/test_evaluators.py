@@ -277,6 +277,7 @@ def test_evaluate_generator_cli(tmp_path):
     for kind, counts in report["kind_counts"].items():
         assert (report["kind_precision"][kind] is None) == (counts["generated"] == 0)
     assert "precision by kind" in res.output
+    assert set(report["kind_precision_floor"]) == set(report["kind_precision"])  # the renders' own, beside it
 
 
 def test_kind_fid_compares_only_the_kind():

@@ -93,7 +93,8 @@ def test_a_warm_start_fits_the_probe_only_where_the_bundle_has_no_projection(tmp
         assert set(margin) == {"frame", "sun", "mask"}
         values = [abs(v) for r in margin.values() for v in (r["wearing"], r["not_wearing"]) if v is not None]
         assert (max(values) > 1e-3) == fitted, margin
-    for bad in (dict(label_probe=8), dict(labels=["mask"], label_probe=-1), dict(labels=["mask"], label_probe=1.5)):
+    for bad in (dict(label_probe=8), dict(labels=["mask"], label_probe=-4), dict(labels=["mask"], label_probe=1.5),
+                dict(labels=["mask"], label_probe=6), dict(labels=["mask"], label_probe=True)):
         with pytest.raises(InputError, match="label_probe"):
             GANConfig(**SMALL, **bad)
 
@@ -103,4 +104,6 @@ def test_train_gan_label_probe_flag(tmp_path):
     GANTrainer(GANConfig(**SMALL), tmp_path / "a").export_bundle(tmp_path / "plain")
     r = run("train", "gan", "--out", tmp_path / "run", *small, "--labels", "mask", "--label-probe", "32",
             "--init-from", tmp_path / "plain", "--kimg", "0.004", "--snapshot-kimg", "0.004")
-    assert r.exit_code == 0 and "label probe: D's projection fitted, accuracy per group on its renders mask" in r.output
+    assert r.exit_code == 0 and "label probe: D's projection fitted, accuracy per group on its renders (in-sample) mask" in r.output
+    r = run("train", "gan", "--out", tmp_path / "cold", *small, "--labels", "mask", "--label-probe", "32", "--kimg", "0.004")
+    assert r.exit_code == 2 and "give --init-from an unconditional bundle" in r.output

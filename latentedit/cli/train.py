@@ -71,6 +71,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     from latentedit.train.state import check_new_run, run_config, start_run
 
     check_new_run(out, resume)
+    if label_probe and not init_from and not resume:
+        raise InputError("--label-probe fits a warm start's new label projection: give --init-from an unconditional bundle")
     if snapshot_kimg <= 0 or kimg <= 0:
         raise InputError("--kimg and --snapshot-kimg must be positive")
     if keep_kimg < 0:
@@ -98,8 +100,10 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     if start_run(trainer, resume, init_from) and rank == 0:
         click.echo(f"resumed at {trainer.nimg / 1000:.1f} kimg")
     if getattr(trainer, "label_probe_accuracy", None) and rank == 0:
-        click.echo("label probe: D's projection fitted, accuracy per group on its renders "
+        click.echo("label probe: D's projection fitted, accuracy per group on its renders (in-sample) "
                    + ", ".join(f"{name} {a:.3f}" for name, a in zip(cfg.labels, trainer.label_probe_accuracy)))
+    elif label_probe and init_from and not resume and rank == 0:
+        click.echo("note: --label-probe skipped: the bundle's D already has a label projection", err=True)
     trainer.train(kimg, snapshot_kimg=snapshot_kimg, progress=click.echo, keep_kimg=keep_kimg)
 
 

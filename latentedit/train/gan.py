@@ -87,9 +87,11 @@ class GANConfig(DictConfig):
         self.betas = tuple(self.betas)
         check_groups(self.labels)
         self.labels = list(self.labels)
-        if not (isinstance(self.label_probe, int) and self.label_probe >= 0) or (self.label_probe and not self.labels):
-            raise InputError(f"GANConfig.label_probe must be a count of renders >= 0, and needs labels; "
+        if not is_count(self.label_probe, low=0) or self.label_probe % 4:  # D's minibatch-std groups of 4
+            raise InputError(f"GANConfig.label_probe must be a count of renders, a multiple of 4 (0: none), "
                              f"got {self.label_probe!r:.80}")
+        if self.label_probe and not self.labels:
+            raise InputError("GANConfig.label_probe fits D's label projection: it needs labels")
         if self.r1_gamma is None:
             self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch
         if self.ema_kimg is None:

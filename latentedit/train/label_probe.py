@@ -37,7 +37,7 @@ def probe_targets(labels, spans):
     return torch.stack(out, 1)
 
 
-def fit_probe(h, labels, spans, weight_decay=1e-3, steps=100):
+def fit_probe(h, labels, spans, weight_decay=1e-2, steps=100):
     """V [c_dim, C]: per group, logits h @ V[start:end].T beside the reference's 0, fitted by L-BFGS
     to the labels' classes (cross-entropy summed over groups + weight_decay * |V|^2 per sample)."""
     targets = probe_targets(labels, spans)
