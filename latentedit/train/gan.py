@@ -22,6 +22,7 @@ from latentedit.formats.images import grid, save_png
 from latentedit.models.config import DictConfig, is_count, is_real
 from latentedit.models.discriminator import Discriminator
 from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig, label_spans
+from latentedit.train import distributed
 from latentedit.train.state import load_state, save_state
 from latentedit.train.widen import is_widening, widen_into
 from latentedit.runtime import seeded
@@ -374,8 +375,11 @@ class GANTrainer:
 
         batch = world.sample(self.cfg.label_probe, seed=self.cfg.data_seed + 1, resolution=self.cfg.resolution,
                              **self.cfg.world_overrides)
-        return fit_label_projection(self.D, batch.image.to(self.device), face_labels(batch.params, self.cfg.labels).to(self.device),
-                                    label_spans(self.G.cfg.label_prior))
+        accuracy = fit_label_projection(self.D, batch.image.to(self.device),
+                                        face_labels(batch.params, self.cfg.labels).to(self.device),
+                                        label_spans(self.G.cfg.label_prior))
+        distributed.broadcast_state(self.D.project)  # every rank fits the same; rank 0's fit, bit for bit
+        return accuracy
 
     @torch.no_grad()
     def write_samples(self):
