@@ -30,7 +30,7 @@ from latentedit.formats.atomic import write_text  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.metrics.generator import RATES  # noqa: E402
 from latentedit.models.evaluators import ATTRIBUTE_HEADS  # noqa: E402
-from latentedit.models.stylegan2 import label_spans, z_from_seeds  # noqa: E402
+from latentedit.models.stylegan2 import group_span, label_spans, with_class, z_from_seeds  # noqa: E402
 from latentedit.world.labels import label_names, label_prior  # noqa: E402
 
 FIRST_SEED = 100_000
@@ -63,9 +63,8 @@ def adherence(G, clf, labels, n, batch=100):
     for (start, end), name in zip(label_spans(prior), labels):
         for col in range(start, end):
             head, k = classifier_class(columns[col])
-            on, off = own.clone(), own.clone()
-            on[:, start:end], off[:, start:end] = 0, 0
-            on[:, col] = 1
+            on, off = with_class(own, prior, col), own.clone()
+            off[:, start:end] = 0
             report[columns[col]] = {"on": rate(on, head, k), "own": rate(own, head, k), "prior": rates[col],
                                     "off": None if name == "hair_style" else rate(off, head, k)}
     return report
@@ -83,18 +82,16 @@ def label_margin(D, labels, n, batch=32):
 
     renders = world.sample(n, seed=FIRST_SEED, resolution=D.cfg.resolution)
     c = face_labels(renders.params, labels)
-    columns = label_names(labels)
-    spans = [span for span in label_spans(label_prior(labels)) for _ in range(span[1] - span[0])]  # per column
+    columns, prior = label_names(labels), label_prior(labels)
     logits = lambda cc: torch.cat([D(x, cb) for x, cb in zip(renders.image.split(batch), cc.split(batch))])[:, 0]
     own, report = logits(c), {}
     for col, name in enumerate(columns):
         if name.startswith("hair_style="):
             continue
-        start, end = spans[col]
         wearing = c[:, col] == 1
-        switched = c.clone()
-        switched[:, start:end] = 0
-        switched[~wearing, col] = 1
+        switched = with_class(c, prior, col)
+        start, end = group_span(prior, col)
+        switched[wearing, start:end] = 0
         margin = own - logits(switched)
         report[name] = {"wearing": margin[wearing].mean().item() if wearing.any() else None,
                         "not_wearing": margin[~wearing].mean().item() if (~wearing).any() else None,
@@ -108,15 +105,11 @@ def sheet(G, labels, path, columns=("frame", "sun", "mask", "beard"), n=8):
     on (its group set to it), 3x upscaled, so that what the classifier counts can be looked at."""
     from latentedit.formats.images import save_png, tile, to_uint8
 
-    names, spans = label_names(labels), label_spans(label_prior(labels))
+    names, prior = label_names(labels), label_prior(labels)
     z = z_from_seeds(range(FIRST_SEED, FIRST_SEED + n), G.z_dim)
     own, rows = G.mapping.labels_from_z(z), []
     for name in (None, *[c for c in columns if c in names]):
-        c = own.clone()
-        if name is not None:
-            col = names.index(name)
-            start, end = next(span for span in spans if span[0] <= col < span[1])
-            c[:, start:end], c[:, col] = 0, 1
+        c = own if name is None else with_class(own, prior, names.index(name))
         rows.append(G.synthesis(G.mapping(z, c), noise_mode="const").float().clamp(-1, 1))
     save_png(path, tile(to_uint8(torch.cat(rows)), n, scale=3, pad=2))
 

@@ -10,7 +10,7 @@ from latentedit.cli.options import (MAX_IMAGES, MAX_SCALE, check_mapping_lr_mul,
 from latentedit.errors import InputError
 from latentedit.formats import bundle, load_networks, save_networks
 from latentedit.formats.latents import read_latents
-from latentedit.models.stylegan2 import NOISE_MODES, label_spans, z_from_seeds
+from latentedit.models.stylegan2 import NOISE_MODES, with_class, z_from_seeds
 from latentedit.runs import generate_images
 
 
@@ -30,11 +30,7 @@ def _class_label(G, class_idx, z):
         c[:, class_idx] = 1
         return c
     # labels drawn from z: the class's group is set, the other groups keep each seed's own
-    c = G.mapping.labels_from_z(z)
-    start, end = next(span for span in label_spans(G.cfg.label_prior) if span[0] <= class_idx < span[1])
-    c[:, start:end] = 0
-    c[:, class_idx] = 1
-    return c
+    return with_class(G.mapping.labels_from_z(z), G.cfg.label_prior, class_idx)
 
 
 @click.command()

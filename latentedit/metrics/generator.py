@@ -175,6 +175,12 @@ def _generated(G, n, seed, truncation, size):
     return resize(G.synthesize(w.to(next(G.parameters()).device)).float().cpu().clamp(-1, 1), size)
 
 
+def _with_none(kinds):
+    """Bool masks per accessory kind, plus "none": the faces the classifier gives none of them
+    (hats and beards count there)."""
+    return {**kinds, "none": ~torch.stack(list(kinds.values())).any(0)}
+
+
 def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0, real_seed=REAL_SEED,
                        floor=True, progress=None):
     """Metrics dict of generator G (64 px output, or resized to the classifier's size)."""
@@ -200,10 +206,8 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
     counts = {k: {"generated": int(gen_kind[k].sum()), "renders": int(truth[k].sum())} for k in ACCESSORIES}
     at_counts = {k: None if per_kind[k] is None else
                  fid_at_counts(f_real, counts[k]["renders"], f_gen, counts[k]["generated"]) for k in ACCESSORIES}
-    # Which faces fall outside the world's manifold: those of each accessory kind, and those the
-    # classifier gives none of the three ("none": hats and beards count there).
-    bare = ~torch.stack(list(gen_kind.values())).any(0)
-    prec, rec, kind_prec = precision_recall(f_real, f_gen, groups={**gen_kind, "none": bare})
+    # Which faces fall outside the world's manifold: those of each accessory kind, and the rest.
+    prec, rec, kind_prec = precision_recall(f_real, f_gen, groups=_with_none(gen_kind))
     kid_mean, kid_std = kid(f_real, f_gen, subsets=50, subset_size=min(1000, n))
     report = {
         "n": n, "truncation": truncation, "feature_dim": int(f_gen.shape[1]),
@@ -231,10 +235,8 @@ def evaluate_generator(G, evaluators, n=10000, truncation=1.0, batch=100, seed=0
         report["kind_fid_floor"] = {k: kind_fid(f_real, truth[k], f_other, torch.cat(other_truth[k]))
                                     for k in ACCESSORIES}
         report["kid_floor"] = kid(f_real, f_other, subsets=50, subset_size=min(1000, n))[0]
-        other_kind = {k: other.predicted(k) for k in ACCESSORIES}
-        other_kind["none"] = ~torch.stack(list(other_kind.values())).any(0)
         report["precision_floor"], report["recall_floor"], report["kind_precision_floor"] = \
-            precision_recall(f_real, f_other, groups=other_kind)
+            precision_recall(f_real, f_other, groups=_with_none({k: other.predicted(k) for k in ACCESSORIES}))
         say(f"  rendered {n} floor images")
     report["seconds"] = round(time.time() - t0, 1)
     return report

@@ -86,6 +86,21 @@ def label_spans(prior):
     return [(end - len(group), end) for group, end in zip(prior, ends)]
 
 
+def group_span(prior, class_idx):
+    """(first column, end) of the group of a label prior that holds column class_idx."""
+    return next(span for span in label_spans(prior) if span[0] <= class_idx < span[1])
+
+
+def with_class(c, prior, class_idx):
+    """A copy of labels c [N, c_dim] with class_idx's group set to it: its other columns cleared,
+    the other groups kept."""
+    start, end = group_span(prior, class_idx)
+    c = c.clone()
+    c[:, start:end] = 0
+    c[:, class_idx] = 1
+    return c
+
+
 def check_label_prior(cfg):
     """label_input one of LABEL_INPUTS; label_prior: None, or groups of class probabilities (each
     group's sum <= 1, the rest of its mass is 'no class'), one z dimension per group, as many classes

@@ -3,8 +3,9 @@
 A warm start from an unconditional bundle gains a zero projection, which the real / fake loss alone
 teaches slowly: at the start the fakes' labels say nothing about their images, each batch holds a
 few faces of a class, and Adam (beta1 0) steps on that noise. Measured on a 2940 kimg warm start
-at 30x the label rate: after 20 kimg, swapping a real render's label for a wrong one lowered D's
-logit by only 0.07-0.26, and G's W offsets had little to follow. So the projection can start as a
+at 30x the label rate: after 20 kimg, switching one column of a world render's label lowered D's
+logit by 0.29 at most (`benchmarks/label_adherence.py --discriminator`), and G's W offsets had
+little to follow. So the projection can start as a
 linear probe of D's own last features on world renders: per label group, a softmax regression
 with the group's column-less class (no glasses, no mask, no beard, the last hair style) as the
 reference at logit 0, L2-regularised so that its logits stay moderate (weight 1e-2: a median
