@@ -70,6 +70,13 @@ def test_fitted_projection_adds_the_probe_logit_of_the_label_and_reads_the_image
         fit_label_projection(D, x, c[:, :2], [(0, 2)])
 
 
+def test_features_from_chunks_equal_the_features_of_the_whole():
+    D = _D()
+    x, _ = _labelled_images(96, 2)
+    chunks = (chunk.clone() for chunk in x.split(64))  # consumed as they come, as the trainer's renders
+    assert torch.equal(last_features(D, chunks), last_features(D, x))
+
+
 def test_a_warm_start_fits_the_probe_only_where_the_bundle_has_no_projection(tmp_path):
     a = GANTrainer(GANConfig(**SMALL), tmp_path / "a")
     a.export_bundle(tmp_path / "plain")

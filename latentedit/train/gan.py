@@ -373,10 +373,11 @@ class GANTrainer:
         from latentedit import world
         from latentedit.train.label_probe import fit_label_projection
 
-        batch = world.sample(self.cfg.label_probe, seed=self.cfg.data_seed + 1, resolution=self.cfg.resolution,
-                             **self.cfg.world_overrides)
-        accuracy = fit_label_projection(self.D, batch.image.to(self.device),
-                                        face_labels(batch.params, self.cfg.labels).to(self.device),
+        n, seed, chunk = self.cfg.label_probe, self.cfg.data_seed + 1, 256  # chunks: 2048 renders at 256 px are 1.6 GB
+        params = world.sample_params(n, seed=seed, **self.cfg.world_overrides)
+        renders = (world.sample(min(chunk, n - start), seed=seed, resolution=self.cfg.resolution, start=start,
+                                **self.cfg.world_overrides).image.to(self.device) for start in range(0, n, chunk))
+        accuracy = fit_label_projection(self.D, renders, face_labels(params, self.cfg.labels).to(self.device),
                                         label_spans(self.G.cfg.label_prior))
         distributed.broadcast_state(self.D.project)  # every rank fits the same; rank 0's fit, bit for bit
         return accuracy

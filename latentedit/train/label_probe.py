@@ -24,8 +24,11 @@ from latentedit.errors import InputError
 
 @torch.no_grad()
 def last_features(D, images, batch=32):
-    """D's last features [N, C] of images [N, 3, R, R], in batches (its minibatch-std groups)."""
-    return torch.cat([D.features(x).float() for x in images.split(batch)])
+    """D's last features [N, C] of images: a tensor [N, 3, R, R], or an iterable of such chunks
+    (rendered as they are consumed, so that N large renders need not be held at once); in batches
+    of `batch` (its minibatch-std groups) within each chunk."""
+    chunks = [images] if torch.is_tensor(images) else images
+    return torch.cat([D.features(x).float() for chunk in chunks for x in chunk.split(batch)])
 
 
 def probe_targets(labels, spans):
@@ -64,7 +67,8 @@ def group_logits(h, V, span):
 
 
 def fit_label_projection(D, images, labels, spans, weight_decay=1e-2):
-    """Set D.project from a probe fitted on `images` [N, 3, R, R] with their world labels [N, c_dim]
+    """Set D.project from a probe fitted on `images` [N, 3, R, R] (or chunks of them, as
+    `last_features` takes) with their world labels [N, c_dim]
     (one-hot per group, as `world.labels.face_labels`; the groups' column spans, as
     `models.stylegan2.label_spans`): afterwards D(x, c) - D(x) is the probe's logit of c's classes
     summed over the groups. Returns the probe's accuracy per group on them."""
