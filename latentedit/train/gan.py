@@ -375,8 +375,8 @@ class GANTrainer:
 
         n, seed, chunk = self.cfg.label_probe, self.cfg.data_seed + 1, 256  # chunks: 2048 renders at 256 px are 1.6 GB
         params = world.sample_params(n, seed=seed, **self.cfg.world_overrides)
-        renders = (world.sample(min(chunk, n - start), seed=seed, resolution=self.cfg.resolution, start=start,
-                                **self.cfg.world_overrides).image.to(self.device) for start in range(0, n, chunk))
+        renders = (world.render(params.select(slice(start, start + chunk)), self.cfg.resolution).image.to(self.device)
+                   for start in range(0, n, chunk))
         accuracy = fit_label_projection(self.D, renders, face_labels(params, self.cfg.labels).to(self.device),
                                         label_spans(self.G.cfg.label_prior))
         distributed.broadcast_state(self.D.project)  # every rank fits the same; rank 0's fit, bit for bit
