@@ -10,6 +10,8 @@ steps) in the architecture of `--model` (e.g. RUN/bundle): the EMA generator tra
 offsets by its half-life, 40 kimg in the bundle's recipe, so early adherence shows there first.
 `--sheet PNG` draws the first codes as drawn and with each accessory's label on, to look at;
 `--discriminator` also asks whether D knows the labels G should follow (`label_margin`).
+`--guidance S` scales the W move a label makes (from the code's own label to the forced one) by S:
+does a longer offset reach the codes the learnt one misses, and at what cost (look at `--sheet`)?
 
 An unconditional start (zero W offsets) gives on = off = own; a generator that follows its labels
 gives on near the classifier's rate on world renders of the class (~0.9-1.0) and off near 0.
@@ -45,8 +47,18 @@ def classifier_class(column):
     return COLUMN_CLASS[column]
 
 
+def guided_ws(G, z, c, own, guidance=1.0):
+    """W+ codes of z under labels c with the W move from the codes' own labels to c scaled by
+    `guidance` (1: G.mapping(z, c) as trained)."""
+    ws = G.mapping(z, c)
+    if guidance == 1.0:
+        return ws
+    move = G.mapping.label_offset(c) - G.mapping.label_offset(own)
+    return ws + (guidance - 1.0) * move[:, None]
+
+
 @torch.no_grad()
-def adherence(G, clf, labels, n, batch=100):
+def adherence(G, clf, labels, n, batch=100, guidance=1.0):
     columns, prior = label_names(labels), G.cfg.label_prior
     rates = [p for group in prior for p in group]
     z = z_from_seeds(range(FIRST_SEED, FIRST_SEED + n), G.z_dim)
@@ -54,8 +66,8 @@ def adherence(G, clf, labels, n, batch=100):
 
     def rate(c, head, k):
         hits = 0
-        for zb, cb in zip(z.split(batch), c.split(batch)):
-            x = G.synthesis(G.mapping(zb, cb), noise_mode="const").float().clamp(-1, 1)
+        for zb, cb, ob in zip(z.split(batch), c.split(batch), own.split(batch)):
+            x = G.synthesis(guided_ws(G, zb, cb, ob, guidance), noise_mode="const").float().clamp(-1, 1)
             hits += int((clf.classify(clf.features(resize(x, clf.cfg.image_size)))[head].argmax(1) == k).sum())
         return hits / n
 
@@ -100,9 +112,10 @@ def label_margin(D, labels, n, batch=32):
 
 
 @torch.no_grad()
-def sheet(G, labels, path, columns=("frame", "sun", "mask", "beard"), n=8):
+def sheet(G, labels, path, columns=("frame", "sun", "mask", "beard"), n=8, guidance=1.0):
     """A contact sheet: the first n codes as drawn (top row), then one row per label column forced
-    on (its group set to it), 3x upscaled, so that what the classifier counts can be looked at."""
+    on (its group set to it; its W move scaled by `guidance`), 3x upscaled, so that what the
+    classifier counts can be looked at."""
     from latentedit.formats.images import save_png, tile, to_uint8
 
     names, prior = label_names(labels), label_prior(labels)
@@ -110,7 +123,7 @@ def sheet(G, labels, path, columns=("frame", "sun", "mask", "beard"), n=8):
     own, rows = G.mapping.labels_from_z(z), []
     for name in (None, *[c for c in columns if c in names]):
         c = own if name is None else with_class(own, prior, names.index(name))
-        rows.append(G.synthesis(G.mapping(z, c), noise_mode="const").float().clamp(-1, 1))
+        rows.append(G.synthesis(guided_ws(G, z, c, own, guidance), noise_mode="const").float().clamp(-1, 1))
     save_png(path, tile(to_uint8(torch.cat(rows)), n, scale=3, pad=2))
 
 
@@ -137,12 +150,16 @@ def main(argv=None):
     ap.add_argument("--sheet", default=None, help="Also write a contact sheet here (sheet()).")
     ap.add_argument("--discriminator", action="store_true",
                     help="Also D's label margin (label_margin) on as many world renders as --n.")
+    ap.add_argument("--guidance", type=float, default=1.0,
+                    help="Scale the W move of a forced label (on, off, the sheet) by this (1: as trained).")
     ap.add_argument("--training-g", default=None, metavar="RUN",
                     help="Measure RUN's training generator (its state.safetensors) instead of the bundle's EMA one.")
     args = ap.parse_args(argv)
     try:
         if args.n < 1 or (args.threads is not None and args.threads < 1):
             raise InputError("--n and --threads must be positive")
+        if not args.guidance > 0 or args.guidance == float("inf"):
+            raise InputError(f"--guidance must be a positive number, got {args.guidance}")
         if args.threads:
             torch.set_num_threads(args.threads)
         nets = load_networks(args.model)
@@ -153,10 +170,11 @@ def main(argv=None):
         if args.training_g:
             load_training_g(G, Path(args.training_g) / "state.safetensors")
         report = {"model": Path(args.model).name, "generator": "training" if args.training_g else "ema",
-                  "labels": labels, "n": args.n,
-                  "columns": adherence(G, load_evaluators(args.evaluators)["attributes"], labels, args.n)}
+                  "labels": labels, "n": args.n, "guidance": args.guidance,
+                  "columns": adherence(G, load_evaluators(args.evaluators)["attributes"], labels, args.n,
+                                       guidance=args.guidance)}
         if args.sheet:
-            sheet(G, labels, args.sheet)
+            sheet(G, labels, args.sheet, guidance=args.guidance)
         if args.discriminator:
             if args.n % 4:
                 raise InputError("--discriminator needs --n a multiple of 4 (D's minibatch-std groups)")

@@ -11,7 +11,7 @@ from latentedit import world
 from latentedit.errors import FormatError, InputError
 from latentedit.formats import load_networks, save_networks
 from latentedit.models.discriminator import Discriminator
-from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig, label_spans
+from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig, label_spans, with_class
 from latentedit.train.gan import GANConfig, GANTrainer
 from latentedit.train.widen import is_widening
 from latentedit.world.labels import face_labels, label_names, label_prior
@@ -337,6 +337,29 @@ def test_label_adherence_can_measure_the_training_generator_of_a_run(tmp_path):
     other.save()
     with pytest.raises(InputError, match="does not match"):
         bench.load_training_g(G, tmp_path / "plain" / "state.safetensors")
+
+
+def test_label_guidance_scales_the_w_move_from_the_own_label_to_the_forced_one(tmp_path, capsys):
+    from conftest import load_benchmark
+
+    bench = load_benchmark("label_adherence")
+    G = GANTrainer(GANConfig(**SMALL, labels=["glasses", "mask"]), tmp_path).G.eval()
+    with torch.no_grad():
+        G.mapping.label_offset.weight.normal_()
+        z = torch.randn([6, G.z_dim])
+        own = G.mapping.labels_from_z(z)
+        on = with_class(own, G.cfg.label_prior, 0)
+        plain, forced = G.mapping(z, own), G.mapping(z, on)
+        assert torch.equal(bench.guided_ws(G, z, on, own, 1.0), forced)
+        moved = (forced - plain).norm(dim=(1, 2))
+        assert moved.max() > 0.1  # some code's own glasses label was not frames
+        for s in (0.5, 2.0):
+            got = bench.guided_ws(G, z, on, own, s)
+            assert torch.allclose(got - plain, s * (forced - plain), atol=1e-4)
+            assert (got[:, 0] == got[:, -1]).all()  # still one W per face
+    for bad in ("0", "-1", "nan", "inf"):
+        assert bench.main(["--model", str(tmp_path), "--guidance", bad]) == 2
+        assert "--guidance must be a positive number" in capsys.readouterr().err
 
 
 def test_label_tensors_learn_at_their_own_rate_and_a_resume_may_change_it(tmp_path):
