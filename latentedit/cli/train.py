@@ -56,6 +56,10 @@ def train():
               help="With --labels and an unconditional --init-from bundle: D's new label projection starts as a "
                    "linear probe of its own features on N world renders (e.g. 2048) instead of zero, so that D "
                    "scores each face's label from the first step (latentedit/train/label_probe.py).")
+@click.option("--label-pair-weight", type=float, default=0.0, show_default=True,
+              help="With --labels: weight of a term asking a code drawn with one accessory label switched "
+                   "(glasses, mask, hat, beard) to stay the same face outside the accessory "
+                   "(latentedit/train/label_pairs.py); 0: off. Given with --resume, changes it from there on.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last state.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Warm start from a bundle with G and D (e.g. checkpoints/default); fresh optimiser state. "
@@ -63,7 +67,8 @@ def train():
                    "that G starts as the same function (latentedit/train/widen.py).")
 @threads_option
 def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
-        precision, bf16, lr, ema_kimg, world_prior, labels, label_lr_mul, label_probe, resume, init_from):
+        precision, bf16, lr, ema_kimg, world_prior, labels, label_lr_mul, label_probe, label_pair_weight, resume,
+        init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
     from latentedit.runtime import fast_precision
     from latentedit.train.distributed import init_distributed
@@ -81,7 +86,7 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
                  batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16", lr=lr, ema_kimg=ema_kimg,
                  world_overrides=_world_prior(world_prior),
                  labels=[name.strip() for name in labels.split(",") if name.strip()], label_lr_mul=label_lr_mul,
-                 label_probe=label_probe)
+                 label_probe=label_probe, label_pair_weight=label_pair_weight)
     asked = _asked(dict(given, precision=precision, world_prior=world_prior))
     if "world_prior" in asked:
         asked.add("world_overrides")
@@ -90,7 +95,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
     # Precision, lr, EMA, R1 weight and the renders' prior may change on resume: the data stream's
     # seed and position, latents and schedule stay the run's.
     cfg = run_config(GANConfig, out, given, asked, resume,
-                     changes=("bf16", "lr", "ema_kimg", "r1_gamma", "world_overrides", "label_lr_mul"),
+                     changes=("bf16", "lr", "ema_kimg", "r1_gamma", "world_overrides", "label_lr_mul",
+                              "label_pair_weight"),
                      what="GAN-training")
     rank, world_size, device = init_distributed()
     # bf16 is asked for speed: where the CPU has no bf16 arithmetic it is the slower path, so this

@@ -23,6 +23,7 @@ from latentedit.models.config import DictConfig, is_count, is_real
 from latentedit.models.discriminator import Discriminator
 from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig, label_spans
 from latentedit.train import distributed
+from latentedit.train.label_pairs import FREE_SHARE, pair_change, switched_labels
 from latentedit.train.state import load_state, save_state
 from latentedit.train.widen import is_widening, widen_into
 from latentedit.runtime import seeded
@@ -59,6 +60,10 @@ class GANConfig(DictConfig):
     # A warm start from an unconditional bundle: D's label projection fitted as a linear probe of its
     # last features on this many world renders (train/label_probe.py); 0: zero, learnt from the loss.
     label_probe: int = 0
+    # With labels: weight of the label-pair term (train/label_pairs.py), every g_reg_interval steps on
+    # batch / pl_batch_shrink codes: a code with one accessory label switched should stay the same
+    # face outside the accessory. 0: off.
+    label_pair_weight: float = 0.0
 
     def __post_init__(self):
         for name in ("batch", "g_reg_interval", "d_reg_interval", "pl_batch_shrink"):
@@ -68,7 +73,7 @@ class GANConfig(DictConfig):
             raise InputError(f"GANConfig.lr must be a positive number, got {self.lr!r:.80}")
         if not (is_real(self.label_lr_mul) and self.label_lr_mul > 0):
             raise InputError(f"GANConfig.label_lr_mul must be a positive number, got {self.label_lr_mul!r:.80}")
-        for name in ("r1_gamma", "pl_weight", "pl_decay", "style_mixing", "ema_kimg", "ema_rampup"):
+        for name in ("r1_gamma", "pl_weight", "pl_decay", "style_mixing", "ema_kimg", "ema_rampup", "label_pair_weight"):
             value = getattr(self, name)
             if value is not None and not (is_real(value) and value >= 0):
                 raise InputError(f"GANConfig.{name} must be a number >= 0 (or null), got {value!r:.80}")
@@ -93,6 +98,9 @@ class GANConfig(DictConfig):
                              f"got {self.label_probe!r:.80}")
         if self.label_probe and not self.labels:
             raise InputError("GANConfig.label_probe fits D's label projection: it needs labels")
+        if self.label_pair_weight and not set(self.labels) & set(FREE_SHARE):
+            raise InputError(f"GANConfig.label_pair_weight switches an accessory label: it needs one of "
+                             f"{', '.join(FREE_SHARE)} in labels, got {self.labels!r:.80}")
         if self.r1_gamma is None:
             self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch
         if self.ema_kimg is None:
@@ -200,10 +208,21 @@ class GANTrainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _synthesize(self, ws):
+    def _synthesize(self, ws, **kwargs):
         # bf16: the generator's own bf16 compute path (fp32 RGB skip) on CPU, autocast elsewhere.
         opts = {"compute_dtype": torch.bfloat16} if self.bf16 and self.device.type == "cpu" else {}
-        return self.G.synthesis(ws, fused_modconv=False, generator=self.gen, **opts)
+        return self.G.synthesis(ws, fused_modconv=False, generator=self.gen, **opts, **kwargs)
+
+    def _label_pair_loss(self, m):
+        """Mean pair_change of m codes drawn under their own labels and with one accessory group
+        switched, with the same constant noise (train/label_pairs.py)."""
+        z = self._z(m)
+        c = self.G.mapping.labels_from_z(z)
+        c2, free = switched_labels(c, self.G.cfg.label_prior, self.cfg.labels, self.gen)
+        with self._autocast():
+            ws = self.G.mapping(torch.cat([z, z]), torch.cat([c, c2]), update_w_avg=False)
+            img = self._synthesize(ws, noise_mode="const")
+        return pair_change(img[:m], img[m:], free).mean()
 
     # -- one step --------------------------------------------------------------------------------
 
@@ -254,6 +273,10 @@ class GANTrainer:
             loss_pl = (lengths - self.pl_mean).square().mean() * cfg.pl_weight
             (loss_pl * cfg.g_reg_interval + img[:, 0, 0, 0].sum() * 0).backward()
             stats["loss_pl"] = float(loss_pl.detach())
+        if cfg.label_pair_weight > 0 and self.step % cfg.g_reg_interval == 0:
+            loss_pair = self._label_pair_loss(max(n // cfg.pl_batch_shrink, 1))
+            (loss_pair * cfg.label_pair_weight * cfg.g_reg_interval).backward()
+            stats["loss_pair"] = float(loss_pair.detach())
         self.D.requires_grad_(True)
         self._opt_step(self.G, self.G_opt)
 
