@@ -91,3 +91,12 @@ def test_the_weight_is_checked(cfg, message):
 def test_cli_refuses_the_term_without_an_accessory_label(tmp_path):
     r = run("train", "gan", "--out", tmp_path / "r", "--label-pair-weight", "1", "--kimg", "0.004")
     assert "label_pair_weight switches an accessory label" in error_line(r)
+
+
+def test_the_log_records_the_weight(tmp_path):
+    import json
+
+    t = GANTrainer(GANConfig(**SMALL, labels=["mask"], label_pair_weight=0.5), tmp_path)
+    t.train(0.004, snapshot_kimg=0.004, progress=lambda *_: None)
+    entry = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+    assert entry["label_pair_weight"] == 0.5 and "loss_pair" in entry

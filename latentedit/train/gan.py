@@ -436,6 +436,7 @@ class GANTrainer:
                 entry = {"kimg": self.nimg / 1000, "img_per_s": round(rate, 2), "precision": "bf16" if self.bf16 else "fp32",
                          "lr": self.cfg.lr, "ema_kimg": self.cfg.ema_kimg, "r1_gamma": self.cfg.r1_gamma,
                          **({"label_lr_mul": self.cfg.label_lr_mul} if self.cfg.labels else {}),
+                         **({"label_pair_weight": self.cfg.label_pair_weight} if self.cfg.label_pair_weight else {}),
                          **({"world_prior": self.cfg.world_overrides} if self.cfg.world_overrides else {}),
                          **{k: round(v, 4) for k, v in stats.items()}}
                 self.log.append(entry)
