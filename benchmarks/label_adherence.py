@@ -1,7 +1,9 @@
 """Does a generator trained with world labels (`latentedit train gan --labels ...`) draw what its
 label says? Per label column, the attribute classifier's rate of that class on the same codes with
 the column's group forced to it ("on"), forced to no class ("off"; for hair style, where every
-face has one, the seed's own label instead), and as drawn ("own"), beside the world's prior.
+face has one, the seed's own label instead), and as drawn ("own"), beside the world's prior; and
+("kept") the share of the codes the forced label moved that keep their hair colour, hair style and
+age class, which the world draws independently of every label (noise alone keeps ~0.95).
 
     python benchmarks/label_adherence.py --model runs/gan_cond/snapshots/002950k --n 500 --json adherence.json
 
@@ -36,6 +38,7 @@ from latentedit.models.stylegan2 import group_span, label_spans, with_class, z_f
 from latentedit.world.labels import label_names, label_prior  # noqa: E402
 
 FIRST_SEED = 100_000
+KEPT_HEADS = ("hair_color", "hair_style", "age")  # attributes the world draws independently of the labels
 COLUMN_CLASS = {"frame": RATES["frame_glasses"], "sun": RATES["sunglasses"], "mask": RATES["mask"],
                 "hat": RATES["hat"], "beard": RATES["beard"]}
 
@@ -64,21 +67,27 @@ def adherence(G, clf, labels, n, batch=100, guidance=1.0):
     z = z_from_seeds(range(FIRST_SEED, FIRST_SEED + n), G.z_dim)
     own = G.mapping.labels_from_z(z)
 
-    def rate(c, head, k):
-        hits = 0
+    def predicted(c):  # the classifier's class per head [n] of the codes under labels c
+        parts = []
         for zb, cb, ob in zip(z.split(batch), c.split(batch), own.split(batch)):
             x = G.synthesis(guided_ws(G, zb, cb, ob, guidance), noise_mode="const").float().clamp(-1, 1)
-            hits += int((clf.classify(clf.features(resize(x, clf.cfg.image_size)))[head].argmax(1) == k).sum())
-        return hits / n
+            parts.append({h: v.argmax(1) for h, v in clf.classify(clf.features(resize(x, clf.cfg.image_size))).items()})
+        return {h: torch.cat([p[h] for p in parts]) for h in parts[0]}
 
-    report = {}
+    as_drawn, report = predicted(own), {}
     for (start, end), name in zip(label_spans(prior), labels):
         for col in range(start, end):
             head, k = classifier_class(columns[col])
             on, off = with_class(own, prior, col), own.clone()
             off[:, start:end] = 0
-            report[columns[col]] = {"on": rate(on, head, k), "own": rate(own, head, k), "prior": rates[col],
-                                    "off": None if name == "hair_style" else rate(off, head, k)}
+            on_pred, moved = predicted(on), (on != own).any(1)
+            report[columns[col]] = {
+                "on": float((on_pred[head] == k).float().mean()), "own": float((as_drawn[head] == k).float().mean()),
+                "prior": rates[col],
+                "off": None if name == "hair_style" else float((predicted(off)[head] == k).float().mean()),
+                # the rest of the face: codes the label moved keeping the class they are drawn with
+                "kept": {h: float((on_pred[h] == as_drawn[h])[moved].float().mean()) if moved.any() else None
+                         for h in KEPT_HEADS if h != head}}
     return report
 
 
@@ -184,10 +193,11 @@ def main(argv=None):
     except LatentEditError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{'label':22s} {'on':>6s} {'off':>6s} {'own':>6s} {'prior':>6s}")
+    print(f"{'label':22s} {'on':>6s} {'off':>6s} {'own':>6s} {'prior':>6s}  kept with the label on")
     for col, r in report["columns"].items():
         off = "-" if r["off"] is None else f"{r['off']:.3f}"
-        print(f"{col:22s} {r['on']:6.3f} {off:>6s} {r['own']:6.3f} {r['prior']:6.3f}")
+        kept = "  ".join(f"{h} {'-' if v is None else f'{v:.3f}'}" for h, v in r["kept"].items())
+        print(f"{col:22s} {r['on']:6.3f} {off:>6s} {r['own']:6.3f} {r['prior']:6.3f}  {kept}")
     for col, r in report.get("discriminator_margin", {}).items():
         wearing, rest = ("-" if v is None else f"{v:+.3f}" for v in (r["wearing"], r["not_wearing"]))
         print(f"D's margin, true label minus {col} switched: wearing {wearing} (n {r['n_wearing']}), not wearing {rest}")

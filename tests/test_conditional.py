@@ -362,6 +362,37 @@ def test_label_guidance_scales_the_w_move_from_the_own_label_to_the_forced_one(t
         assert "--guidance must be a positive number" in capsys.readouterr().err
 
 
+class _PixelClassifier:
+    """A stand-in attribute classifier: each head's class from pixel statistics of the image."""
+
+    class cfg:
+        image_size = 16
+
+    def features(self, x):
+        return x
+
+    def classify(self, x):
+        stats = torch.stack([x.mean((1, 2, 3)), x[:, 0].mean((1, 2)), x[:, :, :8].mean((1, 2, 3))], 1)
+        return {head: torch.sin(stats @ torch.randn(3, k, generator=torch.Generator().manual_seed(i)) * 50)
+                for i, (head, k) in enumerate({"glasses": 3, "mask": 2, "beard": 2, "hair_style": 7,
+                                               "hair_color": 7, "age": 2}.items())}
+
+
+def test_label_adherence_counts_what_the_label_keeps_of_the_face(tmp_path):
+    from conftest import load_benchmark
+
+    bench = load_benchmark("label_adherence")
+    G = GANTrainer(GANConfig(**SMALL, labels=["glasses", "mask"]), tmp_path).G.eval()
+    report = bench.adherence(G, _PixelClassifier(), ["glasses", "mask"], 40, batch=16)
+    for col in ("frame", "sun", "mask"):  # zero offsets: the label changes nothing
+        assert report[col]["on"] == report[col]["own"]
+        assert set(report[col]["kept"].values()) == {1.0}
+    with torch.no_grad():
+        G.mapping.label_offset.weight.normal_(std=3.0)
+    report = bench.adherence(G, _PixelClassifier(), ["glasses", "mask"], 40, batch=16)
+    assert min(v for col in ("frame", "sun", "mask") for v in report[col]["kept"].values()) < 0.9
+
+
 def test_label_tensors_learn_at_their_own_rate_and_a_resume_may_change_it(tmp_path):
     t = GANTrainer(GANConfig(**SMALL, labels=["mask"], label_lr_mul=10.0), tmp_path)
     for opt, tensors in ((t.G_opt, [t.G.mapping.label_offset.weight]), (t.D_opt, [t.D.project.weight])):
