@@ -67,3 +67,21 @@ def error_line(r):
     lines = [line for line in r.output.strip().splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and len(lines) == 1, r.output
     return lines[0]
+
+
+def assert_gan_resumes_bit_exactly(cfg, run_dir, before=3, after=2):
+    """A GAN run saved after `before` steps and resumed takes the next `after` steps exactly as the
+    run that never stopped (step losses, then every G, D and G_ema tensor)."""
+    from latentedit.train.gan import GANTrainer
+
+    a = GANTrainer(cfg, run_dir)
+    for _ in range(before):
+        a.train_step()
+    a.save()
+    b = GANTrainer(cfg, run_dir)
+    assert b.resume() and b.step == before
+    for _ in range(after):
+        assert a.train_step() == b.train_step()
+    for name in ("G", "D", "G_ema"):
+        for (k, p), q in zip(a.modules()[name].state_dict().items(), b.modules()[name].state_dict().values()):
+            assert torch.equal(p, q), (name, k)

@@ -10,7 +10,7 @@ from latentedit.train.label_pairs import FREE_SHARE, pair_change, switched_label
 from latentedit.world.labels import face_labels, label_prior
 from latentedit.world.params import sample_params
 
-from conftest import error_line, run
+from conftest import assert_gan_resumes_bit_exactly, error_line, run
 
 SMALL = dict(resolution=16, channel_base=256, channel_max=32, batch=4)
 GROUPS = ["glasses", "mask", "hair_style", "beard"]
@@ -65,17 +65,8 @@ def test_the_term_is_zero_without_label_offsets_and_pulls_on_them(tmp_path):
 
 
 def test_a_resumed_run_with_the_term_continues_bit_exactly(tmp_path):
-    cfg = dict(SMALL, labels=["glasses", "mask"], label_pair_weight=0.5)
-    a = GANTrainer(GANConfig(**cfg), tmp_path)
-    for _ in range(3):
-        a.train_step()
-    a.save()
-    b = GANTrainer(GANConfig(**cfg), tmp_path)
-    assert b.resume() and b.step == 3
-    for _ in range(2):  # step 4 holds the term
-        assert a.train_step() == b.train_step()
-    for (k, p), q in zip(a.G.state_dict().items(), b.G.state_dict().values()):
-        assert torch.equal(p, q), k
+    # steps 3 and 4 resumed: step 4 holds the term
+    assert_gan_resumes_bit_exactly(GANConfig(**SMALL, labels=["glasses", "mask"], label_pair_weight=0.5), tmp_path)
 
 
 @pytest.mark.parametrize("cfg, message", [
