@@ -92,8 +92,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
         asked.add("world_overrides")
     if "precision" in asked:  # --precision sets the config's bf16
         asked.add("bf16")
-    # Precision, lr, EMA, R1 weight and the renders' prior may change on resume: the data stream's
-    # seed and position, latents and schedule stay the run's.
+    # Precision, lr, EMA, R1 weight, the renders' prior and the label rate / pair weight may change on
+    # resume: the data stream's seed and position, latents and schedule stay the run's.
     cfg = run_config(GANConfig, out, given, asked, resume,
                      changes=("bf16", "lr", "ema_kimg", "r1_gamma", "world_overrides", "label_lr_mul",
                               "label_pair_weight"),
