@@ -7,7 +7,7 @@
 
 `add` appends one point (a `latentedit evaluate generator` report of a snapshot, at its kimg) to
 the curve file (default checkpoints/training/curve.json; points sorted by kimg, one per kimg,
-sample count and width). `plot` draws world-FID (with per-accessory FIDs where measured), precision /
+sample count, width and arm: --arm names a recipe's branch, e.g. the labels arm). `plot` draws world-FID (with per-accessory FIDs where measured), precision /
 recall, the accessory rates' gaps to the world's prior, and, from a run's log.jsonl, the losses
 and training throughput, each against kimg. Needs matplotlib (not a dependency of the package).
 `samples` puts a snapshot's seeds 0-31 (truncation 1.0, as `latentedit generate` makes them) above
@@ -39,17 +39,17 @@ def _width(bundle_dir):
     return f"{cfg['channel_base']}/{cfg['channel_max']}"
 
 
-def _point_width(point):
-    """A curve point's generator width; points from before widths were recorded are MAIN_WIDTH's."""
-    return point.get("width", MAIN_WIDTH)
+def _point_arm(point):
+    """A curve point's (generator width, arm name); points from before widths were recorded are
+    MAIN_WIDTH's, points without an arm the main line's ("")."""
+    return point.get("width", MAIN_WIDTH), point.get("arm", "")
 
 
 def _arms(points):
-    """(label suffix, marker, points) per generator width; points before widths were recorded are
-    the main line's."""
-    widths = sorted({_point_width(p) for p in points}, key=lambda w: (w != MAIN_WIDTH, w))
-    return [("" if w == MAIN_WIDTH else f", {w}", "oD^v"[i % 4],
-             [p for p in points if _point_width(p) == w]) for i, w in enumerate(widths)]
+    """(label suffix, marker, points) per generator width and arm, the main line first."""
+    arms = sorted({_point_arm(p) for p in points}, key=lambda a: (a != (MAIN_WIDTH, ""), a))
+    return [("".join(f", {part}" for part in (w if w != MAIN_WIDTH else "", arm) if part), "oD^vs*"[i % 6],
+             [p for p in points if _point_arm(p) == (w, arm)]) for i, (w, arm) in enumerate(arms)]
 
 
 def load(path):
@@ -61,13 +61,13 @@ def add(args):
     if args.width is None:
         args.width = _width(COMMITTED) if (COMMITTED / "bundle.json").exists() else MAIN_WIDTH
     point = {"kimg": args.kimg, "n": report["n"], "truncation": report["truncation"], "note": args.note,
-             "width": args.width,
+             "width": args.width, **({"arm": args.arm} if getattr(args, "arm", None) else {}),
              **{k: report.get(k) for k in ("world_fid", "kid", "precision", "recall", "kind_fid",
                                             "kind_fid_ratio_matched", "rate_gap_points", "rates_generated",
                                             "rates_prior")}}
     curve = load(args.curve)
-    def key(p):  # each width is its own arm: arms share kimg marks
-        return p["kimg"], p["n"], _point_width(p)
+    def key(p):  # arms share kimg marks
+        return p["kimg"], p["n"], _point_arm(p)
 
     curve["points"] = [p for p in curve["points"] if key(p) != key(point)] + [point]
     curve["points"].sort(key=key)
@@ -92,40 +92,50 @@ def plot(args):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     points = load(args.curve)["points"]
     log = [json.loads(line) for line in Path(args.log).read_text().splitlines()] if args.log else []
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    arms = _arms(points)
+    # Colour says what is measured, marker which arm: each named once (arms in the FID panel only),
+    # so the legends stay off the curves.
     ax = axes[0, 0]
     colours = {"world": "C0", **{kind: f"C{i + 1}" for i, kind in enumerate(KINDS)}}
-    for suffix, marker, arm in _arms(points):
+    for suffix, marker, arm in arms:
         for n in sorted({p["n"] for p in arm}):
             pts = [p for p in arm if p["n"] == n]
             style = dict(ls="-" if n >= 10000 else ":", mfc="white" if n < 10000 else None)
-            ax.plot(*_series(pts, "world_fid"), marker, color=colours["world"], label=f"world-FID (n={n}{suffix})", **style)
+            ax.plot(*_series(pts, "world_fid"), marker, color=colours["world"], label=f"world-FID, n={n}{suffix}", **style)
             for kind in KINDS:
                 xs, ys = _series(pts, "kind_fid", kind)
                 if xs:
-                    ax.plot(xs, ys, "s" if marker == "o" else marker, ms=4, color=colours[kind],
-                            label=f"{kind} FID (n={n}{suffix})", **style)
+                    ax.plot(xs, ys, marker, ms=4, color=colours[kind], **style)
+    for kind in KINDS:
+        ax.plot([], [], "-", color=colours[kind], label=f"{kind} FID (same markers)")
     ax.axhline(5, color="grey", lw=0.8, ls=":", label="target 5")
-    ax.set(xlabel="kimg", ylabel="FID (attribute-classifier features)", title="FID vs world renders")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="kimg", ylabel="FID (attribute-classifier features), log scale", yscale="log",
+           title="FID vs world renders")
+    ax.set_yticks([4, 5, 6, 8, 10, 15, 20, 30, 40])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.legend(fontsize=6.5, ncol=2)
     ax = axes[0, 1]
     for i, (key, target) in enumerate((("precision", 0.70), ("recall", 0.40))):
-        for suffix, marker, arm in _arms(points):
-            ax.plot(*_series(arm, key), f"{marker}-", color=f"C{i}", label=key + suffix)
+        for j, (_, marker, arm) in enumerate(arms):
+            ax.plot(*_series(arm, key), f"{marker}-", ms=4, color=f"C{i}", label=None if j else key)
         ax.axhline(target, color=f"C{i}", lw=0.8, ls=":", label=f"{key} target {target}")
-    ax.set(xlabel="kimg", ylim=(0, 1), title="precision / recall")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="kimg", ylim=(0, 1), title="precision / recall (markers: arms, as in the FID panel)")
+    ax.legend(fontsize=7, loc="lower right")
     ax = axes[1, 0]
     for i, kind in enumerate(KINDS):
-        for suffix, marker, arm in _arms(points):
-            ax.plot(*_series(arm, "rate_gap_points", kind), f"{marker}-", color=f"C{i}", label=kind + suffix)
+        for j, (_, marker, arm) in enumerate(arms):
+            ax.plot(*_series(arm, "rate_gap_points", kind), f"{marker}-", ms=4, color=f"C{i}", label=None if j else kind)
     for bound in (-3, 3):
         ax.axhline(bound, color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="kimg", ylabel="generated - world prior (points)", title="accessory rates (bar: within 3 points)")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="kimg", ylabel="generated - world prior (points)",
+           title="accessory rates (bar: within 3 points; markers: arms)")
+    ax.legend(fontsize=7, loc="lower right")
     ax = axes[1, 1]
     if log:
         kimg = [e["kimg"] for e in log]
@@ -252,6 +262,8 @@ def main():
     a.add_argument("--note", default="")
     a.add_argument("--width", default=None, help="the generator's channel_base/channel_max: each width is its own "
                    "arm on the plot (default: the committed snapshot's, checkpoints/training/gan_v2)")
+    a.add_argument("--arm", default=None, help="the recipe's branch, its own series on the plot (e.g. 'labels'); "
+                   "default: the main line")
     p = sub.add_parser("plot")
     p.add_argument("--log", default=None, help="a run's log.jsonl (losses and img/s per snapshot)")
     p.add_argument("--out", default="docs/training_curves.png")
