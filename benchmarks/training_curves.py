@@ -7,8 +7,9 @@
 
 `add` appends one point (a `latentedit evaluate generator` report of a snapshot, at its kimg) to
 the curve file (default checkpoints/training/curve.json; points sorted by kimg, one per kimg,
-sample count, width and arm: --arm names a recipe's branch, e.g. the labels arm). `plot` draws world-FID (with per-accessory FIDs where measured), precision /
-recall, the accessory rates' gaps to the world's prior, and, from a run's log.jsonl, the losses
+sample count, width and arm: --arm names a branch of the recipe, e.g. the labels arm). `plot` draws
+world-FID (with per-accessory FIDs where measured, log scale), precision / recall, the accessory
+rates' gaps to the world's prior, and, from a run's log.jsonl, the losses
 and training throughput, each against kimg. Needs matplotlib (not a dependency of the package).
 `samples` puts a snapshot's seeds 0-31 (truncation 1.0, as `latentedit generate` makes them) above
 docs/world_samples.png's world renders, in the same 8 x 4 layout (docs/training_vs_world.png).
