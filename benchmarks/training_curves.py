@@ -62,7 +62,7 @@ def add(args):
     if args.width is None:
         args.width = _width(COMMITTED) if (COMMITTED / "bundle.json").exists() else MAIN_WIDTH
     point = {"kimg": args.kimg, "n": report["n"], "truncation": report["truncation"], "note": args.note,
-             "width": args.width, **({"arm": args.arm} if getattr(args, "arm", None) else {}),
+             "width": args.width, **({"arm": args.arm} if args.arm else {}),
              **{k: report.get(k) for k in ("world_fid", "kid", "precision", "recall", "kind_fid",
                                             "kind_fid_ratio_matched", "rate_gap_points", "rates_generated",
                                             "rates_prior")}}
@@ -227,7 +227,7 @@ def snapshot(args):
         fid = json.loads(report.read_text())["world_fid"]
         print(f"{source}: {exact_kimg:g} kimg, world-FID {fid:.2f}")
         add(argparse.Namespace(report=report, kimg=float(round(exact_kimg)), curve=args.curve,
-                               note=args.note or "fp16 snapshot", width=_width(source)))
+                               note=args.note or "fp16 snapshot", width=_width(source), arm=None))
         report.unlink()
         evaluated.append((fid, exact_kimg, fresh))
     fid, exact_kimg, best = min(evaluated, key=lambda e: e[0])

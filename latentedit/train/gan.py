@@ -261,9 +261,9 @@ class GANTrainer:
             loss_g = F.softplus(-self.D(fake, fake_c)).mean()
         loss_g.backward()
         stats["loss_G"] = float(loss_g.detach())
-        # G reg: path-length penalty, lazily.
-        if cfg.pl_weight > 0 and self.step % cfg.g_reg_interval == 0:
-            m = max(n // cfg.pl_batch_shrink, 1)
+        # G reg: path-length penalty and label pairs, lazily, on a smaller batch.
+        g_reg, m = self.step % cfg.g_reg_interval == 0, max(n // cfg.pl_batch_shrink, 1)
+        if cfg.pl_weight > 0 and g_reg:
             ws, _ = self._ws(self.G, m)
             img = self.G.synthesis(ws, fused_modconv=False, generator=self.gen)
             pl_noise = torch.randn(img.shape, generator=self.gen, device=self.device) / math.sqrt(img.shape[2] * img.shape[3])
@@ -273,8 +273,8 @@ class GANTrainer:
             loss_pl = (lengths - self.pl_mean).square().mean() * cfg.pl_weight
             (loss_pl * cfg.g_reg_interval + img[:, 0, 0, 0].sum() * 0).backward()
             stats["loss_pl"] = float(loss_pl.detach())
-        if cfg.label_pair_weight > 0 and self.step % cfg.g_reg_interval == 0:
-            loss_pair = self._label_pair_loss(max(n // cfg.pl_batch_shrink, 1))
+        if cfg.label_pair_weight > 0 and g_reg:
+            loss_pair = self._label_pair_loss(m)
             (loss_pair * cfg.label_pair_weight * cfg.g_reg_interval).backward()
             stats["loss_pair"] = float(loss_pair.detach())
         self.D.requires_grad_(True)
