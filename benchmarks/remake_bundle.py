@@ -13,16 +13,19 @@ where it stopped; the training steps resume their run folders under --runs):
               --real-fraction 0.75`, exported (fp16)
   offsets     `latentedit train offset --init-from OLD`: mask 1200 steps with the prior
               conditioned on sunglasses, frame glasses 1000 with half of each batch the encoder's
-              codes of world renders (so it needs the encoder first), sunglasses 1200 with the
-              identity loss at 3x; each exported (fp16);
+              codes of world renders (so it needs the encoder first) and the see-through term at
+              24, sunglasses 1200 with the identity loss at 3x; each exported (fp16);
               with --parallel the three train at once, one single-thread process each
-  measure     benchmarks/synthesize_world.py (--n 1000, at d = 3 only: the prior's training distance)
+  measure     benchmarks/synthesize_world.py (--n-measure codes, 1000 by default, at d = 3 only:
+              the prior's training distance)
               and benchmarks/encoder_world.py (--n 200, the encoder's rows only: projection's 300
               steps per render took longer than the remake),
               reports as JSON under --runs, and the bundle's picture sheets (--sheets)
 The condition and inverted fraction are the 300 kimg remake's choices, the step counts the 940 kimg
 remake's (500-600 warm steps left identity at 0.59-0.80 there), the sunglasses identity weight the
-2026-12-03 fine-tune's (identity 0.823 -> 0.909); see checkpoints/README.md, Training.
+2026-12-03 fine-tune's (identity 0.823 -> 0.909), the see-through weight the 2026-12-04 frames
+fine-tune's (at the default 4 the frames judge rose only 0.06 -> 0.28 in 500 steps); see
+checkpoints/README.md, Training.
 """
 import argparse
 import json
@@ -40,7 +43,7 @@ EVALUATORS = ("attributes", "identity", "parser", "face3d")
 # kind -> (steps, extra flags) of its warm-started offset run
 OFFSETS = {
     "mask": (1200, ["--condition", "sunglasses"]),
-    "frame_glasses": (1000, ["--inverted-fraction", "0.5"]),
+    "frame_glasses": (1000, ["--inverted-fraction", "0.5", "--weight", "see_through=24"]),
     "sunglasses": (1200, ["--weight", "identity=3"]),
 }
 
@@ -130,7 +133,7 @@ def measure(args):
     synth, enc = runs / "synthesize_world.json", runs / "encoder_world.json"
     sheets = Path(args.sheets).resolve() if args.sheets else runs  # the commands run in ROOT
     if not synth.exists():
-        _run([sys.executable, "benchmarks/synthesize_world.py", "--model", args.out, "--n", 1000,
+        _run([sys.executable, "benchmarks/synthesize_world.py", "--model", args.out, "--n", args.n_measure,
               "--distances", 3, "--threads", args.threads, "--json", synth], args.threads)
     if not enc.exists():
         _run([sys.executable, "benchmarks/encoder_world.py", "--model", args.out, "--n", 200, "--steps", 0,
@@ -172,6 +175,7 @@ def main():
     ap.add_argument("--runs", required=True, help="folder for the training runs and the reports")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-boundary", type=int, default=20000)
+    ap.add_argument("--n-measure", type=int, default=1000, help="held-out codes synthesize_world edits per kind")
     ap.add_argument("--encoder-steps", type=int, default=4000)
     ap.add_argument("--offset-steps", type=int, default=None, help="every kind's steps (default: the table above)")
     ap.add_argument("--parallel", action="store_true",
