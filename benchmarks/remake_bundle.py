@@ -132,7 +132,8 @@ def measure(args):
     runs = ROOT / args.runs
     synth, enc = runs / "synthesize_world.json", runs / "encoder_world.json"
     sheets = Path(args.sheets).resolve() if args.sheets else runs  # the commands run in ROOT
-    if not synth.exists():
+    # a report of another --n-measure is not this call's measurement: redone
+    if not synth.exists() or json.loads(synth.read_text()).get("n") != args.n_measure:
         _run([sys.executable, "benchmarks/synthesize_world.py", "--model", args.out, "--n", args.n_measure,
               "--distances", 3, "--threads", args.threads, "--json", synth], args.threads)
     if not enc.exists():

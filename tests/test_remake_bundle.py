@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -51,3 +52,21 @@ def test_remake_makes_every_generator_bound_part_and_resumes(tmp_path):
 
     second = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert second.returncode == 0 and "$ " not in second.stdout, second.stdout + second.stderr
+
+
+def test_measure_redoes_a_report_of_another_sample_count(tmp_path, monkeypatch):
+    from conftest import load_benchmark
+
+    remake = load_benchmark("remake_bundle")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name in ("encoder_world.json", "synthesize_samples.png", "default_samples.png"):
+        (runs / name).write_text("{}")
+    (runs / "synthesize_world.json").write_text(json.dumps({"n": 400}))
+    commands = []
+    monkeypatch.setattr(remake, "_run", lambda command, threads: commands.append(command))
+    args = SimpleNamespace(runs=str(runs), sheets=None, out="bundle", threads=1)
+    remake.measure(SimpleNamespace(**vars(args), n_measure=400))
+    assert commands == []  # the report at this count is kept
+    remake.measure(SimpleNamespace(**vars(args), n_measure=1000))
+    assert len(commands) == 1 and "benchmarks/synthesize_world.py" in commands[0] and 1000 in commands[0]
