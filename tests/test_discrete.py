@@ -4,6 +4,7 @@ templates and judges, on the SD-GAN test world of sdgan_world.py (`latentedit tr
 test_offset_training.py)."""
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -62,6 +63,50 @@ def test_prior_basis_reaches_the_target_distance(world):
     assert torch.allclose(after, torch.full_like(after, target), atol=1e-4)
 
 
+def _labels(path):
+    return bundle.read_manifest(path)["provenance"]["config"]["labels"]
+
+
+def test_label_prior_moves_along_the_generators_own_label_to_the_target_distance(world):
+    """The bundled generator adds a W vector per label: label_direction is that vector (the W move of
+    switching the label on, by the mapping itself), and a prior along it stops where the boundary's
+    distance reaches the target, as the normal's does."""
+    from latentedit.edit.discrete import check_direction, label_direction
+    from latentedit.models.stylegan2 import with_class, z_from_seeds
+    from latentedit.world.labels import label_names
+
+    path, G, _ = world
+    d = Direction.load("mask", bundle=path)
+    b, target = d.provenance["intercept"], 3.0
+    u = label_direction(G, _labels(path), "mask")
+    z = z_from_seeds(range(40), G.z_dim)
+    column = label_names(_labels(path)).index("mask")
+    with torch.no_grad():
+        own = G.mapping.labels_from_z(z)
+        bare = own[:, column] == 0
+        move = G.mapping(z, with_class(own, G.cfg.label_prior, column))[:, 0] - G.mapping(z, own)[:, 0]
+    assert bare.sum() >= 20 and torch.allclose(move[bare], u.expand(int(bare.sum()), -1), atol=1e-4)
+    w = G.sample_w(8, seed=0, truncation=0.7)
+    n = d.vector.float() / d.vector.float().norm()
+    p = prior_basis(w, d.vector, b, target, direction=u)
+    before, after = signed_distance(w, d.vector, b), signed_distance(w + p, d.vector, b)
+    short = before < target
+    assert short.sum() >= 4
+    assert torch.allclose(after[short], torch.full_like(after[short], target), atol=1e-3)
+    assert torch.equal(p[~short], torch.zeros_like(p[~short]))
+    assert torch.allclose(p - (p @ u / (u @ u))[:, None] * u, torch.zeros_like(p), atol=1e-4)  # along u, not n
+    assert float((p[short] @ n).abs().div(p[short].norm(dim=1)).max()) < 0.99
+    with pytest.raises(InputError, match="does not cross the boundary"):
+        check_direction(-u, n)
+    with pytest.raises(InputError, match="no column for mask"):
+        label_direction(G, ["glasses", "beard", "hair_style", "hat"], "mask")
+    from latentedit.models.stylegan2 import Generator
+
+    with pytest.raises(InputError, match="use the boundary prior"):
+        label_direction(Generator(G.cfg.__class__(**{**G.cfg.__dict__, "c_dim": 0, "label_prior": None,
+                                                     "label_input": "embed"})), _labels(path), "mask")
+
+
 # -- the synthesizer ------------------------------------------------------------------------------
 
 def test_synthesizer_images_and_batch_invariance(world):
@@ -107,6 +152,7 @@ def test_offset_network_round_trip_and_damage(world, tmp_path):
         read_template((path, "../bundle/templates/mask.png"), 64)
     with pytest.raises(FormatError, match="no offset network for 'sunglasses'"):
         read_offset_network(path, "sunglasses")
+    assert settings["direction"] is None  # a prior along the normal, as every network before label priors
     # a bundle holding only an offset network: tampered weights, then a missing prior normal
     b = tmp_path / "b"
     write_offset_network(b, "mask", nets["mask"], accessory_template("mask"), d.vector, 0.5, 2.0)
@@ -119,6 +165,30 @@ def test_offset_network_round_trip_and_damage(world, tmp_path):
     bundle.write_bundle(b, {"offset_mask": ("fusion", config, nets["mask"].state_dict())}, merge=True)
     with pytest.raises(FormatError, match="prior.normal"):
         read_offset_network(b, "mask")
+
+
+def test_offset_network_keeps_its_label_direction_and_the_synthesizer_moves_along_it(world, tmp_path):
+    from latentedit.edit.discrete import label_direction
+
+    path, G, nets = world
+    d = Direction.load("mask", bundle=path)
+    u = label_direction(G, _labels(path), "mask")
+    b = tmp_path / "b"
+    shutil.copytree(path, b)
+    write_offset_network(b, "mask", nets["mask"], accessory_template("mask"), d.vector, d.provenance["intercept"], 3.0,
+                         dtype=torch.float16, direction=u)
+    _, settings = read_offset_network(b, "mask")
+    assert settings["direction"].dtype == torch.float32 and torch.equal(settings["direction"], u)  # exact, not fp16
+    synth = DiscreteSynthesizer.load("mask", bundle=b, G=G)
+    w = G.sample_w(6, seed=1, truncation=0.7)
+    want = prior_basis(w, d.vector, d.provenance["intercept"], 3.0, direction=u)
+    assert want.abs().sum() > 0 and torch.equal(synth.priors(w), want) and torch.equal(synth.prior_direction, u)
+    config = bundle.read_manifest(b)["networks"]["offset_mask"]["config"]
+    state = {**nets["mask"].state_dict(), "prior.normal": d.vector.float()}
+    for bad, message in ((u[:7], "has 7 values"), (torch.zeros_like(u), "finite, non-zero")):
+        bundle.write_bundle(b, {"offset_mask": ("fusion", config, {**state, "prior.direction": bad})}, merge=True)
+        with pytest.raises(FormatError, match=message):
+            read_offset_network(b, "mask")
 
 
 # -- strict SD-GAN latent files ----------------------------------------------------------------------

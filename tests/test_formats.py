@@ -1,6 +1,7 @@
 """Foreign checkpoints in the layouts their projects write, round trips, and refusals."""
 import argparse
 import io
+import json
 import pickle
 import sys
 import types
@@ -227,3 +228,35 @@ def _torch_bytes(obj):
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def test_a_rewritten_network_keeps_its_plain_file_name_and_an_interrupted_rewrite_stays_readable(tmp_path, monkeypatch):
+    from latentedit.formats import bundle
+
+    b = tmp_path / "b"
+
+    def write(value):
+        bundle.write_bundle(b, {"net": ("parser", {}, {"t": torch.full((2,), value)})}, merge=True)
+
+    def holds():
+        return float(bundle.read_network(b, "net")[1]["t"][0]), sorted(p.name for p in b.iterdir())
+
+    write(1.0)
+    write(2.0)  # the listed file has other content: written under a new name first, then settled back
+    assert holds() == (2.0, ["bundle.json", "net.safetensors"])
+    manifests, write_text = [], bundle.write_text
+
+    def interrupted(path, text):  # the process dies before the second manifest (the settled names)
+        manifests.append(text)
+        if len(manifests) == 2:
+            raise KeyboardInterrupt
+        write_text(path, text)
+
+    monkeypatch.setattr(bundle, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write(3.0)
+    value, files = holds()
+    assert value == 3.0 and len(files) == 3 and json.loads(manifests[0])["networks"]["net"]["file"] != "net.safetensors"
+    monkeypatch.setattr(bundle, "write_text", write_text)
+    write(4.0)
+    assert holds() == (4.0, ["bundle.json", "net.safetensors"])

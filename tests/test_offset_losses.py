@@ -101,3 +101,29 @@ def test_weight_option(tmp_path):
         lines = [line for line in r.output.splitlines() if line.startswith("error:")]
         assert r.exit_code == 2 and len(lines) == 1 and says in lines[0], r.output
         assert not (tmp_path / "bad").exists()
+
+
+def test_realism_under_the_kinds_label_asks_the_conditional_discriminator(tmp_path):
+    """--realism-label: the realism term passes D the kind's label column (every other clear), so the
+    bundled conditional D's projection for frame glasses enters the loss; without it D gets no label."""
+    from latentedit.edit.discrete import LABEL_COLUMNS
+    from latentedit.formats import bundle
+    from latentedit.world.labels import label_names
+
+    labels = bundle.read_manifest(DEFAULT_BUNDLE)["provenance"]["config"]["labels"]
+    for realism_label in (True, False):
+        t = OffsetTrainer(OffsetConfig(kind="frame_glasses", batch=4, realism_label=realism_label), DEFAULT_BUNDLE,
+                          tmp_path / str(realism_label))
+        given, D = [], t.D
+        t.D = lambda img, c=None: given.append((img, c)) or D(img, c)
+        _, out = t.losses(t.sample_codes(4))
+        y, c = given[-1]
+        if not realism_label:
+            assert c is None
+            continue
+        want = torch.zeros(4, D.cfg.c_dim)
+        want[:, label_names(labels).index(LABEL_COLUMNS["frame_glasses"])] = 1
+        assert torch.equal(c, want)
+        with torch.no_grad():
+            assert float(out["realism"]) == pytest.approx(float(torch.nn.functional.softplus(-D(y, c)).mean()), rel=1e-5)
+            assert (D(y, c) - D(y)).abs().max() > 1e-3  # the label's projection is not a no-op on this D

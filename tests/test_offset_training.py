@@ -170,3 +170,30 @@ def test_conditioned_prior(world, tmp_path):
     assert "conflicts" in error_line(run(*args, "--steps", 2, "--resume", "--condition", "hat"))
     assert "no direction named 'nonexistent'" in error_line(
         run(*args[:6], "--out", tmp_path / "r2", "--batch", 4, "--condition", "nonexistent", "--steps", 1))
+
+
+def test_label_prior_trains_and_exports_its_direction(world, tmp_path):
+    """--prior label: the prior moves along the generator's own label vector for the kind; the
+    exported network keeps that vector, so synthesize moves codes as training did."""
+    from latentedit.edit.discrete import DiscreteSynthesizer, label_direction
+    from latentedit.train.offset import OffsetConfig
+
+    source, G, _ = world
+    u = label_direction(G, bundle.read_manifest(source)["provenance"]["config"]["labels"], "mask")
+    run_dir = tmp_path / "run"
+    args = ("train", "offset", "--kind", "mask", "--bundle", source, "--out", run_dir, "--batch", 4,
+            "--threads", 1, "--snapshot", 1)
+    copy_without_offsets(source, tmp_path / "b")  # the synthesizer below reads the face3d evaluator there
+    r = run(*args, "--steps", 1, "--prior", "label", "--export", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    _, settings = read_offset_network(tmp_path / "b", "mask")
+    assert torch.equal(settings["direction"], u)
+    synth = DiscreteSynthesizer.load("mask", bundle=tmp_path / "b", G=G)
+    w = G.sample_w(4, seed=2, truncation=0.7)
+    p = synth.priors(w)
+    assert p.abs().sum() > 0 and torch.allclose(p - (p @ u / (u @ u))[:, None] * u, torch.zeros_like(p), atol=1e-4)
+    assert "conflicts" in error_line(run(*args, "--steps", 2, "--resume", "--prior", "boundary"))
+    r = run(*args[:6], "--out", tmp_path / "r2", "--prior", "sideways")
+    assert "is not one of 'boundary', 'label'" in error_line(r)
+    with pytest.raises(InputError, match="prior must be one of"):
+        OffsetConfig(kind="mask", batch=4, prior="sideways")

@@ -70,3 +70,29 @@ def test_measure_redoes_a_report_of_another_sample_count(tmp_path, monkeypatch):
     assert commands == []  # the report at this count is kept
     remake.measure(SimpleNamespace(**vars(args), n_measure=1000))
     assert len(commands) == 1 and "benchmarks/synthesize_world.py" in commands[0] and 1000 in commands[0]
+
+
+def test_offsets_of_a_labelled_generator_train_frames_along_its_label(tmp_path, monkeypatch):
+    """The bundled generator was trained with world labels: its frame-glasses run takes the label
+    prior and the labelled realism term, its sunglasses run that term alone; an unconditional
+    generator's runs take neither."""
+    from conftest import load_benchmark
+
+    remake = load_benchmark("remake_bundle")
+    commands = []
+    monkeypatch.setattr(remake, "_run", lambda command, threads: commands.append(list(map(str, command))))
+    monkeypatch.setattr(remake, "_held", lambda out: set())
+    with seeded(0):
+        G = Generator(GeneratorConfig(resolution=64, channel_base=256, channel_max=32))
+    save_networks(Networks("training-run", "new", G=G), tmp_path / "plain")
+    for out, labelled in ((DEFAULT_BUNDLE, True), (tmp_path / "plain", False)):
+        commands.clear()
+        remake.offsets(SimpleNamespace(out=str(out), old=str(DEFAULT_BUNDLE), runs=str(tmp_path / "runs"),
+                                       threads=1, offset_steps=2, parallel=False))
+        by_kind = {c[c.index("--kind") + 1]: c for c in commands}
+        assert set(by_kind) == set(KINDS)
+        for kind in ("frame_glasses", "sunglasses"):
+            assert ("--realism-label" in by_kind[kind]) == labelled
+        assert ("label" in by_kind["frame_glasses"]) == labelled
+        assert not any("--prior" in by_kind[k] for k in ("mask", "sunglasses"))
+        assert "--realism-label" not in by_kind["mask"]

@@ -191,9 +191,9 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         source = f"of {N} --input images" if input_paths else None
         priors = torch.from_numpy(read_priors(interface_file, N, G.w_dim, source))
     synth = loaded.synthesizer(resolved, template=template)
-    alignment = None if priors is None else prior_alignment(priors, synth.normal)
+    alignment = None if priors is None else prior_alignment(priors, synth.prior_direction)
     if alignment is not None and alignment < PRIOR_ALIGNMENT_WARNING:
-        click.echo(f"warning: the --interface-file priors point away from the {resolved} boundary (mean |cosine| "
+        click.echo(f"warning: the --interface-file priors point away from the {resolved} prior's direction (mean |cosine| "
                    f"{alignment:.2f}): were they made for another kind?", err=True)
     networks = bundle.read_manifest(model)["networks"]
     entry = networks[offset_network_name(resolved)]

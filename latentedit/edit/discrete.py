@@ -6,7 +6,12 @@ The edit is decomposed as in SD-GAN: edited = G(w + p + offset), where
 - p, the prior basis, is InterfaceGAN's edit for the accessory: each W code moves along the
   unit normal n of the attribute's boundary plane (w . n + b = 0) to the signed distance d, or
   not at all when it is already past it: p = max(d - (w . n + b), 0) n.  SD-GAN calls this the
-  "interface" vector; a file of per-sample p (SD-GAN's interface JSON) replaces it;
+  "interface" vector; a file of per-sample p (SD-GAN's interface JSON) replaces it. A generator
+  trained with world labels as W offsets (`train gan --labels`) has its own vector u for the
+  accessory, the move it was trained to draw it with; with that `direction` the code moves along
+  u until the plane's distance reaches d: p = max(d - (w . n + b), 0) / (u . n) u
+  (`label_direction`; on the 3285 kimg generator it drew frames the world's way far more often than
+  the normal, whose cosine with u is 0.4-0.7);
 - offset [num_ws, w_dim], one vector per W+ layer, is predicted by the 3D-aware fusion network
   (`latentedit.models.fusion`) from the origin image x = G(w), the accessory template image and
   the canonical 3D maps (normal, shading, albedo) of x from the 3D encoder.
@@ -74,12 +79,55 @@ def conditioned_plane(boundary, conditioned, anchor, intercept):
     return n_cond, float(-(foot @ n_cond))
 
 
-def prior_basis(w, normal, intercept, distance):
+def prior_basis(w, normal, intercept, distance, direction=None):
     """InterfaceGAN prior p [N, w_dim] for codes w [N, w_dim] (or W+ [N, L, w_dim]: the layer
     mean decides the distance): moves each code to signed distance `distance` from the plane
-    w . n + intercept = 0 along its unit normal n, or leaves it where it is if already past."""
+    w . n + intercept = 0 along its unit normal n (or along `direction` u [w_dim], as far as
+    reaches that distance), or leaves it where it is if already past."""
     gap = (float(distance) - signed_distance(w, normal, intercept)).clamp(min=0)
-    return gap[:, None] * _unit(normal, w.device)
+    n = _unit(normal, w.device)
+    if direction is None:
+        return gap[:, None] * n
+    u = torch.as_tensor(direction, dtype=torch.float32).reshape(-1).to(w.device)
+    return (gap / check_direction(u, n))[:, None] * u
+
+
+def check_direction(direction, normal):
+    """u . n of a prior's direction u and the boundary's unit normal n; u must cross the plane
+    towards the accessory (u . n at least a tenth of |u|), or a prior along it could never get there."""
+    along = float(direction @ normal)
+    if not along >= 0.1 * float(direction.norm()):
+        raise InputError(f"the prior's direction does not cross the boundary towards the accessory (cosine with its "
+                         f"normal {along / max(float(direction.norm()), 1e-12):.2f}, at least 0.1 needed)")
+    return along
+
+
+# accessory kind -> the column of a world-label vector (`latentedit.world.labels.label_names`)
+LABEL_COLUMNS = {"frame_glasses": "frame", "sunglasses": "sun", "mask": "mask"}
+
+
+def label_direction(G, labels, kind):
+    """The W vector [w_dim] that generator G adds for accessory `kind`'s label: G trained with world
+    label groups `labels` (the bundle's provenance config "labels") as W offsets (label_input
+    "w_offset"), so that w + u is how G itself draws the accessory on the face of w."""
+    if not getattr(G, "c_dim", 0) or not hasattr(G.mapping, "label_offset"):
+        raise InputError("a label prior needs a generator trained with world labels as W offsets "
+                         "(train gan --labels); this one has none: use the boundary prior")
+    with torch.no_grad():
+        return G.mapping.label_offset(kind_label(G.c_dim, labels, kind).to(G.w_avg.device))[0].float()
+
+
+def kind_label(c_dim, labels, kind):
+    """[1, c_dim] the label vector of world label groups `labels` with accessory `kind`'s column set
+    and every other column clear."""
+    from latentedit.world.labels import label_names
+
+    columns = label_names(list(labels or []))
+    if len(columns) != c_dim or LABEL_COLUMNS[kind] not in columns:
+        raise InputError(f"the network's labels {list(labels or [])} ({c_dim} columns) have no column for {kind}")
+    onehot = torch.zeros(1, c_dim)
+    onehot[0, columns.index(LABEL_COLUMNS[kind])] = 1
+    return onehot
 
 
 def fixed_template_features(fusion, templates, cache):
@@ -183,7 +231,7 @@ class SynthesisResult:
 class DiscreteSynthesizer:
     """G + fusion network + 3D encoder + template + prior for one accessory kind."""
 
-    def __init__(self, G, fusion, face3d, template, kind, normal, intercept, distance):
+    def __init__(self, G, fusion, face3d, template, kind, normal, intercept, distance, direction=None):
         if kind not in ACCESSORY_KINDS:
             raise InputError(f"unknown kind {kind!r} (known: {', '.join(ACCESSORY_KINDS)})")
         if fusion.cfg.num_ws != G.num_ws or fusion.cfg.w_dim != G.w_dim:
@@ -192,6 +240,10 @@ class DiscreteSynthesizer:
         self.G, self.fusion, self.face3d = G.eval(), fusion.eval(), face3d.eval()
         self.kind, self.distance, self.intercept = kind, float(distance), float(intercept)
         self.normal = torch.as_tensor(normal, dtype=torch.float32).reshape(-1)
+        # None: along the normal; else a W vector (e.g. the generator's label for the kind)
+        self.direction = None if direction is None else torch.as_tensor(direction, dtype=torch.float32).reshape(-1)
+        if self.direction is not None:
+            check_direction(self.direction, _unit(self.normal, "cpu"))
         self.template = self.check_template(template)
         self._template_feat = {}  # fixed_template_features' cache
 
@@ -229,11 +281,17 @@ class DiscreteSynthesizer:
         face3d = load_evaluators(bundle, ["face3d"])["face3d"]
         if template is None or isinstance(template, (str, bytes)) or hasattr(template, "__fspath__"):
             template = read_template(template or (bundle, settings["template"]), net.cfg.resolution)
-        return cls(G, net, face3d, template, kind, settings["normal"], settings["intercept"], settings["distance"])
+        return cls(G, net, face3d, template, kind, settings["normal"], settings["intercept"], settings["distance"],
+                   settings.get("direction"))
+
+    @property
+    def prior_direction(self):
+        """[w_dim] the way every prior points: the direction, or the boundary's normal."""
+        return self.normal if self.direction is None else self.direction
 
     def priors(self, w):
         """InterfaceGAN prior p [N, w_dim] for codes w [N, w_dim] or [N, L, w_dim]."""
-        return prior_basis(w, self.normal, self.intercept, self.distance)
+        return prior_basis(w, self.normal, self.intercept, self.distance, self.direction)
 
     def offsets(self, origin):
         """Origin images [N, 3, R, R] -> offsets [N, num_ws, w_dim] (differentiable)."""

@@ -69,7 +69,9 @@ def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.floa
     """networks: {name: (kind, config dict, state dict)}. Weight files first, manifest last, each
     written atomically, so an interrupted write never leaves a manifest pointing at bad files: a
     weight file the existing manifest lists with other content is not overwritten but written under
-    a new name, and the replaced networks' old files are removed once the new manifest is in place.
+    a new name, and the replaced networks' old files are removed once the new manifest is in place;
+    then (`_settle_names`) each such file takes its plain name back the same way, so that a bundle
+    rewritten many times still names its files `<network>.safetensors`.
     merge: keep the networks, figures and provenance an existing bundle at `path` already lists.
     keep_fp32: tensor names stored in float32 whatever `dtype` is (values that must stay exact)."""
     path = Path(path)
@@ -102,7 +104,25 @@ def write_bundle(path, networks, provenance=None, figures=None, dtype=torch.floa
     replaced = {old["networks"][name]["file"] for name in networks if old and name in old["networks"]}
     for file in replaced - {e["file"] for e in manifest["networks"].values()}:
         (path / file).unlink(missing_ok=True)
+    _settle_names(path, manifest, networks)
     return path
+
+
+def _settle_names(path, manifest, names):
+    """Networks `names` written under a new name go back to `<name>.safetensors` once no manifest
+    lists that file: a copy under the plain name, the manifest, then the new-named file removed."""
+    moved = {}
+    for name in names:
+        entry = manifest["networks"][name]
+        plain = f"{name}.safetensors"
+        if entry["file"] != plain and plain not in {e["file"] for e in manifest["networks"].values()}:
+            write_bytes(path / plain, (path / entry["file"]).read_bytes())
+            moved[entry["file"]] = plain
+            entry["file"] = plain
+    if moved:
+        write_text(path / "bundle.json", json.dumps(manifest, indent=2) + "\n")
+        for file in moved:
+            (path / file).unlink(missing_ok=True)
 
 
 def update_manifest(path, figures=None, provenance=None):

@@ -112,10 +112,12 @@ def fusion_state_dict_for_sdgan(net):
 # holds the FusionConfig ("net"), the prior ("prior": boundary name, intercept, distance), the
 # template's path inside the bundle and training figures; the boundary normal the network was
 # trained with is stored next to its weights as tensor "prior.normal", so a later re-training of
-# the bundle's boundaries cannot silently change an offset network's prior.
+# the bundle's boundaries cannot silently change an offset network's prior; a prior that moves
+# along another W vector (the generator's label for the kind) stores it as "prior.direction".
 
 OFFSET_PREFIX = "offset_"
 PRIOR_NORMAL = "prior.normal"
+PRIOR_DIRECTION = "prior.direction"
 
 
 def offset_network_name(kind):
@@ -146,21 +148,26 @@ def read_offset_network(path, kind):
         raise FormatError(f"{what}: bad offset-network config ({type(e).__name__}: {e})") from None
     if PRIOR_NORMAL not in sd:
         raise FormatError(f"{what}: missing tensor {PRIOR_NORMAL!r}")
-    settings["normal"] = sd.pop(PRIOR_NORMAL)
-    if settings["normal"].numel() != net_cfg.w_dim:
-        raise FormatError(f"{what}: {PRIOR_NORMAL} has {settings['normal'].numel()} values, expected {net_cfg.w_dim}")
-    if not torch.isfinite(settings["normal"]).all() or not settings["normal"].norm() > 0:
-        raise FormatError(f"{what}: {PRIOR_NORMAL} must be a finite, non-zero vector")
+    settings["normal"], settings["direction"] = sd.pop(PRIOR_NORMAL), sd.pop(PRIOR_DIRECTION, None)
+    for key, name in (("normal", PRIOR_NORMAL), ("direction", PRIOR_DIRECTION)):
+        vector = settings[key]
+        if vector is None:
+            continue
+        if vector.numel() != net_cfg.w_dim:
+            raise FormatError(f"{what}: {name} has {vector.numel()} values, expected {net_cfg.w_dim}")
+        if not torch.isfinite(vector).all() or not vector.norm() > 0:
+            raise FormatError(f"{what}: {name} must be a finite, non-zero vector")
     from latentedit.formats.weights import load_weights
 
     return load_weights(FusionNet(net_cfg), sd, what).eval(), settings
 
 
 def write_offset_network(path, kind, net, template, normal, intercept, distance, boundary=None,
-                         generator=None, figures=None, provenance=None, dtype=torch.float32):
+                         generator=None, figures=None, provenance=None, dtype=torch.float32, direction=None):
     """Writes the offset network for `kind` and its template PNG (templates/<kind>.png) into
     bundle folder `path`, keeping everything else there. Template [3, R, R] in [-1, 1].
-    dtype: storage of the weights (the prior's normal is always float32)."""
+    dtype: storage of the weights (the prior's normal and direction are always float32);
+    direction: the W vector the prior moves along (None: the normal)."""
     from dataclasses import asdict
 
     from latentedit.formats import bundle
@@ -171,11 +178,13 @@ def write_offset_network(path, kind, net, template, normal, intercept, distance,
     save_png(path / rel, to_uint8(template[None])[0])
     sd = dict(net.state_dict())
     sd[PRIOR_NORMAL] = torch.as_tensor(normal, dtype=torch.float32).reshape(-1)
+    if direction is not None:
+        sd[PRIOR_DIRECTION] = torch.as_tensor(direction, dtype=torch.float32).reshape(-1)
     config = {"net": asdict(net.cfg), "accessory": kind, "template": rel, "generator": generator,
               "prior": {"boundary": boundary, "intercept": float(intercept), "distance": float(distance)},
               "figures": figures or {}, "provenance": provenance or {}}
     return bundle.write_bundle(path, {offset_network_name(kind): ("fusion", config, sd)}, merge=True, dtype=dtype,
-                               keep_fp32=(PRIOR_NORMAL,))
+                               keep_fp32=(PRIOR_NORMAL, PRIOR_DIRECTION))
 
 
 def read_template(source, resolution, alpha="white"):

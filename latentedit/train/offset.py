@@ -7,14 +7,18 @@ step * k ... of world seed `data_seed`), the codes a user's photo arrives with, 
 sampled W distribution. It renders the origin x = G(w), computes the
 InterfaceGAN prior p from the kind's boundary (with `condition`, that boundary made orthogonal to
 the named ones: InterfaceGAN's conditional manipulation, for a generator in which the accessory's
-direction also brings another one), predicts the offset from (x, template, 3D maps of x)
+direction also brings another one; with `prior` "label", moving along the generator's own label
+vector for the kind up to that boundary's distance, `latentedit.edit.discrete.label_direction`),
+predicts the offset from (x, template, 3D maps of x)
 and renders the edit y = G(w + p + offset) through the frozen generator, so that every loss below
 reaches the offset network through G:
 
 - class:    cross-entropy of the frozen attribute classifier on y towards the kind (the accessory
             is present and of the right kind: frame glasses must not come out as sunglasses);
 - identity: 1 - cosine of the frozen identity embedder between y and x;
-- realism:  non-saturating loss of the frozen discriminator on y;
+- realism:  non-saturating loss of the frozen discriminator on y; with `realism_label`, under a
+            conditional discriminator's label for the kind (its projection term for that column
+            added: realistic as a face wearing the kind, the per-kind edit-FID's question);
 - visible:  the frozen face parser, a second judge, sees the accessory where it belongs: 1 - its
             mean probability of the accessory's classes over the expected region (where the
             template head wears the accessory when turned to x's view, by the face3d evaluator;
@@ -81,7 +85,7 @@ import torch
 import torch.nn.functional as F
 
 from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, conditioned_plane, face_view,
-                                      seen_in_region, world_views)
+                                      kind_label, label_direction, seen_in_region, world_views)
 from latentedit.edit.losses import attribute_divergence
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
@@ -99,6 +103,7 @@ from latentedit.world.params import LABEL_ID
 from latentedit.world.templates import accessory_region, world_wearing
 
 
+PRIORS = ("boundary", "label")
 WORLD_TARGET_SEED = 8_000_000  # world seed of the clarity and crisp targets' renders (not the judges' reference renders)
 
 
@@ -129,6 +134,8 @@ class OffsetConfig(DictConfig):
     data_seed: int = 0               # world seed of those renders
     init_from: Optional[str] = None  # bundle whose offset network the run started from (warm start)
     condition: tuple = ()            # boundaries the prior is made orthogonal to (InterfaceGAN conditioning)
+    prior: str = "boundary"          # the prior moves along: the boundary's normal, or the generator's "label"
+    realism_label: bool = False      # the realism term under the conditional D's label for the kind
     fusion: dict = field(default_factory=lambda: asdict(FusionConfig.small()))
 
     def __post_init__(self):
@@ -140,6 +147,8 @@ class OffsetConfig(DictConfig):
         if share < 4 or left or share % 4:
             raise InputError(f"batch must give each of the {processes} process(es) a positive multiple of 4 "
                              f"(discriminator groups), got {self.batch}")
+        if self.prior not in PRIORS:
+            raise InputError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r:.80}")
         if not 0 <= self.inverted_fraction <= 1:
             raise InputError(f"inverted_fraction must be in [0, 1], got {self.inverted_fraction}")
 
@@ -176,8 +185,17 @@ class OffsetTrainer:
         with torch.no_grad():
             net.regre.in3.weight.fill_(cfg.init_scale)
         template = accessory_template(cfg.kind, net_cfg.resolution)
+        labels = nets.info.get("provenance", {}).get("config", {}).get("labels")
+        direction, self.realism_c = None, None
+        if cfg.prior == "label":
+            direction = label_direction(self.G, labels, cfg.kind)
+        if cfg.realism_label:
+            if not self.D.cfg.c_dim:
+                raise InputError(f"{bundle}: realism under the kind's label needs a conditional discriminator "
+                                 "(train gan --labels)")
+            self.realism_c = kind_label(self.D.cfg.c_dim, labels, cfg.kind)
         self.synth = DiscreteSynthesizer(self.G, net.train(), ev["face3d"], template, cfg.kind, normal, intercept,
-                                         cfg.distance)
+                                         cfg.distance, direction)
         self.net = net
         self.region_ids = accessory_labels(cfg.kind)
         self.drawn_ids = template_labels(cfg.kind)
@@ -279,7 +297,8 @@ class OffsetTrainer:
         on_y = parsed[:, self.region_ids].sum(1, keepdim=True)
         out["visible"] = 1 - ((on_y * expected).sum((1, 2, 3)) / expected.sum((1, 2, 3)).clamp(min=1)).mean()
         out["identity"] = (1 - (self.idn(y.clamp(-1, 1)) * e_x).sum(1)).mean()
-        out["realism"] = F.softplus(-self.D(y)).mean()
+        out["realism"] = F.softplus(-self.D(y, self.realism_c.expand(len(y), -1) if self.realism_c is not None
+                                           else None)).mean()
         near = self.dilated(torch.maximum(on_x, expected))  # where the accessory may be
         keep = 1 - torch.maximum(near, self.dilated(on_y.detach()))
         out["outside"] = ((y - x) ** 2 * keep).sum() / (keep.sum() * 3).clamp(min=1)
@@ -358,5 +377,5 @@ class OffsetTrainer:
                                     s.distance, boundary=self.boundary_name, generator=self.generator,
                                     figures=figures, provenance={"trained_by": "latentedit train offset",
                                                                  "steps": self.step, "config": asdict(self.cfg)},
-                                    dtype=dtype)
+                                    dtype=dtype, direction=s.direction)
 
