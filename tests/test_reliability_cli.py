@@ -270,7 +270,7 @@ def test_click_usage_errors_are_one_line(args, words):
 
 def test_priors_of_another_kind_are_warned_about(tmp_path):
     """An interface file written by a frame-glasses run, given to a mask run, is used (the user may
-    mean it) but said to point away from the mask boundary; the same kind's priors pass silently."""
+    mean it) but said to point away from the mask prior's direction; the same kind's priors pass silently."""
     from latentedit.edit.discrete import prior_alignment
 
     n = torch.randn(512)
@@ -282,7 +282,7 @@ def test_priors_of_another_kind_are_warned_about(tmp_path):
     same = run("synthesize", "--kind", "glasses", "--normal", *args, "--out", tmp_path / "g2")
     other = run("synthesize", "--kind", "mask", *args, "--out", tmp_path / "m")
     assert same.exit_code == 0 and "warning" not in same.output, same.output
-    assert other.exit_code == 0 and "point away from the mask boundary" in other.output, other.output
+    assert other.exit_code == 0 and "point away from the mask prior's direction" in other.output, other.output
 
 
 def test_an_output_folder_that_is_a_file_is_named_as_such(tmp_path, tiny_G):
