@@ -193,8 +193,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     synth = loaded.synthesizer(resolved, template=template)
     alignment = None if priors is None else prior_alignment(priors, synth.prior_direction)
     if alignment is not None and alignment < PRIOR_ALIGNMENT_WARNING:
-        click.echo(f"warning: the --interface-file priors point away from the {resolved} prior's direction (mean |cosine| "
-                   f"{alignment:.2f}): were they made for another kind?", err=True)
+        click.echo(f"warning: the --interface-file priors point away from the {resolved} prior's direction "
+                   f"(mean |cosine| {alignment:.2f}): were they made for another kind?", err=True)
     networks = bundle.read_manifest(model)["networks"]
     entry = networks[offset_network_name(resolved)]
 
