@@ -35,7 +35,7 @@ from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.metrics.generator import RATES  # noqa: E402
 from latentedit.models.evaluators import ATTRIBUTE_HEADS  # noqa: E402
 from latentedit.models.stylegan2 import group_span, label_spans, with_class, z_from_seeds  # noqa: E402
-from latentedit.world.labels import label_names, label_prior  # noqa: E402
+from latentedit.world.labels import label_names, label_prior, trained_labels  # noqa: E402
 
 FIRST_SEED = 100_000
 KEPT_HEADS = ("hair_color", "hair_style", "age")  # attributes the world draws independently of the labels
@@ -172,7 +172,7 @@ def main(argv=None):
         if args.threads:
             torch.set_num_threads(args.threads)
         nets = load_networks(args.model)
-        labels = nets.info.get("provenance", {}).get("config", {}).get("labels")
+        labels = trained_labels(nets.info)
         if nets.G is None or not nets.G.c_dim or nets.G.cfg.label_prior is None or not labels:
             raise InputError(f"{args.model}: not a generator trained with world labels (train gan --labels)")
         G = nets.G.float().eval()

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from latentedit.formats import bundle  # noqa: E402
 from latentedit.formats.evaluators import add_evaluators, load_evaluators  # noqa: E402
+from latentedit.world.labels import trained_labels  # noqa: E402
 
 EVALUATORS = ("attributes", "identity", "parser", "face3d")
 # kind -> (steps, extra flags) of its warm-started offset run
@@ -129,8 +130,7 @@ def _labelled(out):
     """True when the bundle's generator was trained with world labels as W offsets."""
     manifest = bundle.read_manifest(ROOT / out)
     config = manifest["networks"]["G"]["config"]
-    return bool(config.get("c_dim") and config.get("label_input") == "w_offset"
-                and manifest.get("provenance", {}).get("config", {}).get("labels"))
+    return bool(config.get("c_dim") and config.get("label_input") == "w_offset" and trained_labels(manifest))
 
 
 def offsets(args):

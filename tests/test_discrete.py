@@ -19,6 +19,7 @@ from latentedit.formats import bundle
 from latentedit.formats.images import to_uint8
 from latentedit.formats.latents import read_latents, read_priors
 from latentedit.formats.sdgan import read_offset_network, read_template, write_offset_network
+from latentedit.world.labels import trained_labels
 from latentedit.world.templates import accessory_template
 
 from conftest import error_line, run
@@ -64,7 +65,7 @@ def test_prior_basis_reaches_the_target_distance(world):
 
 
 def _labels(path):
-    return bundle.read_manifest(path)["provenance"]["config"]["labels"]
+    return trained_labels(bundle.read_manifest(path))
 
 
 def test_label_prior_moves_along_the_generators_own_label_to_the_target_distance(world):
@@ -100,11 +101,13 @@ def test_label_prior_moves_along_the_generators_own_label_to_the_target_distance
         check_direction(-u, n)
     with pytest.raises(InputError, match="no column for mask"):
         label_direction(G, ["glasses", "beard", "hair_style", "hat"], "mask")
+    from dataclasses import replace
+
     from latentedit.models.stylegan2 import Generator
 
+    unconditional = Generator(replace(G.cfg, c_dim=0, label_prior=None, label_input="embed"))
     with pytest.raises(InputError, match="use the boundary prior"):
-        label_direction(Generator(G.cfg.__class__(**{**G.cfg.__dict__, "c_dim": 0, "label_prior": None,
-                                                     "label_input": "embed"})), _labels(path), "mask")
+        label_direction(unconditional, _labels(path), "mask")
 
 
 # -- the synthesizer ------------------------------------------------------------------------------

@@ -108,9 +108,9 @@ def test_realism_under_the_kinds_label_asks_the_conditional_discriminator(tmp_pa
     bundled conditional D's projection for frame glasses enters the loss; without it D gets no label."""
     from latentedit.edit.discrete import LABEL_COLUMNS
     from latentedit.formats import bundle
-    from latentedit.world.labels import label_names
+    from latentedit.world.labels import label_names, trained_labels
 
-    labels = bundle.read_manifest(DEFAULT_BUNDLE)["provenance"]["config"]["labels"]
+    labels = trained_labels(bundle.read_manifest(DEFAULT_BUNDLE))
     for realism_label in (True, False):
         t = OffsetTrainer(OffsetConfig(kind="frame_glasses", batch=4, realism_label=realism_label), DEFAULT_BUNDLE,
                           tmp_path / str(realism_label))

@@ -177,9 +177,10 @@ def test_label_prior_trains_and_exports_its_direction(world, tmp_path):
     exported network keeps that vector, so synthesize moves codes as training did."""
     from latentedit.edit.discrete import DiscreteSynthesizer, label_direction
     from latentedit.train.offset import OffsetConfig
+    from latentedit.world.labels import trained_labels
 
     source, G, _ = world
-    u = label_direction(G, bundle.read_manifest(source)["provenance"]["config"]["labels"], "mask")
+    u = label_direction(G, trained_labels(bundle.read_manifest(source)), "mask")
     run_dir = tmp_path / "run"
     args = ("train", "offset", "--kind", "mask", "--bundle", source, "--out", run_dir, "--batch", 4,
             "--threads", 1, "--snapshot", 1)

@@ -27,7 +27,7 @@ from latentedit.train.label_pairs import FREE_SHARE, pair_change, switched_label
 from latentedit.train.state import load_state, save_state
 from latentedit.train.widen import is_widening, widen_into
 from latentedit.runtime import seeded
-from latentedit.world.labels import check_groups, face_labels, label_names, label_prior
+from latentedit.world.labels import check_groups, face_labels, label_names, label_prior, trained_labels
 
 
 @dataclass
@@ -373,7 +373,7 @@ class GANTrainer:
         nets = load_networks(path)
         if nets.G is None or nets.D is None:
             raise InputError(f"{path}: needs both a generator and a discriminator to continue training")
-        trained = nets.info.get("provenance", {}).get("config", {}).get("labels", [])
+        trained = trained_labels(nets.info)
         if nets.G.c_dim and trained != self.cfg.labels:
             raise InputError(f"{path}: trained on the labels {trained}, this run asks for {self.cfg.labels}")
         widening = [is_widening(nets.G.cfg, self.G.cfg, path), is_widening(nets.D.cfg, self.D.cfg, path)]

@@ -99,6 +99,7 @@ from latentedit.train import distributed
 from latentedit.train.loop import run_steps
 from latentedit.train.state import check_export, load_state, save_state
 from latentedit.runtime import seeded
+from latentedit.world.labels import trained_labels
 from latentedit.world.params import LABEL_ID
 from latentedit.world.templates import accessory_region, world_wearing
 
@@ -185,7 +186,7 @@ class OffsetTrainer:
         with torch.no_grad():
             net.regre.in3.weight.fill_(cfg.init_scale)
         template = accessory_template(cfg.kind, net_cfg.resolution)
-        labels = nets.info.get("provenance", {}).get("config", {}).get("labels")
+        labels = trained_labels(nets.info)
         direction, self.realism_c = None, None
         if cfg.prior == "label":
             direction = label_direction(self.G, labels, cfg.kind)

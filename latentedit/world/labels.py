@@ -44,6 +44,12 @@ def label_prior(names, **overrides):
     return [_classes(name, probs)[1] for name in names]
 
 
+def trained_labels(manifest):
+    """The world label groups a bundle's networks were trained with (`train gan --labels`, recorded in
+    the provenance of its manifest or `Networks.info`); [] when none."""
+    return list(manifest.get("provenance", {}).get("config", {}).get("labels") or [])
+
+
 def label_names(names):
     """The column names of the label vector of `names`, e.g. ['frame', 'sun', 'mask']."""
     check_groups(names)
