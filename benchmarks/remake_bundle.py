@@ -166,7 +166,7 @@ def measure(args):
 
 def synthesis_sheet(out, path):
     """Rows: 8 origins (seed 0, truncation 0.7), then per kind InterfaceGAN's prior alone and prior +
-    offset (docs/synthesize_samples.png)."""
+    offset, composited (docs/synthesize_samples.png)."""
     import torch
 
     from latentedit.edit.discrete import DiscreteSynthesizer

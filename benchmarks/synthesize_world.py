@@ -1,5 +1,7 @@
 """Discrete attribute synthesis measured on the world: InterfaceGAN alone (the prior p) vs ours
-(p + the fusion network's offset), per accessory kind, on N sampled W codes never used in training.
+(p + the fusion network's offset, composited into the origin inside the accessory's region as
+`latentedit synthesize` does; `--no-composite`: G(w + p + offset) as it is), per accessory kind, on N
+sampled W codes never used in training.
 
     python benchmarks/synthesize_world.py --model checkpoints/default --n 1000
 
@@ -38,7 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present,  # noqa: E402
-                                      attributes_kept, face_view, prior_basis, seen_in_region)
+                                      attributes_kept, expected_region, face_view, prior_basis, seen_in_region)
 from latentedit.edit.losses import identity_loss  # noqa: E402
 from latentedit.formats import load_networks  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
@@ -97,18 +99,13 @@ def eyes_reference(ev, resolution):
 
 
 @torch.no_grad()
-def expected_region(kind, ev, x):
-    """Bool [N, R, R]: where accessory `kind` belongs on origins x, at each one's view (face3d)."""
-    return accessory_region(kind, x.shape[-1], face_view(ev["face3d"], x))
-
-
 @torch.no_grad()
 def measure(x, y, kind, ev, D, dilate=2, expected=None):
     """Per-sample metrics of edits y of origins x (both [N, 3, R, R]); `expected`: x's
     `expected_region`, when the caller has it (one render of the regions per set of origins)."""
     labels = ev["parser"](y).argmax(1)
     region = on_accessory(labels, kind)[:, None].float()
-    expected = expected_region(kind, ev, x) if expected is None else expected
+    expected = expected_region(ev["face3d"], kind, x) if expected is None else expected
     seen = seen_in_region(labels, kind, expected)
     region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
     keep = 1 - region
@@ -172,7 +169,7 @@ def judge_sheet(path, ev, resolution, n=8, seed=9_100_000):
     rows = []
     for kind in ("frame_glasses", "sunglasses"):
         x = world_wearing(kind, n, seed, resolution).image
-        regions = (accessory_region(kind, resolution).expand(n, -1, -1), expected_region(kind, ev, x))
+        regions = (accessory_region(kind, resolution).expand(n, -1, -1), expected_region(ev["face3d"], kind, x))
         rows.append(x)
         for region, colour in zip(regions, ((1.0, -1.0, -1.0), (-1.0, 1.0, -1.0))):
             tint = torch.tensor(colour)[None, :, None, None].expand_as(x)
@@ -193,7 +190,7 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
         t0 = time.perf_counter()
         out = synth(c, batch_size=batch)
         t_ours += time.perf_counter() - t0
-        regions.append(expected_region(kind, ev, out.origin))  # the sweep below edits the same origins
+        regions.append(expected_region(ev["face3d"], kind, out.origin))  # the sweep below edits the same origins
         ours.append(measure(out.origin, out.image, kind, ev, D, expected=regions[-1]))
         prior_only.append(measure(out.origin, out.prior_image, kind, ev, D, expected=regions[-1]))
         feats["ours"].append(clf.features(network_input(out.image, clf.cfg.image_size)))
@@ -264,6 +261,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--arcface", default=None, help="model_ir_se50.pth: ArcFace for the identity column")
+    ap.add_argument("--no-composite", action="store_true",
+                    help="judge G(w + p + offset) as it is, not composited into the origin (the default)")
     ap.add_argument("--judge-sheet", default=None, help="PNG: the parser judge's expected regions on world renders")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -279,9 +278,10 @@ def main():
     w = G.sample_w(args.n, seed=args.seed, truncation=args.truncation)
     distances = [float(d) for d in args.distances.split(",")]
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                          f"torch {torch.__version__}", "n": args.n, "truncation": args.truncation, "kinds": {}}
+                          f"torch {torch.__version__}", "n": args.n, "truncation": args.truncation,
+               "composite": not args.no_composite, "kinds": {}}
     for kind in args.kinds.split(","):
-        synth = DiscreteSynthesizer.load(kind, bundle=args.model, G=G)
+        synth = DiscreteSynthesizer.load(kind, bundle=args.model, G=G, composite=not args.no_composite)
         own_codes = {"seed": args.seed + args.n, "truncation": args.truncation}  # disjoint from the edited codes
         results["kinds"][kind] = r = run_kind(kind, synth, G, D, ev, w, distances, args.batch, own_codes)
         o, p = r["ours"], r["prior"]

@@ -132,11 +132,12 @@ class Model:
             return load_encoder(parts, self.G, generator_hash=self.generator_hash)
         return self._cached(("encoder",), load)
 
-    def synthesizer(self, kind, normal=False, template=None, **sdgan_settings):
+    def synthesizer(self, kind, normal=False, template=None, composite=True, **sdgan_settings):
         """The SD-GAN synthesizer for `kind` (mask | glasses [normal] | frame_glasses | sunglasses):
-        our offset network (edit.discrete.DiscreteSynthesizer), or, in a bundle converted from
-        SD-GAN's released set, their fusion network with test.py's maths (edit.sdgan; settings
-        such as truncation= / mean_source= go to SDGANSynthesizer.load)."""
+        our offset network (edit.discrete.DiscreteSynthesizer; `composite` False: its result as G
+        draws it, not composited into the origin), or, in a bundle converted from SD-GAN's released
+        set, their fusion network with test.py's maths (edit.sdgan, never composited; settings such
+        as truncation= / mean_source= go to SDGANSynthesizer.load)."""
         from latentedit.edit.discrete import DiscreteSynthesizer, resolve_kind
         from latentedit.formats.sdgan import sdgan_kinds
 
@@ -152,10 +153,10 @@ class Model:
             if sdgan_settings:
                 raise InputError(f"{sorted(sdgan_settings)} apply to SD-GAN's released networks only")
             return DiscreteSynthesizer.load(kind, bundle=parts, template=template, G=self.G,
-                                            generator_hash=self.generator_hash)
+                                            generator_hash=self.generator_hash, composite=composite)
         if template is not None or sdgan_settings:  # one-off settings are not cached
             return load()
-        return self._cached(("synthesizer", kind), load)
+        return self._cached(("synthesizer", kind, bool(composite)), load)
 
     def components(self):
         """Part components of G (regions), named by the model's own face parser."""

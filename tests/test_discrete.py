@@ -112,15 +112,39 @@ def test_label_prior_moves_along_the_generators_own_label_to_the_target_distance
 
 # -- the synthesizer ------------------------------------------------------------------------------
 
+def test_composited_edit_keeps_the_face_outside_the_accessorys_region(world):
+    """The default synthesizer composites G(w + p + offset) into the origin: inside the accessory's
+    expected region (where the mask is 1) the image is the edit's, far outside it the origin's, while
+    the edit as it is changes the face there (the untrained offset moves every layer)."""
+    from latentedit.edit.discrete import expected_region
+
+    path, G, _ = world
+    w = G.sample_w(6, seed=4, truncation=0.7)
+    raw = DiscreteSynthesizer.load("mask", bundle=path, G=G, composite=False)(w)
+    out = DiscreteSynthesizer.load("mask", bundle=path, G=G)(w)
+    assert torch.equal(out.latents, raw.latents) and torch.equal(out.origin, raw.origin)
+    region = expected_region(DiscreteSynthesizer.load("mask", bundle=path, G=G).face3d, "mask", out.origin)
+    assert out.region.shape == (6, 1, G.img_resolution, G.img_resolution)
+    assert bool((out.region[:, 0] >= region.float()).all())  # the region wholly inside, feathered around
+    inside = out.region[:, 0] == 1
+    assert int(inside.sum()) >= 6 * 40  # a mask's region at 64 px: hundreds of pixels per face
+    assert float((out.image - raw.image).abs().amax(1)[inside].max()) < 1e-3  # fast vs reference path
+    far = torch.nn.functional.max_pool2d(out.region, 9, stride=1, padding=4)[:, 0] == 0
+    moved = (raw.image - raw.origin).abs().amax(1)[far].mean()
+    kept = (out.image - out.origin).abs().amax(1)[far].mean()
+    assert float(moved) > 0.05 and float(kept) < 0.2 * float(moved), (float(moved), float(kept))
+
+
 def test_synthesizer_images_and_batch_invariance(world):
     path, G, _ = world
-    synth = DiscreteSynthesizer.load("mask", bundle=path, G=G)
+    synth = DiscreteSynthesizer.load("mask", bundle=path, G=G, composite=False)
     w = G.sample_w(5, seed=3, truncation=0.7)
     out = synth(w, batch_size=5)
     with torch.no_grad():
         assert torch.equal(out.origin, G.synthesize(w))
         assert torch.allclose(out.prior_image, G.synthesize(G.broadcast_w(w) + out.prior[:, None]), atol=1e-5)
         assert torch.allclose(out.image, G.synthesize(out.latents), atol=1e-5)
+    assert out.region is None
     assert out.offset.shape == (5, G.num_ws, G.w_dim) and out.offset.abs().sum() > 0
     assert torch.equal(out.prior, synth.priors(G.broadcast_w(w)))
     assert (out.image - out.prior_image).abs().max() > 1e-3  # the (untrained) offset changes the image
@@ -259,8 +283,9 @@ def test_synthesize_layout_manifest_and_resume(world, tmp_path):
         assert math.isclose(im["prior_norm"], float(torch.tensor(im["prior"]).norm()), abs_tol=1e-5)
         assert math.isclose(im["distance_after"], max(im["distance_before"], 3.0), abs_tol=1e-4)
     with torch.no_grad():
-        origin, prior_only, edited = (to_uint8(G.synthesize(x)).astype(int)
-                                      for x in (w, G.broadcast_w(w) + p[:, None], final))
+        origin, prior_only = (to_uint8(G.synthesize(x)).astype(int) for x in (w, G.broadcast_w(w) + p[:, None]))
+        edited = to_uint8(DiscreteSynthesizer.load("mask", bundle=path, G=G)(w).image).astype(int)  # composited
+    assert manifest["composite"]["from_resolution"] == 16 and manifest["settings"]["composite"] is True
     for i in range(3):
         assert np.abs(png(out / "origins" / f"{i:04d}.png") - origin[i]).max() <= 1
         assert np.abs(png(out / "interfacegan_origins" / f"{i:04d}.png") - prior_only[i]).max() <= 1
@@ -277,6 +302,16 @@ def test_synthesize_layout_manifest_and_resume(world, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["count"] == 3
     # other settings into the same folder are refused
     assert "other settings" in error_line(run(*args[:-4], "--seed", 6, "--out", out))
+    assert "other settings" in error_line(run(*args, "--no-composite"))  # not composited: another run
+    # --no-composite: the result as G draws the edited codes
+    r = run(*args[:-1], tmp_path / "raw", "--no-composite")
+    assert r.exit_code == 0, r.output
+    with torch.no_grad():
+        raw = to_uint8(G.synthesize(final)).astype(int)
+    assert json.loads((tmp_path / "raw" / "manifest.json").read_text())["composite"] is None
+    for i in range(3):
+        assert np.abs(png(tmp_path / "raw" / "predict_images" / f"{i:04d}.png") - raw[i]).max() <= 1
+    assert max(np.abs(raw[i] - edited[i]).max() for i in range(3)) > 8  # compositing changed the images
 
 
 def test_synthesize_w_file_interface_file_and_template(world, tmp_path):

@@ -88,13 +88,13 @@ def test_offset_training_batch_mixes_sampled_and_inverted_codes(world, tmp_path)
 def test_offset_losses_place_the_region_at_the_view(world, tmp_path, monkeypatch):
     """The offset trainer's visible / outside losses ask for the accessory's region at each origin's
     view by the bundle's face3d; with a face3d in another frame (unsup3d's) the frontal region."""
-    import latentedit.train.offset as offset_module
+    import latentedit.world.templates as templates
     from latentedit.models.face3d import Face3D, Face3DConfig
     from latentedit.train.offset import OffsetConfig, OffsetTrainer
 
     asked = []
-    region = offset_module.accessory_region
-    monkeypatch.setattr(offset_module, "accessory_region", lambda *a: asked.append(a[2]) or region(*a))
+    region = templates.accessory_region
+    monkeypatch.setattr(templates, "accessory_region", lambda *a: asked.append(a[2]) or region(*a))
     source, G, nets = world
     t = OffsetTrainer(OffsetConfig(kind="mask", batch=4), source, tmp_path / "t")
     w = t.sample_codes(4)
@@ -170,6 +170,30 @@ def test_conditioned_prior(world, tmp_path):
     assert "conflicts" in error_line(run(*args, "--steps", 2, "--resume", "--condition", "hat"))
     assert "no direction named 'nonexistent'" in error_line(
         run(*args[:6], "--out", tmp_path / "r2", "--batch", 4, "--condition", "nonexistent", "--steps", 1))
+
+
+def test_composite_training_judges_the_edit_as_synthesize_delivers_it(world, tmp_path):
+    """--composite: the losses see the edit composited into the origin, so the prior's change of the
+    face outside the accessory's region no longer counts (outside near 0) and the gradient still
+    reaches the offset network through the composite."""
+    from latentedit.train.offset import OffsetConfig, OffsetTrainer
+
+    source, G, _ = world
+    plain = OffsetTrainer(OffsetConfig(kind="mask", batch=4), source, tmp_path / "p")
+    comp = OffsetTrainer(OffsetConfig(kind="mask", batch=4, composite=True), source, tmp_path / "c")
+    comp.net.load_state_dict(plain.net.state_dict())
+    w = plain.sample_codes(4)
+    _, a = plain.losses(w)
+    total, b = comp.losses(w)
+    oa, ob = float(a["outside"].detach()), float(b["outside"].detach())
+    assert oa > 1e-3 and ob < 0.2 * oa, (oa, ob)
+    assert float(b["identity"].detach()) < float(a["identity"].detach())
+    total.backward()
+    assert sum(float(p.grad.abs().sum()) for p in comp.net.parameters() if p.grad is not None) > 0
+    r = run("train", "offset", "--kind", "mask", "--bundle", source, "--out", tmp_path / "run", "--batch", 4,
+            "--threads", 1, "--snapshot", 1, "--steps", 1, "--composite")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["composite"] is True
 
 
 def test_label_prior_trains_and_exports_its_direction(world, tmp_path):

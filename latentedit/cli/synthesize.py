@@ -9,7 +9,8 @@ The output folder:
 
     origins/0000.png ...              G(w)                 the input faces
     interfacegan_origins/0000.png ... G(w + p)             InterfaceGAN's prior alone
-    predict_images/0000.png ...       G(w + p + offset)    the result
+    predict_images/0000.png ...       G(w + p + offset)    the result, composited into the origin
+                                                           inside the accessory's region (below)
     grid.png                          contact sheet: one row per sample (the first 16),
                                       columns origin | prior only | result
     latents.json                      the input codes w, SD-GAN JSON {"0": [w_dim floats], ...}
@@ -24,6 +25,12 @@ The output folder:
                                       the boundary before and after the prior
     records/0000.npy ...              per image [1 + num_ws, w_dim]: p, then the offset
     run.json                          the settings; a re-run with the same settings resumes
+
+With our bundles the result is composited (`--composite`, the default): the edit's synthesis
+features replace the origin's inside the accessory's expected region (the template head's, turned
+to the face's view by the 3D encoder, feathered) from the 16 x 16 block up, so that the face
+outside it stays the origin's (`latentedit.edit.discrete`); `--no-composite` writes G(w + p +
+offset) as it is. predict_latents.npy holds w + p + offset either way.
 
 A re-run into the same folder with the same settings redoes only the images whose record or any
 of whose three PNGs is missing, then rebuilds the grid, the latent files and the manifest from the
@@ -109,12 +116,16 @@ def _sdgan_bundle(model_path, kind, input_paths, template):
               help="SD-GAN bundles: the generator's and the fusion network's convolutions in bf16 (about 2x "
                    "faster on CPUs with AVX-512 BF16 or AMX; images >= 40 dB PSNR from fp32's; fp32, with a note, "
                    "where bf16 measures slower, e.g. AVX2 only).")
+@click.option("--composite/--no-composite", default=True, show_default=True,
+              help="Our bundles: composite the result into the origin inside the accessory's region (in feature "
+                   "space, from the 16 x 16 block up), so that the face around it stays the origin's; "
+                   "--no-composite: G(w + p + offset) as it is.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--out", required=True, type=click.Path(),
               help="Output folder: origins/, interfacegan_origins/, predict_images/, grid.png, manifest.json, ...")
 def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, template, model_path, input_paths,
                invert_mode, invert_steps, encoder_path, align, mean_source, mean_samples, mean_seed,
-               normalize_output, precision, batch_size, out):
+               normalize_output, precision, composite, batch_size, out):
     """Put an accessory (frame glasses, sunglasses, a mask) on faces: SD-GAN's prior + offset edit.
 
     Writes OUT/origins/, OUT/interfacegan_origins/, OUT/predict_images/ ({i:04d}.png), latents.json,
@@ -126,7 +137,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     OUT/pasted/ each result pasted back into its photo."""
     from latentedit.cli.options import progress_bar
     from latentedit.edit.outputs import FOLDERS, short_floats
-    from latentedit.edit.discrete import prior_alignment, resolve_kind, signed_distance
+    from latentedit.edit.discrete import (COMPOSITE_FEATHER, COMPOSITE_FROM, prior_alignment, resolve_kind,
+                                          signed_distance)
     from latentedit.formats import bundle
     from latentedit.model import default_parts, load_model
     from latentedit.formats.images import save_png, tile, to_uint8
@@ -141,6 +153,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     if model_path is not None and _sdgan_bundle(model_path, resolved, input_paths, template):
         from latentedit.cli.sdgan import synthesize_sdgan
 
+        if ctx.get_parameter_source("composite") == click.core.ParameterSource.COMMANDLINE:
+            raise InputError("--composite / --no-composite are for our bundles; SD-GAN bundles run test.py's maths")
         given = ctx.get_parameter_source("truncation") == click.core.ParameterSource.COMMANDLINE
         return synthesize_sdgan(model_path, kind, normal, n, seed, w_file, interface_file,
                                 truncation if given else None, mean_source, mean_samples, mean_seed, normalize_output,
@@ -190,7 +204,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     if interface_file is not None:
         source = f"of {N} --input images" if input_paths else None
         priors = torch.from_numpy(read_priors(interface_file, N, G.w_dim, source))
-    synth = loaded.synthesizer(resolved, template=template)
+    synth = loaded.synthesizer(resolved, template=template, composite=composite)
     alignment = None if priors is None else prior_alignment(priors, synth.prior_direction)
     if alignment is not None and alignment < PRIOR_ALIGNMENT_WARNING:
         click.echo(f"warning: the --interface-file priors point away from the {resolved} prior's direction "
@@ -212,6 +226,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                 "noise_mode": "const"}
     if batch_size != 16:  # the batches' composition shapes the float sums; 16 (the default) unrecorded so
         settings["batch_size"] = batch_size  # that folders of earlier versions still resume
+    if composite:  # only then, so that folders of earlier versions (not composited) resume with --no-composite
+        settings["composite"] = True
     if input_paths:  # only then, so that folders of earlier versions still resume
         settings.update({"input": [str(f) for f in input_files], "input_sha256": [file_sha256(f) for f in input_files],
                          "invert_mode": invert_mode,
@@ -276,10 +292,13 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         "settings": {k: v for k, v in settings.items() if k != "command"},
         "generator": {"resolution": G.img_resolution, "num_ws": G.num_ws, "w_dim": G.w_dim},
         "latents": {"inputs": "latents.json", "priors": "interface.json", "edited": "predict_latents.npy",
-                    "edited_is": "w + prior + offset, [N, num_ws, w_dim]",
+                    "edited_is": "w + prior + offset, [N, num_ws, w_dim]" + (
+                        "; predict_images are G of them composited into the origin" if composite else ""),
                     **({"inverted": "inverted_latents.npy", "inverted_by": invert_mode} if input_paths else {})},
         "grid": {"file": "grid.png", "rows": f"samples 0..{len(shown) - 1}",
-                 "columns": ["origin", "prior only", "prior + offset"]},
+                 "columns": ["origin", "prior only", "prior + offset" + (", composited" if composite else "")]},
+        "composite": {"from_resolution": COMPOSITE_FROM, "feather": COMPOSITE_FEATHER,
+                      "region": "the accessory's expected region at the origin's view"} if composite else None,
         "count": N, "images": images}
     outputs.write_manifest(manifest)
     click.echo(f"wrote {N} x 3 images ({resolved}, {len(run.left)} new) to {out}/ with grid.png and manifest.json")

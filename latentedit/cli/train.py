@@ -216,13 +216,17 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
                    "vector for the kind (a generator trained with --labels) until the boundary's --distance.")
 @click.option("--realism-label", is_flag=True,
               help="The realism term under the conditional discriminator's label for the kind (train gan --labels).")
+@click.option("--composite", is_flag=True,
+              help="Every loss judges the edit composited into the origin inside the accessory's region, as "
+                   "`synthesize` delivers it (the face around it is then the origin's whatever the offset does).")
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=VALUE",
               help="A loss term's weight (repeatable), e.g. identity=3: class, visible, identity, attributes, "
-                   "realism, outside, template, clarity and see_through (frame glasses), offset. A new run's setting.")
+                   "realism, outside, template, clarity and see_through (frame glasses), crisp (masks), offset. "
+                   "A new run's setting.")
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
-def offset(kind, normal, batch, distance, inverted_fraction, condition, prior, realism_label, weights, bundle_path, out,
-           steps, seed, snapshot, resume, init_from, export_path):
+def offset(kind, normal, batch, distance, inverted_fraction, condition, prior, realism_label, composite, weights,
+           bundle_path, out, steps, seed, snapshot, resume, init_from, export_path):
     """SD-GAN offset network for one accessory: `latentedit train offset --kind mask --out runs/NAME`."""
     from latentedit.edit.discrete import resolve_kind
     from latentedit.train.offset import OffsetConfig, OffsetTrainer
@@ -232,7 +236,7 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, prior, r
     loss_weights = _loss_weights(OffsetConfig, weights)
     source = _open_run(out, resume, steps, snapshot, bundle_path)
     given = dict(kind=kind, batch=batch, distance=distance, seed=seed, condition=list(condition), prior=prior,
-                 realism_label=realism_label, steps=steps, inverted_fraction=inverted_fraction)
+                 realism_label=realism_label, composite=composite, steps=steps, inverted_fraction=inverted_fraction)
     given.update(loss_weights)
     # a resumed run keeps its share of inverted codes unless the flag changes it (a fine-tune)
     cfg = run_config(OffsetConfig, out, given, _asked(given, "kind", "steps") | set(loss_weights), resume,

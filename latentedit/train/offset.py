@@ -71,6 +71,11 @@ reaches the offset network through G:
             against;
 - offset:   mean square of the offset (small offsets keep the edit near the prior).
 
+With `composite` every term judges the edit as `synthesize` delivers it, composited into the origin
+inside the expected region (`latentedit.edit.discrete.composited`): the face around the accessory
+is then the origin's whatever the offset does, so identity and outside stop pulling the offset
+towards edits that change little, e.g. the masks' glow.
+
 The last layer's InstanceNorm scale starts small so that training starts from the prior alone.
 State (network + Adam, safetensors + JSON) is saved every `snapshot` steps and a run resumes from
 it; a sample sheet (rows: origin, prior only, prior + offset) is written with each snapshot.
@@ -84,8 +89,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, conditioned_plane, face_view,
-                                      kind_label, label_direction, seen_in_region, world_views)
+from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, composited, conditioned_plane,
+                                      expected_region, kind_label, label_direction, seen_in_region)
 from latentedit.edit.losses import attribute_divergence
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
@@ -101,7 +106,7 @@ from latentedit.train.state import check_export, load_state, save_state
 from latentedit.runtime import seeded
 from latentedit.world.labels import trained_labels
 from latentedit.world.params import LABEL_ID
-from latentedit.world.templates import accessory_region, world_wearing
+from latentedit.world.templates import world_wearing
 
 
 PRIORS = ("boundary", "label")
@@ -137,6 +142,7 @@ class OffsetConfig(DictConfig):
     condition: tuple = ()            # boundaries the prior is made orthogonal to (InterfaceGAN conditioning)
     prior: str = "boundary"          # the prior moves along: the boundary's normal, or the generator's "label"
     realism_label: bool = False      # the realism term under the conditional D's label for the kind
+    composite: bool = False          # every loss judges the edit composited into the origin (see the docstring)
     fusion: dict = field(default_factory=lambda: asdict(FusionConfig.small()))
 
     def __post_init__(self):
@@ -281,12 +287,12 @@ class OffsetTrainer:
             on_x = self.parser(x).softmax(1)[:, self.region_ids].sum(1, keepdim=True)
             e_x = self.idn(x.clamp(-1, 1))
             read_x = self.clf(x.clamp(-1, 1))
-            # where the accessory belongs: the template head's region turned to x's view; with a
-            # face3d in another frame (unsup3d's, for aligned photos) the frontal region
-            view = face_view(self.synth.face3d, x) if world_views(self.synth.face3d) else None
-            expected = accessory_region(cfg.kind, x.shape[-1], view).to(x).expand(len(x), -1, -1)[:, None]
+            expected = expected_region(self.synth.face3d, cfg.kind, x).to(x)[:, None]  # where it belongs
         offset = self.synth.offsets(x)
-        y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
+        if cfg.composite:  # judged as `synthesize` composites it: the face outside the region is the origin's
+            y = composited(self.G, ws, ws + p[:, None] + offset, expected[:, 0] > 0)[0]
+        else:
+            y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
         head, index, _ = ACCESSORY_KINDS[cfg.kind]
         read_y = self.clf(y.clamp(-1, 1))
         logits = read_y[head]
