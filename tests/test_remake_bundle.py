@@ -73,9 +73,9 @@ def test_measure_redoes_a_report_of_another_sample_count(tmp_path, monkeypatch):
 
 
 def test_offsets_of_a_labelled_generator_train_frames_along_its_label(tmp_path, monkeypatch):
-    """The bundled generator was trained with world labels: its frame-glasses run takes the label
-    prior and the labelled realism term, its sunglasses run that term alone; an unconditional
-    generator's runs take neither."""
+    """The bundled generator was trained with world labels: its frame-glasses and mask runs take the
+    label prior and the labelled realism term (the mask run composited, without the sunglasses
+    condition), its sunglasses run that term alone; an unconditional generator's runs take neither."""
     from conftest import load_benchmark
 
     remake = load_benchmark("remake_bundle")
@@ -91,8 +91,10 @@ def test_offsets_of_a_labelled_generator_train_frames_along_its_label(tmp_path, 
                                        threads=1, offset_steps=2, parallel=False))
         by_kind = {c[c.index("--kind") + 1]: c for c in commands}
         assert set(by_kind) == set(KINDS)
-        for kind in ("frame_glasses", "sunglasses"):
+        for kind in KINDS:
             assert ("--realism-label" in by_kind[kind]) == labelled
-        assert ("label" in by_kind["frame_glasses"]) == labelled
-        assert not any("--prior" in by_kind[k] for k in ("mask", "sunglasses"))
-        assert "--realism-label" not in by_kind["mask"]
+        for kind in ("frame_glasses", "mask"):
+            assert ("label" in by_kind[kind]) == labelled
+        assert ("--composite" in by_kind["mask"]) == labelled and ("sunglasses" in by_kind["mask"]) != labelled
+        assert "--prior" not in by_kind["sunglasses"] and "--composite" not in by_kind["frame_glasses"]
+        assert "see_through=24" in by_kind["frame_glasses"] and "identity=3" in by_kind["sunglasses"]
