@@ -121,9 +121,10 @@ def test_composited_edit_keeps_the_face_outside_the_accessorys_region(world):
     path, G, _ = world
     w = G.sample_w(6, seed=4, truncation=0.7)
     raw = DiscreteSynthesizer.load("mask", bundle=path, G=G, composite=False)(w)
-    out = DiscreteSynthesizer.load("mask", bundle=path, G=G)(w)
+    synth = DiscreteSynthesizer.load("mask", bundle=path, G=G)
+    out = synth(w)
     assert torch.equal(out.latents, raw.latents) and torch.equal(out.origin, raw.origin)
-    region = expected_region(DiscreteSynthesizer.load("mask", bundle=path, G=G).face3d, "mask", out.origin)
+    region = expected_region(synth.face3d, "mask", out.origin)
     assert out.region.shape == (6, 1, G.img_resolution, G.img_resolution)
     assert bool((out.region[:, 0] >= region.float()).all())  # the region wholly inside, feathered around
     inside = out.region[:, 0] == 1

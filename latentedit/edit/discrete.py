@@ -221,25 +221,31 @@ def world_views(face3d):
     return tuple(face3d.cfg.view_names) == VIEW_FIELDS
 
 
-def face_view(face3d, images):
+def read_face(face3d, images):
+    """The face3d evaluator's outputs ({"view", "maps", ...}) for faces [N, 3, R, R]: one pass that
+    both the offset network's 3D maps and the expected region's view are read from."""
+    return face3d(network_input(images, face3d.cfg.image_size))
+
+
+def face_view(face3d, images, read=None):
     """[N, 6] yaw, pitch, roll, tx, ty, tz of faces [N, 3, R, R] by a face3d evaluator in the
-    world's frame (`world_views`)."""
+    world's frame (`world_views`); `read`: its `read_face` outputs for them, when the caller has them."""
     from latentedit.world.templates import VIEW_FIELDS
 
     if not world_views(face3d):
         raise InputError(f"the face3d evaluator's views are {list(face3d.cfg.view_names)}, not the world's "
                          f"{list(VIEW_FIELDS)}")
-    return face3d(network_input(images, face3d.cfg.image_size))["view"]
+    return (read_face(face3d, images) if read is None else read)["view"]
 
 
-def expected_region(face3d, kind, images):
+def expected_region(face3d, kind, images, read=None):
     """Bool [N, R, R]: where accessory `kind` belongs on faces [N, 3, R, R]: where the template head
     wears it turned to each face's view by the face3d evaluator, or on the frontal, centred head
     with a face3d not in the world's frame (unsup3d's, for aligned photos, whose eyes sit at fixed
-    places)."""
+    places); `read` as for `face_view`."""
     from latentedit.world.templates import accessory_region
 
-    view = face_view(face3d, images) if world_views(face3d) else None
+    view = face_view(face3d, images, read) if world_views(face3d) else None
     return accessory_region(kind, images.shape[-1], view).to(images.device).expand(len(images), -1, -1)
 
 
@@ -338,9 +344,10 @@ class DiscreteSynthesizer:
         """InterfaceGAN prior p [N, w_dim] for codes w [N, w_dim] or [N, L, w_dim]."""
         return prior_basis(w, self.normal, self.intercept, self.distance, self.direction)
 
-    def offsets(self, origin):
-        """Origin images [N, 3, R, R] -> offsets [N, num_ws, w_dim] (differentiable)."""
-        maps = self.face3d(network_input(origin, self.face3d.cfg.image_size))["maps"].detach()
+    def offsets(self, origin, read=None):
+        """Origin images [N, 3, R, R] -> offsets [N, num_ws, w_dim] (differentiable); `read`: the
+        face3d evaluator's `read_face` outputs for them, when the caller has them."""
+        maps = (read_face(self.face3d, origin) if read is None else read)["maps"].detach()
         face = resize(origin, self.fusion.cfg.resolution)
         if torch.is_grad_enabled() or self.fusion.training:  # training: the template branch learns
             return self.fusion(face, self.template.expand(len(face), -1, -1, -1).to(face), maps)
@@ -364,9 +371,11 @@ class DiscreteSynthesizer:
             c, p = ws[i:i + batch_size], prior[i:i + batch_size]
             origin = self.G.synthesis(c, noise_mode="const")
             with_prior = c + p[:, None]
-            offset = self.offsets(origin)
+            read = read_face(self.face3d, origin)
+            offset = self.offsets(origin, read)
             if self.composite:
-                image, region = composited(self.G, c, with_prior + offset, expected_region(self.face3d, self.kind, origin))
+                region = expected_region(self.face3d, self.kind, origin, read)
+                image, region = composited(self.G, c, with_prior + offset, region)
             else:
                 image, region = self.G.synthesis(with_prior + offset, noise_mode="const"), None
             parts.append((c, p, offset, origin, self.G.synthesis(with_prior, noise_mode="const"), image, region))

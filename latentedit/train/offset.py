@@ -90,7 +90,7 @@ import torch
 import torch.nn.functional as F
 
 from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, composited, conditioned_plane,
-                                      expected_region, kind_label, label_direction, seen_in_region)
+                                      expected_region, kind_label, label_direction, read_face, seen_in_region)
 from latentedit.edit.losses import attribute_divergence
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
@@ -287,10 +287,12 @@ class OffsetTrainer:
             on_x = self.parser(x).softmax(1)[:, self.region_ids].sum(1, keepdim=True)
             e_x = self.idn(x.clamp(-1, 1))
             read_x = self.clf(x.clamp(-1, 1))
-            expected = expected_region(self.synth.face3d, cfg.kind, x).to(x)[:, None]  # where it belongs
-        offset = self.synth.offsets(x)
+            read = read_face(self.synth.face3d, x)  # one face3d pass: the offset's 3D maps and the view
+            region = expected_region(self.synth.face3d, cfg.kind, x, read)  # where the accessory belongs
+            expected = region.to(x)[:, None]
+        offset = self.synth.offsets(x, read)
         if cfg.composite:  # judged as `synthesize` composites it: the face outside the region is the origin's
-            y = composited(self.G, ws, ws + p[:, None] + offset, expected[:, 0] > 0)[0]
+            y = composited(self.G, ws, ws + p[:, None] + offset, region)[0]
         else:
             y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
         head, index, _ = ACCESSORY_KINDS[cfg.kind]
