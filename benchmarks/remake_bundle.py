@@ -18,7 +18,7 @@ where it stopped; the training steps resume their run folders under --runs):
               labels, frame glasses and sunglasses with the realism term at 0.5 under the
               conditional D's label for the kind, frame glasses along the generator's own
               frames label to distance 4 and masks along theirs to 2.5, trained composited with
-              the crisp term, unconditioned (`LABELLED`); each exported (fp16);
+              the crisp and eyes terms, unconditioned (`LABELLED`); each exported (fp16);
               with --parallel the three train at once, one single-thread process each
   measure     benchmarks/synthesize_world.py (--n-measure codes, 1000 by default, at d = 3 only:
               the prior's training distance)
@@ -56,11 +56,13 @@ OFFSETS = {
 # own frames label (2026-12-06 on the 3285 kimg generator, all judges: frames 0.783 -> 0.805, edit-FID
 # 2.21x -> 1.79x the generator's own frames; sunglasses 0.947 -> 0.975; the label prior cost sunglasses
 # 0.947 -> 0.913), and masks along the mask label, trained composited with the crisp term (2026-12-06,
-# sixth session: all judges 0.007 -> 0.265, the glow turned to cloth)
+# sixth session: all judges 0.007 -> 0.265, the glow turned to cloth) and, pasted as pixels, the eyes
+# term (seventh session: 0.803 -> 0.837 over the same network pasted so untrained)
 REALISM_LABEL = ["--weight", "realism=0.5", "--realism-label"]
 LABELLED = {"frame_glasses": [*OFFSETS["frame_glasses"][1], "--prior", "label", "--distance", "4", *REALISM_LABEL],
             "sunglasses": [*OFFSETS["sunglasses"][1], *REALISM_LABEL],
-            "mask": ["--prior", "label", "--distance", "2.5", "--composite", "--weight", "crisp=4", *REALISM_LABEL]}
+            "mask": ["--prior", "label", "--distance", "2.5", "--composite", "--weight", "crisp=4", "--weight", "eyes=2",
+                     *REALISM_LABEL]}
 
 
 def _held(out):

@@ -112,28 +112,37 @@ def test_label_prior_moves_along_the_generators_own_label_to_the_target_distance
 
 # -- the synthesizer ------------------------------------------------------------------------------
 
-def test_composited_edit_keeps_the_face_outside_the_accessorys_region(world):
+@pytest.mark.parametrize("kind", ["mask", "frame_glasses"])
+def test_composited_edit_keeps_the_face_outside_the_accessorys_region(world, kind):
     """The default synthesizer composites G(w + p + offset) into the origin: inside the accessory's
     expected region (where the mask is 1) the image is the edit's, far outside it the origin's, while
-    the edit as it is changes the face there (the untrained offset moves every layer)."""
+    the edit as it is changes the face there (the untrained offset moves every layer). Glasses blend
+    features from the 16 x 16 block, feathered; masks paste the edit's pixels, so next to the region
+    too the image is the origin's."""
     from latentedit.edit.discrete import expected_region
 
     path, G, _ = world
     w = G.sample_w(6, seed=4, truncation=0.7)
-    raw = DiscreteSynthesizer.load("mask", bundle=path, G=G, composite=False)(w)
-    synth = DiscreteSynthesizer.load("mask", bundle=path, G=G)
+    raw = DiscreteSynthesizer.load(kind, bundle=path, G=G, composite=False)(w)
+    synth = DiscreteSynthesizer.load(kind, bundle=path, G=G)
     out = synth(w)
     assert torch.equal(out.latents, raw.latents) and torch.equal(out.origin, raw.origin)
-    region = expected_region(synth.face3d, "mask", out.origin)
+    region = expected_region(synth.face3d, kind, out.origin)
     assert out.region.shape == (6, 1, G.img_resolution, G.img_resolution)
     assert bool((out.region[:, 0] >= region.float()).all())  # the region wholly inside, feathered around
     inside = out.region[:, 0] == 1
-    assert int(inside.sum()) >= 6 * 40  # a mask's region at 64 px: hundreds of pixels per face
+    assert int(inside.sum()) >= 6 * 40  # an accessory's region at 64 px: hundreds of pixels per face
     assert float((out.image - raw.image).abs().amax(1)[inside].max()) < 1e-3  # fast vs reference path
     far = torch.nn.functional.max_pool2d(out.region, 9, stride=1, padding=4)[:, 0] == 0
     moved = (raw.image - raw.origin).abs().amax(1)[far].mean()
     kept = (out.image - out.origin).abs().amax(1)[far].mean()
     assert float(moved) > 0.05 and float(kept) < 0.2 * float(moved), (float(moved), float(kept))
+    outside = out.region[:, 0] == 0
+    beside = float((out.image - out.origin).abs().amax(1)[outside & ~far].max())
+    if kind == "mask":  # a pixel paste: the origin's pixels right up to the region
+        assert beside < 1e-3 and bool(((out.region == 0) | (out.region == 1)).all())
+    else:  # the blended features reach a few pixels beyond it
+        assert beside > 0.01
 
 
 def test_synthesizer_images_and_batch_invariance(world):
@@ -286,7 +295,8 @@ def test_synthesize_layout_manifest_and_resume(world, tmp_path):
     with torch.no_grad():
         origin, prior_only = (to_uint8(G.synthesize(x)).astype(int) for x in (w, G.broadcast_w(w) + p[:, None]))
         edited = to_uint8(DiscreteSynthesizer.load("mask", bundle=path, G=G)(w).image).astype(int)  # composited
-    assert manifest["composite"]["from_resolution"] == 16 and manifest["settings"]["composite"] is True
+    how = {"from_resolution": None, "feather": 0.0}  # masks: the edit's pixels, unfeathered
+    assert {k: manifest["composite"][k] for k in how} == how and manifest["settings"]["composite"] == how
     for i in range(3):
         assert np.abs(png(out / "origins" / f"{i:04d}.png") - origin[i]).max() <= 1
         assert np.abs(png(out / "interfacegan_origins" / f"{i:04d}.png") - prior_only[i]).max() <= 1

@@ -38,6 +38,25 @@ def test_context_takes_everything_from_the_model(model, monkeypatch):
     assert set(ctx.directions()) == set(fresh.direction_names())
 
 
+def test_accessory_stage_renders_the_composited_edit(model):
+    """An accessory in a recipe looks as `synthesize` delivers it: the edit composited into the face
+    (the origin's pixels outside the mask's region), not G of the edited codes; layers add their
+    residuals on top of it."""
+    ctx = RecipeContext(model)
+    start = {"start": SEED, "directions": [{"name": "smile", "strength": 1.0}]}
+    res = run_recipe({**start, "accessory": "mask"}, ctx.G, ctx.bundle, ctx)
+    face = run_recipe(start, ctx.G, ctx.bundle, ctx)
+    out = model.synthesizer("mask")(face.latents)
+    assert torch.equal(res.latents, out.latents) and torch.equal(res.image, out.image)
+    outside = out.region == 0
+    assert float((res.image - face.image).abs().amax(1, keepdim=True)[outside].max()) < 1e-3
+    raw = ctx.image(res.latents)  # G of the edited codes changes the face outside the region too
+    assert float((raw - face.image).abs().amax(1, keepdim=True)[outside].mean()) > 0.01
+    layered = run_recipe({**start, "accessory": "mask", "layers": {"strengths": {"beard": 0.0}}},
+                         ctx.G, ctx.bundle, ctx)
+    assert float((layered.image - res.image).abs().max()) < 1e-4  # a layer at strength 0 adds nothing
+
+
 def test_context_of_a_model_without_parts_says_what_is_missing(model):
     bare = Model(model.G)  # a generator alone, as a foreign file gives
     ctx = RecipeContext(bare)

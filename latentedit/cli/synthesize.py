@@ -26,17 +26,18 @@ The output folder:
     records/0000.npy ...              per image [1 + num_ws, w_dim]: p, then the offset
     run.json                          the settings; a re-run with the same settings resumes
 
-With our bundles the result is composited (`--composite`, the default): the edit's synthesis
-features replace the origin's inside the accessory's expected region (the template head's, turned
-to the face's view by the 3D encoder, feathered) from the 16 x 16 block up, so that the face
-outside it stays the origin's (`latentedit.edit.discrete`); `--no-composite` writes G(w + p +
-offset) as it is. predict_latents.npy holds w + p + offset either way.
+With our bundles the result is composited (`--composite`, the default): inside the accessory's
+expected region (the template head's, turned to the face's view by the 3D encoder) the edit
+replaces the origin, glasses by their synthesis features from the 16 x 16 block up, feathered,
+masks by their pixels with a hard edge, so that the face outside it stays the origin's
+(`latentedit.edit.discrete.COMPOSITING`); `--no-composite` writes G(w + p + offset) as it is. predict_latents.npy holds w + p + offset either way.
 
 A re-run into the same folder with the same settings redoes only the images whose record or any
 of whose three PNGs is missing, then rebuilds the grid, the latent files and the manifest from the
 records; other settings are refused. Every file is written atomically.
 """
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -117,9 +118,9 @@ def _sdgan_bundle(model_path, kind, input_paths, template):
                    "faster on CPUs with AVX-512 BF16 or AMX; images >= 40 dB PSNR from fp32's; fp32, with a note, "
                    "where bf16 measures slower, e.g. AVX2 only).")
 @click.option("--composite/--no-composite", default=True, show_default=True,
-              help="Our bundles: composite the result into the origin inside the accessory's region (in feature "
-                   "space, from the 16 x 16 block up), so that the face around it stays the origin's; "
-                   "--no-composite: G(w + p + offset) as it is.")
+              help="Our bundles: composite the result into the origin inside the accessory's region (glasses in "
+                   "feature space from the 16 x 16 block up, masks as pixels), so that the face around it stays "
+                   "the origin's; --no-composite: G(w + p + offset) as it is.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--out", required=True, type=click.Path(),
               help="Output folder: origins/, interfacegan_origins/, predict_images/, grid.png, manifest.json, ...")
@@ -137,8 +138,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     OUT/pasted/ each result pasted back into its photo."""
     from latentedit.cli.options import progress_bar
     from latentedit.edit.outputs import FOLDERS, short_floats
-    from latentedit.edit.discrete import (COMPOSITE_FEATHER, COMPOSITE_FROM, prior_alignment, resolve_kind,
-                                          signed_distance)
+    from latentedit.edit.discrete import COMPOSITING, prior_alignment, resolve_kind, signed_distance
     from latentedit.formats import bundle
     from latentedit.model import default_parts, load_model
     from latentedit.formats.images import save_png, tile, to_uint8
@@ -226,8 +226,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                 "noise_mode": "const"}
     if batch_size != 16:  # the batches' composition shapes the float sums; 16 (the default) unrecorded so
         settings["batch_size"] = batch_size  # that folders of earlier versions still resume
-    if composite:  # only then, so that folders of earlier versions (not composited) resume with --no-composite
-        settings["composite"] = True
+    if composite:  # only then, so that folders of earlier versions (not composited) resume with --no-composite;
+        settings["composite"] = asdict(COMPOSITING[resolved])  # the how: images composited otherwise differ
     if input_paths:  # only then, so that folders of earlier versions still resume
         settings.update({"input": [str(f) for f in input_files], "input_sha256": [file_sha256(f) for f in input_files],
                          "invert_mode": invert_mode,
@@ -297,7 +297,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                     **({"inverted": "inverted_latents.npy", "inverted_by": invert_mode} if input_paths else {})},
         "grid": {"file": "grid.png", "rows": f"samples 0..{len(shown) - 1}",
                  "columns": ["origin", "prior only", "prior + offset" + (", composited" if composite else "")]},
-        "composite": {"from_resolution": COMPOSITE_FROM, "feather": COMPOSITE_FEATHER,
+        "composite": {**asdict(COMPOSITING[resolved]),
                       "region": "the accessory's expected region at the origin's view"} if composite else None,
         "count": N, "images": images}
     outputs.write_manifest(manifest)

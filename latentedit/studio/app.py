@@ -209,8 +209,9 @@ class Studio:
         data, media, name = rc.latents_bytes(res.latents, fmt)
         r = res.recipe
         note = None
-        if r["transfer"] is not None or r["layers"] is not None:
-            note = "the image also has image-space stages (transfer / layers) that latents cannot hold"
+        if r["accessory"] is not None or r["transfer"] is not None or r["layers"] is not None:
+            note = ("the image also has image-space stages (the accessory composited into the face, transfer, "
+                    "layers) that latents cannot hold")
         return data, media, name, note
 
     def upload_latents(self, data, filename, index):

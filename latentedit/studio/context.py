@@ -181,8 +181,13 @@ class RecipeContext:
 
     @torch.no_grad()
     def accessory(self, ws, kind):
+        """(the edited codes [1, L, D], the edit composited into ws's face [1, 3, R, R])."""
         synth = self.synthesizer(kind)
-        return self._cache.get_or(("acc", kind, _key(ws)), lambda: synth(ws).latents)
+
+        def run():
+            out = synth(ws)
+            return out.latents, out.image
+        return self._cache.get_or(("acc", kind, _key(ws)), run)
 
     @torch.no_grad()
     def image(self, ws):

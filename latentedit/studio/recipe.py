@@ -25,16 +25,18 @@ The stages, in order (each a library call):
 2. directions: w += strength * d for each direction (sorted by name), d = the bundle's boundary,
    or `Direction.orthogonal_to(*keep)` of it when conditions are kept (InterfaceGAN's
    conditional manipulation);
-3. accessory: w = `model.synthesizer(kind)(w).latents` (SD-GAN's w + prior + offset);
-4. image: G(w) (const noise, reference path), or `regions.transfer_component(G, w, source, ...)`
-   (feature-space blend of the source face's component) when a transfer is set;
+3. accessory: w = `model.synthesizer(kind)(w).latents` (SD-GAN's w + prior + offset), and its
+   image, the edit composited into the stage-2 face as `latentedit synthesize` delivers it;
+4. image: G(w) (const noise, reference path), or the accessory's composited image, or
+   `regions.transfer_component(G, w, source, ...)` (feature-space blend of the source face's
+   component into G(w), the accessory not composited) when a transfer is set;
 5. attribute layers built once for w (`AttributeLayers`, one generation per layer at s_ref) and
    recomposited at the given strengths on top of the stage-4 image (the layers' residuals are
    added to it), then the colours in order (a layer's region, or a named region's mask from
    `model.components()`).
 
-The latents of a recipe (`run_recipe(...).latents`) are w after stage 3; stages 4-5 act on
-images, so with a transfer or layers the image is not G(latents) alone.
+The latents of a recipe (`run_recipe(...).latents`) are w after stage 3; stages 3-5 act on
+images, so with an accessory, a transfer or layers the image is not G(latents) alone.
 
 Bit-for-bit agreement needs the same torch build and the same number of CPU threads (float sums
 are ordered by the thread split): "render.threads" records the server's, and `latentedit replay`
@@ -372,16 +374,18 @@ def run_recipe(recipe, G, bundle=None, context=None, check=None):
     for e in r["directions"]:
         ws = ctx.edit_direction(e["name"], e["keep"]).apply(ws, e["strength"])
     lap("directions")
+    image = None  # until stage 4: set when it is not G(ws) alone
     if r["accessory"] is not None:
-        ws = ctx.accessory(ws, r["accessory"]["kind"])
+        ws, image = ctx.accessory(ws, r["accessory"]["kind"])
         lap("accessory")
     if r["transfer"] is not None:
         source = ctx.code(r["transfer"]["source"])
         image = ctx.transfer(ws, source, r["transfer"]["component"])
         lap("transfer")
-    else:
+    elif image is None:
         image = ctx.image(ws)
         lap("generator")
+    composed = r["accessory"] is not None or r["transfer"] is not None
     lay = None
     if r["layers"] is not None:
         out = image
@@ -389,7 +393,7 @@ def run_recipe(recipe, G, bundle=None, context=None, check=None):
             lay = ctx.layers(ws, list(r["layers"]["strengths"]), r["layers"]["s_ref"])
             lap("layers_build")
             out = lay.render(r["layers"]["strengths"])
-            if r["transfer"] is not None:  # the layers' residuals on top of the transferred image
+            if composed:  # the layers' residuals on top of the composited or transferred image
                 out = out - lay.base + image
         for c in r["layers"]["colours"]:
             target = c["target"]
