@@ -30,7 +30,8 @@ With our bundles the result is composited (`--composite`, the default): inside t
 expected region (the template head's, turned to the face's view by the 3D encoder) the edit
 replaces the origin, glasses by their synthesis features from the 16 x 16 block up, feathered,
 masks by their pixels with a hard edge, so that the face outside it stays the origin's
-(`latentedit.edit.discrete.COMPOSITING`); `--no-composite` writes G(w + p + offset) as it is. predict_latents.npy holds w + p + offset either way.
+(`latentedit.edit.discrete.COMPOSITING`); `--no-composite` writes G(w + p + offset) as it is.
+predict_latents.npy holds w + p + offset either way.
 
 A re-run into the same folder with the same settings redoes only the images whose record or any
 of whose three PNGs is missing, then rebuilds the grid, the latent files and the manifest from the

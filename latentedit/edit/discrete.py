@@ -28,8 +28,8 @@ for masks as pixels with a hard edge (`COMPOSITING`); the face outside that regi
 origin's features. An offset edit kept near the face by its losses still recolours hair or shifts
 the face (on 400 held-out codes of the 3285 kimg bundle, the classifier's hair / age / beard heads
 kept 0.66 / 0.69 / 0.79 for frames / sunglasses / the glow mask network); composited, 0.88 / 0.84
-/ 0.85, with all judges 0.805 -> 0.812 and 0.975 -> 0.993 for the glasses. `out.image` is then not G(out.latents): the latents are the edit before
-compositing, `out.region` the mask it used.
+/ 0.85, with all judges 0.805 -> 0.812 and 0.975 -> 0.993 for the glasses. `out.image` is then not
+G(out.latents): the latents are the edit before compositing, `out.region` the mask it used.
 
 Noise is constant (noise_mode="const") so that the three images differ only by their latents.
 """

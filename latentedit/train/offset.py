@@ -63,12 +63,14 @@ reaches the offset network through G:
             the offset, kept near the face, reaches the fine layers' glow and not the cloth;
 - eyes:     masks only, the eyes stay visible above the mask: per pixel, a hinge on how far the
             parser's eye probability on y falls below EYES_KEPT of the origin's, summed over the
-            image and scaled by the world's median eye pixels (`world_eyes_reference`). Composited,
-            the mask's region ends at the lower eyelids and its feathered seam reaches every eye
-            pixel of the world's masked renders, so the edit's own eyes show through it: the shipped
-            network's edits kept a median 4 of the origins' 12 eye pixels (2026-12-06). Per pixel,
-            as the summed probability fell far less than the judged pixels (14 -> 11 where the
-            argmax went 8 -> 2, 48 edits) and a haze elsewhere would refill a sum;
+            image and scaled by the world's median eye pixels (`world_eyes_reference`). The mask's
+            region ends at the lower eyelids: composited from the 16 x 16 block and feathered, the
+            edit's own eyes showed through the seam (a median 4 of the origins' 12 eye pixels kept,
+            2026-12-06), and this term could not move them (0.57 -> 0.58 in 100 steps): masks are
+            now pasted as pixels (`COMPOSITING`), which keeps the eyes outside the region; the term
+            guards faces turned far, where the region reaches the near eye. Per pixel, as the summed
+            probability fell far less than the judged pixels (14 -> 11 where the argmax went 8 -> 2,
+            48 edits) and a haze elsewhere would refill a sum;
 - attributes: the classifier reads the same face on y as on x: KL over its hair colour, hair style,
             beard and age heads (`KEPT_HEADS`). Off by default (always logged): the identity
             embedder lets edits change the hair (cosine 0.91-0.93 while those heads keep their class
