@@ -100,9 +100,10 @@ def eyes_reference(ev, resolution):
 
 @torch.no_grad()
 @torch.no_grad()
-def measure(x, y, kind, ev, D, dilate=2, expected=None):
+def measure(x, y, kind, ev, D, dilate=2, expected=None, behind=None):
     """Per-sample metrics of edits y of origins x (both [N, 3, R, R]); `expected`: x's
-    `expected_region`, when the caller has it (one render of the regions per set of origins)."""
+    `expected_region`, when the caller has it (one render of the regions per set of origins);
+    `behind`: the faces frames' lenses should show (`DiscreteSynthesizer.behind`; default x)."""
     labels = ev["parser"](y).argmax(1)
     region = on_accessory(labels, kind)[:, None].float()
     expected = expected_region(ev["face3d"], kind, x) if expected is None else expected
@@ -121,7 +122,7 @@ def measure(x, y, kind, ev, D, dilate=2, expected=None):
            "footprint": size.nan_to_num(0), "fits": fits.float(), "all_judges": (success & seen & fits).float()}
     if kind == "frame_glasses":  # the third judge: thin frames around clear lenses, not a dark band
         frame = frame_measures(y, labels)
-        see_through = see_through_error(y, x, labels)  # the lenses show the origin behind them
+        see_through = see_through_error(y, x if behind is None else behind, labels)  # the lenses show the face
         ref = frame_reference(ev, y.shape[-1])
         frames = frames_pass(frame, ref, see_through)
         out.update(frames=frames.float(), all_judges=(success & seen & fits & frames).float(),
@@ -191,8 +192,9 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
         out = synth(c, batch_size=batch)
         t_ours += time.perf_counter() - t0
         regions.append(expected_region(ev["face3d"], kind, out.origin))  # the sweep below edits the same origins
-        ours.append(measure(out.origin, out.image, kind, ev, D, expected=regions[-1]))
-        prior_only.append(measure(out.origin, out.prior_image, kind, ev, D, expected=regions[-1]))
+        behind = synth.behind(c) if synth.replaced is not None else None  # sunglasses off, for frames
+        ours.append(measure(out.origin, out.image, kind, ev, D, expected=regions[-1], behind=behind))
+        prior_only.append(measure(out.origin, out.prior_image, kind, ev, D, expected=regions[-1], behind=behind))
         feats["ours"].append(clf.features(network_input(out.image, clf.cfg.image_size)))
         feats["prior"].append(clf.features(network_input(out.prior_image, clf.cfg.image_size)))
     res = {"ours": {**summarise(ours), "edits_per_s": len(w) / t_ours},

@@ -228,6 +228,42 @@ def test_offset_network_keeps_its_label_direction_and_the_synthesizer_moves_alon
             read_offset_network(b, "mask")
 
 
+def test_frames_with_a_label_prior_replace_sunglasses(world, tmp_path):
+    """Frame glasses along the generator's label replace sunglasses (REPLACES): a code past the
+    sunglasses boundary first moves back onto it along the sunglasses label, then the frames prior
+    as before; other codes get the frames prior alone, and `behind` is their own face. Sunglasses,
+    and frames along the boundary's normal (no labels used), replace nothing."""
+    from latentedit.edit.discrete import back_to_plane, label_direction, replaced_plane
+
+    path, G, nets = world
+    frames, sun = (Direction.load(k, bundle=path) for k in ("frame_glasses", "sunglasses"))
+    u_frames, u_sun = (label_direction(G, _labels(path), k) for k in ("frame_glasses", "sunglasses"))
+    b = tmp_path / "b"
+    shutil.copytree(path, b)
+    write_offset_network(b, "frame_glasses", nets["frame_glasses"], accessory_template("frame_glasses"), frames.vector,
+                         frames.provenance["intercept"], 3.0, dtype=torch.float16, direction=u_frames)
+    synth = DiscreteSynthesizer.load("frame_glasses", bundle=b, G=G)
+    assert synth.replaced is not None
+    w = G.sample_w(6, seed=2, truncation=0.7)
+    n_sun, b_sun = sun.vector, sun.provenance["intercept"]
+    # the first three wear sunglasses: moved along the label to distance 2 past the boundary
+    lift = ((2.0 - signed_distance(w[:3], n_sun, b_sun)) / (u_sun @ (n_sun / n_sun.norm())))[:, None] * u_sun
+    w = torch.cat([w[:3] + lift, w[3:]])
+    w[3:] = torch.where((signed_distance(w[3:], n_sun, b_sun) > 0)[:, None], w[3:] - 5 * u_sun, w[3:])
+    assert bool((signed_distance(w[:3], n_sun, b_sun) > 1.9).all() and (signed_distance(w[3:], n_sun, b_sun) <= 0).all())
+    back = back_to_plane(w, synth.replaced)
+    assert float(signed_distance(w[:3] + back[:3], n_sun, b_sun).abs().max()) < 1e-3 and bool((back[3:] == 0).all())
+    p = synth.priors(w)
+    frames_prior = prior_basis(w + back, frames.vector, frames.provenance["intercept"], 3.0, direction=u_frames)
+    assert torch.allclose(p, back + frames_prior) and torch.equal(p[3:], frames_prior[3:])
+    assert float(signed_distance(w + p, frames.vector, frames.provenance["intercept"]).min()) > 3 - 1e-3
+    with torch.no_grad():
+        behind, own = synth.behind(w), G.synthesis(G.broadcast_w(w), noise_mode="const")
+    assert torch.equal(behind[3:], own[3:]) and float((behind[:3] - own[:3]).abs().mean()) > 1e-3
+    assert replaced_plane(G, b, "sunglasses") is None and replaced_plane(G, b, "mask") is None
+    assert DiscreteSynthesizer.load("frame_glasses", bundle=path, G=G).replaced is None  # the normal's prior
+
+
 # -- strict SD-GAN latent files ----------------------------------------------------------------------
 
 def test_read_sdgan_json_strictly(tmp_path):

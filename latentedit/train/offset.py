@@ -100,7 +100,8 @@ import torch
 import torch.nn.functional as F
 
 from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, composited, conditioned_plane,
-                                      expected_region, kind_label, label_direction, read_face, seen_in_region)
+                                      expected_region, kind_label, label_direction, read_face, replaced_plane,
+                                      seen_in_region)
 from latentedit.edit.losses import attribute_divergence
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
@@ -214,8 +215,9 @@ class OffsetTrainer:
                 raise InputError(f"{bundle}: realism under the kind's label needs a conditional discriminator "
                                  "(train gan --labels)")
             self.realism_c = kind_label(self.D.cfg.c_dim, labels, cfg.kind)
+        replaced = replaced_plane(self.G, self.bundle, cfg.kind) if cfg.prior == "label" else None  # as load does
         self.synth = DiscreteSynthesizer(self.G, net.train(), ev["face3d"], template, cfg.kind, normal, intercept,
-                                         cfg.distance, direction)
+                                         cfg.distance, direction, replaced=replaced)
         self.net = net
         self.region_ids = accessory_labels(cfg.kind)
         self.drawn_ids = template_labels(cfg.kind)
@@ -349,7 +351,8 @@ class OffsetTrainer:
         if self.eyes_scale is not None:
             out["eyes"] = self.eyes_lost(parsed_x, parsed).mean() / self.eyes_scale
         if cfg.kind == "frame_glasses" and cfg.w_see_through:
-            out["see_through"] = soft_see_through(y, x, parsed[:, LABEL_ID["lens"]].detach()).mean()
+            behind = x if self.synth.replaced is None else self.synth.behind(ws)  # sunglasses off
+            out["see_through"] = soft_see_through(y, behind, parsed[:, LABEL_ID["lens"]].detach()).mean()
         out["offset"] = offset.pow(2).mean()
         total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
         with torch.no_grad():
