@@ -118,8 +118,10 @@ def test_composited_edit_keeps_the_face_outside_the_accessorys_region(world, kin
     expected region (where the mask is 1) the image is the edit's, far outside it the origin's, while
     the edit as it is changes the face there (the untrained offset moves every layer). Glasses blend
     features from the 16 x 16 block, feathered; masks paste the edit's pixels, so next to the region
-    too the image is the origin's."""
-    from latentedit.edit.discrete import expected_region
+    too the image is the origin's, and their region keeps clear of the origin's eyes as the bundle's
+    parser reads them."""
+    from latentedit.edit.discrete import COMPOSITING, expected_region, eyes_of
+    from latentedit.edit.regions import clear_of
 
     path, G, _ = world
     w = G.sample_w(6, seed=4, truncation=0.7)
@@ -128,6 +130,10 @@ def test_composited_edit_keeps_the_face_outside_the_accessorys_region(world, kin
     out = synth(w)
     assert torch.equal(out.latents, raw.latents) and torch.equal(out.origin, raw.origin)
     region = expected_region(synth.face3d, kind, out.origin)
+    assert (synth.parser is not None) == (kind == "mask")
+    if kind == "mask":
+        region = clear_of(region, eyes_of(synth.parser, out.origin), COMPOSITING[kind].eye_clearance)
+        assert torch.equal(out.region[:, 0] == 1, region)
     assert out.region.shape == (6, 1, G.img_resolution, G.img_resolution)
     assert bool((out.region[:, 0] >= region.float()).all())  # the region wholly inside, feathered around
     inside = out.region[:, 0] == 1
@@ -331,7 +337,7 @@ def test_synthesize_layout_manifest_and_resume(world, tmp_path):
     with torch.no_grad():
         origin, prior_only = (to_uint8(G.synthesize(x)).astype(int) for x in (w, G.broadcast_w(w) + p[:, None]))
         edited = to_uint8(DiscreteSynthesizer.load("mask", bundle=path, G=G)(w).image).astype(int)  # composited
-    how = {"from_resolution": None, "feather": 0.0}  # masks: the edit's pixels, unfeathered
+    how = {"from_resolution": None, "feather": 0.0, "eye_clearance": 1 / 64}  # masks: the edit's pixels, unfeathered
     assert {k: manifest["composite"][k] for k in how} == how and manifest["settings"]["composite"] == how
     for i in range(3):
         assert np.abs(png(out / "origins" / f"{i:04d}.png") - origin[i]).max() <= 1

@@ -114,3 +114,27 @@ def test_overshooting_rim_scores_no_more_than_a_hard_edge(faces):
     assert float(uncapped.median()) > 1.0  # uncapped, the ringing would outscore a hard edge (1)
     assert float(soft_edge_crispness(ringing, region, face).max()) <= 1.0 + 1e-6
     assert float(edge_crispness(ringing, wearing.labels, MASK).nan_to_num(0).max()) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("move", ["grown", "shrunk"])
+def test_a_labeller_a_pixel_off_still_reads_the_edge(faces, move):
+    """A labeller whose mask edge sits a pixel outside (or inside) the image's reads the one-pixel
+    step within the skin (or the cloth): a hard edge would score near 0 there. Crispness takes the
+    best of the labelled edge and a pixel either way, so world masks still pass under labels a pixel
+    off while their blurred renders still fail."""
+    reference = world_edge_reference("mask", n=64)
+    _, wearing = faces
+    mask = torch.isin(wearing.labels, MASK)[:, None].float()
+    face = torch.isin(wearing.labels, torch.tensor(FACE_LABELS))[:, None]
+    def grown(m):  # by one pixel across each side (4-neighbours: a diagonal edge moves one pixel too)
+        p = F.pad(m, (1, 1, 1, 1))
+        return torch.stack([m, p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]]).amax(0)
+
+    if move == "grown":  # the mask's label spills a pixel onto the face around it
+        moved = (grown(mask) > 0) & (face | (mask > 0))
+    else:
+        moved = 1 - grown(1 - mask) > 0
+    labels = torch.where(moved[:, 0], MASK[0], torch.where(mask[:, 0] > 0, FACE_LABELS[0], wearing.labels))
+    assert float((labels != wearing.labels).float().mean()) > 0.005  # the edge did move
+    assert _crisp(edge_crispness(wearing.image, labels, MASK), reference).float().mean() >= 0.85
+    assert _crisp(edge_crispness(_blurred(wearing.image, 3), labels, MASK), reference).float().mean() <= 0.1

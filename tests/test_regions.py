@@ -234,3 +234,32 @@ def test_bad_inputs_raise_input_errors(G, comps, smile):
         rg.threshold_mask(torch.rand(2, 64, 64))
     with pytest.raises(InputError, match="cues must have the shape"):
         rg.threshold_mask(torch.rand(2, 1, 8, 8), (torch.rand(2, 1, 8, 8), torch.rand(1, 1, 8, 8)))
+
+
+def test_clear_of_lowers_the_top_edge_until_clear_keeping_the_shape():
+    """A mask region that covers the lower half of a face's eyes is lowered, not notched: every
+    column's top edge moves down by the same rows, the bottom edge stays, and it ends `clearance`
+    pixels from the eyes; a region already clear comes back as it was; the move is capped."""
+    from latentedit.world.templates import world_wearing
+
+    faces = world_wearing("mask", 8, seed=31)
+    eyes = torch.isin(faces.labels, torch.tensor([3, 4]))  # l_eye, r_eye: the world's exact labels
+    mask = faces.labels == 17
+    raised = mask | F.pad(mask, (0, 0, 0, 4))[:, 4:]  # the same shape reaching 4 rows higher: over the eyes
+    assert (raised & eyes).flatten(1).any(1).all()
+    cleared = rg.clear_of(raised, eyes, 1 / 64)
+    near = F.max_pool2d(eyes[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
+    assert not (cleared & near).any()
+    assert torch.equal(cleared & ~raised, torch.zeros_like(raised))  # inside the region it was
+    for i in range(len(mask)):
+        cols = cleared[i].sum(0) >= 8  # the mask's body, not its straps
+        top_before = raised[i].float().argmax(0)[cols]
+        top_after = cleared[i].float().argmax(0)[cols]
+        rows = top_after - top_before
+        assert int(rows.min()) >= 1 and int(rows.max() - rows.min()) <= 1, rows  # one move, no notch
+        bottom = lambda r: r.shape[0] - 1 - r.flip(0).float().argmax(0)
+        assert torch.equal(bottom(raised[i])[cols], bottom(cleared[i])[cols])
+    far = rg.clear_of(mask, torch.zeros_like(eyes), 1 / 64)
+    assert torch.equal(far, mask)
+    capped = rg.clear_of(raised, torch.ones_like(eyes), 1 / 64, most=1 / 16)  # eyes everywhere: 4 rows at most
+    assert capped.sum() >= (raised & F.pad(raised, (0, 0, 4, 0))[:, :-4]).sum()

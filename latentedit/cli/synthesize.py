@@ -29,7 +29,8 @@ The output folder:
 With our bundles the result is composited (`--composite`, the default): inside the accessory's
 expected region (the template head's, turned to the face's view by the 3D encoder) the edit
 replaces the origin, glasses by their synthesis features from the 16 x 16 block up, feathered,
-masks by their pixels with a hard edge, so that the face outside it stays the origin's
+masks by their pixels with a hard edge, their top edge lowered clear of the eyes the bundle's
+face parser reads, so that the face outside it stays the origin's
 (`latentedit.edit.discrete.COMPOSITING`); `--no-composite` writes G(w + p + offset) as it is.
 predict_latents.npy holds w + p + offset either way.
 
@@ -139,7 +140,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     OUT/pasted/ each result pasted back into its photo."""
     from latentedit.cli.options import progress_bar
     from latentedit.edit.outputs import FOLDERS, short_floats
-    from latentedit.edit.discrete import COMPOSITING, prior_alignment, resolve_kind, signed_distance
+    from latentedit.edit.discrete import prior_alignment, resolve_kind, signed_distance
     from latentedit.formats import bundle
     from latentedit.model import default_parts, load_model
     from latentedit.formats.images import save_png, tile, to_uint8
@@ -228,7 +229,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     if batch_size != 16:  # the batches' composition shapes the float sums; 16 (the default) unrecorded so
         settings["batch_size"] = batch_size  # that folders of earlier versions still resume
     if composite:  # only then, so that folders of earlier versions (not composited) resume with --no-composite;
-        settings["composite"] = asdict(COMPOSITING[resolved])  # the how: images composited otherwise differ
+        settings["composite"] = asdict(synth.compositing)  # the how: images composited otherwise differ
     if input_paths:  # only then, so that folders of earlier versions still resume
         settings.update({"input": [str(f) for f in input_files], "input_sha256": [file_sha256(f) for f in input_files],
                          "invert_mode": invert_mode,
@@ -298,8 +299,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                     **({"inverted": "inverted_latents.npy", "inverted_by": invert_mode} if input_paths else {})},
         "grid": {"file": "grid.png", "rows": f"samples 0..{len(shown) - 1}",
                  "columns": ["origin", "prior only", "prior + offset" + (", composited" if composite else "")]},
-        "composite": {**asdict(COMPOSITING[resolved]),
-                      "region": "the accessory's expected region at the origin's view"} if composite else None,
+        "composite": {**asdict(synth.compositing), "region": "the accessory's expected region at the origin's view"
+                      + (", lowered clear of its eyes" if synth.compositing.eye_clearance else "")} if composite else None,
         "count": N, "images": images}
     outputs.write_manifest(manifest)
     click.echo(f"wrote {N} x 3 images ({resolved}, {len(run.left)} new) to {out}/ with grid.png and manifest.json")

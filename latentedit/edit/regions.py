@@ -45,6 +45,28 @@ def feather_mask(mask, grow=1 / 32, sigma=1 / 32):
     return torch.maximum(_gaussian_blur(out, float(sigma) * R), mask).clamp(0, 1)
 
 
+def clear_of(region, keep, clearance, most=1 / 8):
+    """Bool [N, R, R]: `region` (bool [N, R, R]) with its top edge lowered, shape kept, until it stays
+    `clearance` pixels (a share of the image side) clear of `keep` (bool [N, R, R], e.g. the face's
+    eyes): the region intersected with itself moved down by the fewest rows that do it, at most
+    `most` of the side. A smooth lower edge, where cutting `keep`'s neighbourhood out of the region
+    notches it around each eye."""
+    side = region.shape[-1]
+    grow = round(clearance * side)
+    near = F.max_pool2d(keep[:, None].float(), 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0 if grow else keep
+    out = region.clone()
+    todo = (out & near).flatten(1).any(1)
+    for rows in range(1, round(most * side) + 1):
+        if not todo.any():
+            break
+        lowered = region.clone()
+        lowered[:, rows:] &= region[:, :-rows]
+        lowered[:, :rows] = False
+        out[todo] = lowered[todo]
+        todo = todo & (out & near).flatten(1).any(1)
+    return out
+
+
 def _region(G, ws_list, region, components):
     """The union (max) over ws_list of the region's mask: a name, a callable(G, ws) -> mask, or a
     mask tensor [N, 1, R, R] / [1, 1, R, R] / [R, R]."""

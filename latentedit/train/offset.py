@@ -100,7 +100,7 @@ import torch
 import torch.nn.functional as F
 
 from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, composited, conditioned_plane,
-                                      expected_region, kind_label, label_direction, read_face, replaced_plane,
+                                      expected_region, eyes_of, kind_label, label_direction, read_face, replaced_plane,
                                       seen_in_region)
 from latentedit.edit.losses import attribute_divergence
 from latentedit.errors import InputError
@@ -217,7 +217,7 @@ class OffsetTrainer:
             self.realism_c = kind_label(self.D.cfg.c_dim, labels, cfg.kind)
         replaced = replaced_plane(self.G, self.bundle, cfg.kind) if cfg.prior == "label" else None  # as load does
         self.synth = DiscreteSynthesizer(self.G, net.train(), ev["face3d"], template, cfg.kind, normal, intercept,
-                                         cfg.distance, direction, replaced=replaced)
+                                         cfg.distance, direction, replaced=replaced, parser=self.parser)
         self.net = net
         self.region_ids = accessory_labels(cfg.kind)
         self.drawn_ids = template_labels(cfg.kind)
@@ -319,9 +319,10 @@ class OffsetTrainer:
             read = read_face(self.synth.face3d, x)  # one face3d pass: the offset's 3D maps and the view
             region = expected_region(self.synth.face3d, cfg.kind, x, read)  # where the accessory belongs
             expected = region.to(x)[:, None]
+            eyes = eyes_of(self.parser, x) if cfg.composite else None
         offset = self.synth.offsets(x, read)
         if cfg.composite:  # judged as `synthesize` composites it: the face outside the region is the origin's
-            y = composited(self.G, ws, ws + p[:, None] + offset, region, cfg.kind)[0]
+            y = composited(self.G, ws, ws + p[:, None] + offset, region, cfg.kind, eyes)[0]
         else:
             y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
         head, index, _ = ACCESSORY_KINDS[cfg.kind]
