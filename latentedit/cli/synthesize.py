@@ -39,7 +39,6 @@ of whose three PNGs is missing, then rebuilds the grid, the latent files and the
 records; other settings are refused. Every file is written atomically.
 """
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -229,7 +228,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
     if batch_size != 16:  # the batches' composition shapes the float sums; 16 (the default) unrecorded so
         settings["batch_size"] = batch_size  # that folders of earlier versions still resume
     if composite:  # only then, so that folders of earlier versions (not composited) resume with --no-composite;
-        settings["composite"] = asdict(synth.compositing)  # the how: images composited otherwise differ
+        settings["composite"] = synth.compositing_record()  # the how: images composited otherwise differ
     if input_paths:  # only then, so that folders of earlier versions still resume
         settings.update({"input": [str(f) for f in input_files], "input_sha256": [file_sha256(f) for f in input_files],
                          "invert_mode": invert_mode,
@@ -299,7 +298,7 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                     **({"inverted": "inverted_latents.npy", "inverted_by": invert_mode} if input_paths else {})},
         "grid": {"file": "grid.png", "rows": f"samples 0..{len(shown) - 1}",
                  "columns": ["origin", "prior only", "prior + offset" + (", composited" if composite else "")]},
-        "composite": {**asdict(synth.compositing), "region": "the accessory's expected region at the origin's view"
+        "composite": {**synth.compositing_record(), "region": "the accessory's expected region at the origin's view"
                       + (", lowered clear of its eyes" if synth.compositing.eye_clearance else "")} if composite else None,
         "count": N, "images": images}
     outputs.write_manifest(manifest)

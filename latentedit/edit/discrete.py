@@ -35,7 +35,7 @@ G(out.latents): the latents are the edit before compositing, `out.region` the ma
 
 Noise is constant (noise_mode="const") so that the three images differ only by their latents.
 """
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
@@ -307,9 +307,9 @@ def expected_region(face3d, kind, images, read=None):
 
 def eyes_of(parser, images):
     """Bool [N, R, R]: the pixels a face parser gives the eyes on faces [N, 3, R, R]."""
-    from latentedit.metrics.footprint import EYE_LABELS
+    from latentedit.metrics.footprint import eye_mask
 
-    return torch.isin(parser(images).argmax(1), EYE_LABELS.to(images.device))
+    return eye_mask(parser(images).argmax(1))
 
 
 def composited(G, ws, ws_edit, region, kind, eyes=None):
@@ -420,6 +420,12 @@ class DiscreteSynthesizer:
             return None
         how = COMPOSITING[self.kind]
         return how if self.parser is not None else replace(how, eye_clearance=None)
+
+    def compositing_record(self):
+        """`compositing` as a run records it: eye_clearance only where set, so that folders written
+        before it existed (glasses; masks without a parser) resume."""
+        how = asdict(self.compositing)
+        return {k: v for k, v in how.items() if not (k == "eye_clearance" and v is None)}
 
     @property
     def prior_direction(self):

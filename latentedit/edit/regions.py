@@ -52,7 +52,7 @@ def clear_of(region, keep, clearance, most=1 / 8):
     `most` of the side. A smooth lower edge, where cutting `keep`'s neighbourhood out of the region
     notches it around each eye."""
     side = region.shape[-1]
-    grow = round(clearance * side)
+    grow = max(1, round(clearance * side)) if clearance > 0 else 0  # a pixel at least at any size
     near = F.max_pool2d(keep[:, None].float(), 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0 if grow else keep
     out = region.clone()
     todo = (out & near).flatten(1).any(1)

@@ -107,8 +107,10 @@ def edge_measures(images, labels, ids):
         if shift == 0:
             steps = step.flatten(1).masked_fill(~edge, float("nan"))
             contrast = torch.where(edge.sum(1) >= 5, steps.nanmedian(1).values, float("nan"))
-    crispness = torch.stack(crispness)  # [3, N]: the best alignment of the face's edge counts
-    return crispness.nan_to_num(-1).amax(0).masked_fill(crispness.isnan().all(0), float("nan")), contrast
+    best = crispness[0]  # the best alignment of the face's edge counts (fmax: NaN where none is counted)
+    for other in crispness[1:]:
+        best = torch.fmax(best, other)
+    return best, contrast
 
 
 def edge_crispness(images, labels, ids):

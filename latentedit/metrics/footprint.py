@@ -63,9 +63,14 @@ def footprint_pass(values, reference):
     return values <= FOOTPRINT_MAX * reference
 
 
+def eye_mask(labels):
+    """Bool [N, R, R]: the pixels of label maps [N, R, R] given the eyes."""
+    return torch.isin(labels, EYE_LABELS.to(labels.device))
+
+
 def eye_pixels(labels):
     """[N] pixels of label maps [N, R, R] given the eyes."""
-    return torch.isin(labels, EYE_LABELS.to(labels.device)).sum((-2, -1)).float()
+    return eye_mask(labels).sum((-2, -1)).float()
 
 
 def world_eyes_reference(labeller=None, n=256, seed=7_100_000, resolution=64):

@@ -99,8 +99,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, composited, conditioned_plane,
-                                      expected_region, eyes_of, kind_label, label_direction, read_face, replaced_plane,
+from latentedit.edit.discrete import (ACCESSORY_KINDS, COMPOSITING, KEPT_HEADS, DiscreteSynthesizer, composited,
+                                      conditioned_plane, expected_region, kind_label, label_direction, read_face, replaced_plane,
                                       seen_in_region)
 from latentedit.edit.losses import attribute_divergence
 from latentedit.errors import InputError
@@ -109,7 +109,7 @@ from latentedit.formats.files import recorded_path
 from latentedit.formats.images import save_png, tile, to_uint8
 from latentedit.metrics.accessories import soft_lens_clarity, soft_see_through, world_frame_glasses
 from latentedit.metrics.edges import FACE_LABELS, soft_edge_crispness
-from latentedit.metrics.footprint import EYE_LABELS, world_eyes_reference
+from latentedit.metrics.footprint import EYE_LABELS, eye_mask, world_eyes_reference
 from latentedit.models.config import DictConfig
 from latentedit.models.fusion import FusionConfig, FusionNet
 from latentedit.train import distributed
@@ -319,7 +319,7 @@ class OffsetTrainer:
             read = read_face(self.synth.face3d, x)  # one face3d pass: the offset's 3D maps and the view
             region = expected_region(self.synth.face3d, cfg.kind, x, read)  # where the accessory belongs
             expected = region.to(x)[:, None]
-            eyes = eyes_of(self.parser, x) if cfg.composite else None
+            eyes = eye_mask(parsed_x.argmax(1)) if COMPOSITING[cfg.kind].eye_clearance is not None else None
         offset = self.synth.offsets(x, read)
         if cfg.composite:  # judged as `synthesize` composites it: the face outside the region is the origin's
             y = composited(self.G, ws, ws + p[:, None] + offset, region, cfg.kind, eyes)[0]
