@@ -99,7 +99,6 @@ def eyes_reference(ev, resolution):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def measure(x, y, kind, ev, D, dilate=2, expected=None, behind=None):
     """Per-sample metrics of edits y of origins x (both [N, 3, R, R]); `expected`: x's
     `expected_region`, when the caller has it (one render of the regions per set of origins);

@@ -298,7 +298,8 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                     **({"inverted": "inverted_latents.npy", "inverted_by": invert_mode} if input_paths else {})},
         "grid": {"file": "grid.png", "rows": f"samples 0..{len(shown) - 1}",
                  "columns": ["origin", "prior only", "prior + offset" + (", composited" if composite else "")]},
-        "composite": {**synth.compositing_record(), "region": "the accessory's expected region at the origin's view"
+        "composite": {**synth.compositing_record(),
+                      "region": "the accessory's expected region at the origin's view"
                       + (", lowered clear of its eyes" if synth.compositing.eye_clearance else "")} if composite else None,
         "count": N, "images": images}
     outputs.write_manifest(manifest)

@@ -409,8 +409,8 @@ class DiscreteSynthesizer:
             template = read_template(template or (bundle, settings["template"]), net.cfg.resolution)
         # a labelled prior (the generator's own label for the kind) replaces what REPLACES says, as trained
         replaced = replaced_plane(G, bundle, kind) if settings.get("direction") is not None else None
-        return cls(G, net, ev["face3d"], template, kind, settings["normal"], settings["intercept"], settings["distance"],
-                   settings.get("direction"), composite, replaced, ev.get("parser"))
+        return cls(G, net, ev["face3d"], template, kind, settings["normal"], settings["intercept"],
+                   settings["distance"], settings.get("direction"), composite, replaced, ev.get("parser"))
 
     @property
     def compositing(self):

@@ -49,8 +49,8 @@ def clear_of(region, keep, clearance, most=1 / 8):
     """Bool [N, R, R]: `region` (bool [N, R, R]) with its top edge lowered, shape kept, until it stays
     `clearance` pixels (a share of the image side) clear of `keep` (bool [N, R, R], e.g. the face's
     eyes): the region intersected with itself moved down by the fewest rows that do it, at most
-    `most` of the side. A smooth lower edge, where cutting `keep`'s neighbourhood out of the region
-    notches it around each eye."""
+    `most` of the side. Its top edge stays smooth, where cutting `keep`'s neighbourhood out of the
+    region would notch it around each eye."""
     side = region.shape[-1]
     grow = max(1, round(clearance * side)) if clearance > 0 else 0  # a pixel at least at any size
     near = F.max_pool2d(keep[:, None].float(), 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0 if grow else keep

@@ -43,17 +43,20 @@ def build(kind, config, state_dict, what):
     return load_weights(cls(cfg), state_dict, what).eval()
 
 
+def _evaluator_entries(manifest):
+    """{name: entry} of a bundle manifest's evaluator networks."""
+    return {n: e for n, e in manifest["networks"].items() if e.get("kind") in EVALUATOR_KINDS}
+
+
 def evaluator_names(path):
     """The names of the evaluator networks bundle folder `path` lists."""
-    networks = bundle.read_manifest(Path(path))["networks"]
-    return sorted(n for n, e in networks.items() if e.get("kind") in EVALUATOR_KINDS)
+    return sorted(_evaluator_entries(bundle.read_manifest(Path(path))))
 
 
 def load_evaluators(path, names=None):
     """{name: module} of the evaluator networks in bundle folder `path` (all, or `names`)."""
     path = Path(path)
-    networks = bundle.read_manifest(path)["networks"]
-    found = {n: networks[n] for n in evaluator_names(path)}
+    found = _evaluator_entries(bundle.read_manifest(path))
     if names is not None:
         missing = [n for n in names if n not in found]
         if missing:

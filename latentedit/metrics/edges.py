@@ -28,8 +28,8 @@ it, on those 256 faces: world masks 97% pass, 20% films 12%, 35% films 41%; by t
 other faces (which rarely calls a faint film a mask at all): world masks 93% (95% by crispness
 alone), 20% films 0.5%, 35% films 8%. Left open: a half-opaque film of a colour far from the
 skin steps as much as an opaque mask close to the skin's colour (50% films: 77% pass by the exact
-labels, 44% by the parser). The labeller's edge may sit a pixel off the image's (the bundle's parser on world masks of a colour
-close to the skin's): the one-pixel step is then read inside the cloth or the skin and a hard edge
+labels, 44% by the parser). The labeller's edge may sit a pixel off the image's (the bundle's
+parser on world masks of a colour close to the skin's): the one-pixel step is then read inside the cloth or the skin and a hard edge
 scores near 0 (18 of 400 world renders failed crispness by the parser, 5 by the exact labels). So
 each face's crispness is the best of three alignments, the labelled edge and a pixel either way, each
 step projected on the span from the labelled edge's three pixels to the shifted edge's: a ramp stays a
@@ -93,9 +93,10 @@ def _region_and_face(labels, ids):
 def edge_measures(images, labels, ids):
     """([N] edge crispness, [N] edge contrast) of the region labelled with any of `ids` (label ids
     [K]) in label maps [N, R, R] on images [N, 3, R, R] in [-1, 1]. Crispness is the highest of the
-    medians at the labelled edge and a pixel either way (SHIFTS), per face. Contrast is the median three-pixel colour step (mean over RGB, [0, 1] units) over the same edge
-    pixels, the faint steps crispness leaves out included (a film's are faint). NaN where fewer than
-    5 edge pixels count."""
+    medians at the labelled edge and a pixel either way (SHIFTS), per face. Contrast is the median
+    three-pixel colour step (mean over RGB, [0, 1] units) over the labelled edge's pixels, the faint
+    steps crispness leaves out included (a film's are faint). NaN where fewer than 5 edge pixels
+    count."""
     region, face = _region_and_face(labels, ids)
     crispness = []
     for shift in SHIFTS:

@@ -100,8 +100,8 @@ import torch
 import torch.nn.functional as F
 
 from latentedit.edit.discrete import (ACCESSORY_KINDS, COMPOSITING, KEPT_HEADS, DiscreteSynthesizer, composited,
-                                      conditioned_plane, expected_region, kind_label, label_direction, read_face, replaced_plane,
-                                      seen_in_region)
+                                      conditioned_plane, expected_region, kind_label, label_direction, read_face,
+                                      replaced_plane, seen_in_region)
 from latentedit.edit.losses import attribute_divergence
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
@@ -319,7 +319,8 @@ class OffsetTrainer:
             read = read_face(self.synth.face3d, x)  # one face3d pass: the offset's 3D maps and the view
             region = expected_region(self.synth.face3d, cfg.kind, x, read)  # where the accessory belongs
             expected = region.to(x)[:, None]
-            eyes = eye_mask(parsed_x.argmax(1)) if COMPOSITING[cfg.kind].eye_clearance is not None else None
+            clears_eyes = cfg.composite and COMPOSITING[cfg.kind].eye_clearance is not None
+            eyes = eye_mask(parsed_x.argmax(1)) if clears_eyes else None
         offset = self.synth.offsets(x, read)
         if cfg.composite:  # judged as `synthesize` composites it: the face outside the region is the origin's
             y = composited(self.G, ws, ws + p[:, None] + offset, region, cfg.kind, eyes)[0]
