@@ -39,7 +39,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
+from latentedit.edit.compositing import COMPOSITING, composited, eyes_of
 from latentedit.edit.imaging import network_input, resize
 from latentedit.errors import FormatError, InputError
 
@@ -51,30 +53,6 @@ ACCESSORY_KINDS = {
 }
 
 
-@dataclass(frozen=True)
-class Compositing:
-    """How an edit is composited into its origin (`composited`): the edit's block outputs replace
-    the origin's inside the region feathered by `feather` (a share of the image side), from block
-    `from_resolution` up; None: the last block alone, i.e. the edit's pixels. `eye_clearance`: the
-    region's top edge is lowered until it stays this far (a share of the image side) from the
-    origin's eyes, where a face parser reads them (`latentedit.edit.regions.clear_of`)."""
-    from_resolution: Optional[int]
-    feather: float
-    eye_clearance: Optional[float] = None
-
-
-# Per kind. Glasses from the 16 x 16 block, feathered 2 px at 64 px: 16 keeps the coarse 4 x 4 /
-# 8 x 8 features, which carry who the face is, wholly the origin's (pasting from 8 up kept less of
-# the face, 0.847 of its attributes against 0.872, for the same frames). Masks as pixels,
-# unfeathered: a mask is cloth with a hard edge, and its region ends at the lower eyelids, where
-# the feather and the blended 16 x 16 / 32 x 32 features reached the eyes (400 held-out codes,
-# 2026-12-06, same network: eyes judge 0.56 -> 0.95, edge judge 0.57 -> 0.85, all judges 0.265 -> 0.803;
-# 0.873 with one trained so). The template's region sits at the face's view, not at its own eyes:
-# where the face's eyes sit lower (a quarter of the generator's faces) its top edge covered them;
-# lowered 1 px clear of them, 400 held-out codes: eyes judge 0.93 -> 0.99 (2026-12-06).
-COMPOSITING = {"frame_glasses": Compositing(16, 1 / 32), "sunglasses": Compositing(16, 1 / 32),
-               "mask": Compositing(None, 0.0, eye_clearance=1 / 64)}
-
 # A kind that replaces another: the world's glasses are one of none / frames / sunglasses, so frames
 # put on a face wearing sunglasses replace them. With a generator's own labels the prior first moves
 # a code that is past the replaced kind's boundary back onto it along that kind's label (InterfaceGAN's
@@ -84,8 +62,13 @@ COMPOSITING = {"frame_glasses": Compositing(16, 1 / 32), "sunglasses": Compositi
 REPLACES = {"frame_glasses": "sunglasses"}
 
 # The second judge of an edit: the face parser must label at least this share of the accessory's
-# expected region (where the template head wears it, turned to the face's view) as the accessory.
+# expected region (where the template head wears it, turned to the face's view) as the accessory,
+# the region moved by up to VIEW_SLACK (a share of the side) where that reads more of it: the face3d
+# evaluator reads a face's view a pixel or two off, and the world's own thin frames failed 4.5% of
+# 400 renders where they sat a pixel beside the region (2026-12-06); with a pixel's slack 0.7%, while
+# frames drawn 6 px low still fail 84% (95% without).
 VISIBLE_SHARE = 0.3
+VIEW_SLACK = 1 / 64
 
 
 def resolve_kind(kind, normal=False):
@@ -259,14 +242,21 @@ def accessory_seen(labels, kind, view=None):
     return seen_in_region(labels, kind, accessory_region(kind, labels.shape[-1], view))
 
 
-def seen_in_region(labels, kind, expected):
+def seen_in_region(labels, kind, expected, slack=VIEW_SLACK):
     """[N] bool: label maps [N, R, R] show accessory `kind` on >= VISIBLE_SHARE of the expected
-    region (bool [R, R] or [N, R, R]); `accessory_seen` with the region already rendered."""
+    region (bool [R, R] or [N, R, R]) moved by up to `slack` (a share of the side, a pixel at least
+    where > 0) in each direction, at its best placement; `accessory_seen` with the region already
+    rendered."""
     from latentedit.world.templates import on_accessory
 
-    expected = expected.to(labels.device).bool()
+    expected = expected.to(labels.device).bool().expand_as(labels)
     on = on_accessory(labels, kind)
-    return (on & expected).sum((-2, -1)) >= VISIBLE_SHARE * expected.sum((-2, -1))
+    px = max(1, round(slack * labels.shape[-1])) if slack > 0 else 0
+    padded = F.pad(expected.float(), (px,) * 4)
+    side = labels.shape[-1]
+    shares = [(on & (padded[:, px + dy:px + dy + side, px + dx:px + dx + side] > 0)).sum((-2, -1))
+              for dy in range(-px, px + 1) for dx in range(-px, px + 1)]
+    return torch.stack(shares).amax(0) >= VISIBLE_SHARE * expected.sum((-2, -1))
 
 
 def world_views(face3d):
@@ -305,31 +295,6 @@ def expected_region(face3d, kind, images, read=None):
     return accessory_region(kind, images.shape[-1], view).to(images.device).expand(len(images), -1, -1)
 
 
-def eyes_of(parser, images):
-    """Bool [N, R, R]: the pixels a face parser gives the eyes on faces [N, 3, R, R]."""
-    from latentedit.metrics.footprint import eye_mask
-
-    return eye_mask(parser(images).argmax(1))
-
-
-def composited(G, ws, ws_edit, region, kind, eyes=None):
-    """(images [N, 3, R, R], mask [N, 1, R, R]): G(ws) with G(ws_edit)'s block outputs pasted inside
-    `region` (bool [N, R, R]) as COMPOSITING[kind] says; `eyes` (bool [N, R, R], `eyes_of` the
-    origins) for a kind whose region keeps clear of them."""
-    from latentedit.edit.features import _blended_synthesis
-    from latentedit.edit.regions import clear_of, feather_mask
-
-    how = COMPOSITING[kind]
-    if how.eye_clearance is not None and eyes is not None:
-        region = clear_of(region, eyes, how.eye_clearance)
-    mask = region[:, None].float()
-    if how.feather:
-        mask = feather_mask(mask, grow=how.feather, sigma=how.feather)
-    first = G.img_resolution if how.from_resolution is None else how.from_resolution
-    blocks = [r for r in G.synthesis.block_resolutions if r >= first]
-    return _blended_synthesis(G, ws, ws_edit, mask, blocks, "const"), mask
-
-
 @dataclass
 class SynthesisResult:
     w: torch.Tensor             # [N, num_ws, w_dim] the input codes (W broadcast to W+)
@@ -365,7 +330,7 @@ class DiscreteSynthesizer:
             check_direction(self.direction, _unit(self.normal, "cpu"))
         self.composite = bool(composite)
         self.replaced = replaced  # (normal, intercept, u) of the kind this one replaces (`replaced_plane`)
-        self.parser = None if parser is None else parser.eval()  # reads the origins' eyes (COMPOSITING)
+        self.parser = None if parser is None else parser.eval()  # reads the origins' eyes, the edits' frames (COMPOSITING)
         self.template = self.check_template(template)
         self._template_feat = {}  # fixed_template_features' cache
 
@@ -401,8 +366,8 @@ class DiscreteSynthesizer:
             if not made_for(G, settings["generator"], generator_hash):
                 raise InputError(f"the {kind} offset network in {bundle} was trained through another generator; "
                                  "train one for this generator with `latentedit train offset`")
-        # the face parser where the kind's region keeps clear of the eyes and the bundle has one
-        wanted = ["face3d"] + (["parser"] if COMPOSITING[kind].eye_clearance is not None and composite
+        # the face parser where the kind's compositing reads faces and the bundle has one
+        wanted = ["face3d"] + (["parser"] if COMPOSITING[kind].reads_faces and composite
                                and "parser" in evaluator_names(bundle) else [])
         ev = load_evaluators(bundle, wanted)
         if template is None or isinstance(template, (str, bytes)) or hasattr(template, "__fspath__"):
@@ -414,18 +379,18 @@ class DiscreteSynthesizer:
 
     @property
     def compositing(self):
-        """The `Compositing` this synthesizer applies (COMPOSITING[kind], without eye clearance where
-        it has no parser); None where it does not composite."""
+        """The `Compositing` this synthesizer applies (COMPOSITING[kind], without what reads faces
+        where it has no parser); None where it does not composite."""
         if not self.composite:
             return None
         how = COMPOSITING[self.kind]
-        return how if self.parser is not None else replace(how, eye_clearance=None)
+        return how if self.parser is not None else replace(how, eye_clearance=None, clear_lenses=False)
 
     def compositing_record(self):
-        """`compositing` as a run records it: eye_clearance only where set, so that folders written
-        before it existed (glasses; masks without a parser) resume."""
+        """`compositing` as a run records it: eye_clearance and clear_lenses only where set, so that
+        folders written before they existed (and runs without a parser) resume."""
         how = asdict(self.compositing)
-        return {k: v for k, v in how.items() if not (k == "eye_clearance" and v is None)}
+        return {k: v for k, v in how.items() if not (k in ("eye_clearance", "clear_lenses") and not v)}
 
     @property
     def prior_direction(self):
@@ -482,8 +447,11 @@ class DiscreteSynthesizer:
             offset = self.offsets(origin, read)
             if self.composite:
                 region = expected_region(self.face3d, self.kind, origin, read)
-                eyes = eyes_of(self.parser, origin) if self.compositing.eye_clearance is not None else None
-                image, region = composited(self.G, c, with_prior + offset, region, self.kind, eyes)
+                how = self.compositing
+                eyes = eyes_of(self.parser, origin) if how.eye_clearance is not None else None
+                behind = (origin if self.replaced is None else self.behind(c)) if how.clear_lenses else None
+                image, region = composited(self.G, c, with_prior + offset, region, self.kind, eyes,
+                                           self.parser, behind)
             else:
                 image, region = self.G.synthesis(with_prior + offset, noise_mode="const"), None
             parts.append((c, p, offset, origin, self.G.synthesis(with_prior, noise_mode="const"), image, region))

@@ -30,9 +30,10 @@ medians are within FRAME_TOLERANCE of the reference. The contrast cut, by the bu
 6% it fails are the faint, broken frames seen on the darkest faces; at 0.7 the world would lose 5%
 (brown and dark-red frames on dark skin, clearly drawn, sit at 0.43-0.62 of the reference).
 
-`soft_lens_clarity` and `soft_see_through` are what a training loss can follow: weighted means under
-the parser's probabilities instead of medians under its labels, differentiable in the image only (the weights
-are the caller's, detached, so that the image is changed rather than the parser's reading of it).
+`soft_lens_clarity`, `soft_frame_contrast` and `soft_see_through` are what a training loss can follow:
+weighted means under the parser's probabilities instead of medians under its labels, differentiable in the
+image only (the weights are the caller's, detached, so that the image is changed rather than the parser's
+reading of it); `soft_frame_share` is the parser's reading itself.
 """
 import torch
 
@@ -79,11 +80,16 @@ def frame_measures(images, labels):
     return out
 
 
+def clear_lens_over(surface):
+    """[N, 3, R, R] in [0, 1]: how a clear lens shows `surface` ([N, 3, R, R] in [0, 1]) behind it, as
+    the world's renderer draws it: CLEAR_LENS_TINT x surface."""
+    return torch.tensor(CLEAR_LENS_TINT, device=surface.device)[:, None, None] * surface
+
+
 def see_through_map(images, bare):
     """[N, R, R]: per pixel, mean over RGB of |image - CLEAR_LENS_TINT x bare| in [0, 1] units: how far
     a pixel of images [N, 3, R, R] is from a clear lens over the same pixel of bare [N, 3, R, R]."""
-    tint = torch.tensor(CLEAR_LENS_TINT, device=images.device)[:, None, None]
-    return (unit_range(images) - tint * unit_range(bare)).abs().mean(1)
+    return (unit_range(images) - clear_lens_over(unit_range(bare))).abs().mean(1)
 
 
 def see_through_error(images, bare, labels):
@@ -105,6 +111,22 @@ def soft_lens_clarity(images, lens_weight, skin_weight):
     skin_weight [N, R, R] (e.g. the parser's lens and skin probabilities)."""
     lum = _luminance(images)
     return _weighted_mean(lum, lens_weight) / _weighted_mean(lum, skin_weight).clamp_min(1e-3)
+
+
+def soft_frame_share(frame_weight, lens_weight):
+    """[N] the summed frame_weight [N, R, R] over that of frame and lens_weight [N, R, R] (e.g. the
+    parser's frame and lens probabilities, kept differentiable: the share moves with its reading)."""
+    frame = frame_weight.sum((1, 2))
+    return frame / (frame + lens_weight.sum((1, 2))).clamp_min(1e-3)
+
+
+def soft_frame_contrast(images, frame_weight, skin_weight):
+    """[N] the distance between the mean RGB of images [N, 3, R, R] under frame_weight [N, R, R] and
+    under skin_weight [N, R, R], over the skin colour's length: `frame_measures`' contrast with means."""
+    x = unit_range(images)
+    frame, skin = ((x * w[:, None]).sum((2, 3)) / w.sum((1, 2))[:, None].clamp_min(1e-3)
+                   for w in (frame_weight, skin_weight))
+    return (frame - skin).norm(dim=1) / skin.norm(dim=1).clamp_min(1e-3)
 
 
 def soft_see_through(images, bare, lens_weight):

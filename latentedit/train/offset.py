@@ -47,6 +47,13 @@ reaches the offset network through G:
             |y - lens tint x x| per pixel averaged under the parser's lens probability on y
             (detached). With clarity alone the lenses came out brighter than the skin, with large
             painted eyes in them (2026-12-03: see-through median 0.17 where the judge allows 0.1);
+- share, contrast: frame glasses only, thin frames drawn as the world's: hinges on how far the soft
+            frame share (the parser's frame probability over its frame + lens probability, not
+            detached) rises above, and the soft frame contrast (mean frame colour against mean skin
+            colour under its probabilities, detached) falls below, their medians on world renders
+            wearing frame glasses. Off by default. With lenses cleared (`composite`) the frames
+            judge's failures were frames too thick (3-4% of held-out edits) or faint (0.5-1.7%), and
+            every frames training before them left the frames fainter (2026-12-06);
 - crisp:    masks only, the mask is cloth with a hard edge, not a haze: a hinge on how far the
             soft edge crispness of y (`latentedit.metrics.edges.soft_edge_crispness`: one-pixel
             colour steps projected on three-pixel ones where the parser's mask meets its face,
@@ -99,15 +106,17 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.discrete import (ACCESSORY_KINDS, COMPOSITING, KEPT_HEADS, DiscreteSynthesizer, composited,
-                                      conditioned_plane, expected_region, kind_label, label_direction, read_face,
-                                      replaced_plane, seen_in_region)
+from latentedit.edit.compositing import COMPOSITING, composited
+from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, conditioned_plane,
+                                      expected_region, kind_label, label_direction, read_face, replaced_plane,
+                                      seen_in_region)
 from latentedit.edit.losses import attribute_divergence
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
 from latentedit.formats.files import recorded_path
 from latentedit.formats.images import save_png, tile, to_uint8
-from latentedit.metrics.accessories import soft_lens_clarity, soft_see_through, world_frame_glasses
+from latentedit.metrics.accessories import (soft_frame_contrast, soft_frame_share, soft_lens_clarity, soft_see_through,
+                                            world_frame_glasses)
 from latentedit.metrics.edges import FACE_LABELS, soft_edge_crispness
 from latentedit.metrics.footprint import EYE_LABELS, eye_mask, world_eyes_reference
 from latentedit.models.config import DictConfig
@@ -143,6 +152,8 @@ class OffsetConfig(DictConfig):
     w_footprint: float = 4.0         # at 1 it fell too slowly (0.26 -> 0.21 in 225 sunglasses steps)
     w_clarity: float = 2.0           # frame glasses only
     w_see_through: float = 4.0       # frame glasses only
+    w_share: float = 0.0             # frame glasses only; see the docstring
+    w_contrast: float = 0.0          # frame glasses only; see the docstring
     w_crisp: float = 0.0             # masks only; see the docstring: not yet found crisp masks
     w_eyes: float = 0.0              # masks only; see the docstring
     w_attributes: float = 0.0        # see the docstring: measured, not yet worth its cost
@@ -223,7 +234,8 @@ class OffsetTrainer:
         self.drawn_ids = template_labels(cfg.kind)
         drawn = (template < 0.99).any(0)                       # non-white pixels of the template
         self.template_colour = template[:, drawn].mean(1)      # [3]
-        self.clarity_target = self.world_clarity() if cfg.kind == "frame_glasses" and cfg.w_clarity else None
+        frames = cfg.kind == "frame_glasses" and (cfg.w_clarity or cfg.w_share or cfg.w_contrast)
+        self.frame_targets = self.world_frames() if frames else None
         self.crisp_target = self.world_crispness() if cfg.kind == "mask" and cfg.w_crisp else None
         self.eyes_scale = self.world_eyes() if cfg.kind == "mask" and cfg.w_eyes else None
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
@@ -238,11 +250,11 @@ class OffsetTrainer:
             self.encoder = load_encoder(self.bundle, self.G)
 
     @torch.no_grad()
-    def world_clarity(self, n=128):
-        """The median lens clarity (`soft_lens_clarity` under the parser) of world renders wearing
-        frame glasses: the clarity term's target."""
+    def world_frames(self, n=128):
+        """{"clarity", "share", "contrast"}: the medians of `frame_terms` on world renders wearing frame
+        glasses: the clarity, share and contrast terms' targets."""
         x = world_frame_glasses(n, seed=WORLD_TARGET_SEED, resolution=self.G.img_resolution).image
-        return float(self.lens_clarity(x, self.parser(x).softmax(1)).median())
+        return {k: float(v.median()) for k, v in self.frame_terms(x, self.parser(x).softmax(1)).items()}
 
     @torch.no_grad()
     def world_crispness(self, n=128):
@@ -270,10 +282,13 @@ class OffsetTrainer:
         return soft_edge_crispness(images, parsed[:, LABEL_ID["mask"]], parsed[:, FACE_LABELS].sum(1))
 
     @staticmethod
-    def lens_clarity(images, parsed):
-        """[N] soft lens clarity of images under the parser's probabilities parsed [N, C, R, R]."""
-        parsed = parsed.detach()
-        return soft_lens_clarity(images, parsed[:, LABEL_ID["lens"]], parsed[:, LABEL_ID["skin"]])
+    def frame_terms(images, parsed):
+        """{"clarity", "share", "contrast"} [N]: the soft lens clarity, frame share and frame contrast of
+        images under the parser's probabilities parsed [N, C, R, R] (detached but for the share)."""
+        lens, frame, skin = (parsed[:, LABEL_ID[k]] for k in ("lens", "glasses_frame", "skin"))
+        return {"clarity": soft_lens_clarity(images, lens.detach(), skin.detach()),
+                "share": soft_frame_share(frame, lens),
+                "contrast": soft_frame_contrast(images, frame.detach(), skin.detach())}
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -321,9 +336,10 @@ class OffsetTrainer:
             expected = region.to(x)[:, None]
             clears_eyes = cfg.composite and COMPOSITING[cfg.kind].eye_clearance is not None
             eyes = eye_mask(parsed_x.argmax(1)) if clears_eyes else None
+            behind = x if self.synth.replaced is None else self.synth.behind(ws)  # the face the lenses show
         offset = self.synth.offsets(x, read)
         if cfg.composite:  # judged as `synthesize` composites it: the face outside the region is the origin's
-            y = composited(self.G, ws, ws + p[:, None] + offset, region, cfg.kind, eyes)[0]
+            y = composited(self.G, ws, ws + p[:, None] + offset, region, cfg.kind, eyes, self.parser, behind)[0]
         else:
             y = self.G.synthesis(ws + p[:, None] + offset, noise_mode="const")
         head, index, _ = ACCESSORY_KINDS[cfg.kind]
@@ -346,14 +362,16 @@ class OffsetTrainer:
         wts = parsed[:, self.drawn_ids].sum(1, keepdim=True).detach()
         colour = (y * wts).sum((2, 3)) / wts.sum((2, 3)).clamp(min=1.0)
         out["template"] = ((colour - self.template_colour) ** 2).sum(1).mean()
-        if self.clarity_target is not None:
-            out["clarity"] = F.relu(self.clarity_target - self.lens_clarity(y, parsed)).mean()
+        if self.frame_targets is not None:
+            got, want = self.frame_terms(y, parsed), self.frame_targets
+            out.update(clarity=F.relu(want["clarity"] - got["clarity"]).mean(),
+                       share=F.relu(got["share"] - want["share"]).mean(),
+                       contrast=F.relu(want["contrast"] - got["contrast"]).mean())
         if self.crisp_target is not None:
             out["crisp"] = F.relu(self.crisp_target - self.mask_crispness(y, parsed)).mean()
         if self.eyes_scale is not None:
             out["eyes"] = self.eyes_lost(parsed_x, parsed).mean() / self.eyes_scale
         if cfg.kind == "frame_glasses" and cfg.w_see_through:
-            behind = x if self.synth.replaced is None else self.synth.behind(ws)  # sunglasses off
             out["see_through"] = soft_see_through(y, behind, parsed[:, LABEL_ID["lens"]].detach()).mean()
         out["offset"] = offset.pow(2).mean()
         total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
