@@ -30,8 +30,9 @@ With our bundles the result is composited (`--composite`, the default): inside t
 expected region (the template head's, turned to the face's view by the 3D encoder) the edit
 replaces the origin, glasses by their synthesis features from the 16 x 16 block up, feathered,
 masks by their pixels with a hard edge, their top edge lowered clear of the eyes the bundle's
-face parser reads, so that the face outside it stays the origin's
-(`latentedit.edit.discrete.COMPOSITING`); `--no-composite` writes G(w + p + offset) as it is.
+face parser reads, so that the face outside it stays the origin's; frame glasses' lenses (the holes
+their frame encloses, as the parser reads it) show the face behind them under a clear lens's tint
+(`latentedit.edit.compositing`); `--no-composite` writes G(w + p + offset) as it is.
 predict_latents.npy holds w + p + offset either way.
 
 A re-run into the same folder with the same settings redoes only the images whose record or any
@@ -300,7 +301,9 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
                  "columns": ["origin", "prior only", "prior + offset" + (", composited" if composite else "")]},
         "composite": {**synth.compositing_record(),
                       "region": "the accessory's expected region at the origin's view"
-                      + (", lowered clear of its eyes" if synth.compositing.eye_clearance else "")} if composite else None,
+                      + (", lowered clear of its eyes" if synth.compositing.eye_clearance else "")
+                      + ("; the lenses its frame encloses show the face behind them"
+                         if synth.compositing.clear_lenses else "")} if composite else None,
         "count": N, "images": images}
     outputs.write_manifest(manifest)
     click.echo(f"wrote {N} x 3 images ({resolved}, {len(run.left)} new) to {out}/ with grid.png and manifest.json")

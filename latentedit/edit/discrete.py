@@ -26,8 +26,8 @@ With `composite` (the default) the result is composited into the origin: inside 
 expected region (where the template head wears it, turned to the face's view by the 3D encoder)
 the edited codes' block outputs replace the origin's, for glasses from the 16 x 16 block up,
 feathered by 2 px at 64 px, so that the later layers blend the seam (`latentedit.edit.features`),
-for masks as pixels with a hard edge (`COMPOSITING`); the face outside that region keeps the
-origin's features. An offset edit kept near the face by its losses still recolours hair or shifts
+for masks as pixels with a hard edge, and frame glasses' lenses show the face behind them
+(`latentedit.edit.compositing`); the face outside that region keeps the origin's features. An offset edit kept near the face by its losses still recolours hair or shifts
 the face (on 400 held-out codes of the 3285 kimg bundle, the classifier's hair / age / beard heads
 kept 0.66 / 0.69 / 0.79 for frames / sunglasses / the glow mask network); composited, 0.88 / 0.84
 / 0.85, with all judges 0.805 -> 0.812 and 0.975 -> 0.993 for the glasses. `out.image` is then not

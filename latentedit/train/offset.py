@@ -89,9 +89,10 @@ reaches the offset network through G:
 - offset:   mean square of the offset (small offsets keep the edit near the prior).
 
 With `composite` every term judges the edit as `synthesize` delivers it, composited into the origin
-inside the expected region (`latentedit.edit.discrete.composited`): the face around the accessory
+inside the expected region (`latentedit.edit.compositing.composited`): the face around the accessory
 is then the origin's whatever the offset does, so identity and outside stop pulling the offset
-towards edits that change little, e.g. the masks' glow.
+towards edits that change little, e.g. the masks' glow; frame glasses' lenses are cleared to the
+face behind them, so the frames terms judge the frame the generator draws.
 
 The last layer's InstanceNorm scale starts small so that training starts from the prior alone.
 State (network + Adam, safetensors + JSON) is saved every `snapshot` steps and a run resumes from
