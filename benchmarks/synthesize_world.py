@@ -16,7 +16,8 @@ region (the face parser's accessory classes on the edited image, dilated by 2 px
 [-1, 1]), realism (mean change of the discriminator's logit, edit minus origin) and edits/s.
 Footprint (`latentedit.metrics.footprint`): the parser's accessory pixels over the expected region's,
 passing at most 1.5x the world renders' median; all judges: success, seen and footprint (and for frame
-glasses the frames judge: clear lenses that show the face behind them; for masks the edge judge,
+glasses the frames judge: clear lenses that show the face behind them, also reported on the edits
+with their lenses as the generator drew them, since `synthesize` clears them; for masks the edge judge,
 `latentedit.metrics.edges`: cloth with the world's hard edge, not a haze).
 The judges on the world: their pass rates on 200 world renders wearing the kind and on the same
 faces bare (true and false positives). Edit-FID: the N edits vs N world renders wearing the kind
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from latentedit.edit.compositing import composited  # noqa: E402
 from latentedit.edit.discrete import (ACCESSORY_KINDS, DiscreteSynthesizer, accessory_present,  # noqa: E402
                                       attributes_kept, expected_region, face_view, prior_basis, seen_in_region)
 from latentedit.edit.losses import identity_loss  # noqa: E402
@@ -184,6 +186,8 @@ def summarise(parts):
 @torch.no_grad()
 def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
     ours, prior_only, regions, t_ours, feats = [], [], [], 0.0, {"ours": [], "prior": []}
+    as_drawn = []  # frames: the edits with their lenses as the generator drew them (not cleared)
+    clears_lenses = synth.composite and synth.compositing.clear_lenses
     clf = ev["attributes"]
     for i in range(0, len(w), batch):
         c = w[i:i + batch]
@@ -194,10 +198,15 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
         behind = synth.behind(c) if synth.replaced is not None else None  # sunglasses off, for frames
         ours.append(measure(out.origin, out.image, kind, ev, D, expected=regions[-1], behind=behind))
         prior_only.append(measure(out.origin, out.prior_image, kind, ev, D, expected=regions[-1], behind=behind))
+        if clears_lenses:
+            drawn = composited(G, G.broadcast_w(c), out.latents, regions[-1], kind)[0]  # no parser: not cleared
+            as_drawn.append(measure(out.origin, drawn, kind, ev, D, expected=regions[-1], behind=behind))
         feats["ours"].append(clf.features(network_input(out.image, clf.cfg.image_size)))
         feats["prior"].append(clf.features(network_input(out.prior_image, clf.cfg.image_size)))
     res = {"ours": {**summarise(ours), "edits_per_s": len(w) / t_ours},
            "prior": summarise(prior_only), "distance": synth.distance, "sweep": []}
+    if as_drawn:
+        res["ours_lenses_as_drawn"] = summarise(as_drawn)
     res["edit_fid"] = edit_fid(kind, G, clf, {k: torch.cat(v) for k, v in feats.items()}, **own_codes)
     res["judges_on_world"] = judges_on_world(kind, ev, D, G.img_resolution)
     for d in distances:
@@ -306,6 +315,11 @@ def main():
                   f"contrast {o['frame_contrast_ratio']:.3f}x world, see-through {o['see_through']:.3f} | prior only "
                   f"pass {p['frames']:.3f} clarity {p['lens_clarity_ratio']:.3f}x see-through {p['see_through']:.3f}",
                   flush=True)
+        if "ours_lenses_as_drawn" in r:  # what clearing the lenses hides: the generator's own lenses
+            d = r["ours_lenses_as_drawn"]
+            print(f"  the same edits with their lenses as drawn (not cleared): frames judge {d['frames']:.3f}, all "
+                  f"judges {d['all_judges']:.3f}, lens clarity {d['lens_clarity_ratio']:.3f}x world, see-through "
+                  f"{d['see_through']:.3f}", flush=True)
         print("  judges on 200 world renders wearing it / the same faces bare: " + ", ".join(
             f"{k} {v:.3f} / {r['judges_on_world']['bare'][k]:.3f}" for k, v in r["judges_on_world"]["wearing"].items()
             if k in r["judges_on_world"]["bare"]), flush=True)

@@ -6,7 +6,7 @@ import torch
 
 from latentedit import world
 from latentedit.edit.compositing import clear_lenses, lens_holes
-from latentedit.metrics.accessories import frame_measures, frames_pass, world_frame_reference
+from latentedit.metrics.accessories import frame_measures, frames_pass, see_through_error, world_frame_reference
 from latentedit.world.params import LABEL_ID
 
 torch.set_num_threads(1)
@@ -52,7 +52,7 @@ def _ring(side=32, gap=0):
     return frame
 
 
-@pytest.mark.parametrize("gap, closed", [(0, True), (2, True), (4, False)])
+@pytest.mark.parametrize("gap, closed", [(0, True), (2, True), (3, False)])
 def test_a_frame_broken_by_a_pixel_or_two_still_encloses_its_lens(gap, closed):
     """At 32 and 64 px the frame is grown by a pixel: gaps up to two pixels close, wider ones leave
     the lens open to the face around it, and then nothing is cleared."""
@@ -75,3 +75,19 @@ def test_a_dark_band_encloses_no_lens_and_stays_failed(worn_and_bare, band_label
     assert not holes.any()
     cleared = clear_lenses(band, bare.image, holes)
     assert frames_pass(frame_measures(cleared, labels), world_frame_reference(n=96)).float().mean() <= 0.1
+
+
+def test_a_rim_around_dark_lenses_is_delivered_clear(worn_and_bare):
+    """What clearing does to sunglasses-like glasses (dark lenses inside a frame the parser reads): the
+    delivered image has the face behind clear lenses, and the judge, which judges what is delivered,
+    passes it as frames; before clearing the same image fails (dark lenses). The benchmark reports
+    the frames judge on the image before clearing too, so an edit's own dark lenses stay visible."""
+    worn, bare = worn_and_bare
+    frame, lens = (worn.labels == LABEL_ID[k] for k in ("glasses_frame", "lens"))
+    dark = torch.where(lens[:, None], torch.full_like(worn.image, -0.8), worn.image)
+    reference = world_frame_reference(n=96)
+    for image, cleared in ((dark, False), (clear_lenses(dark, bare.image, lens_holes(frame)), True)):
+        err = see_through_error(image, bare.image, worn.labels)
+        passed = float(frames_pass(frame_measures(image, worn.labels), reference, err).float().mean())
+        # dark lenses pass only on the darkest skins, where they are near the skin itself (4 of 48)
+        assert passed >= 0.9 if cleared else passed <= 0.15, (cleared, passed)

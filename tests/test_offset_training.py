@@ -172,7 +172,7 @@ def test_conditioned_prior(world, tmp_path):
         run(*args[:6], "--out", tmp_path / "r2", "--batch", 4, "--condition", "nonexistent", "--steps", 1))
 
 
-def test_composite_training_judges_the_edit_as_synthesize_delivers_it(world, tmp_path):
+def test_composite_training_judges_the_edit_as_synthesize_delivers_it(world, tmp_path, monkeypatch):
     """--composite: the losses see the edit composited into the origin, so the prior's change of the
     face outside the accessory's region no longer counts (outside near 0) and the gradient still
     reaches the offset network through the composite."""
@@ -194,6 +194,19 @@ def test_composite_training_judges_the_edit_as_synthesize_delivers_it(world, tmp
             "--threads", 1, "--snapshot", 1, "--steps", 1, "--composite")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["composite"] is True
+    # its state records how it composited; a version that composites otherwise does not resume it
+    from dataclasses import replace
+
+    from latentedit.edit import compositing
+
+    args = ("train", "offset", "--kind", "mask", "--bundle", source, "--out", tmp_path / "run", "--threads", 1,
+            "--snapshot", 1, "--resume")
+    how = compositing.COMPOSITING["mask"]
+    monkeypatch.setitem(compositing.COMPOSITING, "mask", replace(how, eye_clearance=2 / 64))
+    assert "composites as" in error_line(run(*args, "--steps", 2))
+    monkeypatch.setitem(compositing.COMPOSITING, "mask", how)
+    r = run(*args, "--steps", 2)
+    assert r.exit_code == 0 and "resumed at step 1" in r.output, r.output
 
 
 def test_label_prior_trains_and_exports_its_direction(world, tmp_path):

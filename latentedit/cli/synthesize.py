@@ -121,8 +121,9 @@ def _sdgan_bundle(model_path, kind, input_paths, template):
                    "where bf16 measures slower, e.g. AVX2 only).")
 @click.option("--composite/--no-composite", default=True, show_default=True,
               help="Our bundles: composite the result into the origin inside the accessory's region (glasses in "
-                   "feature space from the 16 x 16 block up, masks as pixels), so that the face around it stays "
-                   "the origin's; --no-composite: G(w + p + offset) as it is.")
+                   "feature space from the 16 x 16 block up, masks as pixels; frame glasses' lenses show the face "
+                   "behind them), so that the face around it stays the origin's; --no-composite: G(w + p + offset) "
+                   "as it is.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--out", required=True, type=click.Path(),
               help="Output folder: origins/, interfacegan_origins/, predict_images/, grid.png, manifest.json, ...")

@@ -70,6 +70,8 @@ def lens_holes(frame, gap=LENS_GAP):
     lens, the holes grown back by as much, the frame's own pixels left out."""
     from scipy.ndimage import binary_fill_holes
 
+    if not len(frame):
+        return frame.clone()
     px = max(1, round(gap * frame.shape[-1]))
     wall = _dilated(frame, px)
     filled = torch.from_numpy(np.stack([binary_fill_holes(m) for m in wall.cpu().numpy()])).to(frame.device)
@@ -97,7 +99,8 @@ def composited(G, ws, ws_edit, region, kind, eyes=None, parser=None, behind=None
     """(images [N, 3, R, R], mask [N, 1, R, R]): G(ws) with G(ws_edit)'s block outputs pasted inside
     `region` (bool [N, R, R]) as COMPOSITING[kind] says; `eyes` (bool [N, R, R], `eyes_of` the
     origins) for a kind whose region keeps clear of them; `parser` and `behind` (the faces the
-    lenses show, e.g. the origins) for a kind whose lenses are cleared, inside the mask."""
+    lenses show, e.g. the origins) for a kind whose lenses are cleared, where the mask is at least
+    half (its feathered tail, where the edit is barely pasted, keeps the origin's lenses)."""
     from latentedit.edit.features import _blended_synthesis
     from latentedit.edit.regions import clear_of, feather_mask
 
@@ -111,5 +114,5 @@ def composited(G, ws, ws_edit, region, kind, eyes=None, parser=None, behind=None
     blocks = [r for r in G.synthesis.block_resolutions if r >= first]
     images = _blended_synthesis(G, ws, ws_edit, mask, blocks, "const")
     if how.clear_lenses and parser is not None and behind is not None:
-        images = clear_lenses(images, behind, lenses_of(parser, images) & (mask[:, 0] > 0))
+        images = clear_lenses(images, behind, lenses_of(parser, images) & (mask[:, 0] >= 0.5))
     return images, mask

@@ -27,8 +27,8 @@ expected region (where the template head wears it, turned to the face's view by 
 the edited codes' block outputs replace the origin's, for glasses from the 16 x 16 block up,
 feathered by 2 px at 64 px, so that the later layers blend the seam (`latentedit.edit.features`),
 for masks as pixels with a hard edge, and frame glasses' lenses show the face behind them
-(`latentedit.edit.compositing`); the face outside that region keeps the origin's features. An offset edit kept near the face by its losses still recolours hair or shifts
-the face (on 400 held-out codes of the 3285 kimg bundle, the classifier's hair / age / beard heads
+(`latentedit.edit.compositing`); the face outside that region keeps the origin's features. An
+offset edit kept near the face by its losses still recolours hair or shifts the face (on 400 held-out codes of the 3285 kimg bundle, the classifier's hair / age / beard heads
 kept 0.66 / 0.69 / 0.79 for frames / sunglasses / the glow mask network); composited, 0.88 / 0.84
 / 0.85, with all judges 0.805 -> 0.812 and 0.975 -> 0.993 for the glasses. `out.image` is then not
 G(out.latents): the latents are the edit before compositing, `out.region` the mask it used.
@@ -65,8 +65,8 @@ REPLACES = {"frame_glasses": "sunglasses"}
 # expected region (where the template head wears it, turned to the face's view) as the accessory,
 # the region moved by up to VIEW_SLACK (a share of the side) where that reads more of it: the face3d
 # evaluator reads a face's view a pixel or two off, and the world's own thin frames failed 4.5% of
-# 400 renders where they sat a pixel beside the region (2026-12-06); with a pixel's slack 0.7%, while
-# frames drawn 6 px low still fail 84% (95% without).
+# 400 renders (6.5% of 200) where they sat a pixel beside the region (2026-12-06); with a pixel's
+# slack 0.7% (1.0%), while frames drawn 6 px low still fail 84% (80%; 95% and 92.5% without).
 VISIBLE_SHARE = 0.3
 VIEW_SLACK = 1 / 64
 
@@ -407,14 +407,14 @@ class DiscreteSynthesizer:
         return back + prior_basis(moved, self.normal, self.intercept, self.distance, self.direction)
 
     @torch.no_grad()
-    def behind(self, w):
+    def behind(self, w, origin=None):
         """[N, 3, R, R] the faces the accessory goes on as its lenses should show them: G(w) with what
-        this kind replaces taken off (frames over sunglasses show the eyes, not the dark lenses); G(w)
-        where nothing is replaced."""
+        this kind replaces taken off (frames over sunglasses show the eyes, not the dark lenses); G(w),
+        or `origin` when the caller has it, where nothing is replaced."""
         ws = self.G.broadcast_w(w)
-        if self.replaced is not None:
-            ws = ws + back_to_plane(ws, self.replaced)[:, None]
-        return self.G.synthesis(ws, noise_mode="const")
+        if self.replaced is None:
+            return origin if origin is not None else self.G.synthesis(ws, noise_mode="const")
+        return self.G.synthesis(ws + back_to_plane(ws, self.replaced)[:, None], noise_mode="const")
 
     def offsets(self, origin, read=None):
         """Origin images [N, 3, R, R] -> offsets [N, num_ws, w_dim] (differentiable); `read`: the
@@ -449,7 +449,7 @@ class DiscreteSynthesizer:
                 region = expected_region(self.face3d, self.kind, origin, read)
                 how = self.compositing
                 eyes = eyes_of(self.parser, origin) if how.eye_clearance is not None else None
-                behind = (origin if self.replaced is None else self.behind(c)) if how.clear_lenses else None
+                behind = self.behind(c, origin) if how.clear_lenses else None
                 image, region = composited(self.G, c, with_prior + offset, region, self.kind, eyes,
                                            self.parser, behind)
             else:

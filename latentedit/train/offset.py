@@ -42,11 +42,14 @@ reaches the offset network through G:
             skin, the parser's probabilities detached) falls below the world's (the same measure's
             median on world renders wearing frame glasses). The template term draws the frame
             alone; without this one the lenses came out dark (median clarity 0.75x the world's,
-            12% of edits failing the frames judge, 2026-12-02);
+            12% of edits failing the frames judge, 2026-12-02). Not computed where the edit is
+            composited with its lenses cleared (`composite`): they are then the face behind them,
+            and the hinge could only fall by darkening the skin;
 - see_through: frame glasses only, the lenses show the face behind them: `soft_see_through`,
             |y - lens tint x x| per pixel averaged under the parser's lens probability on y
             (detached). With clarity alone the lenses came out brighter than the skin, with large
-            painted eyes in them (2026-12-03: see-through median 0.17 where the judge allows 0.1);
+            painted eyes in them (2026-12-03: see-through median 0.17 where the judge allows 0.1).
+            Not computed where the lenses are cleared, as clarity;
 - share, contrast: frame glasses only, thin frames drawn as the world's: hinges on how far the soft
             frame share (the parser's frame probability over its frame + lens probability, not
             detached) rises above, and the soft frame contrast (mean frame colour against mean skin
@@ -335,9 +338,11 @@ class OffsetTrainer:
             read = read_face(self.synth.face3d, x)  # one face3d pass: the offset's 3D maps and the view
             region = expected_region(self.synth.face3d, cfg.kind, x, read)  # where the accessory belongs
             expected = region.to(x)[:, None]
-            clears_eyes = cfg.composite and COMPOSITING[cfg.kind].eye_clearance is not None
-            eyes = eye_mask(parsed_x.argmax(1)) if clears_eyes else None
-            behind = x if self.synth.replaced is None else self.synth.behind(ws)  # the face the lenses show
+            how = COMPOSITING[cfg.kind]
+            eyes = eye_mask(parsed_x.argmax(1)) if cfg.composite and how.eye_clearance is not None else None
+            clears_lenses = cfg.composite and how.clear_lenses  # the lenses are then not the edit's
+            see_through = cfg.kind == "frame_glasses" and cfg.w_see_through and not clears_lenses
+            behind = self.synth.behind(ws, x) if clears_lenses or see_through else None  # what the lenses show
         offset = self.synth.offsets(x, read)
         if cfg.composite:  # judged as `synthesize` composites it: the face outside the region is the origin's
             y = composited(self.G, ws, ws + p[:, None] + offset, region, cfg.kind, eyes, self.parser, behind)[0]
@@ -365,14 +370,15 @@ class OffsetTrainer:
         out["template"] = ((colour - self.template_colour) ** 2).sum(1).mean()
         if self.frame_targets is not None:
             got, want = self.frame_terms(y, parsed), self.frame_targets
-            out.update(clarity=F.relu(want["clarity"] - got["clarity"]).mean(),
-                       share=F.relu(got["share"] - want["share"]).mean(),
+            out.update(share=F.relu(got["share"] - want["share"]).mean(),
                        contrast=F.relu(want["contrast"] - got["contrast"]).mean())
+            if not clears_lenses:  # cleared, the lenses are constant: the hinge could only darken the skin
+                out["clarity"] = F.relu(want["clarity"] - got["clarity"]).mean()
         if self.crisp_target is not None:
             out["crisp"] = F.relu(self.crisp_target - self.mask_crispness(y, parsed)).mean()
         if self.eyes_scale is not None:
             out["eyes"] = self.eyes_lost(parsed_x, parsed).mean() / self.eyes_scale
-        if cfg.kind == "frame_glasses" and cfg.w_see_through:
+        if see_through:
             out["see_through"] = soft_see_through(y, behind, parsed[:, LABEL_ID["lens"]].detach()).mean()
         out["offset"] = offset.pow(2).mean()
         total = sum(getattr(cfg, f"w_{k}") * v for k, v in out.items())
@@ -399,12 +405,18 @@ class OffsetTrainer:
 
     def save(self):
         save_state(self.out_dir, {"net": self.net}, {"opt": self.opt},
-                   {"step": self.step, "gen": self.gen.get_state().tolist(), "log": self.log})
+                   {"step": self.step, "gen": self.gen.get_state().tolist(), "log": self.log,
+                    "compositing": self.compositing_record()})
         write_text(self.out_dir / "log.jsonl", "".join(json.dumps(e) + "\n" for e in self.log))
         self.net.eval()
         out = self.synth(self.fixed_w)
         rows = torch.cat([out.origin, out.prior_image, out.image])
         save_png(self.out_dir / f"samples_{self.step:06d}.png", tile(to_uint8(rows), len(self.fixed_w), scale=2, pad=2))
+
+    def compositing_record(self):
+        """How the edits the losses judge are composited (`DiscreteSynthesizer.compositing_record`), None
+        where they are not: a run resumes only under the same."""
+        return self.synth.compositing_record() if self.cfg.composite else None
 
     def init_from(self, path):
         """Warm start from the offset network for this kind in bundle `path`, e.g. one trained through
@@ -423,6 +435,10 @@ class OffsetTrainer:
         if not (self.out_dir / "state.json").exists():
             return False
         info = load_state(self.out_dir, {"net": self.net}, {"opt": self.opt})
+        if "compositing" in info and info["compositing"] != self.compositing_record():
+            raise InputError(f"{self.out_dir}: its steps judged edits composited as {info['compositing']}, this "
+                             f"version composites as {self.compositing_record()}: start a new run from its "
+                             "export (--init-from)")
         self.step, self.log = info["step"], info.get("log", [])
         self.gen.set_state(torch.tensor(info["gen"], dtype=torch.uint8))
         return True
