@@ -28,10 +28,11 @@ the edited codes' block outputs replace the origin's, for glasses from the 16 x 
 feathered by 2 px at 64 px, so that the later layers blend the seam (`latentedit.edit.features`),
 for masks as pixels with a hard edge, and frame glasses' lenses show the face behind them
 (`latentedit.edit.compositing`); the face outside that region keeps the origin's features. An
-offset edit kept near the face by its losses still recolours hair or shifts the face (on 400 held-out codes of the 3285 kimg bundle, the classifier's hair / age / beard heads
-kept 0.66 / 0.69 / 0.79 for frames / sunglasses / the glow mask network); composited, 0.88 / 0.84
-/ 0.85, with all judges 0.805 -> 0.812 and 0.975 -> 0.993 for the glasses. `out.image` is then not
-G(out.latents): the latents are the edit before compositing, `out.region` the mask it used.
+offset edit kept near the face by its losses still recolours hair or shifts the face (on 400
+held-out codes of the 3285 kimg bundle, the classifier's hair / age / beard heads kept 0.66 / 0.69
+/ 0.79 for frames / sunglasses / the glow mask network); composited, 0.88 / 0.84 / 0.85, with all
+judges 0.805 -> 0.812 and 0.975 -> 0.993 for the glasses. `out.image` is then not G(out.latents):
+the latents are the edit before compositing, `out.region` the mask it used.
 
 Noise is constant (noise_mode="const") so that the three images differ only by their latents.
 """
@@ -330,7 +331,8 @@ class DiscreteSynthesizer:
             check_direction(self.direction, _unit(self.normal, "cpu"))
         self.composite = bool(composite)
         self.replaced = replaced  # (normal, intercept, u) of the kind this one replaces (`replaced_plane`)
-        self.parser = None if parser is None else parser.eval()  # reads the origins' eyes, the edits' frames (COMPOSITING)
+        # reads the origins' eyes and the edits' frames (COMPOSITING)
+        self.parser = None if parser is None else parser.eval()
         self.template = self.check_template(template)
         self._template_feat = {}  # fixed_template_features' cache
 
