@@ -195,7 +195,7 @@ def run_kind(kind, synth, G, D, ev, w, distances, batch, own_codes):
         out = synth(c, batch_size=batch)
         t_ours += time.perf_counter() - t0
         regions.append(expected_region(ev["face3d"], kind, out.origin))  # the sweep below edits the same origins
-        behind = synth.behind(c) if synth.replaced is not None else None  # sunglasses off, for frames
+        behind = synth.behind(c, out.origin)  # frames: with sunglasses taken off
         ours.append(measure(out.origin, out.image, kind, ev, D, expected=regions[-1], behind=behind))
         prior_only.append(measure(out.origin, out.prior_image, kind, ev, D, expected=regions[-1], behind=behind))
         if clears_lenses:

@@ -221,8 +221,8 @@ def run_options(default_steps, default_snapshot, bundle_help, export_help):
                    "`synthesize` delivers it (the face around it is then the origin's whatever the offset does).")
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=VALUE",
               help="A loss term's weight (repeatable), e.g. identity=3: class, visible, identity, attributes, "
-                   "realism, outside, template, clarity, see_through, share and contrast (frame glasses), crisp and eyes (masks), "
-                   "offset. A new run's setting.")
+                   "realism, outside, template, clarity, see_through, share and contrast (frame glasses), crisp "
+                   "and eyes (masks), offset. A new run's setting.")
 @run_options(1500, 250, "Bundle with G, D, the evaluators and the kind's boundary (default: the bundled model).",
              "After training, write the network, its template and prior into this bundle folder.")
 def offset(kind, normal, batch, distance, inverted_fraction, condition, prior, realism_label, composite, weights,

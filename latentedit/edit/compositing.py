@@ -12,7 +12,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,6 @@ def eyes_of(parser, images):
     return eye_mask(parser(images).argmax(1))
 
 
-def _dilated(mask, px):
-    return F.max_pool2d(mask[:, None].float(), 2 * px + 1, stride=1, padding=px)[:, 0] > 0
-
-
 def lens_holes(frame, gap=LENS_GAP):
     """Bool [N, R, R]: the lenses a glasses frame (bool [N, R, R]) encloses: the pixels that cannot
     reach the image border without crossing it (4-connected), the frame first grown by `gap` (a
@@ -70,12 +65,14 @@ def lens_holes(frame, gap=LENS_GAP):
     lens, the holes grown back by as much, the frame's own pixels left out."""
     from scipy.ndimage import binary_fill_holes
 
+    from latentedit.edit.regions import grown
+
     if not len(frame):
         return frame.clone()
     px = max(1, round(gap * frame.shape[-1]))
-    wall = _dilated(frame, px)
+    wall = grown(frame, px)
     filled = torch.from_numpy(np.stack([binary_fill_holes(m) for m in wall.cpu().numpy()])).to(frame.device)
-    return _dilated(filled & ~wall, px) & ~frame
+    return grown(filled & ~wall, px) & ~frame
 
 
 @torch.no_grad()

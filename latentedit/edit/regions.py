@@ -45,6 +45,11 @@ def feather_mask(mask, grow=1 / 32, sigma=1 / 32):
     return torch.maximum(_gaussian_blur(out, float(sigma) * R), mask).clamp(0, 1)
 
 
+def grown(mask, px):
+    """Bool [N, R, R]: mask (bool [N, R, R]) grown by px pixels (a square neighbourhood)."""
+    return F.max_pool2d(mask[:, None].float(), 2 * px + 1, stride=1, padding=px)[:, 0] > 0
+
+
 def clear_of(region, keep, clearance, most=1 / 8):
     """Bool [N, R, R]: `region` (bool [N, R, R]) with its top edge lowered, shape kept, until it stays
     `clearance` pixels (a share of the image side) clear of `keep` (bool [N, R, R], e.g. the face's
@@ -53,7 +58,7 @@ def clear_of(region, keep, clearance, most=1 / 8):
     region would notch it around each eye."""
     side = region.shape[-1]
     grow = max(1, round(clearance * side)) if clearance > 0 else 0  # a pixel at least at any size
-    near = F.max_pool2d(keep[:, None].float(), 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0 if grow else keep
+    near = grown(keep, grow) if grow else keep
     out = region.clone()
     todo = (out & near).flatten(1).any(1)
     for rows in range(1, round(most * side) + 1):

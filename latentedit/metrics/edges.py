@@ -29,14 +29,15 @@ other faces (which rarely calls a faint film a mask at all): world masks 93% (95
 alone), 20% films 0.5%, 35% films 8%. Left open: a half-opaque film of a colour far from the
 skin steps as much as an opaque mask close to the skin's colour (50% films: 77% pass by the exact
 labels, 44% by the parser). The labeller's edge may sit a pixel off the image's (the bundle's
-parser on world masks of a colour close to the skin's): the one-pixel step is then read inside the cloth or the skin and a hard edge
-scores near 0 (18 of 400 world renders failed crispness by the parser, 5 by the exact labels). So
-each face's crispness is the best of three alignments, the labelled edge and a pixel either way, each
-step projected on the span from the labelled edge's three pixels to the shifted edge's: a ramp stays a
-ramp at every alignment. On 400 world renders (2026-12-06) crispness passes 95.5% -> 98.5% by the
-parser, 98.8% -> 99.3% by the exact labels; blurred 3 px they pass 0% either way, with noise (0.05-0.2)
-over the blur 0.2-1.0%. Only the edge on the face counts: where a mask meets the background
-at the head's silhouette a haze inherits the silhouette's hard edge. The reference is the median
+parser on world masks of a colour close to the skin's): the one-pixel step is then read inside the
+cloth or the skin and a hard edge scores near 0 (18 of 400 world renders failed crispness by the
+parser, 5 by the exact labels). So each face's crispness is the best of three alignments, the
+labelled edge and a pixel either way, each step projected on the span from the labelled edge's three
+pixels to the shifted edge's: a ramp stays a ramp at every alignment. On 400 world renders
+(2026-12-06) crispness passes 95.5% -> 98.5% by the parser, 98.8% -> 99.3% by the exact labels;
+blurred 3 px they pass 0% either way, with noise (0.05-0.2) over the blur 0.2-1.0%. Only the edge
+on the face counts: where a mask meets the background at the head's silhouette a haze inherits the
+silhouette's hard edge. The reference is the median
 on world renders wearing the kind under the same labeller (crispness of masks: 0.94 by the
 bundle's parser, 0.96 by the exact labels); a face passes at CRISP_MIN x the reference crispness
 and CONTRAST_MIN x the reference contrast or more. The shipped mask edits' median crispness was
