@@ -207,12 +207,35 @@ def test_trainer_warm_start_from_a_bundle_encoder(tmp_path):
     assert torch.equal(t.encoder.w_avg, t.G.w_avg)
     assert t.cfg.init_from == recorded_path(DEFAULT_BUNDLE) and t.cfg.progressive_start == source.progressive_stage > 0
     assert t.train_step()["stage"] == source.progressive_stage
-    wider = {**EncoderConfig.small().to_dict(), "fpn_width": 64}
-    other = EncoderTrainer(EncoderTrainConfig(**TRAIN, encoder=wider), DEFAULT_BUNDLE, tmp_path / "b")
-    with pytest.raises(InputError, match="differs from this run's in fpn_width"):
+    deeper = {**EncoderConfig.small().to_dict(), "blocks": [1, 2, 3, 1]}
+    other = EncoderTrainer(EncoderTrainConfig(**TRAIN, encoder=deeper), DEFAULT_BUNDLE, tmp_path / "b")
+    with pytest.raises(InputError, match="differs from this run's in blocks"):
+        other.init_from(DEFAULT_BUNDLE)
+    narrower = {**EncoderConfig.small().to_dict(), "fpn_width": 64}
+    other = EncoderTrainer(EncoderTrainConfig(**TRAIN, encoder=narrower), DEFAULT_BUNDLE, tmp_path / "c")
+    with pytest.raises(InputError, match="cannot warm-start this run's"):
         other.init_from(DEFAULT_BUNDLE)
     with pytest.raises(InputError, match="no such encoder bundle"):
         t.init_from(tmp_path / "missing")
+
+
+def test_trainer_warm_start_widens_a_narrower_encoder(tmp_path):
+    """--width 2 --init-from the bundle: a wider encoder that gives the bundled encoder's codes (its
+    new channels reach no old output yet) and whose every channel then trains."""
+    cfg = EncoderTrainConfig(**{**TRAIN, "progressive_every": 0}, encoder=EncoderConfig.small(width=2).to_dict())
+    t = EncoderTrainer(cfg, DEFAULT_BUNDLE, tmp_path / "wide")
+    t.init_from(DEFAULT_BUNDLE)
+    source = read_encoder(DEFAULT_BUNDLE).float().eval()
+    assert t.encoder.cfg.widths == [2 * c for c in source.cfg.widths]
+    x = world.sample(3, seed=12, resolution=t.G.img_resolution).image
+    with torch.no_grad():
+        ours, theirs = t.encoder.eval()(x), source(x)
+    assert (ours - theirs - (t.encoder.w_avg - source.w_avg)).abs().max() <= 1e-4 * theirs.abs().max()
+    cross = t.encoder.state_dict()["stages.1.0.residual.1.weight"]   # a conv's new inputs -> old outputs
+    old_out, old_in = source.state_dict()["stages.1.0.residual.1.weight"].shape[:2]
+    assert cross[:old_out, old_in:].abs().max() == 0
+    t.train_step()
+    assert t.encoder.state_dict()["stages.1.0.residual.1.weight"][:old_out, old_in:].abs().max() > 0
 
 
 def test_encoder_and_offset_trainers_under_torchrun(tmp_path):

@@ -195,10 +195,11 @@ def test_train_encoder_export_and_resume(world, tmp_path):
 
     assert "pass --resume" in error_line(run(*args, "--steps", 3))
     assert "--batch 8 conflicts" in error_line(run(*args[:-4], "--batch", 8, "--resume", "--steps", 3))
-    r = run(*args, "--resume", "--steps", 3, "--export", export)
+    r = run(*args, "--resume", "--steps", 3, "--export", export, "--lr", 2e-5)   # a resumed run decays its lr
     assert r.exit_code == 0, r.output
     assert "resumed at step 2" in r.output and "step 3/3" in r.output
-    assert json.loads((run_dir / "state.json").read_text())["info"]["step"] == 3
+    info = json.loads((run_dir / "state.json").read_text())["info"]
+    assert info["step"] == 3 and (info["log"][0]["lr"], info["log"][-1]["lr"]) == (1e-4, 2e-5)
     assert bundle.read_manifest(export)["figures"]["encoder"]["steps"] == 3
     # exporting into a bundle with another generator is refused
     torch.manual_seed(0)

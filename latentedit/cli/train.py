@@ -265,20 +265,29 @@ def offset(kind, normal, batch, distance, inverted_fraction, condition, prior, r
 @click.option("--restyle", "restyle_steps", type=click.IntRange(0, 10), default=0, show_default=True,
               help="N > 0: a ReStyle encoder (sees the image and its current reconstruction) trained to "
                    "refine its codes N times per image; --init-from a one-pass encoder starts it as that one.")
+@click.option("--width", type=click.FloatRange(0.25, 8), default=1.0, show_default=True,
+              help="Multiplies the encoder's channel counts (2: 16 M parameters, about 4x its convolution "
+                   "work). A new run's setting; --init-from a narrower encoder is widened, keeping what it does.")
+@click.option("--lr", type=click.FloatRange(0, 1, min_open=True), default=1e-4, show_default=True,
+              help="Adam's learning rate. A resumed run takes a new one given here (a decay: e.g. 2e-5 for "
+                   "a converged run's last steps).")
 def encoder(batch, bundle_path, out, steps, seed, snapshot, resume, init_from, export_path, lpips, arcface,
-            real_fraction, weights, restyle_steps):
+            real_fraction, weights, restyle_steps, width, lr):
     """Image -> W+ encoder (pSp / e4e, or ReStyle): `latentedit train encoder --out runs/NAME [--export BUNDLE]`."""
     from dataclasses import asdict
 
+    from latentedit.models.encoder import EncoderConfig
     from latentedit.train.encoder import EncoderTrainConfig, EncoderTrainer
     from latentedit.train.state import run_config, train_run
 
     source = _open_run(out, resume, steps, snapshot, bundle_path)
     loss_weights = _loss_weights(EncoderTrainConfig, weights)
     given = dict(batch=batch, seed=seed, lpips=lpips, arcface=arcface, steps=steps, snapshot=snapshot,
-                 real_fraction=real_fraction, restyle_steps=restyle_steps, **loss_weights)
+                 real_fraction=real_fraction, restyle_steps=restyle_steps, lr=lr, **loss_weights)
+    if width != 1:  # a resumed run keeps its saved encoder layout
+        given["encoder"] = EncoderConfig.small(width=width).to_dict()
     cfg = run_config(EncoderTrainConfig, out, given, _asked(given, "steps", "snapshot") | set(loss_weights), resume,
-                     changes=("steps", "snapshot"), what="encoder-training")
+                     changes=("steps", "snapshot", "lr"), what="encoder-training")
     trainer = EncoderTrainer(cfg, source, out)
     figures = train_run(trainer, resume, init_from, click.echo)
     if export_path is not None and _lead():

@@ -94,10 +94,15 @@ class EncoderConfig(DictConfig):
                              f"({self.widths[-1]}), got {self.fpn_width}")
 
     @classmethod
-    def small(cls, num_ws=10, w_dim=512, resolution=64, mode="w+"):
-        """For the bundled 64 px generator (10 W+ layers): pyramid 16 / 8 / 4 px, 4.3 M parameters."""
-        return cls(resolution=resolution, num_ws=num_ws, w_dim=w_dim, mode=mode, stem_width=32,
-                   widths=[32, 64, 128, 192], blocks=[1, 2, 2, 1], se_reduction=8, fpn_width=96, head_width=96)
+    def small(cls, num_ws=10, w_dim=512, resolution=64, mode="w+", width=1.0):
+        """For the bundled 64 px generator (10 W+ layers): pyramid 16 / 8 / 4 px, 4.3 M parameters;
+        `width` multiplies every channel count (2: 16 M parameters)."""
+        if not isinstance(width, (int, float)) or not 0.25 <= width <= 8:
+            raise InputError(f"encoder width must be in [0.25, 8], got {width!r}")
+        c = lambda n: int(round(n * width))  # noqa: E731
+        return cls(resolution=resolution, num_ws=num_ws, w_dim=w_dim, mode=mode, stem_width=c(32),
+                   widths=[c(32), c(64), c(128), c(192)], blocks=[1, 2, 2, 1], se_reduction=8,
+                   fpn_width=c(96), head_width=c(96))
 
     @property
     def level_sizes(self):

@@ -57,10 +57,12 @@ from latentedit.models.encoder import Encoder, EncoderConfig
 from latentedit.train import distributed
 from latentedit.train.loop import run_steps
 from latentedit.train.state import check_export, load_state, save_state
+from latentedit.train.widen import widen_into
 from latentedit.models.config import DictConfig
 from latentedit.runtime import seeded
 
 LOSSES = ("mse", "l1", "perceptual", "identity", "attributes", "latent", "delta", "w0")
+WIDTHS = ("stem_width", "widths", "fpn_width", "head_width", "input_channels")  # a warm start may grow these
 
 
 @dataclass
@@ -288,7 +290,7 @@ class EncoderTrainer:
         self.opt.step()
         distributed.broadcast_state(self.encoder, buffers_only=True)  # BatchNorm running statistics
         self.step += 1
-        return {"loss": float(total.detach()), "stage": self.encoder.progressive_stage,
+        return {"loss": float(total.detach()), "stage": self.encoder.progressive_stage, "lr": self.opt.param_groups[0]["lr"],
                 **{k: float(v.detach()) for k, v in out.items()}}
 
     # -- run -------------------------------------------------------------------------------------
@@ -332,17 +334,20 @@ class EncoderTrainer:
         source = load_encoder(path)
         source = getattr(source, "encoder", source)  # a ReStyle's network
         ours, theirs = self.encoder.cfg.to_dict(), source.cfg.to_dict()
-        # a 3-channel encoder warm-starts a ReStyle one: the reconstruction's channels get zero weights
-        widen = (ours["input_channels"], theirs["input_channels"]) == (6, 3)
-        differ = sorted(k for k in ours if ours[k] != theirs.get(k) and not (widen and k == "input_channels"))
+        # A narrower encoder warm-starts a wider one, and a 3-channel one a ReStyle one (the
+        # reconstruction's channels are new inputs): widened function-preserving (train/widen.py).
+        differ = sorted(k for k in ours if ours[k] != theirs.get(k) and k not in WIDTHS)
         if differ:
             raise InputError(f"{path}: its encoder differs from this run's in {', '.join(differ)}")
         weights = source.state_dict()
-        if widen:
-            stem = weights["stem.0.weight"]
-            weights["stem.0.weight"] = torch.cat([stem, torch.zeros_like(stem)], dim=1)
+        if set(weights) != set(self.encoder.state_dict()):  # e.g. a block that gains a shortcut conv
+            raise InputError(f"{path}: its encoder's layers are not this run's (only channel counts may grow)")
+        try:
+            with torch.no_grad():
+                widen_into(weights, self.encoder, equalised=False)
+        except InputError as e:
+            raise InputError(f"{path}: its encoder cannot warm-start this run's ({e})") from None
         with torch.no_grad():
-            self.encoder.load_state_dict(weights)
             self.encoder.w_avg.copy_(self.G.w_avg)
         self.cfg = replace(self.cfg, init_from=recorded_path(path),
                            progressive_start=max(self.cfg.progressive_start, source.progressive_stage))
@@ -352,6 +357,8 @@ class EncoderTrainer:
             return False
         info = load_state(self.out_dir, {"encoder": self.encoder}, {"opt": self.opt})
         self.step, self.log = info["step"], info.get("log", [])
+        for group in self.opt.param_groups:  # the saved groups carry the lr they were saved with
+            group["lr"] = self.cfg.lr
         return True
 
     @torch.no_grad()

@@ -1,6 +1,7 @@
-"""Function-preserving widening of a trained generator / discriminator into a wider configuration
-(larger channel_base / channel_max, or an unconditional network given a label input: c_dim), so a
-capacity increase can warm-start instead of starting over.
+"""Function-preserving widening of a trained network into a wider configuration (a generator /
+discriminator with larger channel_base / channel_max, or an unconditional one given a label input:
+c_dim; an encoder with wider stages, or a ReStyle one given its reconstruction's input channels), so
+a capacity increase can warm-start instead of starting over.
 
 Every tensor of the wider network starts from its fresh initialisation; the trained tensor fills its
 leading slice (channels are laid out the same way, and a flattened [C, 4, 4] is channel-major, so
@@ -8,9 +9,10 @@ the old channels are the leading ones everywhere). Then:
   - weights that carry a *new input* channel into an *old output* are zeroed, so old outputs never
     see the new channels: they only learn to use them (new outputs keep their random weights and so
     produce non-zero activations; a zero/zero split would never receive a gradient);
-  - the trained part of every weight is scaled by sqrt(new fan-in / old fan-in): equalised learning
-    rate multiplies each weight by 1/sqrt(fan-in) at run time, and the fan-in grew. (Demodulated
-    convolutions cancel this scale anyway; toRGB and the discriminator's layers do not.)
+  - in networks with equalised learning rate (the GAN's), the trained part of every weight is scaled
+    by sqrt(new fan-in / old fan-in): those multiply each weight by 1/sqrt(fan-in) at run time, and
+    the fan-in grew. (Demodulated convolutions cancel this scale anyway; toRGB and the
+    discriminator's layers do not.) Plain layers (the encoder's) keep their weights as they are.
 A label input is one such widening: the generator's per-class W offsets and the discriminator's
 label projection start at zero (their own initialisation); a trained projection widens with its
 features (scaled, as it is divided by the square root of their number).
@@ -47,7 +49,7 @@ def is_widening(trained_cfg, wanted_cfg, what):
     return True
 
 
-def _widened(name, old, fresh, moved_tail=0):
+def _widened(name, old, fresh, moved_tail=0, equalised=True):
     """fresh with old in its leading slice (see the module docstring). moved_tail: the last input
     channels of old that stay the last input channels of the result (the minibatch-std channel)."""
     if old.shape == fresh.shape:
@@ -58,7 +60,8 @@ def _widened(name, old, fresh, moved_tail=0):
     out = fresh.clone()
     old = old.to(fresh.dtype)
     if old.dim() >= 2:
-        old = old * math.sqrt(fresh[0].numel() / old[0].numel())
+        if equalised:
+            old = old * math.sqrt(fresh[0].numel() / old[0].numel())
         out[: old.shape[0], old.shape[1]:] = 0  # new inputs -> old outputs
     if moved_tail:
         head_in = old.shape[1] - moved_tail
@@ -71,10 +74,11 @@ def _widened(name, old, fresh, moved_tail=0):
 
 
 @torch.no_grad()
-def widen_into(trained, target, mbstd_channels=0):
+def widen_into(trained, target, mbstd_channels=0, equalised=True):
     """Loads `trained` (a state dict) into the wider module `target` (freshly initialised), function-
     preserving as the module docstring says. mbstd_channels: the discriminator's minibatch-std
-    channels, appended after the features at the input of its epilogue conv (`b4.conv.weight`)."""
+    channels, appended after the features at the input of its epilogue conv (`b4.conv.weight`).
+    equalised: the network's layers scale their weights by 1/sqrt(fan-in) at run time."""
     fresh = target.state_dict()
     unexpected = sorted(set(trained) - set(fresh))
     if unexpected:
@@ -85,7 +89,7 @@ def widen_into(trained, target, mbstd_channels=0):
             state[name] = tensor  # derived buffers (resample filters) the network builds itself
             continue
         tail = mbstd_channels if name == "b4.conv.weight" else 0
-        state[name] = _widened(name, trained[name], tensor, tail)
+        state[name] = _widened(name, trained[name], tensor, tail, equalised)
         if name == "project.weight":  # D's label projection is divided by sqrt(its width): keep the term
             state[name][: len(trained[name])] *= math.sqrt(len(tensor) / len(trained[name]))
     target.load_state_dict(state)
