@@ -215,6 +215,10 @@ def test_trainer_warm_start_from_a_bundle_encoder(tmp_path):
     other = EncoderTrainer(EncoderTrainConfig(**TRAIN, encoder=narrower), DEFAULT_BUNDLE, tmp_path / "c")
     with pytest.raises(InputError, match="cannot warm-start this run's"):
         other.init_from(DEFAULT_BUNDLE)
+    shortcut = {**EncoderConfig.small().to_dict(), "stem_width": 48}   # the first block gains a shortcut conv
+    other = EncoderTrainer(EncoderTrainConfig(**TRAIN, encoder=shortcut), DEFAULT_BUNDLE, tmp_path / "d")
+    with pytest.raises(InputError, match="layers are not this run's"):
+        other.init_from(DEFAULT_BUNDLE)
     with pytest.raises(InputError, match="no such encoder bundle"):
         t.init_from(tmp_path / "missing")
 

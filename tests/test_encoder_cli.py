@@ -199,7 +199,14 @@ def test_train_encoder_export_and_resume(world, tmp_path):
     assert r.exit_code == 0, r.output
     assert "resumed at step 2" in r.output and "step 3/3" in r.output
     info = json.loads((run_dir / "state.json").read_text())["info"]
-    assert info["step"] == 3 and (info["log"][0]["lr"], info["log"][-1]["lr"]) == (1e-4, 2e-5)
+    assert info["step"] == 3 and (info["log"][0]["lr"], info["log"][-1]["lr"]) == (pytest.approx(1e-4), pytest.approx(2e-5))
+    assert "conflicts with the run's saved widths [32, 64, 128, 192]" in error_line(
+        run(*args, "--resume", "--steps", 4, "--width", 2))
+    # a new run --width 2 --init-from the width-1 encoder: the wider layout, widened from it
+    r = run(*args[:-6], "--out", tmp_path / "wide", "--batch", 4, "--threads", 1, "--steps", 1, "--width", 2,
+            "--init-from", export)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "wide" / "config.json").read_text())["encoder"]["widths"] == [64, 128, 256, 384]
     assert bundle.read_manifest(export)["figures"]["encoder"]["steps"] == 3
     # exporting into a bundle with another generator is refused
     torch.manual_seed(0)

@@ -284,10 +284,14 @@ def encoder(batch, bundle_path, out, steps, seed, snapshot, resume, init_from, e
     loss_weights = _loss_weights(EncoderTrainConfig, weights)
     given = dict(batch=batch, seed=seed, lpips=lpips, arcface=arcface, steps=steps, snapshot=snapshot,
                  real_fraction=real_fraction, restyle_steps=restyle_steps, lr=lr, **loss_weights)
-    if width != 1:  # a resumed run keeps its saved encoder layout
-        given["encoder"] = EncoderConfig.small(width=width).to_dict()
+    layout = EncoderConfig.small(width=width).to_dict()
+    if width != 1:
+        given["encoder"] = layout
     cfg = run_config(EncoderTrainConfig, out, given, _asked(given, "steps", "snapshot") | set(loss_weights), resume,
                      changes=("steps", "snapshot", "lr"), what="encoder-training")
+    if "width" in _asked({"width": width}) and cfg.encoder["widths"] != layout["widths"]:  # a resumed run's layout
+        raise InputError(f"--width {width:g} (widths {layout['widths']}) conflicts with the run's saved widths "
+                         f"{cfg.encoder['widths']}")
     trainer = EncoderTrainer(cfg, source, out)
     figures = train_run(trainer, resume, init_from, click.echo)
     if export_path is not None and _lead():

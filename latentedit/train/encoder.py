@@ -36,8 +36,9 @@ Progressive training (e4e): at step t the deltas of layers 1..progressive_start 
 progressive_every are active (all from the start when progressive_every is 0). All randomness of
 a step is drawn from a generator seeded by (seed, step), so a resumed run gives the same weights as
 an uninterrupted one. State (encoder + Adam, safetensors + JSON) is saved every `snapshot` steps,
-with log.jsonl and a sample sheet (top row: inputs, bottom row: reconstructions). `init_from`
-warm-starts from a bundle's encoder. Under torchrun each rank trains on its share of every batch
+with log.jsonl and a sample sheet (top row: inputs, bottom row: reconstructions); a resumed run may
+take a lower lr (a decay). `init_from` warm-starts from a bundle's encoder, widened function-preserving
+(train/widen.py) when this run's has more channels. Under torchrun each rank trains on its share of every batch
 (`latentedit.train.distributed`).
 """
 import json
@@ -62,7 +63,7 @@ from latentedit.models.config import DictConfig
 from latentedit.runtime import seeded
 
 LOSSES = ("mse", "l1", "perceptual", "identity", "attributes", "latent", "delta", "w0")
-WIDTHS = ("stem_width", "widths", "fpn_width", "head_width", "input_channels")  # a warm start may grow these
+ENCODER_WIDTHS = ("stem_width", "widths", "fpn_width", "head_width", "input_channels")  # a warm start may grow these
 
 
 @dataclass
@@ -328,7 +329,8 @@ class EncoderTrainer:
     def init_from(self, path):
         """Warm start from the encoder of bundle `path`, e.g. one trained through an earlier generator
         of the same GAN run: its weights with this generator's w_avg, every delta it had trained
-        active from step 0; the optimiser starts fresh."""
+        active from step 0; the optimiser starts fresh. A narrower encoder (fewer channels, or 3
+        input channels for a ReStyle run) is widened into this run's, computing the same codes."""
         from latentedit.edit.inversion import load_encoder
 
         source = load_encoder(path)
@@ -336,15 +338,14 @@ class EncoderTrainer:
         ours, theirs = self.encoder.cfg.to_dict(), source.cfg.to_dict()
         # A narrower encoder warm-starts a wider one, and a 3-channel one a ReStyle one (the
         # reconstruction's channels are new inputs): widened function-preserving (train/widen.py).
-        differ = sorted(k for k in ours if ours[k] != theirs.get(k) and k not in WIDTHS)
+        differ = sorted(k for k in ours if ours[k] != theirs.get(k) and k not in ENCODER_WIDTHS)
         if differ:
             raise InputError(f"{path}: its encoder differs from this run's in {', '.join(differ)}")
         weights = source.state_dict()
         if set(weights) != set(self.encoder.state_dict()):  # e.g. a block that gains a shortcut conv
             raise InputError(f"{path}: its encoder's layers are not this run's (only channel counts may grow)")
         try:
-            with torch.no_grad():
-                widen_into(weights, self.encoder, equalised=False)
+            widen_into(weights, self.encoder, equalised=False)
         except InputError as e:
             raise InputError(f"{path}: its encoder cannot warm-start this run's ({e})") from None
         with torch.no_grad():

@@ -30,7 +30,7 @@ def run_steps(trainer, steps, batch, snapshot, log_every=25, progress=print, uni
             trainer.log.append({"step": trainer.step, unit.replace("/", "_per_"): round(rate, 2), **mean})
             if progress is not None and lead:
                 progress(f"step {trainer.step}/{steps}  {rate:.1f} {unit}  " +
-                         "  ".join(f"{k} {v:.4f}" for k, v in mean.items()))
+                         "  ".join(f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}" for k, v in mean.items()))
             t0, acc, n = time.perf_counter(), {}, 0
         if trainer.step % snapshot == 0 or trainer.step == steps:
             if lead:

@@ -159,7 +159,8 @@ def start_run(trainer, resume=False, init_from=None):
 
 def train_run(trainer, resume=False, init_from=None, progress=print, **train_kwargs):
     """A step trainer's run (offset network, encoder): start_run, train until trainer.cfg.steps ->
-    its figures {"steps": step, "train_<loss>": the last logged mean}. Rank 0 alone reports."""
+    its figures {"steps": step, "train_<name>": the last logged mean of each loss, the rate, the
+    lr}. Rank 0 alone reports."""
     say = progress if progress is not None and distributed.rank() == 0 else (lambda *_: None)
     resumed = start_run(trainer, resume, init_from)
     if resumed:
