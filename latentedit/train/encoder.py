@@ -37,9 +37,9 @@ progressive_every are active (all from the start when progressive_every is 0). A
 a step is drawn from a generator seeded by (seed, step), so a resumed run gives the same weights as
 an uninterrupted one. State (encoder + Adam, safetensors + JSON) is saved every `snapshot` steps,
 with log.jsonl and a sample sheet (top row: inputs, bottom row: reconstructions); a resumed run may
-take a lower lr (a decay). `init_from` warm-starts from a bundle's encoder, widened function-preserving
-(train/widen.py) when this run's has more channels. Under torchrun each rank trains on its share of every batch
-(`latentedit.train.distributed`).
+take a lower lr (a decay). `init_from` warm-starts from a bundle's encoder, widened
+function-preserving (train/widen.py) when this run's has more channels. Under torchrun each rank
+trains on its share of every batch (`latentedit.train.distributed`).
 """
 import json
 from dataclasses import asdict, dataclass, field, replace
@@ -63,7 +63,8 @@ from latentedit.models.config import DictConfig
 from latentedit.runtime import seeded
 
 LOSSES = ("mse", "l1", "perceptual", "identity", "attributes", "latent", "delta", "w0")
-ENCODER_WIDTHS = ("stem_width", "widths", "fpn_width", "head_width", "input_channels")  # a warm start may grow these
+# the encoder settings a warm start may grow (train/widen.py)
+ENCODER_WIDTHS = ("stem_width", "widths", "fpn_width", "head_width", "input_channels")
 
 
 @dataclass
@@ -291,8 +292,8 @@ class EncoderTrainer:
         self.opt.step()
         distributed.broadcast_state(self.encoder, buffers_only=True)  # BatchNorm running statistics
         self.step += 1
-        return {"loss": float(total.detach()), "stage": self.encoder.progressive_stage, "lr": self.opt.param_groups[0]["lr"],
-                **{k: float(v.detach()) for k, v in out.items()}}
+        return {"loss": float(total.detach()), "stage": self.encoder.progressive_stage,
+                "lr": self.opt.param_groups[0]["lr"], **{k: float(v.detach()) for k, v in out.items()}}
 
     # -- run -------------------------------------------------------------------------------------
 
