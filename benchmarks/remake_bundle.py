@@ -10,7 +10,7 @@ where it stopped; the training steps resume their run folders under --runs):
               identity, parser, face3d) into --out
   boundaries  `latentedit boundary train --attribute all --n 20000` (InterfaceGAN) on the new G
   encoder     `latentedit train encoder --init-from OLD --steps 4000 --weight mse=4 --weight l1=1
-              --real-fraction 0.75`, exported (fp16)
+              --real-fraction 0.75 --lr 2e-5`, exported (fp16)
   offsets     `latentedit train offset --init-from OLD`: mask 1200 steps with the prior
               conditioned on sunglasses, frame glasses 1000 with half of each batch the encoder's
               codes of world renders (so it needs the encoder first) and the see-through term at
@@ -124,8 +124,9 @@ def boundaries(args):
          "--out", folder)
 
 
-# the 2026-12-03 fine-tune's weighting: pixels 4x / 2x, three quarters of each batch world renders
-ENCODER_TRAINING = ["--weight", "mse=4", "--weight", "l1=1", "--real-fraction", 0.75]
+# the 2026-12-03 fine-tune's weighting: pixels 4x / 2x, three quarters of each batch world renders; at
+# lr 2e-5, as a warm start from a converged encoder trains better than at 1e-4 (2026-12-07)
+ENCODER_TRAINING = ["--weight", "mse=4", "--weight", "l1=1", "--real-fraction", 0.75, "--lr", 2e-5]
 
 
 def encoder(args):
