@@ -37,11 +37,11 @@ pixels to the shifted edge's: a ramp stays a ramp at every alignment. On 400 wor
 (2026-12-06) crispness passes 95.5% -> 98.5% by the parser, 98.8% -> 99.3% by the exact labels;
 blurred 3 px they pass 0% either way, with noise (0.05-0.2) over the blur 0.2-1.0%. Only the edge
 on the face counts: where a mask meets the background at the head's silhouette a haze inherits the
-silhouette's hard edge. The reference is the median
-on world renders wearing the kind under the same labeller (crispness of masks: 0.94 by the
-bundle's parser, 0.96 by the exact labels); a face passes at CRISP_MIN x the reference crispness
-and CONTRAST_MIN x the reference contrast or more. The shipped mask edits' median crispness was
-0.38x the reference (a glow fading into the skin; 2% pass).
+silhouette's hard edge. The reference is the median on world renders wearing the kind under the
+same labeller (crispness of masks: 0.94 by the bundle's parser, 0.96 by the exact labels); a face
+passes at CRISP_MIN x the reference crispness and CONTRAST_MIN x the reference contrast or more.
+The shipped mask edits' median crispness was 0.38x the reference (a glow fading into the skin; 2%
+pass).
 """
 import torch
 import torch.nn.functional as F

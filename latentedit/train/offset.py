@@ -110,7 +110,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from latentedit.edit.compositing import COMPOSITING, composited
+from latentedit.edit.compositing import composited
 from latentedit.edit.discrete import (ACCESSORY_KINDS, KEPT_HEADS, DiscreteSynthesizer, conditioned_plane,
                                       expected_region, kind_label, label_direction, read_face, replaced_plane,
                                       seen_in_region)
@@ -338,7 +338,7 @@ class OffsetTrainer:
             read = read_face(self.synth.face3d, x)  # one face3d pass: the offset's 3D maps and the view
             region = expected_region(self.synth.face3d, cfg.kind, x, read)  # where the accessory belongs
             expected = region.to(x)[:, None]
-            how = COMPOSITING[cfg.kind]
+            how = self.synth.compositing  # what synthesize applies (COMPOSITING[kind]: the trainer has a parser)
             eyes = eye_mask(parsed_x.argmax(1)) if cfg.composite and how.eye_clearance is not None else None
             clears_lenses = cfg.composite and how.clear_lenses  # the lenses are then not the edit's
             see_through = cfg.kind == "frame_glasses" and cfg.w_see_through and not clears_lenses
