@@ -17,8 +17,9 @@ where it stopped; the training steps resume their run folders under --runs):
               24, sunglasses 1200 with the identity loss at 3x; for a generator trained with world
               labels, frame glasses and sunglasses with the realism term at 0.5 under the
               conditional D's label for the kind, frame glasses along the generator's own
-              frames label to distance 4 and masks along theirs to 2.5, trained composited with
-              the crisp and eyes terms, unconditioned (`LABELLED`); each exported (fp16);
+              frames label to distance 4, composited with the share and contrast terms, and
+              masks along theirs to 2.5, composited with the crisp and eyes terms,
+              unconditioned (`LABELLED`); each exported (fp16);
               with --parallel the three train at once, one single-thread process each
   measure     benchmarks/synthesize_world.py (--n-measure codes, 1000 by default, at d = 3 only:
               the prior's training distance)
@@ -59,7 +60,11 @@ OFFSETS = {
 # sixth session: all judges 0.007 -> 0.265, the glow turned to cloth) and, pasted as pixels, the eyes
 # term (seventh session: 0.803 -> 0.873 in 600 steps over the same network pasted so untrained)
 REALISM_LABEL = ["--weight", "realism=0.5", "--realism-label"]
-LABELLED = {"frame_glasses": [*OFFSETS["frame_glasses"][1], "--prior", "label", "--distance", "4", *REALISM_LABEL],
+# frame glasses trained as synthesize delivers them (lenses cleared) with the share and contrast terms
+# (2026-12-06: all judges 0.827 -> 0.965)
+FRAMES_COMPOSITED = ["--composite", "--weight", "share=4", "--weight", "contrast=4", "--weight", "footprint=16"]
+LABELLED = {"frame_glasses": [*OFFSETS["frame_glasses"][1], "--prior", "label", "--distance", "4", *REALISM_LABEL,
+                              *FRAMES_COMPOSITED],
             "sunglasses": [*OFFSETS["sunglasses"][1], *REALISM_LABEL],
             "mask": ["--prior", "label", "--distance", "2.5", "--composite", "--weight", "crisp=4", "--weight", "eyes=2",
                      *REALISM_LABEL]}

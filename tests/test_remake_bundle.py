@@ -74,8 +74,9 @@ def test_measure_redoes_a_report_of_another_sample_count(tmp_path, monkeypatch):
 
 def test_offsets_of_a_labelled_generator_train_frames_along_its_label(tmp_path, monkeypatch):
     """The bundled generator was trained with world labels: its frame-glasses and mask runs take the
-    label prior and the labelled realism term (the mask run composited, without the sunglasses
-    condition), its sunglasses run that term alone; an unconditional generator's runs take neither."""
+    label prior and the labelled realism term (both composited, frames with the share term, the mask
+    run without the sunglasses condition), its sunglasses run that term alone; an unconditional
+    generator's runs take neither."""
     from conftest import load_benchmark
 
     remake = load_benchmark("remake_bundle")
@@ -96,5 +97,6 @@ def test_offsets_of_a_labelled_generator_train_frames_along_its_label(tmp_path, 
         for kind in ("frame_glasses", "mask"):
             assert ("label" in by_kind[kind]) == labelled
         assert ("--composite" in by_kind["mask"]) == labelled and ("sunglasses" in by_kind["mask"]) != labelled
-        assert "--prior" not in by_kind["sunglasses"] and "--composite" not in by_kind["frame_glasses"]
+        assert ("--composite" in by_kind["frame_glasses"]) == labelled == ("share=4" in by_kind["frame_glasses"])
+        assert "--prior" not in by_kind["sunglasses"] and "--composite" not in by_kind["sunglasses"]
         assert "see_through=24" in by_kind["frame_glasses"] and "identity=3" in by_kind["sunglasses"]
