@@ -15,11 +15,11 @@ where it stopped; the training steps resume their run folders under --runs):
               conditioned on sunglasses, frame glasses 1000 with half of each batch the encoder's
               codes of world renders (so it needs the encoder first) and the see-through term at
               24, sunglasses 1200 with the identity loss at 3x; for a generator trained with world
-              labels, frame glasses and sunglasses with the realism term at 0.5 under the
-              conditional D's label for the kind, frame glasses along the generator's own
-              frames label to distance 4, composited with the share and contrast terms, and
-              masks along theirs to 2.5, composited with the crisp and eyes terms,
-              unconditioned (`LABELLED`); each exported (fp16);
+              labels, each with the realism term at 0.5 under the conditional D's label for the
+              kind, frame glasses along the generator's own frames label to distance 4,
+              composited with the share, contrast and footprint terms, and masks along theirs
+              to 2.5, composited with the crisp and eyes terms, unconditioned (`LABELLED`);
+              each exported (fp16);
               with --parallel the three train at once, one single-thread process each
   measure     benchmarks/synthesize_world.py (--n-measure codes, 1000 by default, at d = 3 only:
               the prior's training distance)
@@ -60,8 +60,8 @@ OFFSETS = {
 # sixth session: all judges 0.007 -> 0.265, the glow turned to cloth) and, pasted as pixels, the eyes
 # term (seventh session: 0.803 -> 0.873 in 600 steps over the same network pasted so untrained)
 REALISM_LABEL = ["--weight", "realism=0.5", "--realism-label"]
-# frame glasses trained as synthesize delivers them (lenses cleared) with the share and contrast terms
-# (2026-12-06: all judges 0.827 -> 0.965)
+# frame glasses trained as synthesize delivers them (lenses cleared) with the share, contrast and
+# footprint terms (2026-12-06: all judges 0.827 -> 0.965)
 FRAMES_COMPOSITED = ["--composite", "--weight", "share=4", "--weight", "contrast=4", "--weight", "footprint=16"]
 LABELLED = {"frame_glasses": [*OFFSETS["frame_glasses"][1], "--prior", "label", "--distance", "4", *REALISM_LABEL,
                               *FRAMES_COMPOSITED],

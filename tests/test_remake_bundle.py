@@ -97,6 +97,7 @@ def test_offsets_of_a_labelled_generator_train_frames_along_its_label(tmp_path, 
         for kind in ("frame_glasses", "mask"):
             assert ("label" in by_kind[kind]) == labelled
         assert ("--composite" in by_kind["mask"]) == labelled and ("sunglasses" in by_kind["mask"]) != labelled
-        assert ("--composite" in by_kind["frame_glasses"]) == labelled == ("share=4" in by_kind["frame_glasses"])
+        frames = " ".join(by_kind["frame_glasses"])
+        assert (" ".join(remake.FRAMES_COMPOSITED) in frames) == labelled == ("--composite" in by_kind["frame_glasses"])
         assert "--prior" not in by_kind["sunglasses"] and "--composite" not in by_kind["sunglasses"]
         assert "see_through=24" in by_kind["frame_glasses"] and "identity=3" in by_kind["sunglasses"]
