@@ -8,8 +8,8 @@ the classifier's hair style, hair colour, age, glasses and beard heads.
     python benchmarks/precision_outliers.py --model checkpoints/default --n 10000 --sheet docs/precision_outliers.png
 
 A face's "reach" is min over renders j of d(face, render j) / radius j: <= 1 inside, and the larger
-the farther out. The sheet's rows: the 16 largest reaches at truncation 1.0 (top two rows), then 16
-faces with reach at most 0.8, each labelled by its reach.
+the farther out. The sheet's rows: the 16 largest reaches at the first truncation (top two rows), then
+16 faces with reach at most 0.8; their reaches are printed and kept in --json.
 """
 import argparse
 import json
