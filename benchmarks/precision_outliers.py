@@ -23,7 +23,7 @@ from latentedit.formats import load_generator  # noqa: E402
 from latentedit.formats.evaluators import load_evaluators  # noqa: E402
 from latentedit.formats.images import save_png, tile, to_uint8  # noqa: E402
 from latentedit.metrics.fid import _knn_radii, precision_recall  # noqa: E402
-from latentedit.metrics.generator import REAL_SEED, generated_features, render_features  # noqa: E402
+from latentedit.metrics.generator import REAL_SEED, _generated, generated_features, render_features  # noqa: E402
 
 
 # heads whose classes get their own precision: is one kind of face the one outside?
@@ -33,7 +33,7 @@ GROUPED = ("hair_style", "hair_color", "age", "glasses", "beard")
 def by_class(f_real, f_other, labels, clf):
     """Precision and recall of f_other against f_real, and precision per class of GROUPED (printed)."""
     groups = {f"{head}={name}": labels[head] == c for head in GROUPED for c, name in enumerate(clf.cfg.heads[head])}
-    precision, recall, per_class = precision_recall(f_real, f_other.float(), groups=groups)
+    precision, recall, per_class = precision_recall(f_real, f_other, groups=groups)
     share = {k: m.float().mean().item() for k, m in groups.items()}
     print(f"  precision {precision:.3f}  recall {recall:.3f}; by the classifier's class (precision, share of the "
           "faces): " + ", ".join(f"{k} {v:.2f} ({share[k]:.2f})" for k, v in per_class.items() if v is not None))
@@ -47,15 +47,12 @@ def reach(real, fake, k=3, chunk=2048):
                       for i in range(0, len(fake), chunk)])
 
 
-@torch.no_grad()
-def faces(G, indices, truncation, batch):
-    """The generated faces of sample indices (evaluate_generator draws seeds in batches of `batch`)."""
-    out = []
-    for i in indices:
-        start = (i // batch) * batch
-        w = G.sample_w(batch, seed=start, truncation=truncation)[i - start:i - start + 1]
-        out.append(G.synthesize(w).float().clamp(-1, 1))
-    return torch.cat(out)
+def faces(G, indices, truncation, batch, n):
+    """The generated faces of sample indices, drawn by the call evaluate_generator drew them with
+    (`_generated`, its seeds in batches of `batch` up to n), so they are those samples to the bit."""
+    drawn = {start: _generated(G, min(batch, n - start), start, truncation, G.img_resolution)
+             for start in sorted({i // batch * batch for i in indices})}
+    return torch.stack([drawn[i // batch * batch][i % batch] for i in indices])
 
 
 def main():
@@ -81,9 +78,9 @@ def main():
         report["floor"] = by_class(f_real, f_other, labels, clf)
     for i, psi in enumerate(float(t) for t in args.truncations.split(",")):
         f_gen, labels = generated_features(G, clf, args.n, truncation=psi, batch=args.batch)
+        f_gen = f_gen.float()
         print(f"generated at truncation {psi}:", flush=True)
         report["truncation"][psi] = by_class(f_real, f_gen, labels, clf)
-        f_gen = f_gen.float()
         if i == 0 and args.sheet:
             r = reach(f_real, f_gen)
             outside = r.argsort(descending=True)[:16].tolist()
@@ -91,7 +88,7 @@ def main():
             report["sheet"] = {"outside_reach": [round(float(r[j]), 2) for j in outside],
                                "inside_reach": [round(float(r[j]), 2) for j in inside]}
             print("farthest outside, reach:", report["sheet"]["outside_reach"])
-            save_png(args.sheet, tile(to_uint8(faces(G, outside + inside, psi, args.batch)), 8, scale=2, pad=2))
+            save_png(args.sheet, tile(to_uint8(faces(G, outside + inside, psi, args.batch, args.n)), 8, scale=2, pad=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 
