@@ -43,6 +43,7 @@ def test_the_table_picks_phase_for_bf16_on_amx_only(monkeypatch):
         assert upconv.use_phase_upconv(torch.bfloat16) is amx
         assert upconv.use_phase_upconv(torch.float32) is False
         assert upconv.use_phase_upconv(torch.bfloat16, "cuda") is False
+        assert upconv.use_phase_upconv(torch.bfloat16, training=True) is False  # weights refolded every step
     monkeypatch.setenv("LATENTEDIT_UPCONV", "phase")
     assert upconv.use_phase_upconv(torch.float32) is True
     monkeypatch.setenv("LATENTEDIT_UPCONV", "transposed")

@@ -35,6 +35,40 @@ def test_init_from_bundle_warm_starts(tmp_path):
     assert torch.isfinite(torch.tensor(b.train_step()["loss_G"]))
 
 
+def test_optimiser_steps_invalidate_the_weights_caches(tmp_path):
+    """The fused Adam step does not bump version counters by itself; caches keyed on them (the
+    demodulation energies of a no-grad forward) would keep the old weights' values."""
+    t = GANTrainer(GANConfig(**TINY), tmp_path)
+    before = {n: p._version for n, p in t.G.named_parameters()} | {n: p._version for n, p in t.D.named_parameters()}
+    t.train_step()
+    after = {n: p._version for n, p in t.G.named_parameters()} | {n: p._version for n, p in t.D.named_parameters()}
+    assert all(after[n] > before[n] for n in before)
+    ws = t.G.mapping(torch.randn(2, t.G.z_dim), None, update_w_avg=False)
+    fresh = GANTrainer(GANConfig(**TINY), tmp_path / "fresh")
+    fresh.G.load_state_dict(t.G.state_dict())
+    with torch.no_grad():  # cached energies on t.G, computed afresh on the copy
+        assert torch.equal(t.G.synthesis(ws, noise_mode="const"), fresh.G.synthesis(ws, noise_mode="const"))
+
+
+@pytest.mark.parametrize("labels", [(), ("glasses",)])
+def test_one_d_pass_over_fakes_and_reals_is_two_passes(tmp_path, labels):
+    """The D step's single pass keeps every minibatch-std group to fakes or to reals alone."""
+    t = GANTrainer(GANConfig(**{**TINY, "batch": 8}, labels=labels), tmp_path)
+    fake, real = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16) * 2 + 1
+    fake_c, real_c = (torch.zeros(8, t.D.cfg.c_dim) for _ in range(2))
+    if labels:
+        fake_c[::2, 0], real_c[1::3, 1] = 1, 1
+        t.D.project.weight.data.normal_()
+    with torch.no_grad():
+        one = t._d_fakes_and_reals(fake, fake_c, real, real_c)
+        two = t.D(fake, fake_c), t.D(real, real_c)
+        swapped = t._d_fakes_and_reals(real, real_c, fake, fake_c)
+    for a, b in zip(one, two):
+        assert a.shape == b.shape == (8, 1)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(swapped[0], two[1], rtol=1e-5, atol=1e-5)
+
+
 def test_bf16_step_runs(tmp_path):
     t = GANTrainer(GANConfig(**TINY, bf16=True), tmp_path)
     stats = [t.train_step() for _ in range(2)]

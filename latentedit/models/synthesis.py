@@ -71,7 +71,7 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
     if fused and N != 1:
         raise ValueError("the fused fast path runs one sample at a time")
     if not torch.is_grad_enabled() and phase_foldable(layer.resample_filter, layer.up) and \
-            use_phase_upconv(dtype, x.device.type):
+            use_phase_upconv(dtype, x.device.type, training=layer.training):
         # Up-convs without autograd on CPUs whose plain convs far outrun transposed ones (upconv.py).
         y = _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype)
     elif fused:

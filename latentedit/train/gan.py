@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.autograd.graph import increment_version
 
 from latentedit.errors import InputError
 from latentedit.formats.atomic import write_text
@@ -142,7 +143,10 @@ def _lazy_adam(module, cfg, interval):
     groups = [{"params": [p for n, p in named if n not in LABEL_TENSORS]}]
     if any(n in LABEL_TENSORS for n, _ in named):
         groups.append({"params": [p for n, p in named if n in LABEL_TENSORS], "label": True})
-    opt = torch.optim.Adam(groups, lr=cfg.lr * ratio, betas=tuple(b ** ratio for b in cfg.betas), eps=1e-8)
+    # fused: one kernel per tensor instead of ~10 ops (G's step 22 -> 6 ms on one CPU thread; results
+    # within an ulp of the loop's).
+    opt = torch.optim.Adam(groups, lr=cfg.lr * ratio, betas=tuple(float(b ** ratio) for b in cfg.betas), eps=1e-8,
+                           fused=True)
     _set_lr(opt, cfg, interval)
     return opt
 
@@ -224,6 +228,21 @@ class GANTrainer:
             img = self._synthesize(ws, noise_mode="const")
         return pair_change(img[:m], img[m:], free).mean()
 
+    def _d_fakes_and_reals(self, fake, fake_c, real, real_c):
+        """D's logits of fakes and reals from one pass over both (bf16 on one CPU thread: 172 ms where
+        two passes take 206). Interleaved so that every minibatch-std group holds fakes alone or reals
+        alone, as in two passes: D groups sample i with i + N/G, i + 2N/G, ..."""
+        n, mbstd = len(fake), self.D.b4.mbstd
+        groups = 1 if mbstd is None else mbstd.group_size  # 0 / None: the whole batch is one group
+        if not groups or len(real) != n or n % groups:
+            return self.D(fake, fake_c), self.D(real, real_c)
+
+        def interleave(a, b):
+            return torch.stack([a.reshape(groups, n // groups, *a.shape[1:]),
+                                b.reshape(groups, n // groups, *b.shape[1:])], dim=1).reshape(2 * n, *a.shape[1:])
+        logits = self.D(interleave(fake, real), interleave(fake_c, real_c)).reshape(groups, 2, n // groups, -1)
+        return logits[:, 0].reshape(n, -1), logits[:, 1].reshape(n, -1)
+
     # -- one step --------------------------------------------------------------------------------
 
     def _sync_grads(self, module):
@@ -244,6 +263,9 @@ class GANTrainer:
             if p.grad is not None:
                 torch.nan_to_num_(p.grad, nan=0, posinf=1e5, neginf=-1e5)
         opt.step()
+        # The fused step writes the weights without bumping their version counters (torch 2.13, CPU);
+        # caches keyed on them (models/layers.py version_key: demodulation energies) must see the change.
+        increment_version([p for group in opt.param_groups for p in group["params"]])
         opt.zero_grad(set_to_none=True)
 
     def train_step(self):
@@ -286,7 +308,8 @@ class GANTrainer:
             with torch.no_grad():
                 ws, fake_c = self._ws(self.G, n)
                 fake = self._synthesize(ws)
-            loss_d = F.softplus(self.D(fake.float(), fake_c)).mean() + F.softplus(-self.D(real, real_c)).mean()
+            logits_fake, logits_real = self._d_fakes_and_reals(fake.float(), fake_c, real, real_c)
+            loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
         loss_d.backward()
         stats["loss_D"] = float(loss_d.detach())
         # D reg: R1 on reals, lazily.
@@ -311,8 +334,8 @@ class GANTrainer:
         if self.cfg.ema_rampup:
             ema_nimg = min(ema_nimg, (self.nimg + self.cfg.batch) * self.cfg.ema_rampup)
         beta = 0.5 ** (self.cfg.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        ema, live = list(self.G_ema.parameters()), [p.detach() for p in self.G.parameters()]
+        torch._foreach_copy_(ema, torch._foreach_lerp(live, ema, beta))  # the same bits as a lerp per tensor
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
             b_ema.copy_(b)
 

@@ -21,6 +21,9 @@ from latentedit.formats.files import read_bytes, read_json
 from latentedit.train import distributed
 
 
+IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable", "differentiable")
+
+
 def _flatten_optimizer(prefix, opt):
     tensors, meta = {}, {"param_groups": [], "scalars": {}}
     sd = opt.state_dict()
@@ -45,7 +48,10 @@ def _unflatten_optimizer(prefix, opt, tensors, meta):
         idx, key = name.split(".", 1)
         state.setdefault(int(idx), {})[key] = value
     sd = opt.state_dict()
-    groups = [dict(saved, params=live["params"]) for saved, live in zip(meta["param_groups"], sd["param_groups"])]
+    # Hyperparameters come from the save; how the update is computed (fused, foreach) from the live
+    # optimiser, so a state saved by an older implementation resumes with today's.
+    groups = [dict(saved, params=live["params"], **{k: live[k] for k in IMPLEMENTATION_KEYS if k in live})
+              for saved, live in zip(meta["param_groups"], sd["param_groups"])]
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
