@@ -236,29 +236,41 @@ def training_table(args, best):
         t = timed(step, args.iters, warmup=2)
         print(f"{name:5} {32 / t:8.1f} img/s {flops / t / 1e9:8.1f} GFLOP/s "
               f"({flops / t / 1e9 / best[name, 'fwd+bwd']:.0%} of the fwd+bwd ceiling)", flush=True)
-    trainer_steps(precisions)
+    trainer_steps(precisions, batch=args.trainer_batch)
 
 
-def trainer_steps(precisions, steps=16):
+# The trainer's configurations: the size earlier figures were taken at, and the one the bundle trains
+# at now (widened, conditional on four label groups, the label-pair term every 4th step).
+TRAINER_CONFIGS = {
+    "2048/128": dict(channel_base=2048, channel_max=128),
+    "2048/256 + labels": dict(channel_base=2048, channel_max=256, labels=("glasses", "mask", "hair_style", "beard"),
+                              label_pair_weight=10.0),
+}
+
+
+def trainer_steps(precisions, steps=16, batch=32):
     """What trains the bundle: GANTrainer's step (world renders, style mixing, lazy path-length
-    and R1 regularisation, EMA), averaged over one whole regularisation cycle of 16 steps."""
+    and R1 regularisation, EMA), averaged over one whole regularisation cycle of 16 steps. `batch`
+    per process: 16 at one thread is one of the bundle's two torchrun processes."""
     import tempfile
 
     from latentedit.train.gan import GANConfig, GANTrainer
 
-    print(f"\n== the trainer's step (latentedit train gan), same config, batch 32, {steps} steps ==")
-    rates = {}
-    for name in precisions:
-        with tempfile.TemporaryDirectory() as out:
-            trainer = GANTrainer(GANConfig(channel_base=2048, channel_max=128, batch=32, bf16=name == "bf16"), out)
-            trainer.train_step()
-            t0 = time.perf_counter()
-            for _ in range(steps):
+    print(f"\n== the trainer's step (latentedit train gan), batch {batch}, {torch.get_num_threads()} threads, "
+          f"{steps} steps ==")
+    for label, config in TRAINER_CONFIGS.items():
+        rates = {}
+        for name in precisions:
+            with tempfile.TemporaryDirectory() as out:
+                trainer = GANTrainer(GANConfig(**config, batch=batch, bf16=name == "bf16"), out)
                 trainer.train_step()
-            rates[name] = 32 * steps / (time.perf_counter() - t0)
-        print(f"{name:5} {rates[name]:8.1f} img/s", flush=True)
-    if "bf16" in rates:
-        print(f"bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x", flush=True)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    trainer.train_step()
+                rates[name] = batch * steps / (time.perf_counter() - t0)
+            print(f"{label:18} {name:5} {rates[name]:8.1f} img/s", flush=True)
+        if "bf16" in rates:
+            print(f"{label:18} bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x", flush=True)
 
 
 def main():
@@ -269,11 +281,19 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--skip", nargs="*", default=[], choices=["generator", "training"])
+    ap.add_argument("--trainer-only", action="store_true",
+                    help="only the trainer's steps (no ceiling, generator or compact step): A/B runs of a change")
+    ap.add_argument("--trainer-batch", type=int, default=32, help="per-process batch of the trainer's steps")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print("machine:", machine_description())
     print("ISA:", isa_flags())
+    if args.trainer_only:
+        from latentedit.runtime import fast_precision
+
+        precisions = ("fp32", "bf16") if fast_precision("bf16") == "bf16" else ("fp32",)
+        return trainer_steps(precisions, batch=args.trainer_batch)
     best = ceiling(args.iters)
     print("ceiling (best 3x3):", ", ".join(f"{d} {p} {g:.0f}" for (d, p), g in sorted(best.items())), "GFLOP/s")
     if not bf16_is_faster(best):

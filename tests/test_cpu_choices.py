@@ -54,6 +54,24 @@ def test_the_table_picks_phase_for_bf16_on_amx_only(monkeypatch):
         upconv.use_phase_upconv(torch.bfloat16)
 
 
+def test_the_table_packs_weights_on_amx_only(monkeypatch):
+    from latentedit.models import packedconv
+
+    monkeypatch.delenv("LATENTEDIT_PACKED", raising=False)
+    for amx in (True, False):
+        monkeypatch.setattr(packedconv, "cpu_has_amx", lambda: amx)
+        assert packedconv.use_packed_conv() is (amx and packedconv.packing_available())
+        assert packedconv.use_packed_conv("cuda") is False
+    monkeypatch.setenv("LATENTEDIT_PACKED", "on")
+    assert packedconv.use_packed_conv() is packedconv.packing_available()
+    monkeypatch.setattr(packedconv, "cpu_has_amx", lambda: True)
+    monkeypatch.setenv("LATENTEDIT_PACKED", "off")
+    assert packedconv.use_packed_conv() is False
+    monkeypatch.setenv("LATENTEDIT_PACKED", "yes")
+    with pytest.raises(ValueError, match="LATENTEDIT_PACKED"):
+        packedconv.use_packed_conv()
+
+
 def test_only_the_stylegan_case_folds():
     f4, f6 = setup_filter([1, 3, 3, 1]), setup_filter([1, 2, 3, 3, 2, 1])
     assert upconv.phase_foldable(f4, 2) and upconv.phase_foldable(setup_filter([1, 3, 3, 1], separable=True), 2)
@@ -86,8 +104,9 @@ def test_importing_latentedit_asks_for_huge_pages_unless_told_not_to(preset):
     assert out.strip() == (preset or "1")
 
 
+@pytest.mark.parametrize("packed", ["off", "on"])
 @pytest.mark.parametrize("fused", [True, False])
-def test_both_modulation_sides_match_the_reference_path(fused, monkeypatch):
+def test_both_modulation_sides_match_the_reference_path(fused, packed, monkeypatch):
     """Few channels at high resolution put the modulation on the phase weights (fused: per-sample
     weights); otherwise, and in shared convs, it goes on the activations: both give the reference path's image, with and without
     autocast around them (the trainer's D step runs the generator so), and what they cache does not
@@ -96,6 +115,8 @@ def test_both_modulation_sides_match_the_reference_path(fused, monkeypatch):
     from latentedit.models.synthesis import _DERIVED
 
     monkeypatch.setenv("LATENTEDIT_UPCONV", "phase")
+    monkeypatch.setenv("LATENTEDIT_PACKED", packed)
+    _DERIVED.clear()
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=64, channel_base=256, channel_max=8)).eval()
     with torch.no_grad():
@@ -121,4 +142,7 @@ def test_both_modulation_sides_match_the_reference_path(fused, monkeypatch):
                 expect = upconv.phase_weight(layer.weight.detach(), layer.resample_filter)
                 assert torch.equal(value, expect.contiguous(memory_format=torch.channels_last))
     kinds = {kind for layer in G.modules() for kind in _DERIVED.get(layer, {})}
-    assert ("phase" in kinds) == fused and "phase-torch.float32" in kinds
+    assert ("phase" in kinds) == fused
+    # packed: the activation-side up-convs of one sample (weights outnumber the input) run packed
+    activation_side = "phase-packed-" if packed == "on" and fused else "phase-torch.float32"
+    assert any(k.startswith(activation_side) for k in kinds)

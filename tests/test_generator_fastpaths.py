@@ -22,8 +22,10 @@ def G():
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("fused", [None, True, False])
 @pytest.mark.parametrize("upconv", ["transposed", "phase"])  # each CPU kind's up-conv form (models/upconv.py)
-def test_fast_matches_reference(G, batch, fused, upconv, monkeypatch):
+@pytest.mark.parametrize("packed", ["off", "on"])  # per-sample weights or packed ones (models/packedconv.py)
+def test_fast_matches_reference(G, batch, fused, upconv, packed, monkeypatch):
     monkeypatch.setenv("LATENTEDIT_UPCONV", upconv)
+    monkeypatch.setenv("LATENTEDIT_PACKED", packed)
     ws = torch.randn(batch, G.num_ws, 512, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         ref = G.synthesis(ws, noise_mode="const", fast=False)
@@ -41,8 +43,10 @@ def test_fast_random_noise_matches_reference_with_generator(G):
 
 
 @pytest.mark.parametrize("upconv", ["transposed", "phase"])
-def test_bf16_psnr(G, upconv, monkeypatch):
+@pytest.mark.parametrize("packed", ["off", "on"])
+def test_bf16_psnr(G, upconv, packed, monkeypatch):
     monkeypatch.setenv("LATENTEDIT_UPCONV", upconv)
+    monkeypatch.setenv("LATENTEDIT_PACKED", packed)
     ws = torch.randn(2, G.num_ws, 512, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         ref = G.synthesis(ws, noise_mode="const")

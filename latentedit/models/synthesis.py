@@ -9,6 +9,7 @@ from torch import nn
 
 from latentedit.errors import InputError
 from latentedit.models.layers import FullyConnectedLayer, conv2d_resample, version_key
+from latentedit.models.packedconv import pack_weight, packed_conv2d, use_packed_conv, weights_outnumber_input
 from latentedit.models.upconv import phase_foldable, phase_upconv, phase_weight, use_phase_upconv
 from latentedit.ops import bias_act, setup_filter, upsample2d
 
@@ -74,6 +75,8 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
             use_phase_upconv(dtype, x.device.type, training=layer.training):
         # Up-convs without autograd on CPUs whose plain convs far outrun transposed ones (upconv.py).
         y = _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype)
+    elif fused and inplace and _packable(layer, x):
+        y = _packed_layer(layer, x, styles, dcoefs, bias, dtype)
     elif fused:
         scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).unsqueeze(-1).unsqueeze(-1)  # [O, I, 1, 1]
         if inplace:  # one pass over the weights, written straight in the compute dtype
@@ -136,13 +139,41 @@ def _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype):
         scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).repeat(4, 1)[..., None, None]  # [4 O, I, 1, 1]
         k = torch.mul(base, scale, out=torch.empty_like(base, dtype=dtype))
         return phase_upconv(x, k, bias)
-    # Cached in the compute dtype: one more copy of the up-conv weights (4x) per layer and dtype.
-    k = _derived(layer, f"phase-{dtype}", lambda w: phase_weight(w, f).to(dtype).contiguous(memory_format=cl), [f])
+    # Cached in the compute dtype: one more copy of the up-conv weights (4x) per layer and dtype,
+    # packed for oneDNN where that wins (packedconv.py).
+    if _packable(layer, x, taps=4 * 9):
+        shape = tuple(x.shape)
+        k = _derived(layer, f"phase-packed-{dtype}-{shape}", lambda w: pack_weight(phase_weight(w, f).to(dtype), shape), [f])
+    else:
+        k = _derived(layer, f"phase-{dtype}", lambda w: phase_weight(w, f).to(dtype).contiguous(memory_format=cl), [f])
     xs = x * styles.to(dtype).reshape(N, -1, 1, 1)
     return phase_upconv(xs, k, bias, out_scale=dcoefs.reshape(N, -1, 1, 1))
 
 
 _DERIVED = weakref.WeakKeyDictionary()  # layer -> {kind: (key of its weight and dependencies, value)}
+
+
+def _packable(layer, x, taps=9):
+    """Whether this inference conv of one sample runs on a packed weight (packedconv.py): where the
+    table says so, the weights outnumber the input values, and the weight can be cached."""
+    return x.shape[0] == 1 and use_packed_conv(x.device.type) and version_key(layer.weight) is not None and \
+        weights_outnumber_input(layer.weight.shape[0], taps, x.shape[2], x.shape[3])
+
+
+def _packed_layer(layer, x, styles, dcoefs, bias, dtype):
+    """A fused inference conv on the layer's cached weight: the styles scale the input and the
+    demodulation the output (the same maths as modulated weights), + bias. A plain conv's weight is
+    packed for oneDNN; an up-conv's (transposed conv + FIR) is cached transposed, in channels_last."""
+    shape = tuple(x.shape)
+    xs = x * styles.to(dtype).reshape(1, -1, 1, 1)
+    demodulation = dcoefs.to(dtype).reshape(1, -1, 1, 1)
+    if layer.up == 1:
+        packed = _derived(layer, f"packed-{dtype}-{shape}", lambda w: pack_weight(w.to(dtype), shape))
+        return packed_conv2d(xs, packed).mul_(demodulation).add_(bias.reshape(1, -1, 1, 1))
+    wt = _derived(layer, f"transposed-{dtype}",
+                  lambda w: w.to(dtype).transpose(0, 1).contiguous(memory_format=torch.channels_last))
+    y = torch.nn.functional.conv_transpose2d(xs, wt, stride=layer.up).mul_(demodulation)
+    return fir_after_transposed(y, layer.resample_filter, layer.up, bias)
 
 
 def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):

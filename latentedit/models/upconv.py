@@ -83,7 +83,7 @@ def phase_weight(w, f):
 
 
 def phase_upconv(x, k, bias=None, out_scale=None):
-    """x [N, I, H, W], k from `phase_weight` -> [N, O, 2H, 2W] channels_last: conv2d_resample(x, w,
+    """x [N, I, H, W], k from `phase_weight` (or packed by packedconv.pack_weight) -> [N, O, 2H, 2W] channels_last: conv2d_resample(x, w,
     f, up=2, padding=1) (* out_scale [N, O, 1, 1]) + bias. The scale rides on the pixel shuffle's
     copy; the bias goes into the conv as bias / out_scale (exact in maths for finite non-zero
     scales: demodulation coefficients are rsqrt of a positive sum)."""
@@ -92,7 +92,12 @@ def phase_upconv(x, k, bias=None, out_scale=None):
         if b.shape[0] != 1:  # a per-sample bias cannot go into a conv shared by the batch
             return phase_upconv(x, k, None, out_scale).add_(bias.reshape(1, -1, 1, 1))
         bias = b.reshape(-1).repeat(4).to(x.dtype)
-    y = F.conv2d(x, k, bias, padding=1)  # [N, 4 O, H, W]
+    if k.is_mkldnn:
+        from latentedit.models.packedconv import packed_conv2d
+
+        y = packed_conv2d(x, k, bias)  # [N, 4 O, H, W]
+    else:
+        y = F.conv2d(x, k, bias, padding=1)
     N, C4, H, W = y.shape
     O = C4 // 4
     # channels_last memory is [N, H, W, (row phase, column phase, O)]: interleave rows and columns.
