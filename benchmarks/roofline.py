@@ -144,14 +144,19 @@ def conv_seconds(run, iters):
         run()
     total = 0.0
     for call, count in Counter(rec.calls).items():
-        _, xs, dtype, cl, ws, stride, padding, dilation, transposed, out_pad, groups, bias = call
+        _, xs, dtype, cl, ws, stride, padding, dilation, transposed, out_pad, groups, bias, packed = call
         fmt = torch.channels_last if cl else torch.contiguous_format
         x = torch.randn(xs, dtype=dtype).contiguous(memory_format=fmt)
         w = torch.randn(ws, dtype=dtype)
         b = torch.randn(ws[1] * groups if transposed else ws[0], dtype=dtype) if bias else None
         with torch.no_grad():
-            t = timed(lambda: torch.ops.aten.convolution(x, w, b, stride, padding, dilation, transposed, out_pad,
-                                                         groups), iters)
+            if packed:  # as the network runs it: on a weight packed once
+                wp = torch.ops.mkldnn._reorder_convolution_weight(w, padding, stride, dilation, groups, list(xs))
+                t = timed(lambda: torch.ops.mkldnn._convolution_pointwise(x, wp, b, padding, stride, dilation, groups,
+                                                                          "none", [], ""), iters)
+            else:
+                t = timed(lambda: torch.ops.aten.convolution(x, w, b, stride, padding, dilation, transposed, out_pad,
+                                                             groups), iters)
         total += t * count
     return total
 

@@ -19,6 +19,7 @@ class ConvCall(NamedTuple):
     output_padding: tuple
     groups: int
     bias: bool                   # whether the convolution adds a bias (forward and backward alike)
+    packed: bool = False         # run on a oneDNN-packed weight (models/packedconv.py)
 
 
 class ConvolutionRecorder(TorchDispatchMode):
@@ -40,4 +41,10 @@ class ConvolutionRecorder(TorchDispatchMode):
                                        x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
                                        tuple(stride), tuple(padding), tuple(dilation), bool(transposed),
                                        tuple(output_padding), int(groups), bias is not None))
+        elif func.overloadpacket is getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None):
+            # _convolution_pointwise(x, packed w, bias, padding, stride, dilation, groups, ...)
+            x, w, bias, padding, stride, dilation, groups = args[:7]
+            self.calls.append(ConvCall(False, tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last),
+                                       tuple(w.shape), tuple(stride), tuple(padding), tuple(dilation), False, (0, 0),
+                                       int(groups), bias is not None, packed=True))
         return func(*args, **(kwargs or {}))
