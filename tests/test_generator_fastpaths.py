@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from latentedit.models.discriminator import Discriminator
+from latentedit.models.packedconv import packing_available
+from latentedit.models.synthesis import _DERIVED
 from latentedit.models.stylegan2 import DiscriminatorConfig, Generator, GeneratorConfig
 
 
@@ -26,12 +28,31 @@ def G():
 def test_fast_matches_reference(G, batch, fused, upconv, packed, monkeypatch):
     monkeypatch.setenv("LATENTEDIT_UPCONV", upconv)
     monkeypatch.setenv("LATENTEDIT_PACKED", packed)
+    _DERIVED.clear()
     ws = torch.randn(batch, G.num_ws, 512, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         ref = G.synthesis(ws, noise_mode="const", fast=False)
         out = G.synthesis(ws, noise_mode="const", fused_modconv=fused)
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    # the low resolutions (weights outnumber the input) ran on cached weights exactly when asked to
+    cached = {kind.split("-")[0] for layer in G.modules() for kind in _DERIVED.get(layer, {})} & {"packed", "transposed"}
+    assert bool(cached) == (packed == "on" and fused is not False and packing_available())
+
+
+def test_packed_weights_stay_out_of_autograd(G, monkeypatch):
+    """With packing forced on, a batch-1 forward that needs gradients keeps per-sample weights: the
+    same gradients as with packing off, and nothing packed."""
+    grads = []
+    for packed in ("on", "off"):
+        monkeypatch.setenv("LATENTEDIT_PACKED", packed)
+        _DERIVED.clear()
+        ws = torch.randn(1, G.num_ws, 512, generator=torch.Generator().manual_seed(7)).requires_grad_(True)
+        G.synthesis(ws, noise_mode="const").square().mean().backward()
+        grads.append(ws.grad)
+        assert not any(kind.startswith(("packed", "phase-packed", "transposed"))
+                       for layer in G.modules() for kind in _DERIVED.get(layer, {}))
+    assert torch.equal(grads[0], grads[1])
 
 
 def test_fast_random_noise_matches_reference_with_generator(G):

@@ -39,14 +39,18 @@ def test_optimiser_steps_invalidate_the_weights_caches(tmp_path):
     """The fused Adam step does not bump version counters by itself; caches keyed on them (the
     demodulation energies of a no-grad forward) would keep the old weights' values."""
     t = GANTrainer(GANConfig(**TINY), tmp_path)
-    before = {n: p._version for n, p in t.G.named_parameters()} | {n: p._version for n, p in t.D.named_parameters()}
-    t.train_step()
-    after = {n: p._version for n, p in t.G.named_parameters()} | {n: p._version for n, p in t.D.named_parameters()}
-    assert all(after[n] > before[n] for n in before)
-    ws = t.G.mapping(torch.randn(2, t.G.z_dim), None, update_w_avg=False)
+    t.train_step()  # the optimisers hold state: fused steps from here on
+    ws = t.G.mapping(torch.randn(2, t.G.z_dim), None, update_w_avg=False).detach()
+    with torch.no_grad():
+        t.G.synthesis(ws, noise_mode="const")  # fills the energy cache of the weights as they are
+    before = {n: p._version for n, p in t.G.named_parameters()}
+    for p in t.G.parameters():
+        p.grad = torch.randn_like(p)
+    t._opt_step(t.G, t.G_opt)
+    assert all(p._version > before[n] for n, p in t.G.named_parameters())
     fresh = GANTrainer(GANConfig(**TINY), tmp_path / "fresh")
     fresh.G.load_state_dict(t.G.state_dict())
-    with torch.no_grad():  # cached energies on t.G, computed afresh on the copy
+    with torch.no_grad():  # the stepped weights on t.G (cache refilled), computed afresh on the copy
         assert torch.equal(t.G.synthesis(ws, noise_mode="const"), fresh.G.synthesis(ws, noise_mode="const"))
 
 

@@ -24,17 +24,21 @@ def packing_available():
     ops = getattr(torch.ops, "mkldnn", None)
     try:
         return torch.backends.mkldnn.is_available() and ops is not None and \
-            hasattr(ops, "_convolution_pointwise") and hasattr(ops, "_reorder_convolution_weight")
+            all(hasattr(ops, op) for op in ("_convolution_pointwise", "_reorder_convolution_weight",
+                                            "_is_mkldnn_bf16_supported"))
     except (AttributeError, RuntimeError):
         return False
 
 
-def use_packed_conv(device_type="cpu"):
-    """Whether an inference conv whose weights outnumber its input values runs on a packed weight."""
+def use_packed_conv(device_type="cpu", dtype=torch.float32):
+    """Whether an inference conv in `dtype` whose weights outnumber its input values runs on a packed
+    weight. bf16 needs oneDNN's bf16 kernels (AVX-512 or newer), which its packed ops require."""
     choice = os.environ.get("LATENTEDIT_PACKED", "auto")
     if choice not in CHOICES:
         raise ValueError(f"LATENTEDIT_PACKED must be one of {CHOICES}, got {choice!r}")
     if device_type != "cpu" or choice == "off" or not packing_available():
+        return False
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
     return choice == "on" or cpu_has_amx()
 

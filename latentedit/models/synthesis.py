@@ -143,7 +143,8 @@ def _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype):
     # packed for oneDNN where that wins (packedconv.py).
     if _packable(layer, x, taps=4 * 9):
         shape = tuple(x.shape)
-        k = _derived(layer, f"phase-packed-{dtype}-{shape}", lambda w: pack_weight(phase_weight(w, f).to(dtype), shape), [f])
+        k = _derived(layer, f"phase-packed-{dtype}-{shape}",
+                     lambda w: pack_weight(phase_weight(w, f).to(dtype), shape), [f])
     else:
         k = _derived(layer, f"phase-{dtype}", lambda w: phase_weight(w, f).to(dtype).contiguous(memory_format=cl), [f])
     xs = x * styles.to(dtype).reshape(N, -1, 1, 1)
@@ -154,9 +155,11 @@ _DERIVED = weakref.WeakKeyDictionary()  # layer -> {kind: (key of its weight and
 
 
 def _packable(layer, x, taps=9):
-    """Whether this inference conv of one sample runs on a packed weight (packedconv.py): where the
-    table says so, the weights outnumber the input values, and the weight can be cached."""
-    return x.shape[0] == 1 and use_packed_conv(x.device.type) and version_key(layer.weight) is not None and \
+    """Whether this inference conv of one sample runs on a cached weight (packedconv.py): where the
+    table says so, the weights outnumber the input values, and the weight can be cached and is not
+    training (a weight that changes every step would be repacked every call)."""
+    return x.shape[0] == 1 and not layer.training and use_packed_conv(x.device.type, x.dtype) and \
+        version_key(layer.weight) is not None and \
         weights_outnumber_input(layer.weight.shape[0], taps, x.shape[2], x.shape[3])
 
 
@@ -165,8 +168,9 @@ def _packed_layer(layer, x, styles, dcoefs, bias, dtype):
     demodulation the output (the same maths as modulated weights), + bias. A plain conv's weight is
     packed for oneDNN; an up-conv's (transposed conv + FIR) is cached transposed, in channels_last."""
     shape = tuple(x.shape)
-    xs = x * styles.to(dtype).reshape(1, -1, 1, 1)
-    demodulation = dcoefs.to(dtype).reshape(1, -1, 1, 1)
+    # fp32 scales applied to the compute-dtype tensors: one rounding per product, not two
+    xs = torch.mul(x, styles.reshape(1, -1, 1, 1), out=torch.empty_like(x))
+    demodulation = dcoefs.reshape(1, -1, 1, 1)
     if layer.up == 1:
         packed = _derived(layer, f"packed-{dtype}-{shape}", lambda w: pack_weight(w.to(dtype), shape))
         return packed_conv2d(xs, packed).mul_(demodulation).add_(bias.reshape(1, -1, 1, 1))

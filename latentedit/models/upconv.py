@@ -83,7 +83,8 @@ def phase_weight(w, f):
 
 
 def phase_upconv(x, k, bias=None, out_scale=None):
-    """x [N, I, H, W], k from `phase_weight` (or packed by packedconv.pack_weight) -> [N, O, 2H, 2W] channels_last: conv2d_resample(x, w,
+    """x [N, I, H, W], k from `phase_weight` (or packed by packedconv.pack_weight) -> [N, O, 2H, 2W]
+    channels_last: conv2d_resample(x, w,
     f, up=2, padding=1) (* out_scale [N, O, 1, 1]) + bias. The scale rides on the pixel shuffle's
     copy; the bias goes into the conv as bias / out_scale (exact in maths for finite non-zero
     scales: demodulation coefficients are rsqrt of a positive sum)."""
@@ -93,7 +94,7 @@ def phase_upconv(x, k, bias=None, out_scale=None):
             return phase_upconv(x, k, None, out_scale).add_(bias.reshape(1, -1, 1, 1))
         bias = b.reshape(-1).repeat(4).to(x.dtype)
     if k.is_mkldnn:
-        from latentedit.models.packedconv import packed_conv2d
+        from latentedit.models.packedconv import packed_conv2d  # here: packedconv imports this module
 
         y = packed_conv2d(x, k, bias)  # [N, 4 O, H, W]
     else:

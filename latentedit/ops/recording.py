@@ -22,6 +22,10 @@ class ConvCall(NamedTuple):
     packed: bool = False         # run on a oneDNN-packed weight (models/packedconv.py)
 
 
+# models/packedconv.py's convolution (its .default overload; .binary takes other arguments)
+_PACKED_CONV = getattr(getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None), "default", None)
+
+
 class ConvolutionRecorder(TorchDispatchMode):
     """Records every convolution run inside it, forward and backward, in order: `calls`."""
 
@@ -41,10 +45,11 @@ class ConvolutionRecorder(TorchDispatchMode):
                                        x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
                                        tuple(stride), tuple(padding), tuple(dilation), bool(transposed),
                                        tuple(output_padding), int(groups), bias is not None))
-        elif func.overloadpacket is getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None):
+        elif func is _PACKED_CONV:
             # _convolution_pointwise(x, packed w, bias, padding, stride, dilation, groups, ...)
             x, w, bias, padding, stride, dilation, groups = args[:7]
-            self.calls.append(ConvCall(False, tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last),
-                                       tuple(w.shape), tuple(stride), tuple(padding), tuple(dilation), False, (0, 0),
-                                       int(groups), bias is not None, packed=True))
+            self.calls.append(ConvCall(False, tuple(x.shape), x.dtype,
+                                       x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
+                                       tuple(stride), tuple(padding), tuple(dilation), False, (0, 0), int(groups),
+                                       bias is not None, packed=True))
         return func(*args, **(kwargs or {}))
