@@ -11,6 +11,7 @@ serve every call, packed once per layer while the weight is unchanged (synthesis
 bf16. Elsewhere (AMD Zen 4 and AVX2 machines) the per-sample form stays until measured there;
 LATENTEDIT_PACKED=on|off overrides the table (benchmarks, tests).
 """
+import functools
 import os
 
 import torch
@@ -20,6 +21,7 @@ from latentedit.models.upconv import cpu_has_amx
 CHOICES = ("auto", "on", "off")
 
 
+@functools.lru_cache(maxsize=None)  # asked on every layer call; the build does not change
 def packing_available():
     ops = getattr(torch.ops, "mkldnn", None)
     try:
@@ -30,6 +32,11 @@ def packing_available():
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def _bf16_kernels():
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def use_packed_conv(device_type="cpu", dtype=torch.float32):
     """Whether an inference conv in `dtype` whose weights outnumber its input values runs on a packed
     weight. bf16 needs oneDNN's bf16 kernels (AVX-512 or newer), which its packed ops require."""
@@ -38,7 +45,7 @@ def use_packed_conv(device_type="cpu", dtype=torch.float32):
         raise ValueError(f"LATENTEDIT_PACKED must be one of {CHOICES}, got {choice!r}")
     if device_type != "cpu" or choice == "off" or not packing_available():
         return False
-    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if dtype == torch.bfloat16 and not _bf16_kernels():
         return False
     return choice == "on" or cpu_has_amx()
 

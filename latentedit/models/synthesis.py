@@ -176,8 +176,7 @@ def _packed_layer(layer, x, styles, dcoefs, bias, dtype):
         return packed_conv2d(xs, packed).mul_(demodulation).add_(bias.reshape(1, -1, 1, 1))
     wt = _derived(layer, f"transposed-{dtype}",
                   lambda w: w.to(dtype).transpose(0, 1).contiguous(memory_format=torch.channels_last))
-    y = torch.nn.functional.conv_transpose2d(xs, wt, stride=layer.up).mul_(demodulation)
-    return fir_after_transposed(y, layer.resample_filter, layer.up, bias)
+    return _transposed_upconv(xs, wt, bias, layer.up, layer.resample_filter, post_scale=demodulation)
 
 
 def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
@@ -195,7 +194,12 @@ def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
     if inplace:  # oneDNN's transposed conv runs 2-3% faster in bf16 given a channels_last weight (same
         # bits; AMD Zen 4, 256 / 1024 px); not on training's path, whose backward was not measured
         wt = wt.contiguous(memory_format=torch.channels_last)
-    y = F.conv_transpose2d(x, wt, stride=up)  # [N, O, up*H + 1, up*W + 1]
+    return _transposed_upconv(x, wt, bias, up, f, post_scale, inplace)
+
+
+def _transposed_upconv(x, wt, bias, up, f, post_scale=None, inplace=True):
+    """The up-sampling half of `_conv3x3_resample`, given the transposed weight wt [I, O, 3, 3]."""
+    y = torch.nn.functional.conv_transpose2d(x, wt, stride=up)  # [N, O, up*H + 1, up*W + 1]
     if post_scale is not None:
         y = y.mul_(post_scale) if inplace else y * post_scale
     return fir_after_transposed(y, f, up, bias)
