@@ -29,7 +29,7 @@ def test_remake_makes_every_generator_bound_part_and_resumes(tmp_path):
     out, runs = tmp_path / "bundle", tmp_path / "runs"
     command = [sys.executable, str(ROOT / "benchmarks" / "remake_bundle.py"), "--generator", str(tmp_path / "new"),
                "--out", str(out), "--runs", str(runs), "--n-boundary", "2000", "--encoder-steps", "2",
-               "--offset-steps", "2", "--only", "assemble,boundaries,encoder,offsets"]
+               "--encoder-identity-steps", "2", "--offset-steps", "2", "--only", "assemble,boundaries,encoder,offsets"]
     first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
 
@@ -37,6 +37,8 @@ def test_remake_makes_every_generator_bound_part_and_resumes(tmp_path):
     held = set(manifest["networks"])
     assert {"G", "D", "attributes", "identity", "parser", "face3d", "encoder"} | {f"offset_{k}" for k in KINDS} <= held
     assert {f"evaluator.{name}" for name in ("attributes", "identity", "parser", "face3d")} <= set(manifest["figures"])
+    encoder = manifest["provenance"]["encoder"]["config"]  # the second run's, from the first run's export
+    assert encoder["w_identity"] == 1 and encoder["init_from"] == out.name
     _, stored = bundle.read_network(out, "G")  # the new generator, not the default's
     assert all(torch.allclose(stored[k], v.half().float()) for k, v in G.state_dict().items() if k in stored)
     new_hash = generator_hash(load_generator(out))
