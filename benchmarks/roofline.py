@@ -138,6 +138,7 @@ def conv_seconds(run, iters):
     """Seconds that run()'s convolutions take alone: each distinct call timed in isolation on random
     tensors of its shapes, dtype and layout, times how often run() makes it (the shape-aware roofline:
     what the network would cost if everything but its convolutions were free)."""
+    from latentedit.models.packedconv import pack_weight, packed_conv2d
     from latentedit.ops.recording import ConvolutionRecorder
 
     with torch.no_grad(), ConvolutionRecorder() as rec:
@@ -150,10 +151,9 @@ def conv_seconds(run, iters):
         w = torch.randn(ws, dtype=dtype)
         b = torch.randn(ws[1] * groups if transposed else ws[0], dtype=dtype) if bias else None
         with torch.no_grad():
-            if packed:  # as the network runs it: on a weight packed once
-                wp = torch.ops.mkldnn._reorder_convolution_weight(w, padding, stride, dilation, groups, list(xs))
-                t = timed(lambda: torch.ops.mkldnn._convolution_pointwise(x, wp, b, padding, stride, dilation, groups,
-                                                                          "none", [], ""), iters)
+            if packed:  # as the network runs it: on a weight packed once (stride 1, one group, square padding)
+                wp = pack_weight(w, xs, padding[0])
+                t = timed(lambda: packed_conv2d(x, wp, b, padding[0]), iters)
             else:
                 t = timed(lambda: torch.ops.aten.convolution(x, w, b, stride, padding, dilation, transposed, out_pad,
                                                              groups), iters)

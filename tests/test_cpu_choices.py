@@ -111,10 +111,9 @@ def test_both_modulation_sides_match_the_reference_path(fused, packed, monkeypat
     weights); otherwise, and in shared convs, it goes on the activations: both give the reference path's image, with and without
     autocast around them (the trainer's D step runs the generator so), and what they cache does not
     depend on autocast."""
+    from latentedit.models.packedconv import packing_available
     from latentedit.models.stylegan2 import Generator, GeneratorConfig
     from latentedit.models.synthesis import _DERIVED
-
-    from latentedit.models.packedconv import packing_available
 
     if packed == "on" and not packing_available():
         pytest.skip("this torch build has no oneDNN packed convolutions")

@@ -84,10 +84,9 @@ def phase_weight(w, f):
 
 def phase_upconv(x, k, bias=None, out_scale=None):
     """x [N, I, H, W], k from `phase_weight` (or packed by packedconv.pack_weight) -> [N, O, 2H, 2W]
-    channels_last: conv2d_resample(x, w,
-    f, up=2, padding=1) (* out_scale [N, O, 1, 1]) + bias. The scale rides on the pixel shuffle's
-    copy; the bias goes into the conv as bias / out_scale (exact in maths for finite non-zero
-    scales: demodulation coefficients are rsqrt of a positive sum)."""
+    channels_last: conv2d_resample(x, w, f, up=2, padding=1) (* out_scale [N, O, 1, 1]) + bias. The
+    scale rides on the pixel shuffle's copy; the bias goes into the conv as bias / out_scale (exact
+    in maths for finite non-zero scales: demodulation coefficients are rsqrt of a positive sum)."""
     if bias is not None:
         b = bias.reshape(1, -1) if out_scale is None else bias.reshape(1, -1) / out_scale.reshape(out_scale.shape[0], -1)
         if b.shape[0] != 1:  # a per-sample bias cannot go into a conv shared by the batch

@@ -41,15 +41,15 @@ class ConvolutionRecorder(TorchDispatchMode):
             stride, padding, dilation, transposed, output_padding, groups = rest[:6]
             if backward:  # bias_sizes: None or [0] (not [C_out]) when the convolution has no bias
                 bias = None if bias is None or list(bias) == [0] else bias
-            self.calls.append(ConvCall(backward, tuple(x.shape), dtype_of.dtype,
-                                       x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
-                                       tuple(stride), tuple(padding), tuple(dilation), bool(transposed),
-                                       tuple(output_padding), int(groups), bias is not None))
+            packed = False
         elif func is _PACKED_CONV:
             # _convolution_pointwise(x, packed w, bias, padding, stride, dilation, groups, ...)
             x, w, bias, padding, stride, dilation, groups = args[:7]
-            self.calls.append(ConvCall(False, tuple(x.shape), x.dtype,
-                                       x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
-                                       tuple(stride), tuple(padding), tuple(dilation), False, (0, 0), int(groups),
-                                       bias is not None, packed=True))
+            dtype_of, transposed, output_padding, packed = x, False, (0, 0), True
+        else:
+            return func(*args, **(kwargs or {}))
+        self.calls.append(ConvCall(backward, tuple(x.shape), dtype_of.dtype,
+                                   x.is_contiguous(memory_format=torch.channels_last), tuple(w.shape),
+                                   tuple(stride), tuple(padding), tuple(dilation), bool(transposed),
+                                   tuple(output_padding), int(groups), bias is not None, packed))
         return func(*args, **(kwargs or {}))
