@@ -80,3 +80,31 @@ def test_trainer_warm_starts_a_wider_run_from_a_narrower_bundle(tmp_path):
         for net in (b.G, b.G_ema):
             assert (net(z, noise_mode="const") - want).abs().max() <= 1e-5 * want.abs().max()
     assert torch.isfinite(torch.tensor(b.train_step()["loss_G"]))
+
+
+def test_a_wider_discriminator_alone_keeps_the_generator_and_the_critic(tmp_path):
+    """--d-channel-base: only D grows; G starts as the bundle's exactly, D as its function (std
+    feature silenced), and the bundle the run exports keeps D's own width."""
+    from latentedit.formats import load_networks
+
+    a = GANTrainer(GANConfig(**NARROW, batch=4), tmp_path / "a")
+    a.train_step()
+    a.export_bundle(tmp_path / "bundle")
+    b = GANTrainer(GANConfig(**NARROW, d_channel_base=2 * NARROW["channel_base"], batch=4), tmp_path / "b")
+    b.init_from(tmp_path / "bundle")
+    assert b.D.b16.conv0.weight.shape[0] == 2 * a.D.b16.conv0.weight.shape[0]
+    for name, value in a.G_ema.state_dict().items():
+        assert torch.equal(b.G.state_dict()[name], value), name
+    img = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        for D in (a.D, b.D):
+            D.b4.conv.weight[:, -1] = 0
+        want = a.D(img)
+        assert (b.D(img) - want).abs().max() <= 1e-5 * want.abs().max()
+    assert torch.isfinite(torch.tensor(b.train_step()["loss_D"]))
+    b.export_bundle(tmp_path / "wide_d")
+    nets = load_networks(tmp_path / "wide_d")
+    assert nets.D.cfg.channel_base == 2 * NARROW["channel_base"]
+    assert nets.G.cfg.channel_base == NARROW["channel_base"]
+    with pytest.raises(InputError, match="d_channel_base"):
+        GANConfig(**NARROW, d_channel_base=0)

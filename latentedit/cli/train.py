@@ -18,6 +18,9 @@ def train():
 @click.option("--resolution", type=int, default=64, show_default=True)
 @click.option("--channel-base", type=int, default=4096, show_default=True)
 @click.option("--channel-max", type=int, default=256, show_default=True)
+@click.option("--d-channel-base", type=int, default=None,
+              help="The discriminator's channel_base, when it should differ from G's (default: --channel-base); "
+                   "a wider D than a warm start's is widened as the same function.")
 @click.option("--n-mlp", type=int, default=8, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True, help="Total over all processes.")
 @click.option("--kimg", type=float, default=500, show_default=True, help="Train until this many thousand reals.")
@@ -66,7 +69,7 @@ def train():
                    "A bundle narrower than --channel-base / --channel-max (or without --labels) is widened so "
                    "that G starts as the same function (latentedit/train/widen.py).")
 @threads_option
-def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
+def gan(out, resolution, channel_base, channel_max, d_channel_base, n_mlp, batch, kimg, snapshot_kimg, keep_kimg, r1_gamma,
         precision, bf16, lr, ema_kimg, world_prior, labels, label_lr_mul, label_probe, label_pair_weight, resume,
         init_from):
     """StyleGAN2 on world renders: `latentedit train gan --out runs/NAME [--resume]`."""
@@ -82,7 +85,8 @@ def gan(out, resolution, channel_base, channel_max, n_mlp, batch, kimg, snapshot
         raise InputError("--kimg and --snapshot-kimg must be positive")
     if keep_kimg < 0:
         raise InputError("--keep-kimg must be 0 (keep none) or positive")
-    given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max, n_mlp=n_mlp,
+    given = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max,
+                 d_channel_base=d_channel_base, n_mlp=n_mlp,
                  batch=batch, r1_gamma=r1_gamma, bf16=bf16 or precision == "bf16", lr=lr, ema_kimg=ema_kimg,
                  world_overrides=_world_prior(world_prior),
                  labels=[name.strip() for name in labels.split(",") if name.strip()], label_lr_mul=label_lr_mul,
