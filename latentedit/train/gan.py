@@ -36,8 +36,8 @@ class GANConfig(DictConfig):
     resolution: int = 64
     channel_base: int = 4096
     channel_max: int = 256
-    # The discriminator's channel_base when it differs from G's (None: the same): a D with more
-    # channels at 64 / 32 px than G, to see finer texture than a G of the same width draws.
+    # The discriminator's channel_base when it differs from G's (None: the same): more channels than
+    # G at 64 / 32 / 16 px, to judge fine texture (hair strands, hard edges) that a thin D lets pass.
     d_channel_base: int = None
     n_mlp: int = 8
     batch: int = 32  # total over all processes
