@@ -140,14 +140,15 @@ ENCODER_TRAINING = ["--weight", "mse=16", "--weight", "l1=4", "--weight", "delta
                     "--real-fraction", 0.75, "--lr", 2e-5]
 # then a second run from that encoder with the identity loss at 1 (another seed, so other generated
 # codes): the first run's 3,000 steps had cost identity 0.951 -> 0.935 (2026-12-07, thirteenth session)
-ENCODER_IDENTITY = [*ENCODER_TRAINING, "--weight", "identity=1", "--seed", 1]
+IDENTITY_WEIGHT = 1
+ENCODER_IDENTITY = [*ENCODER_TRAINING, "--weight", f"identity={IDENTITY_WEIGHT}", "--seed", 1]
 
 
 def encoder(args):
     if "encoder" not in _held(args.out):
         _trained(args, "encoder", "encoder", args.encoder_steps, ENCODER_TRAINING)
     exported = bundle.read_manifest(ROOT / args.out)["provenance"]["encoder"]["config"]
-    if args.encoder_identity_steps and exported["w_identity"] != 1:  # the first run's: the second has not exported
+    if args.encoder_identity_steps and exported["w_identity"] != IDENTITY_WEIGHT:  # the first run's: the second has not exported
         _trained(args, "encoder_identity", "encoder", args.encoder_identity_steps, ENCODER_IDENTITY, init_from=args.out)
 
 

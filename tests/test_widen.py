@@ -68,10 +68,16 @@ def test_narrowing_and_other_changes_are_refused(tmp_path):
         GANTrainer(GANConfig(**WIDE, batch=4, n_mlp=4), tmp_path / "b").init_from(tmp_path / "bundle")
 
 
-def test_trainer_warm_starts_a_wider_run_from_a_narrower_bundle(tmp_path):
+def _narrow_bundle(tmp_path):
+    """A narrow trainer after one step, its bundle exported to tmp_path / "bundle" -> the trainer."""
     a = GANTrainer(GANConfig(**NARROW, batch=4), tmp_path / "a")
     a.train_step()
     a.export_bundle(tmp_path / "bundle")
+    return a
+
+
+def test_trainer_warm_starts_a_wider_run_from_a_narrower_bundle(tmp_path):
+    a = _narrow_bundle(tmp_path)
     b = GANTrainer(GANConfig(**WIDE, batch=4), tmp_path / "b")
     b.init_from(tmp_path / "bundle")
     z = torch.randn(2, a.G.z_dim, generator=torch.Generator().manual_seed(5))
@@ -87,9 +93,7 @@ def test_a_wider_discriminator_alone_keeps_the_generator_and_the_critic(tmp_path
     feature silenced), and the bundle the run exports keeps D's own width."""
     from latentedit.formats import load_networks
 
-    a = GANTrainer(GANConfig(**NARROW, batch=4), tmp_path / "a")
-    a.train_step()
-    a.export_bundle(tmp_path / "bundle")
+    a = _narrow_bundle(tmp_path)
     b = GANTrainer(GANConfig(**NARROW, d_channel_base=2 * NARROW["channel_base"], batch=4), tmp_path / "b")
     b.init_from(tmp_path / "bundle")
     assert b.D.b16.conv0.weight.shape[0] == 2 * a.D.b16.conv0.weight.shape[0]
