@@ -12,8 +12,8 @@ The edit is decomposed as in SD-GAN: edited = G(w + p + offset), where
   u until the plane's distance reaches d: p = max(d - (w . n + b), 0) / (u . n) u
   (`label_direction`; on the 3285 kimg generator the frames prior alone came to an edit-FID of
   0.92x the generator's own frames along u, 1.80x along the normal, whose cosine with u is 0.4-0.7);
-  frames along u replace sunglasses: a code past the sunglasses boundary first moves back onto it
-  along the generator's sunglasses label (`REPLACES`, `back_to_plane`);
+  frames along u replace sunglasses: a code past the sunglasses boundary first moves back across
+  it, as far as it was past, along the generator's sunglasses label (`REPLACES`, `mirrored_back`);
 - offset [num_ws, w_dim], one vector per W+ layer, is predicted by the 3D-aware fusion network
   (`latentedit.models.fusion`) from the origin image x = G(w), the accessory template image and
   the canonical 3D maps (normal, shading, albedo) of x from the 3D encoder.
@@ -56,10 +56,13 @@ ACCESSORY_KINDS = {
 
 # A kind that replaces another: the world's glasses are one of none / frames / sunglasses, so frames
 # put on a face wearing sunglasses replace them. With a generator's own labels the prior first moves
-# a code that is past the replaced kind's boundary back onto it along that kind's label (InterfaceGAN's
-# conditional edit), then on to the kind's own distance: the frames were drawn over the dark lenses
-# otherwise (2026-12-06, the 32 of 400 held-out codes wearing sunglasses: clear lenses and the
-# classifier's frames 0.031 -> 0.906).
+# a code that is past the replaced kind's boundary back across it along that kind's label, as far on
+# the other side as it was past (its mirror image: where the bare faces of codes at that truncation
+# are), then on to the kind's own distance: the frames were drawn over the dark lenses otherwise
+# (2026-12-06, the 32 of 400 held-out codes wearing sunglasses: clear lenses and the classifier's
+# frames 0.031 -> 0.906 moved onto the plane). On the 4040 kimg generator a code moved only onto the
+# plane still wore half-dark lenses, which the frames' clear lenses then showed (2026-12-07: all
+# judges 0.943 onto the plane, 0.975 mirrored, same networks).
 REPLACES = {"frame_glasses": "sunglasses"}
 
 # The second judge of an edit: the face parser must label at least this share of the accessory's
@@ -122,12 +125,12 @@ def prior_basis(w, normal, intercept, distance, direction=None):
     return (gap / check_direction(u, n))[:, None] * u
 
 
-def back_to_plane(w, plane):
+def mirrored_back(w, plane):
     """[N, w_dim]: the move along plane's direction u that brings codes w [N, w_dim] (or W+: the layer
-    mean decides) past the plane (signed distance > 0) back onto it; zero for the others. plane:
-    (normal, intercept, u)."""
+    mean decides) past the plane (signed distance t > 0) back across it to distance -t; zero for the
+    others. plane: (normal, intercept, u)."""
     normal, intercept, direction = plane
-    over = signed_distance(w, normal, intercept).clamp(min=0)
+    over = 2 * signed_distance(w, normal, intercept).clamp(min=0)
     u = torch.as_tensor(direction, dtype=torch.float32).reshape(-1).to(w.device)
     return -(over / check_direction(u, _unit(normal, w.device)))[:, None] * u
 
@@ -400,11 +403,11 @@ class DiscreteSynthesizer:
         return self.normal if self.direction is None else self.direction
 
     def priors(self, w):
-        """InterfaceGAN prior p [N, w_dim] for codes w [N, w_dim] or [N, L, w_dim] (first back onto the
-        boundary of the kind this one replaces, where past it)."""
+        """InterfaceGAN prior p [N, w_dim] for codes w [N, w_dim] or [N, L, w_dim] (first back across
+        the boundary of the kind this one replaces, where past it: `mirrored_back`)."""
         if self.replaced is None:
             return prior_basis(w, self.normal, self.intercept, self.distance, self.direction)
-        back = back_to_plane(w, self.replaced)
+        back = mirrored_back(w, self.replaced)
         moved = w + (back[:, None] if w.ndim == 3 else back)
         return back + prior_basis(moved, self.normal, self.intercept, self.distance, self.direction)
 
@@ -416,7 +419,7 @@ class DiscreteSynthesizer:
         ws = self.G.broadcast_w(w)
         if self.replaced is None:
             return origin if origin is not None else self.G.synthesis(ws, noise_mode="const")
-        return self.G.synthesis(ws + back_to_plane(ws, self.replaced)[:, None], noise_mode="const")
+        return self.G.synthesis(ws + mirrored_back(ws, self.replaced)[:, None], noise_mode="const")
 
     def offsets(self, origin, read=None):
         """Origin images [N, 3, R, R] -> offsets [N, num_ws, w_dim] (differentiable); `read`: the
