@@ -128,3 +128,19 @@ def test_partly_frozen_layers_train_on_the_fast_path(G):
         for p in frozen:
             p.requires_grad_(True)
         G.zero_grad(set_to_none=True)
+
+
+def test_bf16_channel_scales_keep_the_fp32_scale():
+    """scaled_channels gives the bits of the mixed-dtype product (bf16 activations times fp32 per-channel
+    scales, rounded once) without its slow path; rounding the scale to bf16 first would not."""
+    from latentedit.models.synthesis import scaled_channels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 64, 32, 32, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    scale = torch.rand(1, 64, generator=g) * 2 + 0.5
+    mixed = torch.mul(x, scale[:, :, None, None], out=torch.empty_like(x))
+    y = scaled_channels(x, scale)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, mixed)
+    assert not torch.equal(x * scale.to(torch.bfloat16)[:, :, None, None], mixed)
+    assert torch.equal(scaled_channels(x.float(), scale), x.float() * scale[:, :, None, None])

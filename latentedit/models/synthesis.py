@@ -163,17 +163,28 @@ def _packable(layer, x, taps=9):
         weights_outnumber_input(layer.weight.shape[0], taps, x.shape[2], x.shape[3])
 
 
+def scaled_channels(x, scale, inplace=False):
+    """x [1, C, H, W] times a per-channel scale [1, C] (or [C]) in the scale's dtype (fp32), rounded once to
+    x's dtype (in place where `inplace` and the dtypes agree): the bits of the mixed-dtype product, which on
+    CPU takes a slow casting path for a bf16 channels_last x (AMX Xeon, [1, 512, 64, 64]: 24 ms, against 8
+    for this upcast, multiply and round, and 0.3 for a bf16 x bf16 product). The scale stays fp32: rounded
+    to bf16 it biases whole channels (bf16 generator PSNR vs the reference path at 256 px 42.9 -> 42.1 dB)."""
+    scale = scale.reshape(1, -1, 1, 1)
+    if x.dtype == scale.dtype:
+        return x.mul_(scale) if inplace else x * scale
+    return x.to(scale.dtype).mul_(scale).to(x.dtype)
+
+
 def _packed_layer(layer, x, styles, dcoefs, bias, dtype):
     """A fused inference conv on the layer's cached weight: the styles scale the input and the
     demodulation the output (the same maths as modulated weights), + bias. A plain conv's weight is
     packed for oneDNN; an up-conv's (transposed conv + FIR) is cached transposed, in channels_last."""
     shape = tuple(x.shape)
-    # fp32 scales applied to the compute-dtype tensors: one rounding per product, not two
-    xs = torch.mul(x, styles.reshape(1, -1, 1, 1), out=torch.empty_like(x))
+    xs = scaled_channels(x, styles)
     demodulation = dcoefs.reshape(1, -1, 1, 1)
     if layer.up == 1:
         packed = _derived(layer, f"packed-{dtype}-{shape}", lambda w: pack_weight(w.to(dtype), shape))
-        return packed_conv2d(xs, packed).mul_(demodulation).add_(bias.reshape(1, -1, 1, 1))
+        return scaled_channels(packed_conv2d(xs, packed), dcoefs, inplace=True).add_(bias.reshape(1, -1, 1, 1))
     wt = _derived(layer, f"transposed-{dtype}",
                   lambda w: w.to(dtype).transpose(0, 1).contiguous(memory_format=torch.channels_last))
     return _transposed_upconv(xs, wt, bias, layer.up, layer.resample_filter, post_scale=demodulation)
