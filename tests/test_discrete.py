@@ -248,8 +248,9 @@ def test_offset_network_keeps_its_label_direction_and_the_synthesizer_moves_alon
 def test_frames_with_a_label_prior_replace_sunglasses(world, tmp_path):
     """Frame glasses along the generator's label replace sunglasses (REPLACES): a code past the
     sunglasses boundary first moves back across it along the sunglasses label, as far as it was past
-    (to the bare faces' side), then the frames prior as before; other codes get the frames prior alone, and `behind` is their own face. Sunglasses,
-    and frames along the boundary's normal (no labels used), replace nothing."""
+    (to the bare side), then the frames prior as before; other codes get the frames prior alone, and
+    `behind` is their own face. Sunglasses, and frames along the boundary's normal (no labels used),
+    replace nothing, and record no rule."""
     from latentedit.edit.discrete import label_direction, mirrored_back, replaced_plane
 
     path, G, nets = world
@@ -269,7 +270,8 @@ def test_frames_with_a_label_prior_replace_sunglasses(world, tmp_path):
     w[3:] = torch.where((signed_distance(w[3:], n_sun, b_sun) > 0)[:, None], w[3:] - 5 * u_sun, w[3:])
     assert bool((signed_distance(w[:3], n_sun, b_sun) > 1.9).all() and (signed_distance(w[3:], n_sun, b_sun) <= 0).all())
     back = mirrored_back(w, synth.replaced)
-    assert float((signed_distance(w[:3] + back[:3], n_sun, b_sun) + 2.0).abs().max()) < 1e-3 and bool((back[3:] == 0).all())
+    mirrored = signed_distance(w[:3] + back[:3], n_sun, b_sun)  # the three were at distance 2
+    assert float((mirrored + 2.0).abs().max()) < 1e-3 and bool((back[3:] == 0).all())
     p = synth.priors(w)
     frames_prior = prior_basis(w + back, frames.vector, frames.provenance["intercept"], 3.0, direction=u_frames)
     assert torch.allclose(p, back + frames_prior) and torch.equal(p[3:], frames_prior[3:])
@@ -279,6 +281,8 @@ def test_frames_with_a_label_prior_replace_sunglasses(world, tmp_path):
     assert torch.equal(behind[3:], own[3:]) and float((behind[:3] - own[:3]).abs().mean()) > 1e-3
     assert replaced_plane(G, b, "sunglasses") is None and replaced_plane(G, b, "mask") is None
     assert DiscreteSynthesizer.load("frame_glasses", bundle=path, G=G).replaced is None  # the normal's prior
+    assert synth.replacing_record() == {"sunglasses": "mirrored"}
+    assert DiscreteSynthesizer.load("frame_glasses", bundle=path, G=G).replacing_record() is None
 
 
 def test_shipped_frames_show_the_face_behind_their_lenses():
@@ -302,7 +306,6 @@ def test_shipped_frames_show_the_face_behind_their_lenses():
     assert float((out.image - clear_lenses(drawn, behind, lenses)).abs().max()) < 1e-5
 
 
-
 def test_shipped_frames_take_the_sunglasses_off_the_faces_behind():
     """Codes past the shipped sunglasses boundary (held-out, truncation 0.7: 27 of the first 200, about
     two thirds of them wearing sunglasses by the classifier) are mirrored back across it, so the face
@@ -323,6 +326,7 @@ def test_shipped_frames_take_the_sunglasses_off_the_faces_behind():
         behind = accessory_present(classifier, synth.behind(past), "sunglasses")
     assert len(past) >= 15 and int(wearing.sum()) >= len(past) // 2
     assert int(behind.sum()) <= 1
+
 
 # -- strict SD-GAN latent files ----------------------------------------------------------------------
 

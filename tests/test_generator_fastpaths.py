@@ -142,5 +142,6 @@ def test_bf16_channel_scales_keep_the_fp32_scale():
     y = scaled_channels(x, scale)
     assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(y, mixed)
+    assert torch.equal(scaled_channels(x.clone(), scale[0], inplace=True), mixed)  # a [C] scale, as packed convs call it
     assert not torch.equal(x * scale.to(torch.bfloat16)[:, :, None, None], mixed)
     assert torch.equal(scaled_channels(x.float(), scale), x.float() * scale[:, :, None, None])

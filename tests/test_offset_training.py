@@ -235,3 +235,24 @@ def test_label_prior_trains_and_exports_its_direction(world, tmp_path):
     assert "is not one of 'boundary', 'label'" in error_line(r)
     with pytest.raises(InputError, match="prior must be one of"):
         OffsetConfig(kind="mask", batch=4, prior="sideways")
+
+
+def test_frames_runs_record_how_codes_leave_sunglasses(world, tmp_path):
+    """A frames run on the label prior records the rule that moves codes off sunglasses first
+    (REPLACING_RULE); a state without it (made when codes moved onto the boundary) is refused on
+    resume rather than continued under another prior. Masks replace nothing and record None."""
+    source, _, _ = world
+    args = ("train", "offset", "--kind", "frame_glasses", "--bundle", source, "--out", tmp_path / "run", "--batch", 4,
+            "--threads", 1, "--snapshot", 1, "--prior", "label")
+    r = run(*args, "--steps", 1)
+    assert r.exit_code == 0, r.output
+    state_file = tmp_path / "run" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["info"]["replaces"] == {"sunglasses": "mirrored"}
+    del state["info"]["replaces"]
+    state_file.write_text(json.dumps(state))
+    assert "replaces=None" in error_line(run(*args, "--steps", 2, "--resume"))
+    r = run("train", "offset", "--kind", "mask", "--bundle", source, "--out", tmp_path / "mask", "--batch", 4,
+            "--threads", 1, "--snapshot", 1, "--steps", 1)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "mask" / "state.json").read_text())["info"]["replaces"] is None

@@ -152,3 +152,22 @@ def test_what_cannot_be_split_over_processes_is_refused(tmp_path, monkeypatch):
         errors = [line for line in r.output.splitlines() if line.startswith("error:")]
         assert r.exit_code == 2 and len(errors) == 1 and message in errors[0], r.output
     assert not (tmp_path / "grid.png").exists() and not (tmp_path / "s").exists()
+
+
+def test_frames_folders_record_how_codes_leave_sunglasses(tmp_path):
+    """A frames synthesize folder (the bundle's label prior) records how codes past the sunglasses
+    boundary leave it; a folder without the record (made when they moved onto the boundary) holds
+    other images and is refused, not topped up. Masks record nothing (their old folders resume)."""
+    args = ["synthesize", "--kind", "glasses", "--normal", "--n", "1", "--out", tmp_path / "f"]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    record = tmp_path / "f" / "run.json"
+    settings = json.loads(record.read_text())
+    assert settings["replaces"] == {"sunglasses": "mirrored"}
+    del settings["replaces"]
+    record.write_text(json.dumps(settings))
+    r = run(*args)  # resuming it (the same settings otherwise)
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and "replaces was 'unset'" in errors[0], r.output
+    r = run("synthesize", "--kind", "mask", "--n", "1", "--out", tmp_path / "m")
+    assert r.exit_code == 0 and "replaces" not in json.loads((tmp_path / "m" / "run.json").read_text()), r.output

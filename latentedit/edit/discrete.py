@@ -57,13 +57,16 @@ ACCESSORY_KINDS = {
 # A kind that replaces another: the world's glasses are one of none / frames / sunglasses, so frames
 # put on a face wearing sunglasses replace them. With a generator's own labels the prior first moves
 # a code that is past the replaced kind's boundary back across it along that kind's label, as far on
-# the other side as it was past (its mirror image: where the bare faces of codes at that truncation
-# are), then on to the kind's own distance: the frames were drawn over the dark lenses otherwise
-# (2026-12-06, the 32 of 400 held-out codes wearing sunglasses: clear lenses and the classifier's
-# frames 0.031 -> 0.906 moved onto the plane). On the 4040 kimg generator a code moved only onto the
-# plane still wore half-dark lenses, which the frames' clear lenses then showed (2026-12-07: all
-# judges 0.943 onto the plane, 0.975 mirrored, same networks).
+# the other side as it was past (its mirror image, on the bare side; no constant that depends on the
+# codes' truncation), then on to the kind's own distance: the frames were drawn over the dark lenses
+# otherwise (2026-12-06, the 32 of 400 held-out codes wearing sunglasses: clear lenses and the
+# classifier's frames 0.031 -> 0.906 moved onto the plane). On the 4040 kimg generator a code moved
+# only onto the plane still wore half-dark lenses, which the frames' clear lenses then showed
+# (2026-12-07: all judges 0.942 onto the plane, 0.975 mirrored, same networks).
 REPLACES = {"frame_glasses": "sunglasses"}
+# How a code leaves the replaced kind, as runs record it: folders and training runs made under
+# another rule (onto the plane, before 2026-12-07) hold other images and do not resume.
+REPLACING_RULE = "mirrored"
 
 # The second judge of an edit: the face parser must label at least this share of the accessory's
 # expected region (where the template head wears it, turned to the face's view) as the accessory,
@@ -396,6 +399,11 @@ class DiscreteSynthesizer:
         folders written before they existed (and runs without a parser) resume."""
         how = asdict(self.compositing)
         return {k: v for k, v in how.items() if not (k in ("eye_clearance", "clear_lenses") and not v)}
+
+    def replacing_record(self):
+        """{replaced kind: REPLACING_RULE} where this kind replaces another, else None: how a run records
+        the prior's first move (only where there is one, so that other kinds' folders resume)."""
+        return None if self.replaced is None else {REPLACES[self.kind]: REPLACING_RULE}
 
     @property
     def prior_direction(self):

@@ -406,7 +406,7 @@ class OffsetTrainer:
     def save(self):
         save_state(self.out_dir, {"net": self.net}, {"opt": self.opt},
                    {"step": self.step, "gen": self.gen.get_state().tolist(), "log": self.log,
-                    "compositing": self.compositing_record()})
+                    "compositing": self.compositing_record(), "replaces": self.synth.replacing_record()})
         write_text(self.out_dir / "log.jsonl", "".join(json.dumps(e) + "\n" for e in self.log))
         self.net.eval()
         out = self.synth(self.fixed_w)
@@ -439,6 +439,10 @@ class OffsetTrainer:
             raise InputError(f"{self.out_dir}: its steps judged edits composited as {info['compositing']}, this "
                              f"version composites as {self.compositing_record()}: start a new run from its "
                              "export (--init-from)")
+        if info.get("replaces") != self.synth.replacing_record():  # states before the record: onto the plane
+            raise InputError(f"{self.out_dir}: its steps made priors with replaces={info.get('replaces')} (None: "
+                             f"codes moved onto the replaced kind's boundary), this version with replaces="
+                             f"{self.synth.replacing_record()}: start a new run from its export (--init-from)")
         self.step, self.log = info["step"], info.get("log", [])
         self.gen.set_state(torch.tensor(info["gen"], dtype=torch.uint8))
         return True
