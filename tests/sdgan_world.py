@@ -1,6 +1,6 @@
-"""The SD-GAN test world of test_discrete.py and test_offset_training.py (the `world` fixture: a copy
-of the bundled default whose trained offset networks are replaced by untrained small ones for "mask"
-and "frame_glasses") and its helpers: signed_distance, and copy_without_offsets / small_net,
+"""The SD-GAN test world of test_discrete.py, test_synthesize_cli.py and test_offset_training.py (the
+`world` fixture: a copy of the bundled default whose trained offset networks are replaced by untrained
+small ones for "mask" and "frame_glasses") and its helpers: signed_distance, and copy_without_offsets / small_net,
 which the studio's accessory fixture and test_encoder_cli.py build their bundles with."""
 import json
 import shutil
