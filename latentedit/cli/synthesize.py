@@ -231,8 +231,9 @@ def synthesize(kind, normal, n, seed, w_file, interface_file, truncation, templa
         settings["batch_size"] = batch_size  # that folders of earlier versions still resume
     if composite:  # only then, so that folders of earlier versions (not composited) resume with --no-composite;
         settings["composite"] = synth.compositing_record()  # the how: images composited otherwise differ
-    if synth.replaced is not None:  # frames over sunglasses: folders made under another rule hold other images
-        settings["replaces"] = synth.replacing_record()
+    replacing = synth.replacing_record()
+    if replacing is not None:  # frames over sunglasses: folders made under another rule hold other images
+        settings["replaces"] = replacing
     if input_paths:  # only then, so that folders of earlier versions still resume
         settings.update({"input": [str(f) for f in input_files], "input_sha256": [file_sha256(f) for f in input_files],
                          "invert_mode": invert_mode,

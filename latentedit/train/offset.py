@@ -439,10 +439,11 @@ class OffsetTrainer:
             raise InputError(f"{self.out_dir}: its steps judged edits composited as {info['compositing']}, this "
                              f"version composites as {self.compositing_record()}: start a new run from its "
                              "export (--init-from)")
-        if info.get("replaces") != self.synth.replacing_record():  # states before the record: onto the plane
+        replacing = self.synth.replacing_record()
+        if info.get("replaces") != replacing:  # states before the record: onto the plane
             raise InputError(f"{self.out_dir}: its steps made priors with replaces={info.get('replaces')} (None: "
                              f"codes moved onto the replaced kind's boundary), this version with replaces="
-                             f"{self.synth.replacing_record()}: start a new run from its export (--init-from)")
+                             f"{replacing}: start a new run from its export (--init-from)")
         self.step, self.log = info["step"], info.get("log", [])
         self.gen.set_state(torch.tensor(info["gen"], dtype=torch.uint8))
         return True
