@@ -105,6 +105,54 @@ def test_impl_override(monkeypatch):
     torch.testing.assert_close(bias_act(torch.ones(2, 3), act="relu", gain=1), torch.ones(2, 3))
 
 
+
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
+def test_fir_second_order_gradients_stay_depthwise(up, down):
+    """Path length and R1 differentiate through the FIR twice. Autograd's double backward of a
+    grouped convolution loops over the groups (one single-channel convolution per channel); ours
+    runs the adjoint depthwise op, so every convolution of both passes has one group per channel.
+    The values are gradgradcheck's (test_upfirdn2d_gradients)."""
+    C = 16
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(4, C, 12, 12).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    with ConvolutionRecorder() as convs:
+        y = upfirdn2d(x, f, up=up, down=down, padding=(2, 1, 2, 1))
+        (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        g.square().sum().backward()
+    assert len(convs.calls) >= 3, convs.calls  # forward, its adjoint, the adjoint's adjoint
+    assert all(c.groups == C and c.weight_shape[:2] == (C, 1) for c in convs.calls), convs.calls
+    x64 = x.detach().double().requires_grad_(True)
+    ref = upfirdn2d_by_definition(x64, f.double(), up, down, (2, 1, 2, 1), False, 1)
+    (g64,) = torch.autograd.grad(ref.square().sum(), x64, create_graph=True)
+    g64.square().sum().backward()
+    torch.testing.assert_close(x.grad, x64.grad.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_up_conv_fir_second_order_gradients_stay_depthwise():
+    """The same for the FIR after the generator's transposed up-conv (its own depthwise call, bias
+    folded in), against the plain grouped convolution it replaces."""
+    from latentedit.models.synthesis import fir_after_transposed
+
+    C = 16
+    f, bias = setup_filter([1, 3, 3, 1]), torch.randn(C)
+    y = torch.randn(4, C, 17, 17).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for ours in (True, False):
+        x = y.clone().requires_grad_(True)
+        with ConvolutionRecorder() as convs:
+            if ours:
+                out = fir_after_transposed(x, f, 2, bias)
+            else:
+                taps = (f.flip([0, 1]) * 4).expand(C, 1, 4, 4)
+                out = F.conv2d(x, taps, bias, padding=1, groups=C)
+            (g,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+            g.square().sum().backward()
+        grads.append(x.grad)
+        assert out.shape[-2:] == (16, 16)
+        if ours:
+            assert all(c.groups == C for c in convs.calls), convs.calls
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-4)
+
 @pytest.mark.parametrize("autocast", [False, True])
 def test_strided_fir_in_bf16_runs_as_an_fp32_island(autocast):
     """bf16 (or autocast) strided FIR: computed in fp32 (oneDNN's bf16 backward of a strided depthwise
@@ -127,14 +175,17 @@ def test_strided_fir_in_bf16_runs_as_an_fp32_island(autocast):
 
 
 def test_convolution_recorder_records_what_ran():
-    """Forward and backward calls in order, with their shapes, dtype, layout and whether a bias is
-    added: a bias-less convolution's backward gets bias sizes [0] from autograd, not None."""
+    """Forward and backward calls in order, with their shapes, dtype, layout, whether a bias is added
+    (a bias-less convolution's backward gets bias sizes [0] from autograd, not None) and which
+    gradients a backward computes."""
     x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     convs = [torch.nn.Conv2d(3, 4, 3, padding=1, bias=bias) for bias in (True, False)]
     with ConvolutionRecorder() as rec:
         sum(conv(x).sum() for conv in convs).backward()
     forward, backward = [c for c in rec.calls if not c.backward], [c for c in rec.calls if c.backward]
     assert [c.bias for c in forward] == [True, False] and sorted(c.bias for c in backward) == [False, True]
+    # the gradients each backward computes: x's and the weight's, and the bias's where there is one
+    assert all(c.output_mask == () for c in forward) and all(c.output_mask == (True, True, c.bias) for c in backward)
     for c in rec.calls:
         assert c.weight_shape == (4, 3, 3, 3) and c.input_shape == (2, 3, 8, 8) and c.dtype == torch.float32
         assert c.channels_last and c.padding == (1, 1) and c.groups == 1 and not c.transposed

@@ -12,6 +12,7 @@ from latentedit.models.layers import FullyConnectedLayer, conv2d_resample, versi
 from latentedit.models.packedconv import pack_weight, packed_conv2d, use_packed_conv, weights_outnumber_input
 from latentedit.models.upconv import phase_foldable, phase_upconv, phase_weight, use_phase_upconv
 from latentedit.ops import bias_act, setup_filter, upsample2d
+from latentedit.ops.upfirdn2d import fixed_depthwise
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -230,9 +231,9 @@ def fir_after_transposed(y, f, up, bias=None):
     px0 = 1 + (fw + up - 1) // 2 - 2
     px1 = 1 + (fw - up) // 2 - (3 - up)
     if px0 == px1 and px0 >= 0:
-        return F.conv2d(y, taps, bias=bias, padding=px0, groups=O)
+        return fixed_depthwise(y, taps, stride=1, padding=px0, bias=bias)
     y = F.pad(y, [px0, px1, px0, px1])
-    return F.conv2d(y, taps, bias=bias, groups=O)
+    return fixed_depthwise(y, taps, stride=1, padding=0, bias=bias)
 
 
 class SynthesisLayer(nn.Module):

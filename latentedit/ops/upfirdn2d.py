@@ -103,14 +103,13 @@ def _fir(x, w, axis_pads, up, down):
         # 2.13, AVX-512 Zen 4; benchmarks/RESULTS.md): an fp32 island costs less than that.
         with torch.autocast("cpu", enabled=False):
             return _fir(x.float(), w.float(), axis_pads, up, down).to(x.dtype)
-    C = x.shape[1]
     kh, kw = w.shape[2], w.shape[3]
     (y0, y1), (x0, x1) = (p if p is not None else (0, 0) for p in axis_pads)
     upy, upx = up
     if upy > 1 or upx > 1:
         # Transposed conv = zero insertion + full convolution with w, covering output positions
         # [-(k-1), H*up) of the padded/filtered signal; crop or pad to the requested window.
-        x = F.conv_transpose2d(x, w, stride=(upy, upx), groups=C)
+        x = fixed_depthwise(x, w, stride=(upy, upx), padding=(0, 0), transposed=True)
         x = F.pad(x, [x0 - kw + 1, upx + x1 - kw, y0 - kh + 1, upy + y1 - kh])
         if down != (1, 1):
             x = x[:, :, :: down[0], :: down[1]]
@@ -118,9 +117,51 @@ def _fir(x, w, axis_pads, up, down):
     # conv2d correlates, so flip the taps to convolve. Symmetric non-negative padding goes into
     # the conv itself (no padded copy of x).
     if x0 == x1 and y0 == y1 and x0 >= 0 and y0 >= 0:
-        return F.conv2d(x, w.flip([2, 3]), stride=down, padding=(y0, x0), groups=C)
+        return fixed_depthwise(x, w.flip([2, 3]), stride=down, padding=(y0, x0))
     x = F.pad(x, [x0, x1, y0, y1])
-    return F.conv2d(x, w.flip([2, 3]), stride=down, groups=C)
+    return fixed_depthwise(x, w.flip([2, 3]), stride=down, padding=(0, 0))
+
+
+class _FixedDepthwise(torch.autograd.Function):
+    """A depthwise convolution (or transposed convolution) by a kernel that takes no gradient.
+    Its backward is the adjoint op, built from this Function again, so a second backward (path
+    length, R1) is one more depthwise op. Through autograd's convolution it is not: the double
+    backward of a grouped convolution loops over the groups, one small convolution per channel
+    (fp32, 8 x 128 ch at 17 px: 14 -> 3 ms; benchmarks/RESULTS.md)."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, transposed, output_padding):
+        ctx.params = w, stride, padding, transposed, tuple(x.shape[2:])
+        if transposed:
+            return F.conv_transpose2d(x, w, stride=stride, padding=padding, output_padding=output_padding,
+                                      groups=x.shape[1])
+        return F.conv2d(x, w, stride=stride, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, stride, padding, transposed, in_size = ctx.params
+        # In grad's dtype, as autograd's own backward kernels run, whatever autocast the caller is in.
+        w = w.to(grad.dtype)
+        if transposed:  # the adjoint of a transposed convolution is the convolution
+            extra = (0, 0)
+        else:  # the transposed convolution back to x's size: rows a stride skipped are output padding
+            extra = tuple(in_size[i] - ((grad.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + w.shape[2 + i])
+                          for i in range(2))
+        with torch.autocast(grad.device.type, enabled=False):
+            return _FixedDepthwise.apply(grad, w, stride, padding, not transposed, extra), None, None, None, None, None
+
+
+def fixed_depthwise(x, w, stride, padding, transposed=False, bias=None):
+    """Depthwise conv2d (or conv_transpose2d) of x [N, C, H, W] by w [C, 1, kh, kw], groups C,
+    + bias [C]; under autograd through _FixedDepthwise (same values, cheap double backward) unless
+    w needs a gradient itself."""
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    if torch.is_grad_enabled() and x.requires_grad and not w.requires_grad:
+        y = _FixedDepthwise.apply(x, w, stride, padding, transposed, (0, 0))
+        return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+    if transposed:
+        return F.conv_transpose2d(x, w, bias, stride=stride, padding=padding, groups=x.shape[1])
+    return F.conv2d(x, w, bias, stride=stride, padding=padding, groups=x.shape[1])
 
 
 def upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
