@@ -17,7 +17,11 @@
    non-saturating G and D losses summed into one backward, one Adam step over both (a compact
    stand-in for benchmarks/train_step_speed.py's separate G and D steps, which time a trainer's
    step against NVlabs): images/s and achieved GFLOP/s (the FLOPs counted on one step); then the
-   trainer's own step (latentedit train gan: world renders, lazy R1 / path length) in fp32 and bf16.
+   trainer's own step (latentedit train gan: world renders, lazy R1 / path length) in fp32 and bf16,
+   with its convolutions alone (forward and backward, as in 2.).
+Where bf16 runs, the report also gives the bounds the shapes set: bf16 / fp32 of the convolutions
+alone (the most bf16 could gain over fp32 were everything else free in both) and the share of the
+ceiling the generator's convolutions alone reach.
 The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per machine. Where
 bf16 is the slower path (no bf16 arithmetic: AVX2 only), parts 2 and 3 run fp32 alone, by the rule
 the commands' bf16 options follow (`latentedit.runtime.fast_precision`, its own probe).
@@ -134,31 +138,37 @@ def ceiling(iters):
     return best
 
 
-def conv_seconds(run, iters):
-    """Seconds that run()'s convolutions take alone: each distinct call timed in isolation on random
-    tensors of its shapes, dtype and layout, times how often run() makes it (the shape-aware roofline:
-    what the network would cost if everything but its convolutions were free)."""
-    from latentedit.models.packedconv import pack_weight, packed_conv2d
+def conv_seconds(run, iters, grad=False):
+    """Seconds that run()'s convolutions take alone: each distinct call, forward or backward, timed in
+    isolation on random tensors of its shapes, dtype and layout, times how often run() makes it (the
+    shape-aware roofline: what the network would cost if everything but its convolutions were
+    free). grad: run() differentiates (a training step), so autograd stays on while recording."""
     from latentedit.ops.recording import ConvolutionRecorder
 
-    with torch.no_grad(), ConvolutionRecorder() as rec:
+    with torch.set_grad_enabled(grad), ConvolutionRecorder() as rec:
         run()
-    total = 0.0
-    for call, count in Counter(rec.calls).items():
-        _, xs, dtype, cl, ws, stride, padding, dilation, transposed, out_pad, groups, bias, packed = call
-        fmt = torch.channels_last if cl else torch.contiguous_format
-        x = torch.randn(xs, dtype=dtype).contiguous(memory_format=fmt)
-        w = torch.randn(ws, dtype=dtype)
-        b = torch.randn(ws[1] * groups if transposed else ws[0], dtype=dtype) if bias else None
-        with torch.no_grad():
-            if packed:  # as the network runs it: on a weight packed once (stride 1, one group, square padding)
-                wp = pack_weight(w, xs, padding[0])
-                t = timed(lambda: packed_conv2d(x, wp, b, padding[0]), iters)
-            else:
-                t = timed(lambda: torch.ops.aten.convolution(x, w, b, stride, padding, dilation, transposed, out_pad,
-                                                             groups), iters)
-        total += t * count
-    return total
+    return sum(timed(_isolated_conv(call), iters) * count for call, count in Counter(rec.calls).items())
+
+
+def _isolated_conv(call):
+    """A no-argument callable that makes the recorded convolution call again on random tensors."""
+    from latentedit.models.packedconv import pack_weight, packed_conv2d
+
+    fmt = torch.channels_last if call.channels_last else torch.contiguous_format
+    x = torch.randn(call.input_shape, dtype=call.dtype).contiguous(memory_format=fmt)
+    w = torch.randn(call.weight_shape, dtype=call.dtype)
+    out_ch = call.weight_shape[1] * call.groups if call.transposed else call.weight_shape[0]
+    b = torch.randn(out_ch, dtype=call.dtype) if call.bias else None
+    args = (call.stride, call.padding, call.dilation, call.transposed, call.output_padding, call.groups)
+    if call.packed:  # as the network runs it: on a weight packed once (stride 1, one group, square padding)
+        wp = pack_weight(w, call.input_shape, call.padding[0])
+        return torch.no_grad()(lambda: packed_conv2d(x, wp, b, call.padding[0]))
+    if not call.backward:
+        return torch.no_grad()(lambda: torch.ops.aten.convolution(x, w, b, *args))
+    with torch.no_grad():
+        g = torch.randn_like(torch.ops.aten.convolution(x, w, b, *args))
+    return torch.no_grad()(lambda: torch.ops.aten.convolution_backward(
+        g, x, w, [out_ch] if call.bias else None, *args, list(call.output_mask)))
 
 
 def bf16_is_faster(best):
@@ -205,14 +215,19 @@ def generator_table(args, best):
                 with torch.no_grad():
                     speed[name] = batch / timed(run, args.iters if res < 1024 else max(2, args.iters // 2))
             ref = speed.get("nvlabs") or speed["ours-ref"]
+            alone = {}
             for name, v in speed.items():
                 achieved = flops * v / batch / 1e9
                 ceil = best["bf16" if name == "ours-bf16" else "fp32", "fwd"]
                 ratio = f"{v / ref:6.2f}x" if name not in ("ours-ref", "nvlabs") else "      -"
-                alone = ""
+                share = ""
                 if name in ("ours", "ours-bf16"):  # how much of our time the convolutions themselves take
-                    alone = f" {conv_seconds(runs[name], 3) * v / batch:10.0%}"
-                print(f"{res:5} {batch:5} {name:10} {v:8.2f} {achieved:8.1f} {achieved / ceil:9.0%} {ratio}{alone}",
+                    alone[name] = conv_seconds(runs[name], 3)
+                    share = f" {alone[name] * v / batch:10.0%}"
+                if name == "ours-bf16":  # what bf16 / fp32 and the ceiling's share would be were all else free
+                    share += f"  bf16 / fp32 {v / speed['ours']:.2f}x, convs alone {alone['ours'] / alone[name]:.2f}x; " \
+                             f"convs alone reach {flops / alone[name] / 1e9 / ceil:.0%} of the ceiling"
+                print(f"{res:5} {batch:5} {name:10} {v:8.2f} {achieved:8.1f} {achieved / ceil:9.0%} {ratio}{share}",
                       flush=True)
 
 
@@ -253,10 +268,11 @@ TRAINER_CONFIGS = {
 }
 
 
-def trainer_steps(precisions, steps=16, batch=32):
+def trainer_steps(precisions, steps=16, batch=32, alone=True):
     """What trains the bundle: GANTrainer's step (world renders, style mixing, lazy path-length
     and R1 regularisation, EMA), averaged over one whole regularisation cycle of 16 steps. `batch`
-    per process: 16 at one thread is one of the bundle's two torchrun processes."""
+    per process: 16 at one thread is one of the bundle's two torchrun processes. alone: also the
+    step's own convolutions (forward and backward) timed in isolation (conv_seconds)."""
     import tempfile
 
     from latentedit.train.gan import GANConfig, GANTrainer
@@ -264,18 +280,27 @@ def trainer_steps(precisions, steps=16, batch=32):
     print(f"\n== the trainer's step (latentedit train gan), batch {batch}, {torch.get_num_threads()} threads, "
           f"{steps} steps ==")
     for label, config in TRAINER_CONFIGS.items():
-        rates = {}
+        rates, convs = {}, {}
         for name in precisions:
             with tempfile.TemporaryDirectory() as out:
                 trainer = GANTrainer(GANConfig(**config, batch=batch, bf16=name == "bf16"), out)
                 trainer.train_step()
+
+                def cycle():
+                    for _ in range(steps):
+                        trainer.train_step()
                 t0 = time.perf_counter()
-                for _ in range(steps):
-                    trainer.train_step()
-                rates[name] = batch * steps / (time.perf_counter() - t0)
-            print(f"{label:18} {name:5} {rates[name]:8.1f} img/s", flush=True)
+                cycle()
+                step = (time.perf_counter() - t0) / steps
+                rates[name] = batch / step
+                if alone:
+                    convs[name] = conv_seconds(cycle, 3, grad=True) / steps
+            share = f"; convs alone {convs[name] * 1e3:.0f} of {step * 1e3:.0f} ms a step" if alone else ""
+            print(f"{label:18} {name:5} {rates[name]:8.1f} img/s{share}", flush=True)
         if "bf16" in rates:
-            print(f"{label:18} bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x", flush=True)
+            bound = f"; convs alone {convs['fp32'] / convs['bf16']:.2f}x (the most it could be were all else free)" \
+                if alone else ""
+            print(f"{label:18} bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x{bound}", flush=True)
 
 
 def main():
