@@ -138,16 +138,21 @@ def ceiling(iters):
     return best
 
 
-def conv_seconds(run, iters, grad=False):
+def conv_seconds(run, iters):
     """Seconds that run()'s convolutions take alone: each distinct call, forward or backward, timed in
     isolation on random tensors of its shapes, dtype and layout, times how often run() makes it (the
     shape-aware roofline: what the network would cost if everything but its convolutions were
-    free). grad: run() differentiates (a training step), so autograd stays on while recording."""
+    free). run() runs without autograd (inference)."""
     from latentedit.ops.recording import ConvolutionRecorder
 
-    with torch.set_grad_enabled(grad), ConvolutionRecorder() as rec:
+    with torch.no_grad(), ConvolutionRecorder() as rec:
         run()
-    return sum(timed(_isolated_conv(call), iters) * count for call, count in Counter(rec.calls).items())
+    return isolated_seconds(Counter(rec.calls), iters)
+
+
+def isolated_seconds(calls, iters):
+    """Seconds that the recorded convolution calls ({ConvCall: count}) take, each timed alone."""
+    return sum(timed(_isolated_conv(call), iters) * count for call, count in calls.items())
 
 
 def _isolated_conv(call):
@@ -256,7 +261,7 @@ def training_table(args, best):
         t = timed(step, args.iters, warmup=2)
         print(f"{name:5} {32 / t:8.1f} img/s {flops / t / 1e9:8.1f} GFLOP/s "
               f"({flops / t / 1e9 / best[name, 'fwd+bwd']:.0%} of the fwd+bwd ceiling)", flush=True)
-    trainer_steps(precisions, batch=args.trainer_batch)
+    trainer_steps(precisions, batch=args.trainer_batch, alone=not args.no_alone)
 
 
 # The trainer's configurations: the size earlier figures were taken at, and the one the bundle trains
@@ -272,34 +277,45 @@ def trainer_steps(precisions, steps=16, batch=32, alone=True):
     """What trains the bundle: GANTrainer's step (world renders, style mixing, lazy path-length
     and R1 regularisation, EMA), averaged over one whole regularisation cycle of 16 steps. `batch`
     per process: 16 at one thread is one of the bundle's two torchrun processes. alone: also the
-    step's own convolutions (forward and backward) timed in isolation (conv_seconds)."""
+    steps without regularisation (path length, R1 and the label-pair term, which run fp32 in both
+    precisions) on their own, and their convolutions, forward and backward, each timed alone."""
     import tempfile
 
+    from latentedit.ops.recording import ConvolutionRecorder
     from latentedit.train.gan import GANConfig, GANTrainer
 
     print(f"\n== the trainer's step (latentedit train gan), batch {batch}, {torch.get_num_threads()} threads, "
           f"{steps} steps ==")
     for label, config in TRAINER_CONFIGS.items():
-        rates, convs = {}, {}
+        rates, plain, convs = {}, {}, {}
         for name in precisions:
             with tempfile.TemporaryDirectory() as out:
-                trainer = GANTrainer(GANConfig(**config, batch=batch, bf16=name == "bf16"), out)
+                cfg = GANConfig(**config, batch=batch, bf16=name == "bf16")
+                trainer = GANTrainer(cfg, out)
                 trainer.train_step()
-
-                def cycle():
-                    for _ in range(steps):
-                        trainer.train_step()
-                t0 = time.perf_counter()
-                cycle()
-                step = (time.perf_counter() - t0) / steps
-                rates[name] = batch / step
+                times, calls = {}, Counter()
+                for _ in range(steps):
+                    regularised = trainer.step % cfg.g_reg_interval == 0 or trainer.step % cfg.d_reg_interval == 0
+                    t0 = time.perf_counter()
+                    trainer.train_step()
+                    times.setdefault(regularised, []).append(time.perf_counter() - t0)
+                rates[name] = batch * steps / sum(sum(t) for t in times.values())
                 if alone:
-                    convs[name] = conv_seconds(cycle, 3, grad=True) / steps
-            share = f"; convs alone {convs[name] * 1e3:.0f} of {step * 1e3:.0f} ms a step" if alone else ""
+                    plain[name] = statistics.median(times[False])
+                    for _ in range(steps):  # the same cycle again, recording the steps without regularisation
+                        if trainer.step % cfg.g_reg_interval and trainer.step % cfg.d_reg_interval:
+                            with ConvolutionRecorder() as rec:
+                                trainer.train_step()
+                            calls.update(rec.calls)
+                        else:
+                            trainer.train_step()
+                    convs[name] = isolated_seconds(calls, 3) / len(times[False])
+            share = f"; without regularisation {plain[name] * 1e3:.0f} ms a step, its convs alone " \
+                    f"{convs[name] * 1e3:.0f} ms" if alone else ""
             print(f"{label:18} {name:5} {rates[name]:8.1f} img/s{share}", flush=True)
         if "bf16" in rates:
-            bound = f"; convs alone {convs['fp32'] / convs['bf16']:.2f}x (the most it could be were all else free)" \
-                if alone else ""
+            bound = f"; without regularisation {plain['fp32'] / plain['bf16']:.2f}x, its convs alone " \
+                    f"{convs['fp32'] / convs['bf16']:.2f}x (the most it could be were all else free)" if alone else ""
             print(f"{label:18} bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x{bound}", flush=True)
 
 
@@ -314,6 +330,8 @@ def main():
     ap.add_argument("--trainer-only", action="store_true",
                     help="only the trainer's steps (no ceiling, generator or compact step): A/B runs of a change")
     ap.add_argument("--trainer-batch", type=int, default=32, help="per-process batch of the trainer's steps")
+    ap.add_argument("--no-alone", action="store_true",
+                    help="skip timing the trainer's convolutions alone (a faster A/B of the step)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -323,7 +341,7 @@ def main():
         from latentedit.runtime import fast_precision
 
         precisions = ("fp32", "bf16") if fast_precision("bf16") == "bf16" else ("fp32",)
-        return trainer_steps(precisions, batch=args.trainer_batch)
+        return trainer_steps(precisions, batch=args.trainer_batch, alone=not args.no_alone)
     best = ceiling(args.iters)
     print("ceiling (best 3x3):", ", ".join(f"{d} {p} {g:.0f}" for (d, p), g in sorted(best.items())), "GFLOP/s")
     if not bf16_is_faster(best):

@@ -105,7 +105,6 @@ def test_impl_override(monkeypatch):
     torch.testing.assert_close(bias_act(torch.ones(2, 3), act="relu", gain=1), torch.ones(2, 3))
 
 
-
 @pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
 def test_fir_second_order_gradients_stay_depthwise(up, down):
     """Path length and R1 differentiate through the FIR twice. Autograd's double backward of a
@@ -152,6 +151,31 @@ def test_up_conv_fir_second_order_gradients_stay_depthwise():
         if ours:
             assert all(c.groups == C for c in convs.calls), convs.calls
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fir_under_autograd_keeps_the_inference_bits(autocast):
+    """Under autograd the FIR runs through its own Function: its output (bias included, added by the
+    convolution) has the bits and dtype of the plain call without autograd, in bf16 and under
+    autocast too, and its gradients reach x and the bias."""
+    from latentedit.ops.upfirdn2d import fixed_depthwise
+
+    C = 6
+    taps = (setup_filter([1, 3, 3, 1]) * 4).expand(C, 1, 4, 4)
+    x = torch.randn(2, C, 17, 17).contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(C)
+    if not autocast:
+        x, taps, bias = x.bfloat16(), taps.bfloat16(), bias.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+            want = fixed_depthwise(x, taps, stride=1, padding=1, bias=bias)
+        xg, bg = x.clone().requires_grad_(True), bias.clone().requires_grad_(True)
+        got = fixed_depthwise(xg, taps, stride=1, padding=1, bias=bg)
+    assert got.dtype == want.dtype == torch.bfloat16 and torch.equal(got, want)
+    got.float().sum().backward()
+    assert xg.grad.dtype == x.dtype and bg.grad.dtype == bias.dtype
+    torch.testing.assert_close(bg.grad.float(), torch.full([C], 2.0 * 16 * 16), rtol=2 ** -7, atol=0)
+
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_strided_fir_in_bf16_runs_as_an_fp32_island(autocast):

@@ -130,12 +130,12 @@ class _FixedDepthwise(torch.autograd.Function):
     (fp32, 8 x 128 ch at 17 px: 14 -> 3 ms; benchmarks/RESULTS.md)."""
 
     @staticmethod
-    def forward(ctx, x, w, stride, padding, transposed, output_padding):
+    def forward(ctx, x, w, bias, stride, padding, transposed, output_padding):
         ctx.params = w, stride, padding, transposed, tuple(x.shape[2:])
         if transposed:
-            return F.conv_transpose2d(x, w, stride=stride, padding=padding, output_padding=output_padding,
+            return F.conv_transpose2d(x, w, bias, stride=stride, padding=padding, output_padding=output_padding,
                                       groups=x.shape[1])
-        return F.conv2d(x, w, stride=stride, padding=padding, groups=x.shape[1])
+        return F.conv2d(x, w, bias, stride=stride, padding=padding, groups=x.shape[1])
 
     @staticmethod
     def backward(ctx, grad):
@@ -148,7 +148,9 @@ class _FixedDepthwise(torch.autograd.Function):
             extra = tuple(in_size[i] - ((grad.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + w.shape[2 + i])
                           for i in range(2))
         with torch.autocast(grad.device.type, enabled=False):
-            return _FixedDepthwise.apply(grad, w, stride, padding, not transposed, extra), None, None, None, None, None
+            grad_x = _FixedDepthwise.apply(grad, w, None, stride, padding, not transposed, extra)
+        grad_bias = grad.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
+        return grad_x, None, grad_bias, None, None, None, None
 
 
 def fixed_depthwise(x, w, stride, padding, transposed=False, bias=None):
@@ -157,8 +159,7 @@ def fixed_depthwise(x, w, stride, padding, transposed=False, bias=None):
     w needs a gradient itself."""
     stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
     if torch.is_grad_enabled() and x.requires_grad and not w.requires_grad:
-        y = _FixedDepthwise.apply(x, w, stride, padding, transposed, (0, 0))
-        return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+        return _FixedDepthwise.apply(x, w, bias, stride, padding, transposed, (0, 0))
     if transposed:
         return F.conv_transpose2d(x, w, bias, stride=stride, padding=padding, groups=x.shape[1])
     return F.conv2d(x, w, bias, stride=stride, padding=padding, groups=x.shape[1])
