@@ -18,10 +18,11 @@
    stand-in for benchmarks/train_step_speed.py's separate G and D steps, which time a trainer's
    step against NVlabs): images/s and achieved GFLOP/s (the FLOPs counted on one step); then the
    trainer's own step (latentedit train gan: world renders, lazy R1 / path length) in fp32 and bf16,
-   with its convolutions alone (forward and backward, as in 2.).
+   and its steps without regularisation with their convolutions alone (forward and backward).
 Where bf16 runs, the report also gives the bounds the shapes set: bf16 / fp32 of the convolutions
-alone (the most bf16 could gain over fp32 were everything else free in both) and the share of the
-ceiling the generator's convolutions alone reach.
+alone (the most bf16 could gain over fp32 were everything else free in both; for the trainer, on
+the steps without the regularisers, which run fp32 in both) and the share of the ceiling the
+generator's convolutions alone reach.
 The CPU model and its ISA flags (avx512*, amx*) head the report: figures are per machine. Where
 bf16 is the slower path (no bf16 arithmetic: AVX2 only), parts 2 and 3 run fp32 alone, by the rule
 the commands' bf16 options follow (`latentedit.runtime.fast_precision`, its own probe).
