@@ -145,3 +145,6 @@ def test_bf16_channel_scales_keep_the_fp32_scale():
     assert torch.equal(scaled_channels(x.clone(), scale[0], inplace=True), mixed)  # a [C] scale, as packed convs call it
     assert not torch.equal(x * scale.to(torch.bfloat16)[:, :, None, None], mixed)
     assert torch.equal(scaled_channels(x.float(), scale), x.float() * scale[:, :, None, None])
+    # per sample [N, C, 1, 1], as the transposed up-conv's demodulation comes
+    xs, scales = torch.cat([x, -x]), torch.cat([scale, scale.flip(1)])[:, :, None, None]
+    assert torch.equal(scaled_channels(xs, scales), torch.mul(xs, scales, out=torch.empty_like(xs)))

@@ -165,12 +165,13 @@ def _packable(layer, x, taps=9):
 
 
 def scaled_channels(x, scale, inplace=False):
-    """x [1, C, H, W] times a per-channel scale [1, C] (or [C]) in the scale's dtype (fp32), rounded once to
-    x's dtype (in place where `inplace` and the dtypes agree): the bits of the mixed-dtype product, which on
-    CPU takes a slow casting path for a bf16 channels_last x (AMX Xeon, [1, 512, 64, 64]: 24 ms, against 8
-    for this upcast, multiply and round, and 0.3 for a bf16 x bf16 product). The scale stays fp32: rounded
-    to bf16 it biases whole channels (bf16 generator PSNR vs the reference path at 256 px 42.9 -> 42.1 dB)."""
-    scale = scale.reshape(1, -1, 1, 1)
+    """x [N, C, H, W] times a per-channel scale ([C], [1, C] or per sample [N, C, 1, 1]) in the wider of the
+    two dtypes (fp32), rounded once to x's dtype (in place where `inplace` and the dtypes agree): the bits
+    of the mixed-dtype product, which on CPU takes a slow casting path for a bf16 channels_last x (AMX Xeon,
+    [1, 512, 64, 64]: 24 ms, against 8 for this upcast, multiply and round, and 0.3 for a bf16 x bf16
+    product). The scale stays fp32: rounded to bf16 it biases whole channels (bf16 generator PSNR vs the
+    reference path at 256 px 42.9 -> 42.1 dB)."""
+    scale = scale.reshape(scale.shape[0] if scale.ndim == 4 else 1, -1, 1, 1)
     wide = torch.promote_types(x.dtype, scale.dtype)
     if x.dtype == wide:
         return x.mul_(scale) if inplace else x * scale
@@ -183,13 +184,12 @@ def _packed_layer(layer, x, styles, dcoefs, bias, dtype):
     packed for oneDNN; an up-conv's (transposed conv + FIR) is cached transposed, in channels_last."""
     shape = tuple(x.shape)
     xs = scaled_channels(x, styles)
-    demodulation = dcoefs.reshape(1, -1, 1, 1)
     if layer.up == 1:
         packed = _derived(layer, f"packed-{dtype}-{shape}", lambda w: pack_weight(w.to(dtype), shape))
         return scaled_channels(packed_conv2d(xs, packed), dcoefs, inplace=True).add_(bias.reshape(1, -1, 1, 1))
     wt = _derived(layer, f"transposed-{dtype}",
                   lambda w: w.to(dtype).transpose(0, 1).contiguous(memory_format=torch.channels_last))
-    return _transposed_upconv(xs, wt, bias, layer.up, layer.resample_filter, post_scale=demodulation)
+    return _transposed_upconv(xs, wt, bias, layer.up, layer.resample_filter, post_scale=dcoefs.reshape(1, -1, 1, 1))
 
 
 def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
@@ -200,9 +200,7 @@ def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
     F = torch.nn.functional
     if up == 1:
         y = F.conv2d(x, w, bias=bias if post_scale is None else None, padding=1)
-        if post_scale is not None:
-            y = y.mul_(post_scale) if inplace else y * post_scale
-        return y
+        return y if post_scale is None else scaled_channels(y, post_scale, inplace)
     wt = w.transpose(0, 1)  # [I, O, 3, 3]
     if inplace:  # oneDNN's transposed conv runs 2-3% faster in bf16 given a channels_last weight (same
         # bits; AMD Zen 4, 256 / 1024 px); not on training's path, whose backward was not measured
@@ -214,7 +212,7 @@ def _transposed_upconv(x, wt, bias, up, f, post_scale=None, inplace=True):
     """The up-sampling half of `_conv3x3_resample`, given the transposed weight wt [I, O, 3, 3]."""
     y = torch.nn.functional.conv_transpose2d(x, wt, stride=up)  # [N, O, up*H + 1, up*W + 1]
     if post_scale is not None:
-        y = y.mul_(post_scale) if inplace else y * post_scale
+        y = scaled_channels(y, post_scale, inplace)
     return fir_after_transposed(y, f, up, bias)
 
 
