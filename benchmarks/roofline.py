@@ -294,17 +294,20 @@ def trainer_steps(precisions, steps=16, batch=32, alone=True):
                 cfg = GANConfig(**config, batch=batch, bf16=name == "bf16")
                 trainer = GANTrainer(cfg, out)
                 trainer.train_step()
+
+                def regularised():  # whether the next step runs path length, label pairs or R1
+                    return trainer.step % cfg.g_reg_interval == 0 or trainer.step % cfg.d_reg_interval == 0
                 times, calls = {}, Counter()
                 for _ in range(steps):
-                    regularised = trainer.step % cfg.g_reg_interval == 0 or trainer.step % cfg.d_reg_interval == 0
+                    kind = regularised()
                     t0 = time.perf_counter()
                     trainer.train_step()
-                    times.setdefault(regularised, []).append(time.perf_counter() - t0)
+                    times.setdefault(kind, []).append(time.perf_counter() - t0)
                 rates[name] = batch * steps / sum(sum(t) for t in times.values())
                 if alone:
                     plain[name] = statistics.median(times[False])
                     for _ in range(steps):  # the same cycle again, recording the steps without regularisation
-                        if trainer.step % cfg.g_reg_interval and trainer.step % cfg.d_reg_interval:
+                        if not regularised():
                             with ConvolutionRecorder() as rec:
                                 trainer.train_step()
                             calls.update(rec.calls)

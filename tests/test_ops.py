@@ -105,6 +105,12 @@ def test_impl_override(monkeypatch):
     torch.testing.assert_close(bias_act(torch.ones(2, 3), act="relu", gain=1), torch.ones(2, 3))
 
 
+def backward_twice(y, x):
+    """x.grad of sum((d sum(y^2) / dx)^2): a second-order backward, as path length and R1 take."""
+    (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    g.square().sum().backward()
+
+
 @pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
 def test_fir_second_order_gradients_stay_depthwise(up, down):
     """Path length and R1 differentiate through the FIR twice. Autograd's double backward of a
@@ -116,14 +122,12 @@ def test_fir_second_order_gradients_stay_depthwise(up, down):
     x = torch.randn(4, C, 12, 12).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     with ConvolutionRecorder() as convs:
         y = upfirdn2d(x, f, up=up, down=down, padding=(2, 1, 2, 1))
-        (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
-        g.square().sum().backward()
+        backward_twice(y, x)
     assert len(convs.calls) >= 3, convs.calls  # forward, its adjoint, the adjoint's adjoint
     assert all(c.groups == C and c.weight_shape[:2] == (C, 1) for c in convs.calls), convs.calls
     x64 = x.detach().double().requires_grad_(True)
     ref = upfirdn2d_by_definition(x64, f.double(), up, down, (2, 1, 2, 1), False, 1)
-    (g64,) = torch.autograd.grad(ref.square().sum(), x64, create_graph=True)
-    g64.square().sum().backward()
+    backward_twice(ref, x64)
     torch.testing.assert_close(x.grad, x64.grad.float(), rtol=1e-4, atol=1e-4)
 
 
@@ -144,8 +148,7 @@ def test_up_conv_fir_second_order_gradients_stay_depthwise():
             else:
                 taps = (f.flip([0, 1]) * 4).expand(C, 1, 4, 4)
                 out = F.conv2d(x, taps, bias, padding=1, groups=C)
-            (g,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
-            g.square().sum().backward()
+            backward_twice(out, x)
         grads.append(x.grad)
         assert out.shape[-2:] == (16, 16)
         if ours:
