@@ -74,6 +74,9 @@ def _build_ours(res, sd, **options):
 
 
 def worker(args):
+    from latentedit.heap import keep_freed_blocks
+
+    keep_freed_blocks()  # every configuration on the same heap settings, the references' included
     torch.set_grad_enabled(False)
     sd = torch.load(args.weights, map_location="cpu")
     ws = torch.load(args.ws, map_location="cpu")[: args.batch]
@@ -141,12 +144,14 @@ def machine_description():
                     break
     except OSError:
         pass
-    from latentedit.models.upconv import use_phase_upconv
+    from latentedit.models.upconv import upconv_form
 
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
-            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, bf16 up-conv "
-            f"{'phase' if use_phase_upconv(torch.bfloat16) else 'transposed'}")
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, "
+            f"LATENTEDIT_KEEP_HEAP={os.environ.get('LATENTEDIT_KEEP_HEAP', 'unset')}, bf16 up-conv "
+            f"{upconv_form(torch.bfloat16, in_channels=512)} / {upconv_form(torch.bfloat16, in_channels=128)} "
+            f"(512 / 128 input channels)")
 
 
 def psnr(a, ref):

@@ -53,6 +53,9 @@ def build(config, path, cfg):
 
 
 def worker(a):
+    from latentedit.heap import keep_freed_blocks
+
+    keep_freed_blocks()  # every configuration on the same heap settings, the references' included
     cfg = dict(res=a.res, cb=a.channel_base, cm=a.channel_max, batch=a.batch)
     G, D, run_G, run_D, autocast = build(a.config, a.path, cfg)
     init = torch.load(a.weights, map_location="cpu")

@@ -1,19 +1,21 @@
-"""Forms of the 2x up-conv (transposed 3x3 conv, then the 4x4 FIR) at the 1024 px generator's shapes.
+"""Forms of the 2x up-conv (transposed 3x3 conv, then the 4x4 FIR) at the config-f generators' shapes.
 
     python benchmarks/upconv_forms.py --threads 2 [--dtype bf16] [--iters 5]
 
 At 1024 px the up-convs of the 128 / 256 / 512 px blocks are the slowest layers on CPUs without
 bf16 arithmetic (AMD Zen 3: ~50 GFLOP/s where plain 3x3 convs reach ~140). This times, on one
 machine in one run, every form of the same maths that could replace the strided transposed conv,
-checks each against ours (max-abs difference relative to the output's scale), and prints
+checks each against the transposed form (max-abs difference relative to the output's scale), and prints
 milliseconds, GFLOP/s of the transposed conv's own FLOPs (2 * 9 * I * O * H * W, whatever a form
-spends), and the ratio to ours:
+spends), and the ratio to the transposed form:
 
-  ours        the fast path's form: strided transposed conv + depthwise FIR (`_conv3x3_resample`)
+  transposed  strided transposed conv + depthwise FIR (`_conv3x3_resample`; the fast path's form in
+              fp32, under autograd and on CPUs without AMX)
   phase       the FIR folded into four 3x3 phase kernels, one plain conv with 4 O outputs and a
-              pixel shuffle (`phase_upconv`; 4x the FLOPs, no FIR; the fast path's form for bf16 on AMX)
-  sub-pixel   the transposed conv as one plain 2x2 conv with 4 O outputs (each output phase takes 4,
-              2, 2 or 1 of the 9 taps; 16/9 the FLOPs) + pixel shuffle, then the same FIR
+              pixel shuffle (`phase_upconv`; 4x the FLOPs, no FIR; bf16 on AMX below 256 input channels)
+  subpixel    the transposed conv as one plain 2x2 conv with 4 O outputs (each output phase takes 4,
+              2, 2 or 1 of the 9 taps; 16/9 the FLOPs), interleaved, then the same FIR
+              (`subpixel_upconv`; bf16 on AMX from 256 input channels)
   gemm        the transposed conv as a matrix product [H W, I] x [I, 9 O] (the transposed conv's
               FLOPs exactly) and nine strided adds into the output (col2im), then the same FIR
 
@@ -24,38 +26,17 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from generator_speed import machine_description  # noqa: E402
 from roofline import against_first, isa_flags, time_forms  # noqa: E402
 
 from latentedit.models.synthesis import _conv3x3_resample, fir_after_transposed  # noqa: E402
-from latentedit.models.upconv import phase_upconv, phase_weight  # noqa: E402
+from latentedit.models.upconv import phase_upconv, phase_weight, subpixel_upconv, subpixel_weight  # noqa: E402
 from latentedit.ops import setup_filter  # noqa: E402
 
-SHAPES = [(512, 256, 64), (256, 128, 128), (128, 64, 256), (64, 32, 512)]  # (I, O, input px): config-f 1024
-
-
-def sub_pixel_weight(w):
-    """w [O, I, 3, 3] (a conv weight; the transposed conv uses w.transpose(0, 1)) -> [4 O, I, 2, 2]
-    for `sub_pixel_transposed`. Output row 2m + a takes kernel rows ky = a (mod 2) from input row
-    m - (ky - a) / 2, i.e. a 2x2 window over input rows m - 1, m of the input padded by 1 on top."""
-    O, I = w.shape[:2]
-    k = w.new_zeros(2, 2, O, I, 2, 2)
-    for ky in range(3):
-        for kx in range(3):
-            k[ky % 2, kx % 2, :, :, 1 - ky // 2, 1 - kx // 2] = w[:, :, ky, kx]
-    return k.reshape(4 * O, I, 2, 2).contiguous(memory_format=torch.channels_last)
-
-
-def sub_pixel_transposed(x, k):
-    """The strided transposed conv's [N, O, 2H + 1, 2W + 1] output from a plain 2x2 conv + pixel shuffle."""
-    N, _, H, W = x.shape
-    O = k.shape[0] // 4
-    y = F.conv2d(F.pad(x, [1, 1, 1, 1]), k)  # [N, 4 O, H + 1, W + 1], phases (row, column) major
-    phases = y.reshape(N, 2, 2, O, H + 1, W + 1).permute(0, 3, 4, 1, 5, 2)  # [N, O, H + 1, 2, W + 1, 2]
-    return phases.reshape(N, O, 2 * H + 2, 2 * W + 2)[:, :, :2 * H + 1, :2 * W + 1]
+# (I, O, input px): config-f 1024 px, whose first three are 256 px's last three
+SHAPES = [(512, 512, 32), (512, 256, 64), (256, 128, 128), (128, 64, 256), (64, 32, 512)]
 
 
 def gemm_transposed(x, wm, O):
@@ -84,11 +65,11 @@ def forms(x, w, bias, dtype):
     f = setup_filter([1, 3, 3, 1])
     wd, bd = w.to(dtype), bias.to(dtype)
     phase_k = phase_weight(w, f).to(dtype).contiguous(memory_format=torch.channels_last)
-    sub_k = sub_pixel_weight(wd)
+    sub_k = subpixel_weight(wd).contiguous(memory_format=torch.channels_last)
     wm = wd.permute(1, 2, 3, 0).reshape(I, 9 * O).contiguous()
-    return {"ours": lambda: _conv3x3_resample(x, wd, bd, 2, f),
+    return {"transposed": lambda: _conv3x3_resample(x, wd, bd, 2, f),
             "phase": lambda: phase_upconv(x, phase_k, bd),
-            "sub-pixel": lambda: fir_after_transposed(sub_pixel_transposed(x, sub_k), f, 2, bd),
+            "subpixel": lambda: subpixel_upconv(x, sub_k, f, bd),
             "gemm": lambda: fir_after_transposed(gemm_transposed(x, wm, O), f, 2, bd)}
 
 
@@ -102,14 +83,14 @@ def main():
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     print("machine:", machine_description())
     print(f"ISA: {isa_flags()} (torch: {torch.backends.cpu.get_cpu_capability()}); {args.dtype}; median of {args.iters}")
-    print(f"{'I->O @ px':18} " + "  ".join(f"{n:>24}" for n in ("ours", "phase", "sub-pixel", "gemm")))
+    print(f"{'I->O @ px':18} " + "  ".join(f"{n:>24}" for n in ("transposed", "phase", "subpixel", "gemm")))
     totals = {}
     with torch.no_grad():
         for I, O, H in SHAPES:
             gflop = 2 * 9 * I * O * H * H / 1e9
             cells = time_forms(forms(*random_up_conv(I, O, H), dtype), gflop, args.iters, totals)
             print(f"{I:3}->{O:3} @ {H:4} px   " + "  ".join(f"{c:>24}" for c in cells), flush=True)
-    print("all four shapes: " + against_first(totals))
+    print(f"all {len(SHAPES)} shapes: " + against_first(totals))
 
 
 if __name__ == "__main__":

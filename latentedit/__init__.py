@@ -14,6 +14,10 @@ import os
 # AMX, +2-5% on the training step (benchmarks/RESULTS.md). THP_MEM_ALLOC_ENABLE=0 opts out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
+from latentedit.heap import keep_freed_blocks  # noqa: E402
+
+keep_freed_blocks()  # large tensors reuse freed heap memory instead of fresh pages (heap.py)
+
 from latentedit.edit.directions import Direction, linear_interpolate
 from latentedit.edit.discrete import DiscreteSynthesizer
 from latentedit.edit.layers import AttributeLayers

@@ -1,6 +1,6 @@
-"""Per-CPU speed choices: the phase form of the 2x up-conv (models/upconv.py), the same maths as the
-transposed conv + FIR of the reference op sequence, and the table that picks it; huge pages for
-large CPU tensors."""
+"""Per-CPU speed choices: the folded forms of the 2x up-conv (models/upconv.py: phase, subpixel), the same
+maths as the transposed conv + FIR of the reference op sequence, and the table that picks them; huge pages for
+large CPU tensors, kept in the heap once freed."""
 import os
 import subprocess
 import sys
@@ -13,45 +13,64 @@ from latentedit.models.layers import conv2d_resample
 from latentedit.ops import setup_filter
 
 
+@pytest.mark.parametrize("form", sorted(upconv.FOLDED_FORMS))
 @pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 5, 1), "random 4x4"])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_phase_upconv_is_the_reference_upconv(taps, channels_last):
+def test_folded_upconv_is_the_reference_upconv(form, taps, channels_last):
     g = torch.Generator().manual_seed(1)
     # a non-separable, asymmetric filter catches transposed or flipped taps that v (x) v cannot
     f = torch.rand(4, 4, generator=g) + 0.1 if taps == "random 4x4" else setup_filter(taps)
     w = torch.randn(6, 5, 3, 3, generator=g)
-    x = torch.randn(2, 5, 7, 9, generator=g)
+    x = torch.randn(2, 5, 7, 9, generator=g)  # not square: catches swapped row and column phases
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     bias = torch.randn(6, generator=g)
+    folded = upconv.FOLDED_FORMS[form]
+    k = folded.weight(w, f)
+    assert k.shape == (4 * 6, 5, *[round(folded.taps ** 0.5)] * 2)
     ref = conv2d_resample(x, w, f=f, up=2, padding=1) + bias.reshape(1, -1, 1, 1)
-    out = upconv.phase_upconv(x, upconv.phase_weight(w, f), bias)
+    out = folded.run(x, k, f, bias, None)
     assert out.shape == ref.shape == (2, 6, 14, 18)
+    assert out.is_contiguous(memory_format=torch.channels_last)
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
     # out_scale (demodulation) then bias, per sample: the shared-conv form of inference.
     scale = torch.rand(2, 6, 1, 1, generator=g) + 0.5
     ref2 = conv2d_resample(x, w, f=f, up=2, padding=1) * scale + bias.reshape(1, -1, 1, 1)
-    for n in (1, 2):  # one sample: the bias goes into the conv; two: added after
-        out2 = upconv.phase_upconv(x[:n], upconv.phase_weight(w, f), bias, out_scale=scale[:n])
+    for n in (1, 2):  # phase form, one sample: the bias goes into the conv; two: added after
+        out2 = folded.run(x[:n], k, f, bias, scale[:n])
         assert (out2 - ref2[:n]).abs().max() <= 1e-5 * ref2.abs().max()
 
 
-def test_the_table_picks_phase_for_bf16_on_amx_only(monkeypatch):
+def test_subpixel_weight_places_each_tap_in_its_phase():
+    """A kernel with one non-zero tap reaches only the output phase of that tap's parity, once."""
+    for ky in range(3):
+        for kx in range(3):
+            w = torch.zeros(1, 1, 3, 3)
+            w[0, 0, ky, kx] = 1.0
+            k = upconv.subpixel_weight(w).reshape(2, 2, 2, 2)  # row phase, column phase, 2x2 taps
+            assert k[ky % 2, kx % 2].sum() == 1 and k.sum() == 1, (ky, kx)
+
+
+def test_the_table_folds_bf16_upconvs_on_amx_only(monkeypatch):
     monkeypatch.delenv("LATENTEDIT_UPCONV", raising=False)
+    wide, narrow = upconv.SUBPIXEL_MIN_IN_CHANNELS, upconv.SUBPIXEL_MIN_IN_CHANNELS // 2
     for amx in (True, False):
         monkeypatch.setattr(upconv, "cpu_has_amx", lambda amx=amx: amx)
-        assert upconv.use_phase_upconv(torch.bfloat16) is amx
-        assert upconv.use_phase_upconv(torch.float32) is False
-        assert upconv.use_phase_upconv(torch.bfloat16, "cuda") is False
-        assert upconv.use_phase_upconv(torch.bfloat16, training=True) is False  # weights refolded every step
-    monkeypatch.setenv("LATENTEDIT_UPCONV", "phase")
-    assert upconv.use_phase_upconv(torch.float32) is True
+        assert upconv.upconv_form(torch.bfloat16, in_channels=wide) == ("subpixel" if amx else "transposed")
+        assert upconv.upconv_form(torch.bfloat16, in_channels=narrow) == ("phase" if amx else "transposed")
+        for args in [(torch.float32, "cpu", False, wide), (torch.bfloat16, "cuda", False, wide),
+                     (torch.bfloat16, "cpu", True, wide)]:  # training: kernels rebuilt every step
+            assert upconv.upconv_form(*args) == "transposed", args
+    for choice in ("phase", "subpixel"):
+        monkeypatch.setenv("LATENTEDIT_UPCONV", choice)
+        assert upconv.upconv_form(torch.float32) == choice
+        assert upconv.upconv_form(torch.float32, "cuda") == "transposed"
     monkeypatch.setenv("LATENTEDIT_UPCONV", "transposed")
     monkeypatch.setattr(upconv, "cpu_has_amx", lambda: True)
-    assert upconv.use_phase_upconv(torch.bfloat16) is False
+    assert upconv.upconv_form(torch.bfloat16, in_channels=wide) == "transposed"
     monkeypatch.setenv("LATENTEDIT_UPCONV", "fast")
     with pytest.raises(ValueError, match="LATENTEDIT_UPCONV"):
-        upconv.use_phase_upconv(torch.bfloat16)
+        upconv.upconv_form(torch.bfloat16)
 
 
 def test_the_table_packs_weights_on_amx_only(monkeypatch):
@@ -79,19 +98,19 @@ def test_only_the_stylegan_case_folds():
 
 
 def test_training_keeps_the_transposed_form(monkeypatch):
-    """The phase form is for inference: with autograd on, forcing it changes no bit of the gradients."""
+    """The folded forms are for inference: with autograd on, forcing one changes no bit of the gradients."""
     from latentedit.models.stylegan2 import Generator, GeneratorConfig
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=16, channel_base=256, channel_max=32)).train()
     ws = torch.randn(2, G.num_ws, 512)
     grads = []
-    for choice in ("transposed", "phase"):
+    for choice in ("transposed", *upconv.FOLDED_FORMS):
         monkeypatch.setenv("LATENTEDIT_UPCONV", choice)
         G.zero_grad(set_to_none=True)
         G.synthesis(ws, noise_mode="const").square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in G.synthesis.parameters() if p.grad is not None]))
-    assert torch.equal(grads[0], grads[1])
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
 @pytest.mark.parametrize("preset", [None, "0"])
@@ -104,10 +123,35 @@ def test_importing_latentedit_asks_for_huge_pages_unless_told_not_to(preset):
     assert out.strip() == (preset or "1")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap settings")
+@pytest.mark.parametrize("keep", [None, "0"])
+def test_importing_latentedit_keeps_large_blocks_in_the_heap_unless_told_not_to(keep):
+    """A 64 MB tensor made after the import comes from the heap, not from its own mmap (glibc counts
+    mmapped blocks in mallinfo2().hblks)."""
+    from latentedit.heap import glibc
+
+    if glibc() is None or not hasattr(glibc(), "mallinfo2"):
+        pytest.skip("not glibc >= 2.33")
+    env = {k: v for k, v in os.environ.items() if k != "LATENTEDIT_KEEP_HEAP"}
+    if keep is not None:
+        env["LATENTEDIT_KEEP_HEAP"] = keep
+    code = """import ctypes, latentedit, torch
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+before = libc.mallinfo2().hblks
+t = torch.empty(64 << 20, dtype=torch.uint8)
+print(libc.mallinfo2().hblks - before)"""
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert int(out) == (1 if keep == "0" else 0)
+
+
+@pytest.mark.parametrize("form", sorted(upconv.FOLDED_FORMS))
 @pytest.mark.parametrize("packed", ["off", "on"])
 @pytest.mark.parametrize("fused", [True, False])
-def test_both_modulation_sides_match_the_reference_path(fused, packed, monkeypatch):
-    """Few channels at high resolution put the modulation on the phase weights (fused: per-sample
+def test_both_modulation_sides_match_the_reference_path(fused, packed, form, monkeypatch):
+    """Few channels at high resolution put the modulation on the folded weights (fused: per-sample
     weights); otherwise, and in shared convs, it goes on the activations: both give the reference path's image, with and without
     autocast around them (the trainer's D step runs the generator so), and what they cache does not
     depend on autocast."""
@@ -117,7 +161,7 @@ def test_both_modulation_sides_match_the_reference_path(fused, packed, monkeypat
 
     if packed == "on" and not packing_available():
         pytest.skip("this torch build has no oneDNN packed convolutions")
-    monkeypatch.setenv("LATENTEDIT_UPCONV", "phase")
+    monkeypatch.setenv("LATENTEDIT_UPCONV", form)
     monkeypatch.setenv("LATENTEDIT_PACKED", packed)
     _DERIVED.clear()
     torch.manual_seed(0)
@@ -141,11 +185,11 @@ def test_both_modulation_sides_match_the_reference_path(fused, packed, monkeypat
     for layer in (b.conv0 for b in G.synthesis.blocks() if b.in_channels):
         for kind, (_, value) in _DERIVED.get(layer, {}).items():
             assert value.dtype == torch.float32, kind
-            if kind == "phase":
-                expect = upconv.phase_weight(layer.weight.detach(), layer.resample_filter)
+            if kind == form:
+                expect = upconv.FOLDED_FORMS[form].weight(layer.weight.detach(), layer.resample_filter)
                 assert torch.equal(value, expect.contiguous(memory_format=torch.channels_last))
     kinds = {kind for layer in G.modules() for kind in _DERIVED.get(layer, {})}
-    assert ("phase" in kinds) == fused
+    assert (form in kinds) == fused
     # packed: the activation-side up-convs of one sample (weights outnumber the input) run packed
-    activation_side = "phase-packed-" if packed == "on" and fused else "phase-torch.float32"
+    activation_side = f"{form}-packed-" if packed == "on" and fused else f"{form}-torch.float32"
     assert any(k.startswith(activation_side) for k in kinds)

@@ -23,7 +23,7 @@ def G():
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("fused", [None, True, False])
-@pytest.mark.parametrize("upconv", ["transposed", "phase"])  # each CPU kind's up-conv form (models/upconv.py)
+@pytest.mark.parametrize("upconv", ["transposed", "phase", "subpixel"])  # each CPU kind's up-conv form (models/upconv.py)
 @pytest.mark.parametrize("packed", ["off", "on"])  # per-sample weights or packed ones (models/packedconv.py)
 def test_fast_matches_reference(G, batch, fused, upconv, packed, monkeypatch):
     monkeypatch.setenv("LATENTEDIT_UPCONV", upconv)
@@ -63,7 +63,7 @@ def test_fast_random_noise_matches_reference_with_generator(G):
     assert (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())
 
 
-@pytest.mark.parametrize("upconv", ["transposed", "phase"])
+@pytest.mark.parametrize("upconv", ["transposed", "phase", "subpixel"])
 @pytest.mark.parametrize("packed", ["off", "on"])
 def test_bf16_psnr(G, upconv, packed, monkeypatch):
     monkeypatch.setenv("LATENTEDIT_UPCONV", upconv)
@@ -132,7 +132,7 @@ def test_partly_frozen_layers_train_on_the_fast_path(G):
 
 def test_bf16_channel_scales_keep_the_fp32_scale():
     """scaled_channels gives the bits of the mixed-dtype product (bf16 activations times fp32 per-channel
-    scales, rounded once) without its slow path; rounding the scale to bf16 first would not."""
+    scales, rounded once) without its slow path, a bias included; rounding the scale to bf16 first would not."""
     from latentedit.models.synthesis import scaled_channels
 
     g = torch.Generator().manual_seed(0)
@@ -148,3 +148,13 @@ def test_bf16_channel_scales_keep_the_fp32_scale():
     # per sample [N, C, 1, 1], as the transposed up-conv's demodulation comes
     xs, scales = torch.cat([x, -x]), torch.cat([scale, scale.flip(1)])[:, :, None, None]
     assert torch.equal(scaled_channels(xs, scales), torch.mul(xs, scales, out=torch.empty_like(xs)))
+    # + a per-channel bias, as packed convs demodulate: x * scale + bias rounded once (an fp32 fused
+    # multiply-add may differ from the rounded fp32 sum by one ulp of fp32, so one bf16 ulp at ties)
+    bias = torch.randn(64, generator=g)
+    once = (x.float() * scale[:, :, None, None] + bias[:, None, None]).to(torch.bfloat16)
+    y = scaled_channels(x, scale[0], bias)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    ulps = (y.float() - once.float()).abs() / (once.float().abs() * 2 ** -7 + 1e-30)
+    assert ulps.max() <= 1 and (ulps > 0).float().mean() < 1e-3
+    twice = mixed + bias.to(torch.bfloat16)[:, None, None]  # rounding the product first: off far more often
+    assert (twice != once).float().mean() > 0.05

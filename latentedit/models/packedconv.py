@@ -51,8 +51,10 @@ def use_packed_conv(device_type="cpu", dtype=torch.float32):
 
 
 def weights_outnumber_input(out_channels, taps, height, width):
-    """Scale whichever is smaller: O I taps weights or I H W input values (I cancels)."""
-    return out_channels * taps > height * width
+    """Scale whichever is smaller: O I taps weights or I H W input values (I cancels). A tie scales the
+    input, whose weights then stay cached and packed (subpixel up-conv 512 -> 256 ch at 64 px, bf16,
+    AMX: 6.7 ms a conv packed, 7.4 with modulated weights)."""
+    return out_channels * taps >= height * width
 
 
 def pack_weight(w, input_shape, padding=1):

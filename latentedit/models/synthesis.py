@@ -10,7 +10,7 @@ from torch import nn
 from latentedit.errors import InputError
 from latentedit.models.layers import FullyConnectedLayer, conv2d_resample, version_key
 from latentedit.models.packedconv import pack_weight, packed_conv2d, use_packed_conv, weights_outnumber_input
-from latentedit.models.upconv import phase_foldable, phase_upconv, phase_weight, use_phase_upconv
+from latentedit.models.upconv import FOLDED_FORMS, fir_taps, phase_foldable, upconv_form
 from latentedit.ops import bias_act, setup_filter, upsample2d
 from latentedit.ops.upfirdn2d import fixed_depthwise
 
@@ -72,12 +72,12 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
     bias = (layer.bias * g).to(dtype)
     if fused and N != 1:
         raise ValueError("the fused fast path runs one sample at a time")
-    if not torch.is_grad_enabled() and phase_foldable(layer.resample_filter, layer.up) and \
-            use_phase_upconv(dtype, x.device.type, training=layer.training):
+    form = upconv_form(dtype, x.device.type, layer.training, x.shape[1]) if layer.up != 1 else "transposed"
+    if not torch.is_grad_enabled() and phase_foldable(layer.resample_filter, layer.up) and form != "transposed":
         # Up-convs without autograd on CPUs whose plain convs far outrun transposed ones (upconv.py).
-        y = _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype)
+        y = _folded_upconv_layer(layer, x, styles, dcoefs, bias, fused, dtype, form)
     elif fused and inplace and _packable(layer, x):
-        y = _packed_layer(layer, x, styles, dcoefs, bias, dtype)
+        y = _packed_layer(layer, x, styles, dcoefs, layer.bias * g, dtype)
     elif fused:
         scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).unsqueeze(-1).unsqueeze(-1)  # [O, I, 1, 1]
         if inplace:  # one pass over the weights, written straight in the compute dtype
@@ -128,28 +128,31 @@ def _derived(layer, kind, compute, depends_on=()):
     return hit[1]
 
 
-def _phase_layer(layer, x, styles, dcoefs, bias, fused, dtype):
-    """An up-conv without autograd in the phase form, + bias. The modulation goes on the (4x) weights when
-    they are smaller than the input (fused, low channel counts at high resolution), else on the
-    activations: styles scale the input, demodulation rides on the pixel shuffle."""
+def _folded_upconv_layer(layer, x, styles, dcoefs, bias, fused, dtype, form):
+    """An up-conv without autograd in a folded form (upconv.FOLDED_FORMS[form]: one plain conv with 4 O
+    outputs), + bias. The modulation goes on the 4 O kernels when they are smaller than the input (fused,
+    low channel counts at high resolution), else on the activations: styles scale the input,
+    demodulation rides on the interleaving copy."""
     N, _, H, W = x.shape
     O = layer.weight.shape[0]
-    f, cl = layer.resample_filter, torch.channels_last
-    if fused and 4 * O * 9 < H * W:  # 4 O I 9 weight taps < I H W input values
-        base = _derived(layer, "phase", lambda w: phase_weight(w, f).contiguous(memory_format=cl), [f])
+    f, cl, folded = layer.resample_filter, torch.channels_last, FOLDED_FORMS[form]
+    if fused and not weights_outnumber_input(4 * O, folded.taps, H, W):
+        base = _derived(layer, form, lambda w: folded.weight(w, f).contiguous(memory_format=cl), [f])
         scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).repeat(4, 1)[..., None, None]  # [4 O, I, 1, 1]
         k = torch.mul(base, scale, out=torch.empty_like(base, dtype=dtype))
-        return phase_upconv(x, k, bias)
+        return folded.run(x, k, f, bias, None)
     # Cached in the compute dtype: one more copy of the up-conv weights (4x) per layer and dtype,
     # packed for oneDNN where that wins (packedconv.py).
-    if _packable(layer, x, taps=4 * 9):
+    if _packable(layer, x, taps=4 * folded.taps):
         shape = tuple(x.shape)
-        k = _derived(layer, f"phase-packed-{dtype}-{shape}",
-                     lambda w: pack_weight(phase_weight(w, f).to(dtype), shape), [f])
+        k = _derived(layer, f"{form}-packed-{dtype}-{shape}",
+                     lambda w: pack_weight(folded.weight(w, f).to(dtype), shape), [f])
     else:
-        k = _derived(layer, f"phase-{dtype}", lambda w: phase_weight(w, f).to(dtype).contiguous(memory_format=cl), [f])
-    xs = x * styles.to(dtype).reshape(N, -1, 1, 1)
-    return phase_upconv(xs, k, bias, out_scale=dcoefs.reshape(N, -1, 1, 1))
+        k = _derived(layer, f"{form}-{dtype}", lambda w: folded.weight(w, f).to(dtype).contiguous(memory_format=cl), [f])
+    # One sample: the fp32 styles through scaled_channels; a shared conv's per-sample styles in bf16 (the
+    # exact per-sample product costs more than it saves there).
+    xs = scaled_channels(x, styles) if N == 1 else x * styles.to(dtype).reshape(N, -1, 1, 1)
+    return folded.run(xs, k, f, bias, dcoefs.reshape(N, -1, 1, 1))
 
 
 _DERIVED = weakref.WeakKeyDictionary()  # layer -> {kind: (key of its weight and dependencies, value)}
@@ -164,32 +167,45 @@ def _packable(layer, x, taps=9):
         weights_outnumber_input(layer.weight.shape[0], taps, x.shape[2], x.shape[3])
 
 
-def scaled_channels(x, scale, inplace=False):
-    """x [N, C, H, W] times a per-channel scale ([C], [1, C] or per sample [N, C, 1, 1]) in the wider of the
-    two dtypes (fp32), rounded once to x's dtype (in place where `inplace` and the dtypes agree): the bits
-    of the mixed-dtype product, which on CPU takes a slow casting path for a bf16 channels_last x (AMX Xeon,
-    [1, 512, 64, 64]: 24 ms, against 8 for this upcast, multiply and round, and 0.3 for a bf16 x bf16
-    product). The scale stays fp32: rounded to bf16 it biases whole channels (bf16 generator PSNR vs the
-    reference path at 256 px 42.9 -> 42.1 dB)."""
-    scale = scale.reshape(scale.shape[0] if scale.ndim == 4 else 1, -1, 1, 1)
+def scaled_channels(x, scale, bias=None, inplace=False):
+    """x [N, C, H, W] times a per-channel scale ([C], [1, C] or per sample [N, C, 1, 1]), plus an optional
+    bias [C], in the wider of the dtypes (fp32) and rounded once to x's dtype (in place where `inplace`
+    and the dtypes agree, without a bias). The scale stays fp32: rounded to bf16 it biases whole
+    channels (bf16 generator PSNR vs the reference path at 256 px 42.9 -> 42.1 dB). A scale shared by the batch runs as
+    batch_norm's inference kernel (zero mean, unit variance, no eps: y = x * scale + bias per channel in
+    fp32, one pass, a vectorised mixed-dtype loop), PyTorch's mixed-dtype product taking a slow casting
+    path for a bf16 channels_last x (AMX Xeon, [1, 512, 64, 64]: 24 ms, 0.2 through batch_norm); per
+    sample scales upcast, multiply and round."""
+    per_sample = scale.ndim == 4 and scale.shape[0] != 1
     wide = torch.promote_types(x.dtype, scale.dtype)
-    if x.dtype == wide:
-        return x.mul_(scale) if inplace else x * scale
-    return x.to(wide).mul_(scale).to(x.dtype)
+    if per_sample or (bias is None and x.dtype == wide):
+        scale = scale.reshape(scale.shape[0] if per_sample else 1, -1, 1, 1)
+        if x.dtype == wide:
+            y = x.mul_(scale) if inplace else x * scale
+        else:
+            y = x.to(wide).mul_(scale)
+        return (y if bias is None else y.add_(bias.reshape(1, -1, 1, 1))).to(x.dtype)
+    c = x.shape[1]
+    stats = torch.zeros(2, c, dtype=wide, device=x.device)
+    stats[1] = 1
+    return torch.nn.functional.batch_norm(x, stats[0], stats[1], scale.reshape(c).to(wide),
+                                          None if bias is None else bias.to(wide), False, 0.0, 0.0)
 
 
 def _packed_layer(layer, x, styles, dcoefs, bias, dtype):
     """A fused inference conv on the layer's cached weight: the styles scale the input and the
-    demodulation the output (the same maths as modulated weights), + bias. A plain conv's weight is
-    packed for oneDNN; an up-conv's (transposed conv + FIR) is cached transposed, in channels_last."""
+    demodulation the output (the same maths as modulated weights), + bias (fp32: a plain conv's is added
+    with the demodulation, rounded once). A plain conv's weight is packed for oneDNN; an up-conv's
+    (transposed conv + FIR) is cached transposed, in channels_last."""
     shape = tuple(x.shape)
     xs = scaled_channels(x, styles)
     if layer.up == 1:
         packed = _derived(layer, f"packed-{dtype}-{shape}", lambda w: pack_weight(w.to(dtype), shape))
-        return scaled_channels(packed_conv2d(xs, packed), dcoefs, inplace=True).add_(bias.reshape(1, -1, 1, 1))
+        return scaled_channels(packed_conv2d(xs, packed), dcoefs, bias)
     wt = _derived(layer, f"transposed-{dtype}",
                   lambda w: w.to(dtype).transpose(0, 1).contiguous(memory_format=torch.channels_last))
-    return _transposed_upconv(xs, wt, bias, layer.up, layer.resample_filter, post_scale=dcoefs.reshape(1, -1, 1, 1))
+    return _transposed_upconv(xs, wt, bias.to(dtype), layer.up, layer.resample_filter,
+                              post_scale=dcoefs.reshape(1, -1, 1, 1))
 
 
 def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
@@ -200,7 +216,7 @@ def _conv3x3_resample(x, w, bias, up, f, post_scale=None, inplace=True):
     F = torch.nn.functional
     if up == 1:
         y = F.conv2d(x, w, bias=bias if post_scale is None else None, padding=1)
-        return y if post_scale is None else scaled_channels(y, post_scale, inplace)
+        return y if post_scale is None else scaled_channels(y, post_scale, inplace=inplace)
     wt = w.transpose(0, 1)  # [I, O, 3, 3]
     if inplace:  # oneDNN's transposed conv runs 2-3% faster in bf16 given a channels_last weight (same
         # bits; AMD Zen 4, 256 / 1024 px); not on training's path, whose backward was not measured
@@ -212,7 +228,7 @@ def _transposed_upconv(x, wt, bias, up, f, post_scale=None, inplace=True):
     """The up-sampling half of `_conv3x3_resample`, given the transposed weight wt [I, O, 3, 3]."""
     y = torch.nn.functional.conv_transpose2d(x, wt, stride=up)  # [N, O, up*H + 1, up*W + 1]
     if post_scale is not None:
-        y = scaled_channels(y, post_scale, inplace)
+        y = scaled_channels(y, post_scale, inplace=inplace)
     return fir_after_transposed(y, f, up, bias)
 
 
@@ -223,8 +239,7 @@ def fir_after_transposed(y, f, up, bias=None):
     F = torch.nn.functional
     O = y.shape[1]
     fw = f.shape[-1]
-    f2 = f if f.ndim == 2 else f.ger(f)
-    taps = (f2.flip([0, 1]) * up ** 2).to(y.dtype).expand(O, 1, *f2.shape)
+    taps = fir_taps(f, up, O, y.dtype)
     # up=2, 4 taps: the reference pads the (2H+1) image by 1 on each side (cf. conv2d_resample).
     px0 = 1 + (fw + up - 1) // 2 - 2
     px1 = 1 + (fw - up) // 2 - (3 - up)
