@@ -23,7 +23,7 @@ setup(
     package_dir={"latentedit.checkpoints": "checkpoints", "latentedit.csrc": "csrc"},
     package_data={"latentedit.studio": ["static/*.html", "static/*.js", "static/*.css"],
                   "latentedit.checkpoints": ["README.md", "default/*.*", "default/*/*.*"],
-                  "latentedit.csrc": ["*.cpp", "*.cu", "*.cuh", "*.h", "README.md"]},
+                  "latentedit.csrc": ["*.c", "*.cpp", "*.cu", "*.cuh", "*.h", "README.md"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.6",  # weights-only loading with safe_globals, and its 2.6 security fix

@@ -144,12 +144,15 @@ def machine_description():
                     break
     except OSError:
         pass
+    from latentedit import heap
+    from latentedit.ops import cpu_kernels
     from latentedit.models.upconv import upconv_form
 
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, "
-            f"LATENTEDIT_KEEP_HEAP={os.environ.get('LATENTEDIT_KEEP_HEAP', 'unset')}, bf16 up-conv "
+            f"freed heap blocks {'kept' if heap.kept else 'released'}, "
+            f"CPU layer-tail kernel {cpu_kernels.unavailable_reason() or 'on'}, bf16 up-conv "
             f"{upconv_form(torch.bfloat16, in_channels=512)} / {upconv_form(torch.bfloat16, in_channels=128)} "
             f"(512 / 128 input channels)")
 

@@ -27,9 +27,14 @@ def glibc():
     return libc if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt") else None
 
 
+kept = False  # whether this process runs with the settings (benchmarks print it)
+
+
 def keep_freed_blocks():
     """Applies the settings above unless LATENTEDIT_KEEP_HEAP=0; returns whether glibc took them."""
+    global kept
     libc = glibc()
     if os.environ.get("LATENTEDIT_KEEP_HEAP", "1") == "0" or libc is None:
-        return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        return kept
+    kept = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return kept

@@ -12,6 +12,7 @@ from latentedit.models.layers import FullyConnectedLayer, conv2d_resample, versi
 from latentedit.models.packedconv import pack_weight, packed_conv2d, use_packed_conv, weights_outnumber_input
 from latentedit.models.upconv import FOLDED_FORMS, fir_taps, phase_foldable, upconv_form
 from latentedit.ops import bias_act, setup_filter, upsample2d
+from latentedit.ops.cpu_kernels import layer_tail_
 from latentedit.ops.upfirdn2d import fixed_depthwise
 
 NOISE_MODES = ("random", "const", "none")
@@ -92,6 +93,9 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
         y = y.add_(bias.reshape(1, -1, 1, 1)) if inplace else y + bias.reshape(1, -1, 1, 1)
     if noise is not None:
         noise = (noise * g).to(dtype)
+    if inplace and layer_tail_(y, noise, 0.2, layer.conv_clamp):  # the three passes below in one (csrc/)
+        return y
+    if noise is not None:
         y = y.add_(noise) if inplace or fused else y + noise
     y = torch.nn.functional.leaky_relu_(y, 0.2) if (inplace or fused) else torch.nn.functional.leaky_relu(y, 0.2)
     if layer.conv_clamp is not None:

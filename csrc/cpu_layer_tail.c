@@ -1,0 +1,55 @@
+/* The element-wise tail of a synthesis layer on CPU, in place and in one pass over memory:
+ *     y = clamp(leaky_relu(y + noise, slope), -clamp, clamp)
+ * y channels_last [N, H, W, C] (bf16 or fp32), noise one value per pixel ([N or 1, H, W]) or NULL.
+ * PyTorch runs this as two or three passes (the noise add, the leaky ReLU, the clamp), and these
+ * passes are memory bound, so one pass saves much of their time (benchmarks/RESULTS.md, "tail").
+ * bf16 is computed in fp32 and rounded once, to nearest even; fp32 gives PyTorch's bits.
+ * Plain C on raw pointers, built by latentedit/ops/cpu_kernels.py with the system compiler. The
+ * pixels are split over `threads` OpenMP threads (one core does not saturate the memory bandwidth):
+ * loaded after torch, the library binds to the libgomp torch has loaded, so its threads are torch's own
+ * (a second pool would compete with torch's spinning workers for the same cores). */
+#include <stdint.h>
+#include <string.h>
+
+#define MIN_VALUES_PER_THREAD (1L << 16) /* below this a thread costs more than it saves */
+
+static inline float bf16_to_f32(uint16_t v) {
+    uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float tail(float v, float slope, float clamp) {
+    v = v > 0.0f ? v : v * slope;
+    if (v > clamp) v = clamp;
+    if (v < -clamp) v = -clamp;
+    return v;
+}
+
+void layer_tail(void *y, const void *noise, long n_batch, long pixels, long channels, long noise_batch_stride,
+                float slope, float clamp, int bf16, int threads) {
+    const long rows = n_batch * pixels;
+    const int parallel = threads > 1 && rows * channels >= 2 * MIN_VALUES_PER_THREAD;
+    #pragma omp parallel for num_threads(threads) schedule(static) if (parallel)
+    for (long r = 0; r < rows; r++) {
+        const long noise_at = (r / pixels) * noise_batch_stride + r % pixels;
+        if (bf16) {
+            const float add = noise ? bf16_to_f32(((const uint16_t *)noise)[noise_at]) : 0.0f;
+            uint16_t *row = (uint16_t *)y + r * channels;
+            for (long c = 0; c < channels; c++) row[c] = f32_to_bf16(tail(bf16_to_f32(row[c]) + add, slope, clamp));
+        } else {
+            const float add = noise ? ((const float *)noise)[noise_at] : 0.0f;
+            float *row = (float *)y + r * channels;
+            for (long c = 0; c < channels; c++) row[c] = tail(row[c] + add, slope, clamp);
+        }
+    }
+}

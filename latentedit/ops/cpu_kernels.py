@@ -1,0 +1,124 @@
+"""CPU kernels of csrc/ in plain C, built at first use with the system's C compiler and called
+through ctypes (no torch headers: the build takes a fraction of a second).
+
+`layer_tail_` runs a synthesis layer's noise add, leaky ReLU and clamp in one pass
+(csrc/cpu_layer_tail.c). The library is built into $LATENTEDIT_CACHE/cpu (default
+~/.cache/latentedit/cpu) under a name keyed by the source, the compiler, its flags and this CPU's
+ISA flags (-march=native code must not run on another CPU that shares the folder), written to a
+temporary file and renamed into place, so concurrent processes never load half a library. Where
+there is no compiler, no glibc-style shared library or the build fails, the callers keep their
+PyTorch ops (`unavailable_reason()` says why); LATENTEDIT_CPU_KERNELS=off turns the kernels off.
+"""
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+from latentedit.ops.build import cache_root, csrc_dir
+
+SOURCE = "cpu_layer_tail.c"
+CHOICES = ("auto", "off")
+# Tried in order: without OpenMP the kernel runs on one thread; without -march=native, baseline SIMD.
+_FLAGS = [["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"]]
+_DTYPES = (torch.bfloat16, torch.float32)
+
+
+def enabled():
+    choice = os.environ.get("LATENTEDIT_CPU_KERNELS", "auto")
+    if choice not in CHOICES:
+        raise ValueError(f"LATENTEDIT_CPU_KERNELS must be one of {CHOICES}, got {choice!r}")
+    return choice == "auto"
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((line for line in fh if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
+def _build(compiler):
+    """The loaded library, or raises with the reason."""
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"built only on Linux (this is {sys.platform})")
+    cc = shutil.which(compiler)
+    if cc is None:
+        raise RuntimeError(f"no C compiler {compiler!r} on PATH")
+    source = (csrc_dir() / SOURCE).read_bytes()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    folder = cache_root().parent / "cpu"
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for flags in _FLAGS:
+        key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(),
+                                         _cpu_flags().encode()])).hexdigest()[:16]
+        target = folder / f"layer_tail-{key}.so"
+        if not target.is_file():
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+            os.close(fd)
+            with tempfile.TemporaryDirectory() as scratch:  # the source, read once, compiled as read
+                src = os.path.join(scratch, SOURCE)
+                with open(src, "wb") as fh:
+                    fh.write(source)
+                done = subprocess.run([cc, *flags, "-shared", "-fPIC", src, "-o", tmp],
+                                      capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                os.unlink(tmp)
+                errors.append(f"{' '.join(flags)}: {done.stderr.strip()[-300:]}")
+                continue
+            os.replace(tmp, target)
+        lib = ctypes.CDLL(str(target))
+        lib.layer_tail.restype = None
+        lib.layer_tail.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 4 + \
+            [ctypes.c_float] * 2 + [ctypes.c_int] * 2
+        return lib
+    raise RuntimeError("the compiler failed: " + "; ".join(errors))
+
+
+@functools.lru_cache(maxsize=None)
+def _load(compiler):
+    """(library, None) or (None, reason); cached per compiler, so a failed build is not retried."""
+    try:
+        return _build(compiler), None
+    except Exception as e:  # noqa: BLE001 -- every failure means "keep the PyTorch ops"
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _library():
+    return _load(os.environ.get("CC", "cc"))
+
+
+def unavailable_reason():
+    """None when the kernels run here, else why not."""
+    if not enabled():
+        return "LATENTEDIT_CPU_KERNELS=off"
+    return _library()[1]
+
+
+def layer_tail_(y, noise, slope, clamp=None):
+    """y = clamp(leaky_relu(y + noise, slope), -clamp, clamp) in place, in one pass, when the kernel can
+    take it: y a channels_last CPU tensor (bf16 or fp32) outside autograd, noise None or one value per
+    pixel ([N or 1, 1, H, W], y's dtype). Returns whether it ran; the caller runs PyTorch's ops if not."""
+    if y.device.type != "cpu" or y.dtype not in _DTYPES or y.requires_grad or y.dim() != 4 or \
+            not y.is_contiguous(memory_format=torch.channels_last) or not enabled():
+        return False
+    N, C, H, W = y.shape
+    if noise is not None:
+        if noise.dtype != y.dtype or noise.device != y.device or noise.shape[1:] != (1, H, W) or \
+                noise.shape[0] not in (1, N) or noise.requires_grad:
+            return False
+        noise = noise.contiguous()
+    lib = _library()[0]
+    if lib is None:
+        return False
+    lib.layer_tail(y.data_ptr(), None if noise is None else noise.data_ptr(), N, H * W, C,
+                   0 if noise is None or noise.shape[0] == 1 else H * W, slope, float("inf") if clamp is None else clamp,
+                   y.dtype == torch.bfloat16, torch.get_num_threads())
+    return True
