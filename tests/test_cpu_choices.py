@@ -137,7 +137,8 @@ def test_importing_latentedit_keeps_large_blocks_in_the_heap_unless_told_not_to(
         env["LATENTEDIT_KEEP_HEAP"] = keep
     code = """import ctypes, latentedit, torch
 class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
 before = libc.mallinfo2().hblks

@@ -29,8 +29,9 @@ def activations(shape, dtype, seed=0):
 def test_layer_tail_is_noise_lrelu_clamp(dtype, noise_kind, clamp, shape):
     N, C, H, W = shape
     y = activations(shape, dtype)
+    g = torch.Generator().manual_seed(1)
     noise = None if noise_kind is None else \
-        torch.randn(N if noise_kind == "per sample" else 1, 1, H, W, generator=torch.Generator().manual_seed(1)).to(dtype)
+        torch.randn(N if noise_kind == "per sample" else 1, 1, H, W, generator=g).to(dtype)
     # fp32 arithmetic, rounded once: fp32 is then PyTorch's own sequence of ops, bit for bit
     ref = y.float() if noise is None else y.float() + noise.float()
     ref = F.leaky_relu(ref, 0.2)
@@ -76,7 +77,8 @@ def test_the_generator_gives_the_same_images_with_the_kernel(monkeypatch):
     for choice in ("off", "auto"):
         monkeypatch.setenv("LATENTEDIT_CPU_KERNELS", choice)
         with torch.no_grad():
-            images[choice] = [G.synthesis(ws, noise_mode="const", compute_dtype=dt) for dt in (torch.float32, torch.bfloat16)]
+            images[choice] = [G.synthesis(ws, noise_mode="const", compute_dtype=dt)
+                              for dt in (torch.float32, torch.bfloat16)]
     assert torch.equal(images["off"][0], images["auto"][0])
     diff = images["off"][1] - images["auto"][1]
     assert 0 < diff.abs().max() <= 0.05 * images["off"][1].abs().max()  # bf16 rounded once, not twice

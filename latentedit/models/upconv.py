@@ -60,7 +60,8 @@ def upconv_form(dtype, device_type="cpu", training=False, in_channels=None):
 
 
 def phase_foldable(f, up):
-    """The folded forms (phase, subpixel) cover the StyleGAN2 case: 2x up-sampling with a 4x4 (or separable 4-tap) FIR."""
+    """The folded forms (phase, subpixel) cover the StyleGAN2 case: 2x up-sampling with a 4x4 (or separable
+    4-tap) FIR."""
     return up == 2 and f is not None and f.shape[-1] == 4 and (f.ndim == 1 or f.shape[0] == 4)
 
 
@@ -113,15 +114,22 @@ def phase_upconv(x, k, bias=None, out_scale=None):
     else:
         y = F.conv2d(x, k, bias, padding=1)
     N, C4, H, W = y.shape
+    out = torch.empty([N, H, 2, W, 2, C4 // 4], dtype=y.dtype, device=y.device)
+    interleave_phases(y, out, out_scale)
+    return out.reshape(N, 2 * H, 2 * W, C4 // 4).permute(0, 3, 1, 2)
+
+
+def interleave_phases(y, out, out_scale=None):
+    """y [N, 4 O, H, W] channels_last, phase-major channels -> out [N, H, 2, W, 2, O] (row phase, column
+    phase), times out_scale [N, O, 1, 1] when given, in one copy: channels_last memory is [N, H, W, (row
+    phase, column phase, O)], so this interleaves rows and columns."""
+    N, C4, H, W = y.shape
     O = C4 // 4
-    # channels_last memory is [N, H, W, (row phase, column phase, O)]: interleave rows and columns.
     phases = y.permute(0, 2, 3, 1).reshape(N, H, W, 2, 2, O).permute(0, 1, 3, 2, 4, 5)
-    out = torch.empty([N, H, 2, W, 2, O], dtype=y.dtype, device=y.device)
     if out_scale is None:
         out.copy_(phases)
     else:
         torch.mul(phases, out_scale.to(y.dtype).reshape(N, 1, 1, 1, 1, O), out=out)
-    return out.reshape(N, 2 * H, 2 * W, O).permute(0, 3, 1, 2)
 
 
 def subpixel_weight(w):
@@ -159,15 +167,10 @@ def subpixel_upconv(x, k, f, bias=None, out_scale=None):
         y = F.conv2d(x, k, padding=1)
     N, C4, H1, W1 = y.shape
     O = C4 // 4
-    phases = y.permute(0, 2, 3, 1).reshape(N, H1, W1, 2, 2, O).permute(0, 1, 3, 2, 4, 5)
     buf = torch.empty([N, 2 * H1 + 1, 2 * W1 + 1, O], dtype=y.dtype, device=y.device)
     buf[:, 0].zero_()
     buf[:, :, 0].zero_()
-    inner = buf[:, 1:, 1:].view(N, H1, 2, W1, 2, O)
-    if out_scale is None:
-        inner.copy_(phases)
-    else:
-        torch.mul(phases, out_scale.to(y.dtype).reshape(N, 1, 1, 1, 1, O), out=inner)
+    interleave_phases(y, buf[:, 1:, 1:].view(N, H1, 2, W1, 2, O), out_scale)
     z = buf.permute(0, 3, 1, 2)
     return fixed_depthwise(z, fir_taps(f, 2, O, y.dtype), stride=1, padding=0,
                            bias=None if bias is None else bias.to(y.dtype))

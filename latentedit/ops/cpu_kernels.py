@@ -118,7 +118,7 @@ def layer_tail_(y, noise, slope, clamp=None):
     lib = _library()[0]
     if lib is None:
         return False
-    lib.layer_tail(y.data_ptr(), None if noise is None else noise.data_ptr(), N, H * W, C,
-                   0 if noise is None or noise.shape[0] == 1 else H * W, slope, float("inf") if clamp is None else clamp,
-                   y.dtype == torch.bfloat16, torch.get_num_threads())
+    noise_batch_stride = 0 if noise is None or noise.shape[0] == 1 else H * W
+    lib.layer_tail(y.data_ptr(), None if noise is None else noise.data_ptr(), N, H * W, C, noise_batch_stride,
+                   slope, float("inf") if clamp is None else clamp, y.dtype == torch.bfloat16, torch.get_num_threads())
     return True
