@@ -37,19 +37,20 @@ static inline float tail(float v, float slope, float clamp) {
 
 void layer_tail(void *y, const void *noise, long n_batch, long pixels, long channels, long noise_batch_stride,
                 float slope, float clamp, int bf16, int threads) {
-    const long rows = n_batch * pixels;
-    const int parallel = threads > 1 && rows * channels >= 2 * MIN_VALUES_PER_THREAD;
-    #pragma omp parallel for num_threads(threads) schedule(static) if (parallel)
-    for (long r = 0; r < rows; r++) {
-        const long noise_at = (r / pixels) * noise_batch_stride + r % pixels;
-        if (bf16) {
-            const float add = noise ? bf16_to_f32(((const uint16_t *)noise)[noise_at]) : 0.0f;
-            uint16_t *row = (uint16_t *)y + r * channels;
-            for (long c = 0; c < channels; c++) row[c] = f32_to_bf16(tail(bf16_to_f32(row[c]) + add, slope, clamp));
-        } else {
-            const float add = noise ? ((const float *)noise)[noise_at] : 0.0f;
-            float *row = (float *)y + r * channels;
-            for (long c = 0; c < channels; c++) row[c] = tail(row[c] + add, slope, clamp);
+    const int parallel = threads > 1 && pixels * channels >= 2 * MIN_VALUES_PER_THREAD;
+    for (long n = 0; n < n_batch; n++) { /* per sample: no division per pixel to find its noise */
+        #pragma omp parallel for num_threads(threads) schedule(static) if (parallel)
+        for (long p = 0; p < pixels; p++) {
+            const long r = n * pixels + p, noise_at = n * noise_batch_stride + p;
+            if (bf16) {
+                const float add = noise ? bf16_to_f32(((const uint16_t *)noise)[noise_at]) : 0.0f;
+                uint16_t *restrict row = (uint16_t *)y + r * channels;
+                for (long c = 0; c < channels; c++) row[c] = f32_to_bf16(tail(bf16_to_f32(row[c]) + add, slope, clamp));
+            } else {
+                const float add = noise ? ((const float *)noise)[noise_at] : 0.0f;
+                float *restrict row = (float *)y + r * channels;
+                for (long c = 0; c < channels; c++) row[c] = tail(row[c] + add, slope, clamp);
+            }
         }
     }
 }

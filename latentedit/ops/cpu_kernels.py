@@ -25,7 +25,8 @@ from latentedit.ops.build import cache_root, csrc_dir
 SOURCE = "cpu_layer_tail.c"
 CHOICES = ("auto", "off")
 # Tried in order: without OpenMP the kernel runs on one thread; without -march=native, baseline SIMD.
-_FLAGS = [["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"]]
+_FLAGS = [["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"], ["-O3", "-march=native", "-fopenmp"],
+          ["-O3", "-fopenmp"], ["-O3"]]
 _DTYPES = (torch.bfloat16, torch.float32)
 
 
