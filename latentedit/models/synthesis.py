@@ -316,14 +316,20 @@ class ToRGBLayer(nn.Module):
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
     def forward_fast(self, x, w):
-        """CPU fast path: a per-sample 1x1 conv is a batched matmul over the channels_last pixels
-        (no scaled copy of x). Returns fp32 [N, C, H, W]."""
+        """CPU fast path, no scaled copy of x: one sample's modulated 1x1 conv as oneDNN's conv, a batch's
+        per-sample ones as a batched matmul over the channels_last pixels (the conv ran 1.9-2.9x faster at
+        512-1024 px, bf16 and fp32, and the same within 0.02 ms below: a matmul with 3 columns is a
+        poor fit). Returns fp32 [N, C, H, W]."""
         styles = self.affine(w) * self.weight_gain  # [N, I]
         N, I, H, W = x.shape
-        wt = (self.weight.reshape(1, -1, I) * styles.unsqueeze(1)).transpose(1, 2).to(x.dtype)  # [N, I, C]
-        pixels = x.permute(0, 2, 3, 1).reshape(N, H * W, I)  # a view when x is channels_last
-        y = torch.baddbmm(self.bias.to(x.dtype).reshape(1, 1, -1), pixels, wt)  # [N, HW, C]
-        y = y.reshape(N, H, W, -1).permute(0, 3, 1, 2).to(torch.float32)
+        if N == 1:
+            weight = (self.weight * styles.reshape(1, -1, 1, 1)).to(x.dtype)  # [C, I, 1, 1]
+            y = torch.nn.functional.conv2d(x, weight, self.bias.to(x.dtype)).to(torch.float32)
+        else:
+            wt = (self.weight.reshape(1, -1, I) * styles.unsqueeze(1)).transpose(1, 2).to(x.dtype)  # [N, I, C]
+            pixels = x.permute(0, 2, 3, 1).reshape(N, H * W, I)  # a view when x is channels_last
+            y = torch.baddbmm(self.bias.to(x.dtype).reshape(1, 1, -1), pixels, wt)  # [N, HW, C]
+            y = y.reshape(N, H, W, -1).permute(0, 3, 1, 2).to(torch.float32)
         if self.conv_clamp is not None:
             y = y.clamp(-self.conv_clamp, self.conv_clamp)
         return y
