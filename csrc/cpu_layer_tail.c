@@ -10,6 +10,12 @@
  * (a second pool would compete with torch's spinning workers for the same cores). */
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#include <immintrin.h>
+#define BF16_VECTORS 1
+#else
+#define BF16_VECTORS 0
+#endif
 
 #define MIN_VALUES_PER_THREAD (1L << 16) /* below this a thread costs more than it saves */
 
@@ -35,6 +41,26 @@ static inline float tail(float v, float slope, float clamp) {
     return v;
 }
 
+/* One pixel's bf16 channels. With AVX512-BF16, 16 channels a step with the hardware's conversion (round to
+ * nearest even; it flushes denormals to zero): on short rows (32 channels) the compiler's own loop spent
+ * more on its set-up than on the values (1024 px, 32 channels: 16 ms against 5 for a flat loop). */
+static void bf16_pixel(uint16_t *restrict row, long channels, float add, float slope, float clamp) {
+    long c = 0;
+#if BF16_VECTORS
+    const __m512 a = _mm512_set1_ps(add), s = _mm512_set1_ps(slope), zero = _mm512_setzero_ps();
+    const __m512 hi = _mm512_set1_ps(clamp), lo = _mm512_set1_ps(-clamp);
+    for (; c + 16 <= channels; c += 16) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(row + c));
+        __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+        v = _mm512_add_ps(v, a);
+        v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ), _mm512_mul_ps(v, s), v);
+        v = _mm512_max_ps(lo, _mm512_min_ps(hi, v)); /* NaN in v comes out as v: min / max return their second operand */
+        _mm256_storeu_si256((__m256i *)(row + c), (__m256i)_mm512_cvtneps_pbh(v));
+    }
+#endif
+    for (; c < channels; c++) row[c] = f32_to_bf16(tail(bf16_to_f32(row[c]) + add, slope, clamp));
+}
+
 void layer_tail(void *y, const void *noise, long n_batch, long pixels, long channels, long noise_batch_stride,
                 float slope, float clamp, int bf16, int threads) {
     const int parallel = threads > 1 && pixels * channels >= 2 * MIN_VALUES_PER_THREAD;
@@ -44,8 +70,7 @@ void layer_tail(void *y, const void *noise, long n_batch, long pixels, long chan
             const long r = n * pixels + p, noise_at = n * noise_batch_stride + p;
             if (bf16) {
                 const float add = noise ? bf16_to_f32(((const uint16_t *)noise)[noise_at]) : 0.0f;
-                uint16_t *restrict row = (uint16_t *)y + r * channels;
-                for (long c = 0; c < channels; c++) row[c] = f32_to_bf16(tail(bf16_to_f32(row[c]) + add, slope, clamp));
+                bf16_pixel((uint16_t *)y + r * channels, channels, add, slope, clamp);
             } else {
                 const float add = noise ? ((const float *)noise)[noise_at] : 0.0f;
                 float *restrict row = (float *)y + r * channels;
