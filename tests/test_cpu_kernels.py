@@ -1,6 +1,6 @@
 """The plain-C CPU kernels of csrc/ (latentedit/ops/cpu_kernels.py): the synthesis layers' noise add,
-leaky ReLU and clamp in one pass, against PyTorch's ops; where the kernel declines a tensor or cannot be
-built, callers keep PyTorch's ops."""
+leaky ReLU and clamp in one pass, and the folded up-convs' interleaving copy, against PyTorch's ops; where
+a kernel declines a tensor or cannot be built, callers keep PyTorch's ops."""
 import os
 
 import pytest
@@ -82,6 +82,39 @@ def test_the_generator_gives_the_same_images_with_the_kernel(monkeypatch):
     assert torch.equal(images["off"][0], images["auto"][0])
     diff = images["off"][1] - images["auto"][1]
     assert 0 < diff.abs().max() <= 0.05 * images["off"][1].abs().max()  # bf16 rounded once, not twice
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale_kind", [None, "shared", "per sample"])
+@pytest.mark.parametrize("into", ["dense", "bordered view"])  # phase form / subpixel form's buffer
+def test_interleave_phases_is_the_strided_copy(dtype, scale_kind, into):
+    N, C, H, W = 2, 48, 5, 7  # 48 channels: vector steps and none left over; H != W
+    y = activations((N, 4 * C, H, W), dtype)
+    g = torch.Generator().manual_seed(3)
+    scale = None if scale_kind is None else torch.rand(N if scale_kind == "per sample" else 1, C, generator=g) + 0.5
+    phases = y.float().permute(0, 2, 3, 1).reshape(N, H, W, 2, 2, C).permute(0, 1, 3, 2, 4, 5)
+    ref = (phases if scale is None else phases * scale.reshape(-1, 1, 1, 1, 1, C)).to(dtype)  # rounded once
+    if into == "dense":
+        out = torch.full((N, H, 2, W, 2, C), 7.0, dtype=dtype)
+    else:
+        buf = torch.full((N, 2 * H + 1, 2 * W + 1, C), 7.0, dtype=dtype)
+        out = buf[:, 1:, 1:].view(N, H, 2, W, 2, C)
+    assert cpu_kernels.interleave_phases_(y, out, scale) is True
+    assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.nan_to_num(), ref.nan_to_num())
+    if into != "dense":  # the border is left alone
+        assert (buf[:, 0] == 7).all() and (buf[:, :, 0] == 7).all()
+
+
+@needs_kernel
+def test_interleave_phases_declines_what_it_cannot_take():
+    y = activations((1, 8, 3, 3), torch.float32)
+    good = torch.empty(1, 3, 2, 3, 2, 2)
+    for bad_y, out, scale in [(y.contiguous(), good, None), (y.clone().requires_grad_(), good, None),
+                              (y, torch.empty(1, 3, 2, 3, 2, 2, dtype=torch.bfloat16), None),
+                              (y, torch.empty(1, 3, 2, 3, 2, 4)[..., ::2], None),  # channels not contiguous
+                              (y, torch.empty(1, 3, 3, 2, 2, 2), None), (y, good, torch.ones(1, 3))]:
+        assert cpu_kernels.interleave_phases_(bad_y, out, scale) is False
 
 
 def test_a_missing_compiler_leaves_pytorchs_ops(monkeypatch):

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from latentedit.ops.cpu_kernels import interleave_phases_
 from latentedit.ops.upfirdn2d import fixed_depthwise
 
 CHOICES = ("auto", "phase", "subpixel", "transposed")
@@ -122,9 +123,12 @@ def phase_upconv(x, k, bias=None, out_scale=None):
 def interleave_phases(y, out, out_scale=None):
     """y [N, 4 O, H, W] channels_last, phase-major channels -> out [N, H, 2, W, 2, O] (row phase, column
     phase), times out_scale [N, O, 1, 1] when given, in one copy: channels_last memory is [N, H, W, (row
-    phase, column phase, O)], so this interleaves rows and columns."""
+    phase, column phase, O)], so this interleaves rows and columns. csrc/'s kernel where it can (the scale
+    in fp32, rounded once), else PyTorch's strided copy (the scale rounded to y's dtype first)."""
     N, C4, H, W = y.shape
     O = C4 // 4
+    if interleave_phases_(y, out, out_scale):  # one pass in csrc/, the scale in fp32
+        return
     phases = y.permute(0, 2, 3, 1).reshape(N, H, W, 2, 2, O).permute(0, 1, 3, 2, 4, 5)
     if out_scale is None:
         out.copy_(phases)

@@ -1,8 +1,9 @@
 """CPU kernels of csrc/ in plain C, built at first use with the system's C compiler and called
 through ctypes (no torch headers: the build takes a fraction of a second).
 
-`layer_tail_` runs a synthesis layer's noise add, leaky ReLU and clamp in one pass
-(csrc/cpu_layer_tail.c). The library is built into $LATENTEDIT_CACHE/cpu (default
+`layer_tail_` runs a synthesis layer's noise add, leaky ReLU and clamp in one pass, and
+`interleave_phases_` a folded up-conv's interleaving copy (csrc/cpu_kernels.c). Each returns whether it
+ran; callers run PyTorch's ops when not. The library is built into $LATENTEDIT_CACHE/cpu (default
 ~/.cache/latentedit/cpu) under a name keyed by the source, the compiler, its flags and this CPU's
 ISA flags (-march=native code must not run on another CPU that shares the folder), written to a
 temporary file and renamed into place, so concurrent processes never load half a library. Where
@@ -22,7 +23,7 @@ import torch
 
 from latentedit.ops.build import cache_root, csrc_dir
 
-SOURCE = "cpu_layer_tail.c"
+SOURCE = "cpu_kernels.c"
 CHOICES = ("auto", "off")
 # Tried in order: without OpenMP the kernel runs on one thread; without -march=native, baseline SIMD.
 _FLAGS = [["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"], ["-O3", "-march=native", "-fopenmp"],
@@ -60,7 +61,7 @@ def _build(compiler):
     for flags in _FLAGS:
         key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(),
                                          _cpu_flags().encode()])).hexdigest()[:16]
-        target = folder / f"layer_tail-{key}.so"
+        target = folder / f"kernels-{key}.so"
         if not target.is_file():
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
             os.close(fd)
@@ -79,6 +80,9 @@ def _build(compiler):
         lib.layer_tail.restype = None
         lib.layer_tail.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 4 + \
             [ctypes.c_float] * 2 + [ctypes.c_int] * 2
+        lib.interleave_phases.restype = None
+        lib.interleave_phases.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 9 + \
+            [ctypes.c_void_p, ctypes.c_long] + [ctypes.c_int] * 2
         return lib
     raise RuntimeError("the compiler failed: " + "; ".join(errors))
 
@@ -122,4 +126,31 @@ def layer_tail_(y, noise, slope, clamp=None):
     noise_batch_stride = 0 if noise is None or noise.shape[0] == 1 else H * W
     lib.layer_tail(y.data_ptr(), None if noise is None else noise.data_ptr(), N, H * W, C, noise_batch_stride,
                    slope, float("inf") if clamp is None else clamp, y.dtype == torch.bfloat16, torch.get_num_threads())
+    return True
+
+
+def interleave_phases_(y, out, scale=None):
+    """out[n, h, a, w, b, c] = y[n, (a, b, c), h, w] * scale[n or 0, c] (fp32 scale, rounded once) when the
+    kernel can take it: y [N, 4 C, H, W] channels_last on CPU (bf16 or fp32) outside autograd, out a
+    [N, H, 2, W, 2, C] view of y's dtype whose channels are contiguous, scale None or [N or 1, C].
+    Returns whether it ran."""
+    if y.device.type != "cpu" or y.dtype not in _DTYPES or y.requires_grad or out.requires_grad or \
+            y.dim() != 4 or not y.is_contiguous(memory_format=torch.channels_last) or not enabled():
+        return False
+    N, C4, H, W = y.shape
+    C = C4 // 4
+    if out.dtype != y.dtype or out.device != y.device or tuple(out.shape) != (N, H, 2, W, 2, C) or out.stride(5) != 1:
+        return False
+    if scale is not None:
+        scale = scale.reshape(scale.shape[0], -1)
+        if scale.shape[1] != C or scale.shape[0] not in (1, N) or scale.requires_grad:
+            return False
+        scale = scale.to(device=y.device, dtype=torch.float32).contiguous()
+    lib = _library()[0]
+    if lib is None:
+        return False
+    lib.interleave_phases(y.data_ptr(), out.data_ptr(), N, H, W, C, *out.stride()[:5],
+                          None if scale is None else scale.data_ptr(),
+                          0 if scale is None or scale.shape[0] == 1 else C,
+                          y.dtype == torch.bfloat16, torch.get_num_threads())
     return True

@@ -1,13 +1,14 @@
-/* The element-wise tail of a synthesis layer on CPU, in place and in one pass over memory:
- *     y = clamp(leaky_relu(y + noise, slope), -clamp, clamp)
- * y channels_last [N, H, W, C] (bf16 or fp32), noise one value per pixel ([N or 1, H, W]) or NULL.
- * PyTorch runs this as two or three passes (the noise add, the leaky ReLU, the clamp), and these
- * passes are memory bound, so one pass saves much of their time (benchmarks/RESULTS.md, "tail").
+/* CPU kernels of the synthesis layers, each one pass over memory where PyTorch's ops take several or walk
+ * strided views slowly (benchmarks/RESULTS.md, "layer tail"):
+ *  - layer_tail: y = clamp(leaky_relu(y + noise, slope), -clamp, clamp) in place; y channels_last
+ *    [N, H, W, C] (bf16 or fp32), noise one value per pixel ([N or 1, H, W]) or NULL;
+ *  - interleave_phases: a folded up-conv's [N, H, W, (row phase, column phase, C)] output into the
+ *    rows and columns of its up-sampled grid, times an optional fp32 per-channel scale.
  * bf16 is computed in fp32 and rounded once, to nearest even; fp32 gives PyTorch's bits.
- * Plain C on raw pointers, built by latentedit/ops/cpu_kernels.py with the system compiler. The
- * pixels are split over `threads` OpenMP threads (one core does not saturate the memory bandwidth):
- * loaded after torch, the library binds to the libgomp torch has loaded, so its threads are torch's own
- * (a second pool would compete with torch's spinning workers for the same cores). */
+ * Plain C on raw pointers, built by latentedit/ops/cpu_kernels.py with the system compiler. The work is
+ * split over `threads` OpenMP threads (one core does not saturate the memory bandwidth): loaded after
+ * torch, the library binds to the libgomp torch has loaded, so its threads are torch's own (a second pool
+ * would compete with torch's spinning workers for the same cores). */
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
@@ -75,6 +76,55 @@ void layer_tail(void *y, const void *noise, long n_batch, long pixels, long chan
                 const float add = noise ? ((const float *)noise)[noise_at] : 0.0f;
                 float *restrict row = (float *)y + r * channels;
                 for (long c = 0; c < channels; c++) row[c] = tail(row[c] + add, slope, clamp);
+            }
+        }
+    }
+}
+
+/* n_values bf16 or fp32 values from src to dst, times scale[c] when scale is not NULL. */
+static void scaled_copy(const void *src, void *dst, long n_values, const float *scale, int bf16) {
+    if (!scale) {
+        memcpy(dst, src, (size_t)n_values * (bf16 ? 2 : 4));
+        return;
+    }
+    long c = 0;
+    if (bf16) {
+        const uint16_t *s = (const uint16_t *)src;
+        uint16_t *d = (uint16_t *)dst;
+#if BF16_VECTORS
+        for (; c + 16 <= n_values; c += 16) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(s + c));
+            __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+            v = _mm512_mul_ps(v, _mm512_loadu_ps(scale + c));
+            _mm256_storeu_si256((__m256i *)(d + c), (__m256i)_mm512_cvtneps_pbh(v));
+        }
+#endif
+        for (; c < n_values; c++) d[c] = f32_to_bf16(bf16_to_f32(s[c]) * scale[c]);
+    } else {
+        const float *s = (const float *)src;
+        float *d = (float *)dst;
+        for (; c < n_values; c++) d[c] = s[c] * scale[c];
+    }
+}
+
+void interleave_phases(const void *src, void *dst, long n_batch, long height, long width, long channels,
+                       long dst_n, long dst_h, long dst_a, long dst_w, long dst_b, const float *scale,
+                       long scale_batch_stride, int bf16, int threads) {
+    /* dst strides in values: sample, input row, row phase, input column, column phase (channels: 1) */
+    const long size = bf16 ? 2 : 4;
+    const int parallel = threads > 1 && height * width * 4 * channels >= 2 * MIN_VALUES_PER_THREAD;
+    for (long n = 0; n < n_batch; n++) {
+        const float *sc = scale ? scale + n * scale_batch_stride : NULL;
+        #pragma omp parallel for num_threads(threads) schedule(static) if (parallel)
+        for (long h = 0; h < height; h++) {
+            for (long w = 0; w < width; w++) {
+                const char *pixel = (const char *)src + ((n * height + h) * width + w) * 4 * channels * size;
+                for (int a = 0; a < 2; a++) {
+                    for (int b = 0; b < 2; b++) {
+                        char *to = (char *)dst + (n * dst_n + h * dst_h + a * dst_a + w * dst_w + b * dst_b) * size;
+                        scaled_copy(pixel + (a * 2 + b) * channels * size, to, channels, sc, bf16);
+                    }
+                }
             }
         }
     }
