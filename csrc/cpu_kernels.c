@@ -4,7 +4,9 @@
  *    [N, H, W, C] (bf16 or fp32), noise one value per pixel ([N or 1, H, W]) or NULL;
  *  - interleave_phases: a folded up-conv's [N, H, W, (row phase, column phase, C)] output into the
  *    rows and columns of its up-sampled grid, times an optional fp32 per-channel scale.
- * bf16 is computed in fp32 and rounded once, to nearest even; fp32 gives PyTorch's bits.
+ * bf16 is computed in fp32 and rounded once, to nearest even (the AVX512-BF16 steps flush denormals to
+ * zero), where PyTorch's ops round after each op and scale by a bf16-rounded factor: bf16 images differ in
+ * their last bits with and without these kernels. fp32 gives PyTorch's bits.
  * Plain C on raw pointers, built by latentedit/ops/cpu_kernels.py with the system compiler. The work is
  * split over `threads` OpenMP threads (one core does not saturate the memory bandwidth): loaded after
  * torch, the library binds to the libgomp torch has loaded, so its threads are torch's own (a second pool

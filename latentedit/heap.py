@@ -7,11 +7,14 @@ faulted in and zeroed page by page again. On the project's VMs that can cost mor
 arithmetic (a bf16 [1, 128, 256, 256] 3x3 conv, 2 threads, Intel AMX: 8.6 ms into reused memory,
 36 ms into fresh) and makes timings swing with the heap's history (benchmarks/RESULTS.md, "heap").
 Serving every block from the heap (M_MMAP_MAX 0) and trimming its top only past 1 GiB free keeps
-that memory mapped: the process holds up to 1 GiB of freed memory for reuse.
-LATENTEDIT_KEEP_HEAP=0 opts out; other C libraries are left alone.
+that memory mapped for reuse. The cost: the process's resident memory stays near its peak (freed blocks
+below a live one are never returned, and up to 1 GiB at the top), and the setting holds for every
+allocation in the process, not only latentedit's, from its import on. LATENTEDIT_KEEP_HEAP=0 opts out;
+other C libraries than glibc are left alone.
 """
 import ctypes
 import os
+import sys
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_MAX = -4
@@ -20,9 +23,11 @@ TRIM_THRESHOLD = 1 << 30
 
 def glibc():
     """The process's C library when it is glibc, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(None)
-    except OSError:
+    except (OSError, TypeError):
         return None
     return libc if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt") else None
 

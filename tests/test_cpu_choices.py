@@ -93,8 +93,8 @@ def test_the_table_packs_weights_on_amx_only(monkeypatch):
 
 def test_only_the_stylegan_case_folds():
     f4, f6 = setup_filter([1, 3, 3, 1]), setup_filter([1, 2, 3, 3, 2, 1])
-    assert upconv.phase_foldable(f4, 2) and upconv.phase_foldable(setup_filter([1, 3, 3, 1], separable=True), 2)
-    assert not upconv.phase_foldable(f4, 1) and not upconv.phase_foldable(f6, 2) and not upconv.phase_foldable(None, 2)
+    assert upconv.foldable(f4, 2) and upconv.foldable(setup_filter([1, 3, 3, 1], separable=True), 2)
+    assert not upconv.foldable(f4, 1) and not upconv.foldable(f6, 2) and not upconv.foldable(None, 2)
 
 
 def test_training_keeps_the_transposed_form(monkeypatch):

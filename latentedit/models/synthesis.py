@@ -10,7 +10,7 @@ from torch import nn
 from latentedit.errors import InputError
 from latentedit.models.layers import FullyConnectedLayer, conv2d_resample, version_key
 from latentedit.models.packedconv import pack_weight, packed_conv2d, use_packed_conv, weights_outnumber_input
-from latentedit.models.upconv import FOLDED_FORMS, fir_taps, phase_foldable, upconv_form
+from latentedit.models.upconv import FOLDED_FORMS, fir_taps, foldable, upconv_form
 from latentedit.ops import bias_act, setup_filter, upsample2d
 from latentedit.ops.cpu_kernels import layer_tail_
 from latentedit.ops.upfirdn2d import fixed_depthwise
@@ -70,15 +70,17 @@ def _synthesis_layer_fast(layer, x, w, noise, fused, dtype):
     inplace = not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or
                                                  any(p.requires_grad for p in layer.parameters())))
     dcoefs = (styles.square() @ _weight_energy(layer, cache=inplace).t() + 1e-8).rsqrt() * g  # [N, O]
-    bias = (layer.bias * g).to(dtype)
+    bias32 = layer.bias * g
+    bias = bias32.to(dtype)
     if fused and N != 1:
         raise ValueError("the fused fast path runs one sample at a time")
-    form = upconv_form(dtype, x.device.type, layer.training, x.shape[1]) if layer.up != 1 else "transposed"
-    if not torch.is_grad_enabled() and phase_foldable(layer.resample_filter, layer.up) and form != "transposed":
-        # Up-convs without autograd on CPUs whose plain convs far outrun transposed ones (upconv.py).
+    # Up-convs without autograd on CPUs whose plain convs far outrun transposed ones (upconv.py).
+    form = upconv_form(dtype, x.device.type, layer.training, x.shape[1]) \
+        if not torch.is_grad_enabled() and foldable(layer.resample_filter, layer.up) else "transposed"
+    if form != "transposed":
         y = _folded_upconv_layer(layer, x, styles, dcoefs, bias, fused, dtype, form)
     elif fused and inplace and _packable(layer, x):
-        y = _packed_layer(layer, x, styles, dcoefs, layer.bias * g, dtype)
+        y = _packed_layer(layer, x, styles, dcoefs, bias32, dtype)
     elif fused:
         scale = (dcoefs.reshape(-1, 1) * styles.reshape(1, -1)).unsqueeze(-1).unsqueeze(-1)  # [O, I, 1, 1]
         if inplace:  # one pass over the weights, written straight in the compute dtype

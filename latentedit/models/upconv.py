@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from latentedit.ops.cpu_kernels import interleave_phases_
+from latentedit.ops.cpu_kernels import interleave_phases_into
 from latentedit.ops.upfirdn2d import fixed_depthwise
 
 CHOICES = ("auto", "phase", "subpixel", "transposed")
@@ -53,14 +53,16 @@ def upconv_form(dtype, device_type="cpu", training=False, in_channels=None):
     choice = os.environ.get("LATENTEDIT_UPCONV", "auto")
     if choice not in CHOICES:
         raise ValueError(f"LATENTEDIT_UPCONV must be one of {CHOICES}, got {choice!r}")
-    if device_type != "cpu" or choice != "auto":
-        return "transposed" if device_type != "cpu" else choice
+    if device_type != "cpu":
+        return "transposed"
+    if choice != "auto":
+        return choice
     if dtype != torch.bfloat16 or not cpu_has_amx() or training:
         return "transposed"
     return "subpixel" if (in_channels or 0) >= SUBPIXEL_MIN_IN_CHANNELS else "phase"
 
 
-def phase_foldable(f, up):
+def foldable(f, up):
     """The folded forms (phase, subpixel) cover the StyleGAN2 case: 2x up-sampling with a 4x4 (or separable
     4-tap) FIR."""
     return up == 2 and f is not None and f.shape[-1] == 4 and (f.ndim == 1 or f.shape[0] == 4)
@@ -127,7 +129,7 @@ def interleave_phases(y, out, out_scale=None):
     in fp32, rounded once), else PyTorch's strided copy (the scale rounded to y's dtype first)."""
     N, C4, H, W = y.shape
     O = C4 // 4
-    if interleave_phases_(y, out, out_scale):  # one pass in csrc/, the scale in fp32
+    if interleave_phases_into(out, y, out_scale):  # one pass in csrc/, the scale in fp32
         return
     phases = y.permute(0, 2, 3, 1).reshape(N, H, W, 2, 2, O).permute(0, 1, 3, 2, 4, 5)
     if out_scale is None:

@@ -2,7 +2,7 @@
 through ctypes (no torch headers: the build takes a fraction of a second).
 
 `layer_tail_` runs a synthesis layer's noise add, leaky ReLU and clamp in one pass, and
-`interleave_phases_` a folded up-conv's interleaving copy (csrc/cpu_kernels.c). Each returns whether it
+`interleave_phases_into` a folded up-conv's interleaving copy (csrc/cpu_kernels.c). Each returns whether it
 ran; callers run PyTorch's ops when not. The library is built into $LATENTEDIT_CACHE/cpu (default
 ~/.cache/latentedit/cpu) under a name keyed by the source, the compiler, its flags and this CPU's
 ISA flags (-march=native code must not run on another CPU that shares the folder), written to a
@@ -14,6 +14,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -46,45 +47,61 @@ def _cpu_flags():
         return ""
 
 
-def _build(compiler):
-    """The loaded library, or raises with the reason."""
-    if not sys.platform.startswith("linux"):
-        raise RuntimeError(f"built only on Linux (this is {sys.platform})")
-    cc = shutil.which(compiler)
+def _compiler(compiler):
+    """The compiler command as a list (CC may carry arguments, e.g. "ccache gcc"), or raises."""
+    command = shlex.split(compiler)
+    cc = shutil.which(command[0]) if command else None
     if cc is None:
         raise RuntimeError(f"no C compiler {compiler!r} on PATH")
+    return [cc, *command[1:]]
+
+
+def _build(compiler):
+    """The loaded library, or raises with the reason. A library built before under any of the flag sets
+    is taken first, so a machine whose compiler rejects the first set does not retry it every process."""
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"built only on Linux (this is {sys.platform})")
+    cc = _compiler(compiler)
     source = (csrc_dir() / SOURCE).read_bytes()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     folder = cache_root().parent / "cpu"
     folder.mkdir(parents=True, exist_ok=True)
+    targets = [(flags, folder / "kernels-{}.so".format(hashlib.sha256(b"\0".join(
+        [source, version.encode(), " ".join(flags).encode(), _cpu_flags().encode()])).hexdigest()[:16]))
+        for flags in _FLAGS]
+    built = next((target for _, target in targets if target.is_file()), None)
     errors = []
-    for flags in _FLAGS:
-        key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(),
-                                         _cpu_flags().encode()])).hexdigest()[:16]
-        target = folder / f"kernels-{key}.so"
-        if not target.is_file():
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-            os.close(fd)
+    for flags, target in targets if built is None else []:
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        try:
             with tempfile.TemporaryDirectory() as scratch:  # the source, read once, compiled as read
                 src = os.path.join(scratch, SOURCE)
                 with open(src, "wb") as fh:
                     fh.write(source)
-                done = subprocess.run([cc, *flags, "-shared", "-fPIC", src, "-o", tmp],
+                done = subprocess.run([*cc, *flags, "-shared", "-fPIC", src, "-o", tmp],
                                       capture_output=True, text=True, timeout=300)
-            if done.returncode != 0:
+            if done.returncode == 0:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o755 & ~umask)  # mkstemp's 0600 would lock out other users of a shared cache
+                os.replace(tmp, target)
+                built = target
+                break
+            errors.append(f"{' '.join(flags)}: {done.stderr.strip()[-300:]}")
+        finally:
+            if os.path.exists(tmp):
                 os.unlink(tmp)
-                errors.append(f"{' '.join(flags)}: {done.stderr.strip()[-300:]}")
-                continue
-            os.replace(tmp, target)
-        lib = ctypes.CDLL(str(target))
-        lib.layer_tail.restype = None
-        lib.layer_tail.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 4 + \
-            [ctypes.c_float] * 2 + [ctypes.c_int] * 2
-        lib.interleave_phases.restype = None
-        lib.interleave_phases.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 9 + \
-            [ctypes.c_void_p, ctypes.c_long] + [ctypes.c_int] * 2
-        return lib
-    raise RuntimeError("the compiler failed: " + "; ".join(errors))
+    if built is None:
+        raise RuntimeError("the compiler failed: " + "; ".join(errors))
+    lib = ctypes.CDLL(str(built))
+    lib.layer_tail.restype = None
+    lib.layer_tail.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 4 + \
+        [ctypes.c_float] * 2 + [ctypes.c_int] * 2
+    lib.interleave_phases.restype = None
+    lib.interleave_phases.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 9 + \
+        [ctypes.c_void_p, ctypes.c_long] + [ctypes.c_int] * 2
+    return lib
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,10 +143,11 @@ def layer_tail_(y, noise, slope, clamp=None):
     noise_batch_stride = 0 if noise is None or noise.shape[0] == 1 else H * W
     lib.layer_tail(y.data_ptr(), None if noise is None else noise.data_ptr(), N, H * W, C, noise_batch_stride,
                    slope, float("inf") if clamp is None else clamp, y.dtype == torch.bfloat16, torch.get_num_threads())
+    torch.autograd.graph.increment_version(y)  # written behind autograd's back: a saved y is now stale
     return True
 
 
-def interleave_phases_(y, out, scale=None):
+def interleave_phases_into(out, y, scale=None):
     """out[n, h, a, w, b, c] = y[n, (a, b, c), h, w] * scale[n or 0, c] (fp32 scale, rounded once) when the
     kernel can take it: y [N, 4 C, H, W] channels_last on CPU (bf16 or fp32) outside autograd, out a
     [N, H, 2, W, 2, C] view of y's dtype whose channels are contiguous, scale None or [N or 1, C].
@@ -153,4 +171,5 @@ def interleave_phases_(y, out, scale=None):
                           None if scale is None else scale.data_ptr(),
                           0 if scale is None or scale.shape[0] == 1 else C,
                           y.dtype == torch.bfloat16, torch.get_num_threads())
+    torch.autograd.graph.increment_version(out)
     return True
