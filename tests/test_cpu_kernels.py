@@ -156,6 +156,21 @@ def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
     assert sorted((tmp_path / "cpu").iterdir()) == built and built[0].stat().st_mtime_ns == stamp
 
 
+@needs_kernel
+def test_a_flag_set_the_compiler_rejects_falls_to_the_next_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("LATENTEDIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_kernels, "_FLAGS", [["-O3", "--no-such-flag-here"], ["-O2"]])
+    cc = os.environ.get("CC", "cc")
+    assert cpu_kernels._build(cc).layer_tail is not None
+    built = sorted((tmp_path / "cpu").iterdir())
+    assert len(built) == 1  # the second set's library; nothing left of the failed first
+    runs = []
+    real_run = cpu_kernels.subprocess.run
+    monkeypatch.setattr(cpu_kernels.subprocess, "run", lambda cmd, **kw: runs.append(cmd) or real_run(cmd, **kw))
+    cpu_kernels._build(cc)
+    assert all("--version" in cmd for cmd in runs)  # the next process compiles nothing
+
+
 def test_an_unknown_setting_is_refused(monkeypatch):
     monkeypatch.setenv("LATENTEDIT_CPU_KERNELS", "fast")
     with pytest.raises(ValueError, match="LATENTEDIT_CPU_KERNELS"):

@@ -71,7 +71,9 @@ def _build(compiler):
         for flags in _FLAGS]
     built = next((target for _, target in targets if target.is_file()), None)
     errors = []
-    for flags, target in targets if built is None else []:
+    for flags, target in targets:
+        if built is not None:
+            break
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
         os.close(fd)
         try:
@@ -87,8 +89,8 @@ def _build(compiler):
                 os.chmod(tmp, 0o755 & ~umask)  # mkstemp's 0600 would lock out other users of a shared cache
                 os.replace(tmp, target)
                 built = target
-                break
-            errors.append(f"{' '.join(flags)}: {done.stderr.strip()[-300:]}")
+            else:
+                errors.append(f"{' '.join(flags)}: {done.stderr.strip()[-300:]}")
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
