@@ -152,7 +152,7 @@ def machine_description():
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, "
             f"freed heap blocks {'kept' if heap.kept else 'released'}, "
-            f"CPU layer-tail kernel {cpu_kernels.unavailable_reason() or 'on'}, bf16 up-conv "
+            f"CPU kernels {cpu_kernels.unavailable_reason() or 'on'}, bf16 up-conv "
             f"{upconv_form(torch.bfloat16, in_channels=512)} / {upconv_form(torch.bfloat16, in_channels=128)} "
             f"(512 / 128 input channels)")
 

@@ -37,6 +37,18 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
+#if BF16_VECTORS
+/* 16 bf16 values widened to fp32, and back with the hardware's conversion (round to nearest even;
+ * denormals flush to zero). */
+static inline __m512 load_bf16x16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+static inline void store_bf16x16(uint16_t *p, __m512 v) {
+    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(v));
+}
+#endif
+
 static inline float tail(float v, float slope, float clamp) {
     v = v > 0.0f ? v : v * slope;
     if (v > clamp) v = clamp;
@@ -53,12 +65,10 @@ static void bf16_pixel(uint16_t *restrict row, long channels, float add, float s
     const __m512 a = _mm512_set1_ps(add), s = _mm512_set1_ps(slope), zero = _mm512_setzero_ps();
     const __m512 hi = _mm512_set1_ps(clamp), lo = _mm512_set1_ps(-clamp);
     for (; c + 16 <= channels; c += 16) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(row + c));
-        __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-        v = _mm512_add_ps(v, a);
+        __m512 v = _mm512_add_ps(load_bf16x16(row + c), a);
         v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ), _mm512_mul_ps(v, s), v);
         v = _mm512_max_ps(lo, _mm512_min_ps(hi, v)); /* NaN in v comes out as v: min / max return their second operand */
-        _mm256_storeu_si256((__m256i *)(row + c), (__m256i)_mm512_cvtneps_pbh(v));
+        store_bf16x16(row + c, v);
     }
 #endif
     for (; c < channels; c++) row[c] = f32_to_bf16(tail(bf16_to_f32(row[c]) + add, slope, clamp));
@@ -95,10 +105,7 @@ static void scaled_copy(const void *src, void *dst, long n_values, const float *
         uint16_t *d = (uint16_t *)dst;
 #if BF16_VECTORS
         for (; c + 16 <= n_values; c += 16) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(s + c));
-            __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-            v = _mm512_mul_ps(v, _mm512_loadu_ps(scale + c));
-            _mm256_storeu_si256((__m256i *)(d + c), (__m256i)_mm512_cvtneps_pbh(v));
+            store_bf16x16(d + c, _mm512_mul_ps(load_bf16x16(s + c), _mm512_loadu_ps(scale + c)));
         }
 #endif
         for (; c < n_values; c++) d[c] = f32_to_bf16(bf16_to_f32(s[c]) * scale[c]);

@@ -23,7 +23,8 @@ def G():
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("fused", [None, True, False])
-@pytest.mark.parametrize("upconv", ["transposed", "phase", "subpixel"])  # each CPU kind's up-conv form (models/upconv.py)
+# each CPU kind's up-conv form (models/upconv.py)
+@pytest.mark.parametrize("upconv", ["transposed", "phase", "subpixel"])
 @pytest.mark.parametrize("packed", ["off", "on"])  # per-sample weights or packed ones (models/packedconv.py)
 def test_fast_matches_reference(G, batch, fused, upconv, packed, monkeypatch):
     monkeypatch.setenv("LATENTEDIT_UPCONV", upconv)

@@ -126,12 +126,18 @@ def unavailable_reason():
     return _library()[1]
 
 
+def _takes(y):
+    """Whether the kernels can read y: a 4-D channels_last CPU tensor, bf16 or fp32, outside autograd,
+    with the kernels on."""
+    return y.device.type == "cpu" and y.dtype in _DTYPES and not y.requires_grad and y.dim() == 4 and \
+        y.is_contiguous(memory_format=torch.channels_last) and enabled()
+
+
 def layer_tail_(y, noise, slope, clamp=None):
     """y = clamp(leaky_relu(y + noise, slope), -clamp, clamp) in place, in one pass, when the kernel can
     take it: y a channels_last CPU tensor (bf16 or fp32) outside autograd, noise None or one value per
     pixel ([N or 1, 1, H, W], y's dtype). Returns whether it ran; the caller runs PyTorch's ops if not."""
-    if y.device.type != "cpu" or y.dtype not in _DTYPES or y.requires_grad or y.dim() != 4 or \
-            not y.is_contiguous(memory_format=torch.channels_last) or not enabled():
+    if not _takes(y):
         return False
     N, C, H, W = y.shape
     if noise is not None:
@@ -154,8 +160,7 @@ def interleave_phases_into(out, y, scale=None):
     kernel can take it: y [N, 4 C, H, W] channels_last on CPU (bf16 or fp32) outside autograd, out a
     [N, H, 2, W, 2, C] view of y's dtype whose channels are contiguous, scale None or [N or 1, C].
     Returns whether it ran."""
-    if y.device.type != "cpu" or y.dtype not in _DTYPES or y.requires_grad or out.requires_grad or \
-            y.dim() != 4 or not y.is_contiguous(memory_format=torch.channels_last) or not enabled():
+    if not _takes(y) or out.requires_grad:
         return False
     N, C4, H, W = y.shape
     C = C4 // 4
